@@ -1,0 +1,94 @@
+"""Rules for money, phones and times shared by the service and reconciliation.
+
+Money is whole shillings (int) on the way out and Decimal on the way in; a fractional amount is
+rejected, never rounded. Phones are Kenyan mobiles as Daraja wants them (2547XXXXXXXX or
+2541XXXXXXXX). Daraja's times are Africa/Nairobi; we store naive UTC.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from zoneinfo import ZoneInfo
+
+import phonenumbers
+
+NAIROBI = ZoneInfo("Africa/Nairobi")
+STK_LIMITS = (1, 250_000)
+B2C_LIMITS = (10, 250_000)
+DARAJA_TIME_FORMATS = ("%Y%m%d%H%M%S", "%d.%m.%Y %H:%M:%S")
+
+
+class InvalidValue(ValueError):
+    """A value that cannot be used; `field` names it and the message says why."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+def to_decimal(value: object, field: str = "amount") -> Decimal:
+    """A Decimal from a JSON number or string (thousands separators allowed); never via float
+    arithmetic: 10.1 becomes Decimal('10.1'), not 10.0999…"""
+    if isinstance(value, bool) or value is None:
+        raise InvalidValue(field, f"must be a number, not {value!r}")
+    text = str(value).replace(",", "").strip()
+    try:
+        number = Decimal(text)
+    except InvalidOperation:
+        raise InvalidValue(field, f"must be a number, not {value!r}") from None
+    if not number.is_finite():
+        raise InvalidValue(field, f"must be a finite number, not {value!r}")
+    return number
+
+
+def whole_shillings(value: object, limits: tuple[int, int], field: str = "amount") -> int:
+    """The amount as an int of shillings within `limits`; 150.5 is an error, not 150."""
+    number = to_decimal(value, field)
+    if number != number.to_integral_value():
+        raise InvalidValue(field, f"must be whole shillings, not {value!r}")
+    low, high = limits
+    if not low <= number <= high:
+        raise InvalidValue(field, f"must be between {low:,} and {high:,} shillings, not {value!r}")
+    return int(number)
+
+
+def mpesa_phone(value: object, field: str = "phone") -> str:
+    """A Kenyan mobile as 2547XXXXXXXX / 2541XXXXXXXX, from 07…, 01…, +254…, 254… forms."""
+    if not isinstance(value, str | int) or isinstance(value, bool):
+        raise InvalidValue(field, f"must be a phone number, not {value!r}")
+    text = str(value).strip()
+    if text.isdigit() and text.startswith("254"):
+        text = "+" + text
+    try:
+        parsed = phonenumbers.parse(text, "KE")
+    except phonenumbers.NumberParseException:
+        raise InvalidValue(field, f"not a phone number: {value!r}") from None
+    national = str(parsed.national_number)
+    is_mobile = phonenumbers.number_type(parsed) == phonenumbers.PhoneNumberType.MOBILE
+    if parsed.country_code != 254 or len(national) != 9 or national[0] not in "17" or not is_mobile:
+        raise InvalidValue(field, f"not a Kenyan mobile number: {value!r}")
+    return f"254{national}"
+
+
+def nairobi_to_utc(value: object) -> datetime | None:
+    """A Daraja time (YYYYMMDDHHmmss number or string, or dd.MM.yyyy HH:mm:ss) read as
+    Africa/Nairobi and returned as naive UTC; None when absent or unreadable."""
+    if value is None or isinstance(value, bool):
+        return None
+    text = str(value).strip()
+    if text.endswith(".0"):
+        text = text[:-2]
+    for layout in DARAJA_TIME_FORMATS:
+        try:
+            local = datetime.strptime(text, layout).replace(tzinfo=NAIROBI)
+        except ValueError:
+            continue
+        return local.astimezone(UTC).replace(tzinfo=None)
+    return None
+
+
+def nairobi_timestamp(moment: datetime | None = None) -> str:
+    """Daraja's 14-digit YYYYMMDDHHmmss timestamp in Africa/Nairobi time."""
+    moment = moment or datetime.now(UTC)
+    return moment.astimezone(NAIROBI).strftime("%Y%m%d%H%M%S")

@@ -1,0 +1,258 @@
+CREATE TABLE alembic_version (
+    version_num VARCHAR(32) NOT NULL, 
+    CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num)
+);
+
+-- Running upgrade  -> 0001
+
+CREATE TABLE payments (
+    id VARCHAR(36) NOT NULL, 
+    user_id VARCHAR(36), 
+    booking_id VARCHAR(36), 
+    amount NUMERIC(15, 2), 
+    status VARCHAR(50) DEFAULT 'pending', 
+    method VARCHAR(50), 
+    transaction_reference VARCHAR(255), 
+    created_at TIMESTAMP NULL, 
+    updated_at TIMESTAMP NULL, 
+    PRIMARY KEY (id)
+);
+
+CREATE TABLE b2c_payments (
+    id VARCHAR(36) NOT NULL, 
+    user_id VARCHAR(36), 
+    user_type VARCHAR(20), 
+    phone_number VARCHAR(20), 
+    amount NUMERIC(15, 2), 
+    reference_id VARCHAR(255), 
+    transaction_id VARCHAR(255), 
+    status VARCHAR(50), 
+    error_description TEXT, 
+    reason_code VARCHAR(100), 
+    initiated_at TIMESTAMP NULL, 
+    completed_at TIMESTAMP NULL, 
+    updated_at TIMESTAMP NULL, 
+    PRIMARY KEY (id)
+);
+
+CREATE INDEX ix_b2c_payments_user_id ON b2c_payments (user_id);
+
+CREATE INDEX ix_b2c_payments_reference_id ON b2c_payments (reference_id);
+
+CREATE INDEX ix_b2c_payments_transaction_id ON b2c_payments (transaction_id);
+
+CREATE INDEX ix_b2c_payments_status ON b2c_payments (status);
+
+CREATE INDEX ix_b2c_payments_initiated_at ON b2c_payments (initiated_at);
+
+CREATE TABLE b2c_payment_callbacks (
+    id VARCHAR(36) NOT NULL, 
+    transaction_id VARCHAR(255), 
+    originator_conversation_id VARCHAR(255), 
+    conversation_id VARCHAR(255), 
+    result_code INTEGER, 
+    result_description TEXT, 
+    transaction_amount NUMERIC(15, 2), 
+    receiver_phone VARCHAR(20), 
+    reference_id VARCHAR(255), 
+    raw_response LONGTEXT, 
+    received_at TIMESTAMP NULL, 
+    PRIMARY KEY (id), 
+    CONSTRAINT uq_b2c_payment_callbacks_transaction_id UNIQUE (transaction_id)
+);
+
+CREATE INDEX ix_b2c_payment_callbacks_reference_id ON b2c_payment_callbacks (reference_id);
+
+CREATE INDEX ix_b2c_payment_callbacks_result_code ON b2c_payment_callbacks (result_code);
+
+CREATE INDEX ix_b2c_payment_callbacks_received_at ON b2c_payment_callbacks (received_at);
+
+INSERT INTO alembic_version (version_num) VALUES ('0001');
+
+-- Running upgrade 0001 -> 0002
+
+ALTER TABLE payments ADD COLUMN checkout_request_id VARCHAR(255);
+
+ALTER TABLE payments ADD COLUMN merchant_request_id VARCHAR(255);
+
+ALTER TABLE payments ADD COLUMN phone_number VARCHAR(20);
+
+ALTER TABLE payments ADD COLUMN mpesa_receipt VARCHAR(255);
+
+ALTER TABLE payments ADD COLUMN result_code VARCHAR(50);
+
+ALTER TABLE payments ADD COLUMN result_desc TEXT;
+
+ALTER TABLE payments ADD COLUMN account_reference VARCHAR(20);
+
+ALTER TABLE payments ADD COLUMN description VARCHAR(50);
+
+ALTER TABLE payments ADD COLUMN paid_amount NUMERIC(15, 2);
+
+ALTER TABLE payments ADD COLUMN error_code VARCHAR(50);
+
+ALTER TABLE payments ADD COLUMN error_message TEXT;
+
+ALTER TABLE payments ADD COLUMN completed_at DATETIME;
+
+ALTER TABLE payments ADD COLUMN query_count INTEGER NOT NULL DEFAULT '0';
+
+ALTER TABLE payments ADD COLUMN next_query_at DATETIME;
+
+ALTER TABLE b2c_payments ADD COLUMN originator_conversation_id VARCHAR(255);
+
+ALTER TABLE b2c_payments ADD COLUMN conversation_id VARCHAR(255);
+
+ALTER TABLE b2c_payments ADD COLUMN command_id VARCHAR(50);
+
+ALTER TABLE b2c_payments ADD COLUMN reason VARCHAR(100);
+
+ALTER TABLE b2c_payments ADD COLUMN description VARCHAR(255);
+
+ALTER TABLE b2c_payments ADD COLUMN result_desc TEXT;
+
+ALTER TABLE b2c_payments ADD COLUMN paid_amount NUMERIC(15, 2);
+
+ALTER TABLE b2c_payments ADD COLUMN receiver_name VARCHAR(255);
+
+ALTER TABLE b2c_payments ADD COLUMN attempt_count INTEGER NOT NULL DEFAULT '0';
+
+ALTER TABLE b2c_payments ADD COLUMN check_count INTEGER NOT NULL DEFAULT '0';
+
+ALTER TABLE b2c_payments ADD COLUMN next_check_at DATETIME;
+
+ALTER TABLE b2c_payments ADD COLUMN claim_owner VARCHAR(64);
+
+ALTER TABLE b2c_payments ADD COLUMN claim_expires_at DATETIME;
+
+ALTER TABLE b2c_payment_callbacks ADD COLUMN result_code_text VARCHAR(50);
+
+ALTER TABLE b2c_payment_callbacks ADD COLUMN result_type VARCHAR(10);
+
+ALTER TABLE b2c_payment_callbacks ADD COLUMN kind VARCHAR(20);
+
+ALTER TABLE b2c_payment_callbacks ADD COLUMN payout_id VARCHAR(36);
+
+ALTER TABLE b2c_payment_callbacks ADD COLUMN receiver_name VARCHAR(255);
+
+ALTER TABLE b2c_payment_callbacks ADD COLUMN outcome VARCHAR(20);
+
+ALTER TABLE b2c_payment_callbacks ADD COLUMN journal_id VARCHAR(36);
+
+CREATE UNIQUE INDEX uq_payments_checkout_request_id ON payments (checkout_request_id);
+
+CREATE INDEX ix_payments_mpesa_receipt ON payments (mpesa_receipt);
+
+CREATE INDEX ix_payments_status ON payments (status);
+
+CREATE INDEX ix_b2c_payments_originator_conversation_id ON b2c_payments (originator_conversation_id);
+
+CREATE INDEX ix_b2c_payments_conversation_id ON b2c_payments (conversation_id);
+
+CREATE INDEX ix_b2c_payment_callbacks_payout_id ON b2c_payment_callbacks (payout_id);
+
+CREATE INDEX ix_b2c_payment_callbacks_originator_conversation_id ON b2c_payment_callbacks (originator_conversation_id);
+
+CREATE TABLE b2c_payout_attempts (
+    id VARCHAR(36) NOT NULL, 
+    payout_id VARCHAR(36) NOT NULL, 
+    attempt_no INTEGER NOT NULL, 
+    originator_conversation_id VARCHAR(255) NOT NULL, 
+    conversation_id VARCHAR(255), 
+    status VARCHAR(20) NOT NULL, 
+    response_code VARCHAR(50), 
+    error_code VARCHAR(50), 
+    error_message TEXT, 
+    created_at DATETIME NOT NULL, 
+    sent_at DATETIME, 
+    answered_at DATETIME, 
+    PRIMARY KEY (id), 
+    CONSTRAINT uq_b2c_payout_attempts_ocid UNIQUE (originator_conversation_id), 
+    CONSTRAINT uq_b2c_payout_attempts_number UNIQUE (payout_id, attempt_no)
+);
+
+CREATE INDEX ix_b2c_payout_attempts_conversation_id ON b2c_payout_attempts (conversation_id);
+
+CREATE TABLE idempotency_keys (
+    idempotency_key VARCHAR(255) NOT NULL, 
+    scope VARCHAR(30) NOT NULL, 
+    request_hash VARCHAR(64) NOT NULL, 
+    subject_id VARCHAR(36), 
+    response_status INTEGER, 
+    response_body TEXT, 
+    created_at DATETIME NOT NULL, 
+    PRIMARY KEY (idempotency_key)
+);
+
+CREATE TABLE status_queries (
+    id VARCHAR(36) NOT NULL, 
+    payout_id VARCHAR(36) NOT NULL, 
+    attempt_id VARCHAR(36), 
+    step INTEGER NOT NULL, 
+    originator_conversation_id VARCHAR(255), 
+    conversation_id VARCHAR(255), 
+    status VARCHAR(20) NOT NULL, 
+    result_code VARCHAR(50), 
+    result_desc TEXT, 
+    raw_response LONGTEXT, 
+    requested_at DATETIME NOT NULL, 
+    answered_at DATETIME, 
+    PRIMARY KEY (id), 
+    CONSTRAINT uq_status_queries_attempt_step UNIQUE (attempt_id, step)
+);
+
+CREATE INDEX ix_status_queries_payout_id ON status_queries (payout_id);
+
+CREATE INDEX ix_status_queries_originator_conversation_id ON status_queries (originator_conversation_id);
+
+CREATE TABLE stk_callbacks (
+    id VARCHAR(36) NOT NULL, 
+    checkout_request_id VARCHAR(255), 
+    merchant_request_id VARCHAR(255), 
+    payment_id VARCHAR(36), 
+    result_code VARCHAR(50), 
+    result_desc TEXT, 
+    amount NUMERIC(15, 2), 
+    mpesa_receipt VARCHAR(255), 
+    phone_number VARCHAR(20), 
+    transaction_date DATETIME, 
+    outcome VARCHAR(20), 
+    journal_id VARCHAR(36), 
+    raw_response LONGTEXT, 
+    received_at DATETIME NOT NULL, 
+    PRIMARY KEY (id)
+);
+
+CREATE INDEX ix_stk_callbacks_checkout_request_id ON stk_callbacks (checkout_request_id);
+
+CREATE INDEX ix_stk_callbacks_payment_id ON stk_callbacks (payment_id);
+
+CREATE TABLE callback_journal (
+    id VARCHAR(36) NOT NULL, 
+    kind VARCHAR(30) NOT NULL, 
+    state VARCHAR(20) NOT NULL, 
+    detail TEXT, 
+    received_at DATETIME NOT NULL, 
+    applied_at DATETIME, 
+    PRIMARY KEY (id)
+);
+
+CREATE INDEX ix_callback_journal_state ON callback_journal (state);
+
+CREATE TABLE payment_flags (
+    id VARCHAR(36) NOT NULL, 
+    subject_type VARCHAR(20) NOT NULL, 
+    subject_id VARCHAR(36) NOT NULL, 
+    flag VARCHAR(50) NOT NULL, 
+    detail TEXT, 
+    created_at DATETIME NOT NULL, 
+    resolved_at DATETIME, 
+    PRIMARY KEY (id)
+);
+
+CREATE INDEX ix_payment_flags_subject ON payment_flags (subject_type, subject_id);
+
+CREATE INDEX ix_payment_flags_flag ON payment_flags (flag);
+
+UPDATE alembic_version SET version_num='0002' WHERE alembic_version.version_num = '0001';
+

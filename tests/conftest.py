@@ -1,0 +1,76 @@
+"""Shared fixtures: fresh databases on real SQLite always and on real MariaDB when
+TEST_DATABASE_URL names a server (CI sets it, and REQUIRE_MARIADB=1 so a missing server fails
+instead of skipping)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+import sqlalchemy as sa
+
+import service
+
+MARIADB_URL = os.environ.get("TEST_DATABASE_URL", "")
+REQUIRE_MARIADB = os.environ.get("REQUIRE_MARIADB") == "1"
+
+
+def mariadb_server_url() -> sa.URL:
+    """The MariaDB server to make scratch databases on; skips (or fails in CI) without one."""
+    if not MARIADB_URL:
+        message = "TEST_DATABASE_URL is not set: MariaDB-backed tests need a server"
+        if REQUIRE_MARIADB:
+            pytest.fail(message)
+        pytest.skip(message)
+    return sa.make_url(MARIADB_URL)
+
+
+def fresh_mariadb_database():
+    """Create an empty scratch database; yield its URL; drop it afterwards."""
+    server = mariadb_server_url()
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(server)
+    try:
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f"CREATE DATABASE {name} CHARACTER SET utf8mb4")
+    except sa.exc.OperationalError as error:
+        admin.dispose()
+        pytest.fail(f"MariaDB at {server.host}:{server.port} is not reachable: {error}")
+    try:
+        yield server.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f"DROP DATABASE IF EXISTS {name}")
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "mariadb"])
+def empty_database_url(request, tmp_path):
+    """A URL of an empty database, once on SQLite and once on MariaDB."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'test.db'}"
+    else:
+        yield from fresh_mariadb_database()
+
+
+@pytest.fixture
+def mariadb_url():
+    """An empty MariaDB database only (for tests of MySQL-specific behaviour)."""
+    yield from fresh_mariadb_database()
+
+
+@pytest.fixture
+def database_url(empty_database_url):
+    """A database migrated to head, on SQLite and on MariaDB."""
+    engine = service.make_engine(empty_database_url)
+    service.migrate(engine)
+    engine.dispose()
+    return empty_database_url
+
+
+@pytest.fixture
+def engine(database_url):
+    engine = service.make_engine(database_url)
+    yield engine
+    engine.dispose()
