@@ -1,569 +1,100 @@
-"""M-Pesa payments service: STK Push collections, B2C payouts, callbacks and jobs.
-
-One process, one file, cut into banner sections in dependency order: settings, storage,
-routes, entrypoint (the Daraja client, callback parsing, payment logic and jobs arrive with
-their issues). See README.md for running and configuring it; DESIGN.md in the shared folder for
-why it is shaped this way.
-
-Routes
-    GET  /healthz            version, environment and database reachability (503 when down)
+"""M-Pesa payments service: the entrypoint. The body lives in the `mpesa_service` package, split
+along this file's former banner sections once it passed 1,500 lines.
 
 Commands
-    python service.py                 serve (waitress, one process) on HOST:PORT
+    python service.py                 serve (waitress, threaded, one process) on HOST:PORT; in the
+                                      simulator environment also starts the Daraja simulator
     python service.py migrate         upgrade the database to the newest schema (adopts the old
                                       PHP system's tables in place, losing no row)
     python service.py schema          print the MySQL DDL of the newest schema
+    python service.py replay          apply journaled callbacks the database does not have yet
+
+Routes (JSON; initiation and reads need `Authorization: Bearer <API key>`)
+    GET  /healthz                         version, environment, database reachability (503 down)
+    GET  /metrics                         Prometheus text: payouts by status, oldest open ages, jobs
+    GET  /openapi.json                    the OpenAPI 3 description of this API
+    POST /payments/mpesa/stk-initiate     start an STK Push collection (old front end's URL)
+    POST /payments/mpesa/stk-query        a collection's status; asks Daraja while it is open
+    POST /payouts                         create a B2C payout (header Idempotency-Key required)
+    GET  /payouts/<reference_id>          a payout with its attempts and flags
+    GET  /payouts?status=&since=          list payouts
+    POST /api.php                         old front end: action b2c_payment_initiate
+    POST /hooks/stk/<token>               STK Push callback
+    POST /hooks/b2c/result/<token>        B2C result callback
+    POST /hooks/b2c/timeout/<token>       B2C queue-timeout callback (outcome unknown)
+    POST /hooks/status/result/<token>     Transaction Status result callback
+    POST /hooks/status/timeout/<token>    Transaction Status queue-timeout callback
+    POST /hooks/balance/result/<token>    Account Balance result (and /hooks/balance/timeout/...)
+    POST /clientpaymentcallback.php       the old B2C result URL (?token= when CALLBACK_TOKEN set)
+
+Jobs (APScheduler 3, started by `python service.py` only; max_instances=1, coalesce=True)
+    resolve          every RESOLVE_INTERVAL_SECONDS: Transaction Status queries for `unknown`
+                     payouts and `pending` ones older than RESOLVE_PENDING_AFTER_SECONDS, on the
+                     RESOLVE_SCHEDULE_SECONDS backoff; `review` when it runs out; stuck
+                     `submitting` payouts become `unknown`
+    retry            every RETRY_INTERVAL_SECONDS: a new attempt for `failed` payouts with a
+                     retryable code, after RETRY_DELAY_SECONDS, up to PAYOUT_MAX_ATTEMPTS
+    stk_sweep        every SWEEP_INTERVAL_SECONDS: STK Query for open collections, with backoff;
+                     fail those past STK_EXPIRY_MINUTES
+    journal_replay   every 60 s: apply journaled callbacks the database missed
+    alerts           every ALERT_INTERVAL_SECONDS: one email to ALERT_EMAIL_TO for new flags
+    balance          every BALANCE_CHECK_MINUTES (when set): Account Balance query
+    reconciliation   RECON_SCHEDULE (cron, Nairobi; when RECON_EMAIL_TO is set): the previous
+                     day's reconciliation report, emailed
 """
 
-from __future__ import annotations
-
-import argparse
-import io
-import logging
-import os
 import sys
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from pathlib import Path
 
-import bottle
-import sqlalchemy as sa
-from sqlalchemy.dialects import mysql
-
-__version__ = "0.1.0"
-
-PROJECT_DIR = Path(__file__).resolve().parent
-log = logging.getLogger("mpesa")
-
-
-# ============================================================================================
-# Settings
-# ============================================================================================
-
-ENVIRONMENTS = ("simulator", "sandbox", "production")
-DARAJA_BASE_URLS = {
-    "sandbox": "https://sandbox.safaricom.co.ke",
-    "production": "https://api.safaricom.co.ke",
-}
-CREDENTIALS = ("MPESA_CONSUMER_KEY", "MPESA_CONSUMER_SECRET", "MPESA_SHORTCODE", "MPESA_PASSKEY")
-LIVE = ("sandbox", "production")
-
-
-@dataclass(frozen=True)
-class Setting:
-    """One configuration variable: its name, its default, what it means, where it is required."""
-
-    name: str
-    default: str
-    meaning: str
-    required_in: tuple[str, ...] = ()
-
-
-SETTINGS = (
-    Setting(
-        "MPESA_ENVIRONMENT",
-        "simulator",
-        "`simulator` (built-in stand-in Daraja), `sandbox` or `production`.",
-    ),
-    Setting(
-        "MPESA_BASE_URL",
-        "",
-        "Daraja base URL; empty means the environment's own (the in-process simulator, "
-        "sandbox.safaricom.co.ke or api.safaricom.co.ke).",
-    ),
-    Setting("MPESA_CONSUMER_KEY", "", "Daraja app consumer key.", LIVE),
-    Setting("MPESA_CONSUMER_SECRET", "", "Daraja app consumer secret.", LIVE),
-    Setting("MPESA_SHORTCODE", "", "Business short code (STK paybill and B2C).", LIVE),
-    Setting("MPESA_PASSKEY", "", "Lipa Na M-Pesa Online passkey (STK Push password).", LIVE),
-    Setting(
-        "MPESA_RESULT_URL",
-        "",
-        "B2C result URL given to Daraja (the old system's meaning); empty means "
-        "`PUBLIC_BASE_URL` + `/hooks/b2c/result/<CALLBACK_TOKEN>`.",
-    ),
-    Setting(
-        "PUBLIC_BASE_URL",
-        "",
-        "Public HTTPS base URL Daraja calls back on; empty means http://HOST:PORT.",
-        ("production",),
-    ),
-    Setting(
-        "DATABASE_URL",
-        "sqlite:///data/mpesa.db",
-        "SQLAlchemy URL; production uses `mysql+pymysql://user:pass@host/db`.",
-        ("production",),
-    ),
-    Setting("HOST", "127.0.0.1", "Address the service listens on."),
-    Setting("PORT", "8000", "Port the service listens on."),
-    Setting(
-        "API_KEYS",
-        "",
-        "Comma-separated bearer keys accepted by the initiation API.",
-        ("production",),
-    ),
-    Setting(
-        "CALLBACK_TOKEN",
-        "",
-        "Secret path token in every callback URL; empty outside production means a "
-        "random token per process.",
-        ("production",),
-    ),
-    Setting(
-        "CALLBACK_JOURNAL_PATH",
-        "data/b2c_callbacks.log",
-        "JSON-lines journal every callback is appended to before any database work.",
-    ),
-    Setting("DARAJA_TIMEOUT_SECONDS", "30", "Timeout of every HTTP call to Daraja."),
-    Setting("LOG_LEVEL", "INFO", "Python logging level."),
-)
-SETTINGS_BY_NAME = {setting.name: setting for setting in SETTINGS}
-
-
-class SettingsError(Exception):
-    """Configuration that cannot be run with; the message names every bad variable."""
-
-
-class Settings:
-    """Resolved configuration: environment variables over `.env` over the table's defaults."""
-
-    def __init__(self, values: dict[str, str]):
-        self._values = values
-
-    def __getitem__(self, name: str) -> str:
-        return self._values[name]
-
-    def integer(self, name: str) -> int:
-        return int(self._values[name])
-
-    def listing(self, name: str) -> list[str]:
-        return [item.strip() for item in self._values[name].split(",") if item.strip()]
-
-    @property
-    def environment(self) -> str:
-        return self._values["MPESA_ENVIRONMENT"]
-
-
-def load_settings(environ: dict[str, str] | None = None, env_file: Path | None = None) -> Settings:
-    """Read every setting, check it, and raise SettingsError naming whatever is wrong."""
-    environ = dict(os.environ if environ is None else environ)
-    file_values = _read_env_file(env_file if env_file is not None else PROJECT_DIR / ".env")
-    given = {
-        setting.name: environ.get(setting.name, file_values.get(setting.name, ""))
-        for setting in SETTINGS
-    }
-    values = {setting.name: given[setting.name] or setting.default for setting in SETTINGS}
-    problems = _setting_problems(values, given)
-    if problems:
-        raise SettingsError("invalid configuration: " + "; ".join(problems))
-    return Settings(values)
-
-
-def _read_env_file(path: Path) -> dict[str, str]:
-    if not path.is_file():
-        return {}
-    from dotenv import dotenv_values
-
-    return {key: value for key, value in dotenv_values(path).items() if value is not None}
-
-
-def _setting_problems(values: dict[str, str], given: dict[str, str]) -> list[str]:
-    """What is wrong; a required setting must be given explicitly, its default does not count."""
-    environment = values["MPESA_ENVIRONMENT"]
-    if environment not in ENVIRONMENTS:
-        return [f"MPESA_ENVIRONMENT must be one of {', '.join(ENVIRONMENTS)}, not {environment!r}"]
-    problems = []
-    missing = [s.name for s in SETTINGS if environment in s.required_in and not given[s.name]]
-    if missing:
-        problems.append(f"missing for {environment}: {', '.join(missing)}")
-    for name in ("PORT", "DARAJA_TIMEOUT_SECONDS"):
-        if not values[name].isdigit():
-            problems.append(f"{name} must be a whole number, not {values[name]!r}")
-    return problems
-
-
-# ============================================================================================
-# Storage
-# ============================================================================================
-# The first three tables are the old PHP system's, column for column (see the audit); every
-# column added since is nullable or defaulted so rows written by the old system stay valid.
-# Times are naive UTC. Index names carry their table because SQLite's are database-wide.
-
-metadata = sa.MetaData()
-ID = sa.String(36)
-MONEY = sa.Numeric(15, 2)
-LONGTEXT = sa.Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
-
-
-def utcnow() -> datetime:
-    """The current time as naive UTC, the way every time is stored."""
-    return datetime.now(UTC).replace(tzinfo=None)
-
-
-payments = sa.Table(
-    "payments",
+from mpesa_service import __version__
+from mpesa_service.entrypoint import build_service, main
+from mpesa_service.routes import make_app
+from mpesa_service.settings import SETTINGS, Settings, SettingsError, load_settings
+from mpesa_service.storage import (
+    account_balances,
+    b2c_payment_callbacks,
+    b2c_payments,
+    b2c_payout_attempts,
+    callback_journal,
+    head_revision,
+    idempotency_keys,
+    make_engine,
     metadata,
-    sa.Column("id", ID, primary_key=True),
-    sa.Column("user_id", ID),
-    sa.Column("booking_id", ID),
-    sa.Column("amount", MONEY),
-    sa.Column("status", sa.String(50), server_default="pending"),
-    sa.Column("method", sa.String(50)),
-    sa.Column("transaction_reference", sa.String(255)),
-    sa.Column("created_at", sa.TIMESTAMP),
-    sa.Column("updated_at", sa.TIMESTAMP),
-    # Added: STK Push bookkeeping.
-    sa.Column("checkout_request_id", sa.String(255)),
-    sa.Column("merchant_request_id", sa.String(255)),
-    sa.Column("phone_number", sa.String(20)),
-    sa.Column("mpesa_receipt", sa.String(255)),
-    sa.Column("result_code", sa.String(50)),
-    sa.Column("result_desc", sa.Text),
-    sa.Column("account_reference", sa.String(20)),
-    sa.Column("description", sa.String(50)),
-    sa.Column("paid_amount", MONEY),
-    sa.Column("error_code", sa.String(50)),
-    sa.Column("error_message", sa.Text),
-    sa.Column("completed_at", sa.DateTime),
-    sa.Column("query_count", sa.Integer, nullable=False, server_default="0"),
-    sa.Column("next_query_at", sa.DateTime),
-    sa.Index("uq_payments_checkout_request_id", "checkout_request_id", unique=True),
-    sa.Index("ix_payments_mpesa_receipt", "mpesa_receipt"),
-    sa.Index("ix_payments_status", "status"),
+    migrate,
+    payment_flags,
+    payments,
+    render_mysql_schema,
+    schema_revision,
+    status_queries,
+    stk_callbacks,
 )
 
-b2c_payments = sa.Table(
-    "b2c_payments",
-    metadata,
-    sa.Column("id", ID, primary_key=True),
-    sa.Column("user_id", ID),
-    sa.Column("user_type", sa.String(20)),
-    sa.Column("phone_number", sa.String(20)),
-    sa.Column("amount", MONEY),
-    sa.Column("reference_id", sa.String(255)),
-    sa.Column("transaction_id", sa.String(255)),
-    sa.Column("status", sa.String(50)),
-    sa.Column("error_description", sa.Text),
-    sa.Column("reason_code", sa.String(100)),
-    sa.Column("initiated_at", sa.TIMESTAMP),
-    sa.Column("completed_at", sa.TIMESTAMP),
-    sa.Column("updated_at", sa.TIMESTAMP),
-    # Added: B2C v3 correlation, request details, result details, scheduler bookkeeping.
-    sa.Column("originator_conversation_id", sa.String(255)),
-    sa.Column("conversation_id", sa.String(255)),
-    sa.Column("command_id", sa.String(50)),
-    sa.Column("reason", sa.String(100)),
-    sa.Column("description", sa.String(255)),
-    sa.Column("result_desc", sa.Text),
-    sa.Column("paid_amount", MONEY),
-    sa.Column("receiver_name", sa.String(255)),
-    sa.Column("attempt_count", sa.Integer, nullable=False, server_default="0"),
-    sa.Column("check_count", sa.Integer, nullable=False, server_default="0"),
-    sa.Column("next_check_at", sa.DateTime),
-    sa.Column("claim_owner", sa.String(64)),
-    sa.Column("claim_expires_at", sa.DateTime),
-    sa.Index("ix_b2c_payments_user_id", "user_id"),
-    sa.Index("ix_b2c_payments_reference_id", "reference_id"),
-    sa.Index("ix_b2c_payments_transaction_id", "transaction_id"),
-    sa.Index("ix_b2c_payments_status", "status"),
-    sa.Index("ix_b2c_payments_initiated_at", "initiated_at"),
-    sa.Index("ix_b2c_payments_originator_conversation_id", "originator_conversation_id"),
-    sa.Index("ix_b2c_payments_conversation_id", "conversation_id"),
-)
-
-b2c_payment_callbacks = sa.Table(
+# Scripts, notebooks and tests may `import service` for the schema and the wiring.
+__all__ = [
+    "account_balances",
+    "SETTINGS",
+    "Settings",
+    "SettingsError",
+    "__version__",
     "b2c_payment_callbacks",
-    metadata,
-    sa.Column("id", ID, primary_key=True),
-    sa.Column("transaction_id", sa.String(255)),
-    sa.Column("originator_conversation_id", sa.String(255)),
-    sa.Column("conversation_id", sa.String(255)),
-    sa.Column("result_code", sa.Integer),
-    sa.Column("result_description", sa.Text),
-    sa.Column("transaction_amount", MONEY),
-    sa.Column("receiver_phone", sa.String(20)),
-    sa.Column("reference_id", sa.String(255)),
-    sa.Column("raw_response", LONGTEXT),
-    sa.Column("received_at", sa.TIMESTAMP),
-    # Added. `result_code` stays INT for old SQL; codes such as SFC_IC0003 are kept whole here.
-    sa.Column("result_code_text", sa.String(50)),
-    sa.Column("result_type", sa.String(10)),
-    sa.Column("kind", sa.String(20)),
-    sa.Column("payout_id", ID),
-    sa.Column("receiver_name", sa.String(255)),
-    sa.Column("outcome", sa.String(20)),
-    sa.Column("journal_id", ID),
-    sa.UniqueConstraint("transaction_id", name="uq_b2c_payment_callbacks_transaction_id"),
-    sa.Index("ix_b2c_payment_callbacks_reference_id", "reference_id"),
-    sa.Index("ix_b2c_payment_callbacks_result_code", "result_code"),
-    sa.Index("ix_b2c_payment_callbacks_received_at", "received_at"),
-    sa.Index("ix_b2c_payment_callbacks_payout_id", "payout_id"),
-    sa.Index("ix_b2c_payment_callbacks_originator_conversation_id", "originator_conversation_id"),
-)
-
-b2c_payout_attempts = sa.Table(
+    "b2c_payments",
     "b2c_payout_attempts",
-    metadata,
-    sa.Column("id", ID, primary_key=True),
-    sa.Column("payout_id", ID, nullable=False),
-    sa.Column("attempt_no", sa.Integer, nullable=False),
-    sa.Column("originator_conversation_id", sa.String(255), nullable=False),
-    sa.Column("conversation_id", sa.String(255)),
-    sa.Column("status", sa.String(20), nullable=False),
-    sa.Column("response_code", sa.String(50)),
-    sa.Column("error_code", sa.String(50)),
-    sa.Column("error_message", sa.Text),
-    sa.Column("created_at", sa.DateTime, nullable=False),
-    sa.Column("sent_at", sa.DateTime),
-    sa.Column("answered_at", sa.DateTime),
-    sa.UniqueConstraint("originator_conversation_id", name="uq_b2c_payout_attempts_ocid"),
-    sa.UniqueConstraint("payout_id", "attempt_no", name="uq_b2c_payout_attempts_number"),
-    sa.Index("ix_b2c_payout_attempts_conversation_id", "conversation_id"),
-)
-
-idempotency_keys = sa.Table(
-    "idempotency_keys",
-    metadata,
-    sa.Column("idempotency_key", sa.String(255), primary_key=True),
-    sa.Column("scope", sa.String(30), nullable=False),
-    sa.Column("request_hash", sa.String(64), nullable=False),
-    sa.Column("subject_id", ID),
-    sa.Column("response_status", sa.Integer),
-    sa.Column("response_body", sa.Text),
-    sa.Column("created_at", sa.DateTime, nullable=False),
-)
-
-status_queries = sa.Table(
-    "status_queries",
-    metadata,
-    sa.Column("id", ID, primary_key=True),
-    sa.Column("payout_id", ID, nullable=False),
-    sa.Column("attempt_id", ID),
-    sa.Column("step", sa.Integer, nullable=False),
-    sa.Column("originator_conversation_id", sa.String(255)),
-    sa.Column("conversation_id", sa.String(255)),
-    sa.Column("status", sa.String(20), nullable=False),
-    sa.Column("result_code", sa.String(50)),
-    sa.Column("result_desc", sa.Text),
-    sa.Column("raw_response", LONGTEXT),
-    sa.Column("requested_at", sa.DateTime, nullable=False),
-    sa.Column("answered_at", sa.DateTime),
-    sa.UniqueConstraint("attempt_id", "step", name="uq_status_queries_attempt_step"),
-    sa.Index("ix_status_queries_payout_id", "payout_id"),
-    sa.Index("ix_status_queries_originator_conversation_id", "originator_conversation_id"),
-)
-
-stk_callbacks = sa.Table(
-    "stk_callbacks",
-    metadata,
-    sa.Column("id", ID, primary_key=True),
-    sa.Column("checkout_request_id", sa.String(255)),
-    sa.Column("merchant_request_id", sa.String(255)),
-    sa.Column("payment_id", ID),
-    sa.Column("result_code", sa.String(50)),
-    sa.Column("result_desc", sa.Text),
-    sa.Column("amount", MONEY),
-    sa.Column("mpesa_receipt", sa.String(255)),
-    sa.Column("phone_number", sa.String(20)),
-    sa.Column("transaction_date", sa.DateTime),
-    sa.Column("outcome", sa.String(20)),
-    sa.Column("journal_id", ID),
-    sa.Column("raw_response", LONGTEXT),
-    sa.Column("received_at", sa.DateTime, nullable=False),
-    sa.Index("ix_stk_callbacks_checkout_request_id", "checkout_request_id"),
-    sa.Index("ix_stk_callbacks_payment_id", "payment_id"),
-)
-
-callback_journal = sa.Table(
+    "build_service",
     "callback_journal",
-    metadata,
-    sa.Column("id", ID, primary_key=True),
-    sa.Column("kind", sa.String(30), nullable=False),
-    sa.Column("state", sa.String(20), nullable=False),
-    sa.Column("detail", sa.Text),
-    sa.Column("received_at", sa.DateTime, nullable=False),
-    sa.Column("applied_at", sa.DateTime),
-    sa.Index("ix_callback_journal_state", "state"),
-)
-
-payment_flags = sa.Table(
+    "head_revision",
+    "idempotency_keys",
+    "load_settings",
+    "main",
+    "make_app",
+    "make_engine",
+    "metadata",
+    "migrate",
     "payment_flags",
-    metadata,
-    sa.Column("id", ID, primary_key=True),
-    sa.Column("subject_type", sa.String(20), nullable=False),
-    sa.Column("subject_id", ID, nullable=False),
-    sa.Column("flag", sa.String(50), nullable=False),
-    sa.Column("detail", sa.Text),
-    sa.Column("created_at", sa.DateTime, nullable=False),
-    sa.Column("resolved_at", sa.DateTime),
-    sa.Index("ix_payment_flags_subject", "subject_type", "subject_id"),
-    sa.Index("ix_payment_flags_flag", "flag"),
-)
-
-
-def make_engine(url: str) -> sa.Engine:
-    """An engine tuned for the dialect: SQLite with WAL and write-locking transactions, MySQL in
-    UTC with READ COMMITTED."""
-    parsed = sa.make_url(url)
-    if parsed.get_backend_name() == "sqlite":
-        return _sqlite_engine(parsed)
-    return sa.create_engine(
-        parsed,
-        pool_pre_ping=True,
-        pool_recycle=3600,
-        isolation_level="READ COMMITTED",
-        connect_args={"init_command": "SET time_zone = '+00:00'"},
-    )
-
-
-def _sqlite_engine(url: sa.URL) -> sa.Engine:
-    if url.database and url.database != ":memory:":
-        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
-
-    @sa.event.listens_for(engine, "connect")
-    def _configure(dbapi_connection, _record):
-        dbapi_connection.isolation_level = None  # let the "begin" hook below start transactions
-        dbapi_connection.execute("PRAGMA journal_mode=WAL")
-        dbapi_connection.execute("PRAGMA busy_timeout=30000")
-
-    # BEGIN IMMEDIATE takes the write lock up front, so two threads never both read a row and
-    # then race to upgrade to a write (which SQLite answers with "database is locked").
-    @sa.event.listens_for(engine, "begin")
-    def _begin(connection):
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
-
-    return engine
-
-
-def database_is_reachable(engine: sa.Engine) -> bool:
-    try:
-        with engine.connect() as connection:
-            connection.execute(sa.text("SELECT 1"))
-        return True
-    except sa.exc.SQLAlchemyError as error:
-        log.warning("database unreachable: %s", type(error).__name__)
-        return False
-
-
-def alembic_config(connection: sa.Connection | None = None, url: str | None = None):
-    """Alembic's configuration for `sql/migrations`, bound to a connection or a URL."""
-    from alembic.config import Config
-
-    config = Config()
-    config.set_main_option("script_location", str(PROJECT_DIR / "sql" / "migrations"))
-    if url:
-        config.set_main_option("sqlalchemy.url", url)
-    config.attributes["connection"] = connection
-    return config
-
-
-def migrate(engine: sa.Engine) -> None:
-    """Upgrade the database to head. An old PHP database (its tables, no Alembic history) is
-    adopted: the first migration keeps its tables and rows, the later ones add to them."""
-    from alembic import command
-
-    with engine.begin() as connection:
-        existing = set(sa.inspect(connection).get_table_names())
-        if "alembic_version" not in existing and existing & {"payments", "b2c_payments"}:
-            log.info("adopting existing tables: %s", ", ".join(sorted(existing)))
-        command.upgrade(alembic_config(connection), "head")
-
-
-def schema_revision(engine: sa.Engine) -> str | None:
-    from alembic.runtime.migration import MigrationContext
-
-    with engine.connect() as connection:
-        return MigrationContext.configure(connection).get_current_revision()
-
-
-def head_revision() -> str:
-    from alembic.script import ScriptDirectory
-
-    return ScriptDirectory.from_config(alembic_config()).get_current_head()
-
-
-def render_mysql_schema() -> str:
-    """The MySQL DDL of head, rendered from the migrations in Alembic's offline mode."""
-    from alembic import command
-
-    config = alembic_config(url="mysql+pymysql://")
-    config.output_buffer = io.StringIO()
-    command.upgrade(config, "head", sql=True)
-    return config.output_buffer.getvalue()
-
-
-# ============================================================================================
-# Routes
-# ============================================================================================
-
-
-@dataclass
-class Service:
-    """What the routes need: the settings and the database."""
-
-    settings: Settings
-    engine: sa.Engine
-
-
-def make_app(service: Service) -> bottle.Bottle:
-    app = bottle.Bottle()
-
-    @app.get("/healthz")
-    def healthz():
-        reachable = database_is_reachable(service.engine)
-        bottle.response.status = 200 if reachable else 503
-        return {
-            "status": "ok" if reachable else "degraded",
-            "version": __version__,
-            "environment": service.settings.environment,
-            "database": "ok" if reachable else "unreachable",
-        }
-
-    return app
-
-
-# ============================================================================================
-# Entrypoint
-# ============================================================================================
-
-
-def serve(settings: Settings) -> None:
-    import waitress
-
-    engine = make_engine(settings["DATABASE_URL"])
-    current, head = schema_revision(engine), head_revision()
-    if current != head:
-        raise SystemExit(
-            f"database schema is at {current or 'nothing'}, not {head}: "
-            "run `python service.py migrate` first"
-        )
-    app = make_app(Service(settings, engine))
-    log.info("serving %s on %s:%s", settings.environment, settings["HOST"], settings["PORT"])
-    waitress.serve(app, host=settings["HOST"], port=settings.integer("PORT"), threads=16)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="M-Pesa payments service")
-    parser.add_argument(
-        "command", nargs="?", default="serve", choices=["serve", "migrate", "schema"]
-    )
-    args = parser.parse_args(argv)
-    if args.command == "schema":
-        sys.stdout.write(render_mysql_schema())
-        return 0
-    try:
-        settings = load_settings()
-    except SettingsError as error:
-        print(error, file=sys.stderr)
-        return 2
-    logging.basicConfig(level=settings["LOG_LEVEL"], format="%(asctime)s %(levelname)s %(message)s")
-    if args.command == "migrate":
-        migrate(make_engine(settings["DATABASE_URL"]))
-        log.info("database at %s", head_revision())
-        return 0
-    serve(settings)
-    return 0
-
+    "payments",
+    "render_mysql_schema",
+    "schema_revision",
+    "stk_callbacks",
+    "status_queries",
+]
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -256,3 +256,23 @@ CREATE INDEX ix_payment_flags_flag ON payment_flags (flag);
 
 UPDATE alembic_version SET version_num='0002' WHERE alembic_version.version_num = '0001';
 
+-- Running upgrade 0002 -> 0003
+
+ALTER TABLE payment_flags ADD COLUMN notified_at DATETIME;
+
+CREATE INDEX ix_payment_flags_notified_at ON payment_flags (notified_at);
+
+CREATE TABLE account_balances (
+    id VARCHAR(36) NOT NULL, 
+    account VARCHAR(100) NOT NULL, 
+    currency VARCHAR(10), 
+    available NUMERIC(15, 2), 
+    checked_at DATETIME NOT NULL, 
+    journal_id VARCHAR(36), 
+    PRIMARY KEY (id)
+);
+
+CREATE INDEX ix_account_balances_checked_at ON account_balances (checked_at);
+
+UPDATE alembic_version SET version_num='0003' WHERE alembic_version.version_num = '0002';
+

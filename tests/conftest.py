@@ -5,6 +5,7 @@ instead of skipping)."""
 from __future__ import annotations
 
 import os
+import socket
 import uuid
 
 import pytest
@@ -74,3 +75,59 @@ def engine(database_url):
     engine = service.make_engine(database_url)
     yield engine
     engine.dispose()
+
+
+@pytest.fixture
+def make_stack(database_url, tmp_path):
+    """Start the service and a simulator on the test database, with extra settings and
+    simulator options; everything started is stopped after the test."""
+    from tests.service_support import start_stack
+
+    stops = []
+
+    def make(settings: dict | None = None, **sim_config):
+        stack, stop = start_stack(database_url, tmp_path, settings or {}, sim_config)
+        stops.append(stop)
+        return stack
+
+    yield make
+    for stop in reversed(stops):
+        stop()
+
+
+@pytest.fixture
+def stack(make_stack):
+    """The service and a simulator with the default test settings."""
+    return make_stack()
+
+
+class SmtpRecorder:
+    """An aiosmtpd handler keeping every message it is sent."""
+
+    def __init__(self):
+        self.envelopes = []
+
+    async def handle_DATA(self, server, session, envelope):
+        self.envelopes.append(envelope)
+        return "250 OK"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def smtp_server():
+    """A real SMTP server (aiosmtpd) on loopback: yields (recorder, port)."""
+    from aiosmtpd.controller import Controller
+
+    recorder = SmtpRecorder()
+    port = free_port()
+    controller = Controller(recorder, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield recorder, port
+    finally:
+        controller.stop()

@@ -7,11 +7,16 @@ import threading
 
 import waitress
 
+from mpesa_service.entrypoint import WAITRESS_OPTIONS
+
 
 @contextlib.contextmanager
 def serving(app, threads: int = 8):
-    """Yield the base URL of `app` served by waitress on 127.0.0.1 and a free port."""
-    server = waitress.create_server(app, host="127.0.0.1", port=0, threads=threads)
+    """Yield the base URL of `app` served by waitress on 127.0.0.1 and a free port, with the
+    service's own waitress options (X-Forwarded-For is left for the service to judge)."""
+    server = waitress.create_server(
+        app, host="127.0.0.1", port=0, threads=threads, **WAITRESS_OPTIONS
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:

@@ -6,7 +6,7 @@ from pathlib import Path
 from service import SETTINGS
 
 README = Path(__file__).resolve().parent.parent / "README.md"
-ROW = re.compile(r"^\|\s*`(?P<name>[A-Z_]+)`\s*\|\s*(?P<default>[^|]*?)\s*\|")
+ROW = re.compile(r"^\|\s*`(?P<name>[A-Z0-9_]+)`\s*\|\s*(?P<default>[^|]*?)\s*\|")
 
 
 def readme_configuration_rows() -> dict[str, str]:

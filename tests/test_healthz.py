@@ -6,9 +6,10 @@ import service
 from tests.http_support import serving
 
 
-def service_app(database_url: str, tmp_path) -> service.Service:
-    settings = service.load_settings({"DATABASE_URL": database_url}, env_file=tmp_path / "none")
-    return service.make_app(service.Service(settings, service.make_engine(database_url)))
+def service_app(database_url: str, tmp_path):
+    environ = {"DATABASE_URL": database_url, "CALLBACK_JOURNAL_PATH": str(tmp_path / "j.log")}
+    settings = service.load_settings(environ, env_file=tmp_path / "none")
+    return service.make_app(service.build_service(settings))
 
 
 def test_healthz_reports_version_environment_and_database(database_url, tmp_path):

@@ -8,6 +8,8 @@ CREDENTIALS = {
     "MPESA_CONSUMER_KEY": "key",
     "MPESA_CONSUMER_SECRET": "secret",
     "MPESA_SHORTCODE": "600996",
+    "MPESA_INITIATOR_NAME": "apiop",
+    "MPESA_SECURITY_CREDENTIAL": "c2VjcmV0",
     "MPESA_PASSKEY": "passkey",
 }
 

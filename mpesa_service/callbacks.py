@@ -1,0 +1,270 @@
+"""Receiving callbacks: journal first, refuse what is forged, store raw, apply once in one
+transaction that also records the journal entry; replay what the database missed."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+
+import sqlalchemy as sa
+
+from mpesa_service import log
+from mpesa_service.context import (
+    ACKNOWLEDGED,
+    Service,
+    add_flag,
+    client_address,
+    journal_entry_body,
+    mark_journal_applied,
+    new_id,
+)
+from mpesa_service.parsing import ResultCallback, parse_result_callback, parse_stk_callback
+from mpesa_service.payouts import apply_b2c_callback, payout_by, store_result_callback
+from mpesa_service.resolution import apply_status_answer
+from mpesa_service.stk import apply_stk_callback
+from mpesa_service.storage import (
+    account_balances,
+    b2c_payment_callbacks,
+    b2c_payments,
+    b2c_payout_attempts,
+    callback_journal,
+    status_queries,
+    utcnow,
+)
+
+
+def json_or_problem(raw: str):
+    try:
+        return json.loads(raw), None
+    except ValueError as error:
+        return None, f"body is not JSON ({error.msg})"
+
+
+def _handle_stk(svc: Service, conn, raw: str, journal_id: str, kind: str) -> str:
+    payload, problem = json_or_problem(raw)
+    parsed = parse_stk_callback(payload)
+    if problem:
+        parsed.problems.insert(0, problem)
+    return apply_stk_callback(conn, parsed, raw, journal_id)
+
+
+def _handle_result(svc: Service, conn, raw: str, journal_id: str, kind: str) -> str:
+    payload, problem = json_or_problem(raw)
+    parsed = parse_result_callback(payload)
+    if problem:
+        parsed.problems.insert(0, problem)
+    if kind in ("b2c_result", "b2c_timeout"):
+        return apply_b2c_callback(conn, parsed, raw, journal_id, kind.removeprefix("b2c_"))
+    if kind == "balance_result":
+        return apply_balance_callback(svc, conn, parsed, raw, journal_id)
+    return apply_status_callback(svc, conn, parsed, raw, journal_id, kind)
+
+
+CALLBACK_HANDLERS = {
+    "stk": _handle_stk,
+    "b2c_result": _handle_result,
+    "b2c_timeout": _handle_result,
+    "status_result": _handle_result,
+    "status_timeout": _handle_result,
+    "balance_result": _handle_result,
+    "balance_timeout": _handle_result,
+}
+STORED_KINDS = {
+    "status_result": "status",
+    "status_timeout": "status_timeout",
+    "balance_result": "balance",
+    "balance_timeout": "balance_timeout",
+}
+
+
+def apply_status_callback(
+    svc: Service, conn, parsed: ResultCallback, raw: str, journal_id: str, kind: str
+) -> str:
+    """Record a Transaction Status answer against the query that asked it and apply what it
+    says about the payout. An answer that beat the query's own bookkeeping waits as `orphan`
+    until the query's ids are stored (see apply_waiting_status_answers)."""
+    query = _status_query_for(conn, parsed)
+    payout = payout_by(conn, b2c_payments.c.id, query.payout_id) if query else None
+    outcome = "orphan"
+    if query and kind == "status_timeout":
+        outcome = "recorded"
+    elif query:
+        _record_answer(conn, query, parsed, raw)
+        attempt = _attempt_of(conn, query)
+        outcome = apply_status_answer(svc, conn, payout, attempt, parsed)
+    store_result_callback(conn, parsed, raw, journal_id, STORED_KINDS[kind], payout, outcome)
+    return outcome
+
+
+def _status_query_for(conn, parsed: ResultCallback):
+    for column, value in (
+        (status_queries.c.originator_conversation_id, parsed.originator_conversation_id),
+        (status_queries.c.conversation_id, parsed.conversation_id),
+    ):
+        if value:
+            query = conn.execute(sa.select(status_queries).where(column == value)).first()
+            if query:
+                return query
+    return None
+
+
+def _attempt_of(conn, query):
+    if not query.attempt_id:
+        return None
+    return conn.execute(
+        sa.select(b2c_payout_attempts).where(b2c_payout_attempts.c.id == query.attempt_id)
+    ).first()
+
+
+def _record_answer(conn, query, parsed: ResultCallback, raw: str) -> None:
+    conn.execute(
+        status_queries.update()
+        .where(status_queries.c.id == query.id)
+        .values(
+            status="answered",
+            result_code=parsed.result_code,
+            result_desc=parsed.result_desc,
+            raw_response=raw,
+            answered_at=utcnow(),
+        )
+    )
+
+
+def apply_waiting_status_answers(svc: Service, ocid: str | None, conversation_id: str | None):
+    """Apply status answers that arrived before their query's ids were stored."""
+    ids = [value for value in (ocid, conversation_id) if value]
+    if not ids:
+        return
+    callbacks = b2c_payment_callbacks.c
+    with svc.engine.begin() as conn:
+        waiting = conn.execute(
+            sa.select(b2c_payment_callbacks)
+            .where(callbacks.kind == "status", callbacks.outcome == "orphan")
+            .where(
+                sa.or_(
+                    callbacks.originator_conversation_id.in_(ids),
+                    callbacks.conversation_id.in_(ids),
+                )
+            )
+        ).all()
+        for row in waiting:
+            parsed = parse_result_callback(json_or_problem(row.raw_response)[0])
+            query = _status_query_for(conn, parsed)
+            _record_answer(conn, query, parsed, row.raw_response)
+            payout = payout_by(conn, b2c_payments.c.id, query.payout_id)
+            outcome = apply_status_answer(svc, conn, payout, _attempt_of(conn, query), parsed)
+            conn.execute(
+                b2c_payment_callbacks.update()
+                .where(callbacks.id == row.id)
+                .values(outcome=outcome, payout_id=payout.id, reference_id=payout.reference_id)
+            )
+
+
+def apply_balance_callback(
+    svc: Service, conn, parsed: ResultCallback, raw: str, journal_id: str
+) -> str:
+    """Store each account's available balance; flag a utility account below the threshold."""
+    balances = parse_account_balances(parsed.parameters.get("AccountBalance"))
+    now = utcnow()
+    for account, currency, available in balances:
+        conn.execute(
+            account_balances.insert().values(
+                id=new_id(),
+                account=account,
+                currency=currency,
+                available=available,
+                checked_at=now,
+                journal_id=journal_id,
+            )
+        )
+    threshold = svc.settings.integer("BALANCE_ALERT_BELOW")
+    utility = [available for account, _, available in balances if account == "Utility Account"]
+    if threshold and utility and utility[0] < threshold:
+        add_flag(
+            conn,
+            "account",
+            "Utility Account",
+            "balance_low",
+            f"B2C utility account has {utility[0]:,.2f}, below {threshold:,}",
+        )
+    outcome = "recorded" if balances else "malformed"
+    store_result_callback(conn, parsed, raw, journal_id, "balance", None, outcome)
+    return outcome
+
+
+def parse_account_balances(value: object) -> list[tuple[str, str, Decimal]]:
+    """'Working Account|KES|120000.00|...&Utility Account|KES|84512.50|...' as
+    [(account, currency, available)]; unreadable parts are skipped."""
+    balances = []
+    for part in str(value or "").split("&"):
+        fields = part.split("|")
+        if len(fields) >= 3:
+            try:
+                balances.append((fields[0].strip(), fields[1].strip(), Decimal(fields[2])))
+            except ArithmeticError:
+                log.warning("unreadable balance entry %r", part)
+    return balances
+
+
+def receive_callback(
+    svc: Service, kind: str, token: str, body: bytes, peer: str, forwarded_for: str = ""
+) -> tuple[int, dict]:
+    """Journal first, then check, then apply. The answer is (HTTP status, JSON body)."""
+    refusal = svc.policy.refusal(token, peer, forwarded_for)
+    if refusal:
+        status, reason = refusal
+        svc.journal.append(kind, body, peer, rejected=reason)
+        log.warning("callback refused (%s): %s", kind, reason)
+        return status, {"ResultCode": 1, "ResultDesc": "Rejected"}
+    journal_id = svc.journal.append(
+        kind, body, client_address(peer, forwarded_for, svc.policy.trusted_proxies)
+    )
+    raw = body.decode("utf-8", errors="replace")
+    try:
+        apply_callback(svc, kind, raw, journal_id)
+    except sa.exc.SQLAlchemyError:
+        log.exception("callback %s kept in the journal for replay: the database failed", journal_id)
+    _, problem = json_or_problem(raw)
+    if problem:
+        return 400, {"ResultCode": 1, "ResultDesc": problem}
+    return 200, dict(ACKNOWLEDGED)
+
+
+def apply_callback(svc: Service, kind: str, raw: str, journal_id: str) -> str:
+    """Apply one journaled callback in one transaction, once: the journal id is recorded in
+    the same transaction. A unique-key race with a concurrent delivery is retried."""
+    for attempt in range(3):
+        try:
+            with svc.engine.begin() as conn:
+                if not mark_journal_applied(conn, journal_id, kind):
+                    return "already_applied"
+                return CALLBACK_HANDLERS[kind](svc, conn, raw, journal_id, kind)
+        except (sa.exc.IntegrityError, sa.exc.OperationalError) as error:
+            if attempt == 2 or not _is_retryable(error):
+                raise
+    raise AssertionError("unreachable")
+
+
+def _is_retryable(error: sa.exc.DBAPIError) -> bool:
+    if isinstance(error, sa.exc.IntegrityError):
+        return True
+    code = error.orig.args[0] if error.orig and error.orig.args else None
+    return code in (1213, 1205)  # MySQL deadlock, lock wait timeout
+
+
+def replay_journal(svc: Service) -> int:
+    """Apply every journaled callback the database does not have yet. Returns how many."""
+    with svc.engine.connect() as conn:
+        done = set(conn.execute(sa.select(callback_journal.c.id)).scalars())
+    applied = 0
+    for entry in svc.journal.entries():
+        if entry.get("state") != "received" or entry.get("id") in done:
+            continue
+        if entry.get("kind") not in CALLBACK_HANDLERS:
+            continue
+        raw = journal_entry_body(entry).decode("utf-8", errors="replace")
+        if apply_callback(svc, entry["kind"], raw, entry["id"]) != "already_applied":
+            applied += 1
+    if applied:
+        log.info("replayed %d journaled callbacks", applied)
+    return applied

@@ -1,0 +1,286 @@
+"""What the routes, jobs and commands share: the Service object, API errors, the callback
+journal, callback authenticity (token, IP allowlist, proxies), API keys and flags."""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import ipaddress
+import json
+import os
+import secrets
+import threading
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from mpesa_service import PROJECT_DIR, log
+from mpesa_service.daraja import DarajaClient, DarajaError, DarajaRejected
+from mpesa_service.settings import Settings
+from mpesa_service.storage import callback_journal, payment_flags, utcnow
+
+
+class ApiError(Exception):
+    """A request the API refuses: HTTP status, a message naming what was wrong, extra fields."""
+
+    def __init__(self, status: int, message: str, **extra):
+        super().__init__(message)
+        self.status, self.message, self.extra = status, message, extra
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+# --- the callback journal ---------------------------------------------------------------------
+
+
+class Journal:
+    """The append-only JSON-lines file every callback is written to (and flushed to disk) before
+    any database work: the old system's `b2c_callbacks.log`. A callback whose database work did
+    not finish is applied later from here by `replay`."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+
+    def append(self, kind: str, body: bytes, remote_addr: str, rejected: str = "") -> str:
+        entry_id = new_id()
+        entry = {
+            "id": entry_id,
+            "kind": kind,
+            "received_at": datetime.now(UTC).isoformat(),
+            "remote_addr": remote_addr,
+            "state": "rejected" if rejected else "received",
+            "reason": rejected,
+            **_journal_body(body),
+        }
+        line = json.dumps(entry, separators=(",", ":")) + "\n"
+        with self._lock, self.path.open("a", encoding="utf-8") as journal:
+            journal.write(line)
+            journal.flush()
+            os.fsync(journal.fileno())
+        return entry_id
+
+    def entries(self):
+        if not self.path.exists():
+            return
+        with self.path.open(encoding="utf-8") as journal:
+            for line in journal:
+                try:
+                    yield json.loads(line)
+                except ValueError:
+                    log.error("unreadable journal line skipped: %.80s", line)
+
+
+def _journal_body(body: bytes) -> dict:
+    try:
+        return {"body": body.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {"body_base64": base64.b64encode(body).decode()}
+
+
+def journal_entry_body(entry: dict) -> bytes:
+    if "body_base64" in entry:
+        return base64.b64decode(entry["body_base64"])
+    return entry.get("body", "").encode("utf-8")
+
+
+# --- callback authenticity ----------------------------------------------------------------------
+
+SAFARICOM_CALLBACK_IPS = [
+    "196.201.214.200",
+    "196.201.214.206",
+    "196.201.213.114",
+    "196.201.214.207",
+    "196.201.214.208",
+    "196.201.213.44",
+    "196.201.212.127",
+    "196.201.212.128",
+    "196.201.212.129",
+    "196.201.212.132",
+    "196.201.212.136",
+    "196.201.212.138",
+    "196.201.212.69",
+    "196.201.212.74",
+]
+
+
+def parse_networks(entries: list[str]) -> list:
+    return [ipaddress.ip_network(entry, strict=False) for entry in entries]
+
+
+def in_networks(address: str, networks: list) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in networks)
+
+
+def client_address(peer: str, forwarded_for: str, trusted_proxies: list) -> str:
+    """The caller's address: the peer, unless the peer is a trusted proxy, in which case the
+    right-most X-Forwarded-For entry that is not itself a trusted proxy."""
+    if not in_networks(peer, trusted_proxies):
+        return peer
+    hops = [hop.strip() for hop in forwarded_for.split(",") if hop.strip()]
+    for hop in reversed(hops):
+        if not in_networks(hop, trusted_proxies):
+            return hop
+    return peer
+
+
+@dataclass(frozen=True)
+class CallbackPolicy:
+    """Who may deliver callbacks: the URL token, the allowed networks, the body cap."""
+
+    token: str
+    allowed: list | None  # None: any address
+    trusted_proxies: list
+    max_bytes: int
+
+    def refusal(self, token: str, peer: str, forwarded_for: str) -> tuple[int, str] | None:
+        """(HTTP status, reason) when the delivery must be refused, else None."""
+        if not hmac.compare_digest(token.encode(), self.token.encode()):
+            return 404, "wrong callback token"
+        address = client_address(peer, forwarded_for, self.trusted_proxies)
+        if self.allowed is not None and not in_networks(address, self.allowed):
+            return 403, f"callback from {address}, which is not an allowed address"
+        return None
+
+
+def callback_policy(settings: Settings, token: str) -> CallbackPolicy:
+    allowed_setting = settings.listing("CALLBACK_ALLOWED_IPS")
+    if allowed_setting == ["*"]:
+        allowed = None
+    elif allowed_setting:
+        allowed = parse_networks(allowed_setting)
+    elif settings.environment == "production":
+        allowed = parse_networks(SAFARICOM_CALLBACK_IPS)
+    else:
+        allowed = None
+    return CallbackPolicy(
+        token=token,
+        allowed=allowed,
+        trusted_proxies=parse_networks(settings.listing("TRUSTED_PROXIES")),
+        max_bytes=settings.integer("CALLBACK_MAX_BYTES"),
+    )
+
+
+def callback_token(settings: Settings) -> str:
+    """CALLBACK_TOKEN, or outside production one random token kept in data/callback_token so
+    callback URLs handed to Daraja stay valid across restarts."""
+    if settings["CALLBACK_TOKEN"]:
+        return settings["CALLBACK_TOKEN"]
+    path = PROJECT_DIR / "data" / "callback_token"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(32))
+    return path.read_text().strip()
+
+
+def api_keys(settings: Settings) -> list[str]:
+    keys = settings.listing("API_KEYS")
+    if not keys and settings.environment == "simulator":
+        return [SIMULATOR_API_KEY]
+    return keys
+
+
+def bearer_is_valid(header: str, keys: list[str]) -> bool:
+    scheme, _, presented = header.partition(" ")
+    if scheme.lower() != "bearer" or not presented:
+        return False
+    # Compare against every key, always, so timing says nothing about which prefix matched.
+    matches = [hmac.compare_digest(presented.encode(), key.encode()) for key in keys]
+    return any(matches)
+
+
+SIMULATOR_API_KEY = "simulator-api-key"
+ACKNOWLEDGED = {"ResultCode": 0, "ResultDesc": "Accepted"}
+
+
+# --- the service context --------------------------------------------------------------------
+
+
+@dataclass
+class Service:
+    """Everything the routes, jobs and commands share: settings, database, Daraja client,
+    journal, callback policy, API keys and the callback URLs handed to Daraja."""
+
+    settings: Settings
+    engine: sa.Engine
+    client: DarajaClient | None = None
+    journal: Journal | None = None
+    policy: CallbackPolicy | None = None
+    keys: list[str] = field(default_factory=list)
+    public_base_url: str = ""
+    job_runs: dict = field(default_factory=dict)  # job id -> (finished at, "ok" or the error)
+
+    def hook_url(self, *parts: str) -> str:
+        return "/".join([self.public_base_url.rstrip("/"), "hooks", *parts, self.policy.token])
+
+    @property
+    def b2c_result_url(self) -> str:
+        return self.settings["MPESA_RESULT_URL"] or self.hook_url("b2c", "result")
+
+
+def add_flag(conn: sa.Connection, subject_type: str, subject_id: str, flag: str, detail: str):
+    """Record something a person should look at, and say so in the log."""
+    conn.execute(
+        payment_flags.insert().values(
+            id=new_id(),
+            subject_type=subject_type,
+            subject_id=subject_id,
+            flag=flag,
+            detail=detail,
+            created_at=utcnow(),
+        )
+    )
+    log.warning("ALERT %s on %s %s: %s", flag, subject_type, subject_id, detail)
+
+
+def flags_of(conn: sa.Connection, subject_type: str, subject_id: str) -> list[str]:
+    rows = conn.execute(
+        sa.select(payment_flags.c.flag)
+        .where(payment_flags.c.subject_type == subject_type)
+        .where(payment_flags.c.subject_id == subject_id)
+        .order_by(payment_flags.c.created_at)
+    )
+    return list(dict.fromkeys(rows.scalars()))
+
+
+def mark_journal_applied(conn: sa.Connection, journal_id: str, kind: str) -> bool:
+    """Record that a journal entry reached the database; False if it already had (a replay)."""
+    exists = conn.execute(
+        sa.select(callback_journal.c.id).where(callback_journal.c.id == journal_id)
+    ).first()
+    if exists:
+        return False
+    now = utcnow()
+    conn.execute(
+        callback_journal.insert().values(
+            id=journal_id, kind=kind, state="applied", received_at=now, applied_at=now
+        )
+    )
+    return True
+
+
+def money(value: Decimal | int | None) -> str:
+    return "?" if value is None else f"{Decimal(value):,.2f}"
+
+
+def amount_difference(expected: Decimal, actual: Decimal) -> str:
+    gap = actual - expected
+    direction = "short" if gap < 0 else "too much"
+    return f"requested {money(expected)} != paid {money(actual)} ({money(abs(gap))} {direction})"
+
+
+def daraja_error_fields(error: DarajaError) -> tuple[str, str]:
+    if isinstance(error, DarajaRejected):
+        return error.code, error.message
+    return type(error).__name__, str(error)

@@ -1,0 +1,170 @@
+"""Wiring and commands: build the Service from settings, serve, migrate, render, replay."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import logging
+import sys
+
+import sqlalchemy as sa
+
+from mpesa_service import log
+from mpesa_service.callbacks import replay_journal
+from mpesa_service.context import Journal, Service, api_keys, callback_policy, callback_token
+from mpesa_service.daraja import DarajaAccount, DarajaClient, security_credential
+from mpesa_service.jobs import make_scheduler
+from mpesa_service.routes import make_app
+from mpesa_service.settings import DARAJA_BASE_URLS, Settings, SettingsError, load_settings
+from mpesa_service.storage import (
+    head_revision,
+    make_engine,
+    migrate,
+    render_mysql_schema,
+    schema_revision,
+)
+
+
+def daraja_account(settings: Settings) -> DarajaAccount:
+    """The credentials from the settings; in the simulator, the simulator's own defaults fill
+    whatever is not set."""
+    defaults = {}
+    if settings.environment == "simulator":
+        import simulator
+
+        config = simulator.SimulatorConfig()
+        defaults = {
+            "MPESA_CONSUMER_KEY": config.consumer_key,
+            "MPESA_CONSUMER_SECRET": config.consumer_secret,
+            "MPESA_SHORTCODE": config.shortcode,
+            "MPESA_PASSKEY": config.passkey,
+            "MPESA_B2C_SHORTCODE": config.b2c_shortcode,
+            "MPESA_INITIATOR_NAME": "testapi",
+            "MPESA_SECURITY_CREDENTIAL": base64.b64encode(b"simulator").decode(),
+        }
+
+    def value(name: str) -> str:
+        return settings[name] or defaults.get(name, "")
+
+    return DarajaAccount(
+        consumer_key=value("MPESA_CONSUMER_KEY"),
+        consumer_secret=value("MPESA_CONSUMER_SECRET"),
+        shortcode=value("MPESA_SHORTCODE"),
+        passkey=value("MPESA_PASSKEY"),
+        b2c_shortcode=value("MPESA_B2C_SHORTCODE") or value("MPESA_SHORTCODE"),
+        initiator_name=value("MPESA_INITIATOR_NAME"),
+        security_credential=value("MPESA_SECURITY_CREDENTIAL") or _computed_credential(settings),
+        stk_transaction_type=settings["MPESA_STK_TRANSACTION_TYPE"],
+        stk_party_b=settings["MPESA_STK_PARTY_B"],
+    )
+
+
+def _computed_credential(settings: Settings) -> str:
+    if settings["MPESA_INITIATOR_PASSWORD"] and settings["MPESA_CERT_PATH"]:
+        return security_credential(
+            settings["MPESA_INITIATOR_PASSWORD"], settings["MPESA_CERT_PATH"]
+        )
+    return ""
+
+
+def daraja_base_url(settings: Settings, simulator_url: str = "") -> str:
+    return settings["MPESA_BASE_URL"] or DARAJA_BASE_URLS.get(settings.environment) or simulator_url
+
+
+def public_base_url(settings: Settings) -> str:
+    if settings["PUBLIC_BASE_URL"]:
+        return settings["PUBLIC_BASE_URL"].rstrip("/")
+    host = settings["HOST"] if settings["HOST"] not in ("0.0.0.0", "::", "") else "127.0.0.1"
+    return f"http://{host}:{settings['PORT']}"
+
+
+def build_service(settings: Settings, *, simulator_url: str = "", public_url: str = "") -> Service:
+    """The service's parts wired from its settings (the database engine, the Daraja client,
+    the journal, the callback policy, the API keys)."""
+    return Service(
+        settings=settings,
+        engine=make_engine(settings["DATABASE_URL"]),
+        client=DarajaClient(
+            daraja_base_url(settings, simulator_url),
+            daraja_account(settings),
+            timeout=settings.integer("DARAJA_TIMEOUT_SECONDS"),
+        ),
+        journal=Journal(settings["CALLBACK_JOURNAL_PATH"]),
+        policy=callback_policy(settings, callback_token(settings)),
+        keys=api_keys(settings),
+        public_base_url=public_url or public_base_url(settings),
+    )
+
+
+# Waitress would drop X-Forwarded-For from untrusted peers itself; the callback policy decides
+# (TRUSTED_PROXIES), so the header is passed through.
+# No request body over 1 MiB is even read (callbacks are capped lower by CALLBACK_MAX_BYTES).
+WAITRESS_OPTIONS = {"clear_untrusted_proxy_headers": False, "max_request_body_size": 1 << 20}
+
+
+def serve(settings: Settings) -> None:
+    import waitress
+
+    simulator_url = ""
+    if settings.environment == "simulator" and not settings["MPESA_BASE_URL"]:
+        import simulator
+
+        simulator_url = simulator.start(host="127.0.0.1", port=0).base_url
+        log.info("in-process Daraja simulator at %s", simulator_url)
+    svc = build_service(settings, simulator_url=simulator_url)
+    require_current_schema(svc.engine)
+    replay_journal(svc)
+    scheduler = make_scheduler(svc)
+    scheduler.start()
+    log.info("serving %s on %s:%s", settings.environment, settings["HOST"], settings["PORT"])
+    try:
+        waitress.serve(
+            make_app(svc),
+            host=settings["HOST"],
+            port=settings.integer("PORT"),
+            threads=16,
+            **WAITRESS_OPTIONS,
+        )
+    finally:
+        scheduler.shutdown(wait=False)
+
+
+def require_current_schema(engine: sa.Engine) -> None:
+    current, head = schema_revision(engine), head_revision()
+    if current != head:
+        raise SystemExit(
+            f"database schema is at {current or 'nothing'}, not {head}: "
+            "run `python service.py migrate` first"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="M-Pesa payments service")
+    parser.add_argument(
+        "command", nargs="?", default="serve", choices=["serve", "migrate", "schema", "replay"]
+    )
+    args = parser.parse_args(argv)
+    if args.command == "schema":
+        sys.stdout.write(render_mysql_schema())
+        return 0
+    try:
+        settings = load_settings()
+    except SettingsError as error:
+        print(error, file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings["LOG_LEVEL"], format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    if args.command == "migrate":
+        migrate(make_engine(settings["DATABASE_URL"]))
+        log.info("database at %s", head_revision())
+    elif args.command == "replay":
+        svc = build_service(settings)
+        require_current_schema(svc.engine)
+        print(f"replayed {replay_journal(svc)} callbacks from {settings['CALLBACK_JOURNAL_PATH']}")
+    else:
+        serve(settings)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

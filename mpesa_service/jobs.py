@@ -1,0 +1,199 @@
+"""Scheduled jobs (APScheduler 3), started by `python service.py` only, never at import; and
+the figures `/metrics` reports about them and about the payouts.
+
+Every job has an id, runs one instance at a time and coalesces missed runs; what it claims in
+the database it claims with a compare-and-set, so a second process running the same jobs is safe.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
+
+import sqlalchemy as sa
+
+from mpesa_service import log
+from mpesa_service.callbacks import replay_journal
+from mpesa_service.context import Service
+from mpesa_service.resolution import resolve_payouts, retry_failed_payouts
+from mpesa_service.stk import sweep_stk
+from mpesa_service.storage import b2c_payments, payment_flags, utcnow
+from recon.rules import NAIROBI
+
+
+def make_scheduler(svc: Service):
+    from apscheduler.schedulers.background import BackgroundScheduler
+    from apscheduler.triggers.cron import CronTrigger
+
+    settings = svc.settings
+    scheduler = BackgroundScheduler(
+        timezone="UTC", job_defaults={"max_instances": 1, "coalesce": True}
+    )
+
+    def every(seconds: int, job, job_id: str) -> None:
+        scheduler.add_job(run_job, "interval", seconds=seconds, id=job_id, args=[job, svc, job_id])
+
+    every(settings.integer("RESOLVE_INTERVAL_SECONDS"), resolve_payouts, "resolve")
+    every(settings.integer("RETRY_INTERVAL_SECONDS"), retry_failed_payouts, "retry")
+    every(settings.integer("SWEEP_INTERVAL_SECONDS"), sweep_stk, "stk_sweep")
+    every(60, replay_journal, "journal_replay")
+    every(settings.integer("ALERT_INTERVAL_SECONDS"), send_alerts, "alerts")
+    if settings.integer("BALANCE_CHECK_MINUTES"):
+        every(settings.integer("BALANCE_CHECK_MINUTES") * 60, check_balance, "balance")
+    if settings.listing("RECON_EMAIL_TO"):
+        trigger = CronTrigger.from_crontab(settings["RECON_SCHEDULE"], timezone=NAIROBI)
+        scheduler.add_job(
+            run_job,
+            trigger,
+            id="reconciliation",
+            args=[email_reconciliation, svc, "reconciliation"],
+        )
+    return scheduler
+
+
+def run_job(job, svc: Service, job_id: str):
+    """Run a job, recording when it finished and how; log (never raise) what goes wrong so the
+    scheduler keeps going."""
+    try:
+        result = job(svc)
+    except Exception as error:
+        log.exception("job %s failed", job_id)
+        svc.job_runs[job_id] = (time.time(), f"error: {type(error).__name__}")
+        return None
+    svc.job_runs[job_id] = (time.time(), "ok")
+    return result
+
+
+# --- alerts -------------------------------------------------------------------------------------
+
+
+def send_alerts(svc: Service) -> int:
+    """One email for every flag raised since the last one (review, mismatches, orphans,
+    conflicts, low balance). Flags are marked notified only once the email went out."""
+    with svc.engine.connect() as conn:
+        flags = conn.execute(
+            sa.select(payment_flags)
+            .where(payment_flags.c.notified_at.is_(None))
+            .order_by(payment_flags.c.created_at)
+            .limit(500)
+        ).all()
+    if not flags:
+        return 0
+    recipients = svc.settings.listing("ALERT_EMAIL_TO")
+    if recipients:
+        from recon.mail import send_email
+
+        send_email(
+            alert_message(flags, recipients, svc.settings["SMTP_FROM"]),
+            to=recipients,
+            smtp=smtp_settings(svc),
+        )
+    with svc.engine.begin() as conn:
+        conn.execute(
+            payment_flags.update()
+            .where(payment_flags.c.id.in_([flag.id for flag in flags]))
+            .values(notified_at=utcnow())
+        )
+    return len(flags)
+
+
+def alert_message(flags, recipients: list[str], sender: str) -> EmailMessage:
+    counts: dict[str, int] = {}
+    for flag in flags:
+        counts[flag.flag] = counts.get(flag.flag, 0) + 1
+    summary = ", ".join(f"{count} {name}" for name, count in sorted(counts.items()))
+    message = EmailMessage()
+    message["Subject"] = f"M-Pesa alerts: {summary}"
+    message["From"] = sender
+    message["To"] = ", ".join(recipients)
+    lines = [
+        f"{flag.created_at:%Y-%m-%d %H:%M:%S} UTC  {flag.flag}  {flag.subject_type} "
+        f"{flag.subject_id}: {flag.detail}"
+        for flag in flags
+    ]
+    message.set_content("\n".join([f"{len(flags)} new alerts ({summary}):", "", *lines]))
+    return message
+
+
+def smtp_settings(svc: Service):
+    from recon.mail import SmtpSettings
+
+    names = (
+        "SMTP_HOST",
+        "SMTP_PORT",
+        "SMTP_STARTTLS",
+        "SMTP_SSL",
+        "SMTP_USER",
+        "SMTP_PASSWORD",
+        "SMTP_FROM",
+    )
+    return SmtpSettings.from_environ({name: svc.settings[name] for name in names})
+
+
+# --- balance and the scheduled reconciliation -----------------------------------------------
+
+
+def check_balance(svc: Service) -> None:
+    """Ask for the B2C account balances; the answer arrives at /hooks/balance/result."""
+    svc.client.account_balance(
+        result_url=svc.hook_url("balance", "result"),
+        queue_timeout_url=svc.hook_url("balance", "timeout"),
+    )
+
+
+def email_reconciliation(svc: Service, today: datetime | None = None) -> None:
+    """Reconcile the previous Nairobi day and email the report to RECON_EMAIL_TO."""
+    from recon.api import build_report
+    from recon.mail import send_report
+
+    until, since = previous_nairobi_day(today)
+    report = build_report(
+        svc.settings["DATABASE_URL"],
+        since=since,
+        until=until,
+        as_of=utcnow(),
+        stale_after_minutes=svc.settings.integer("RECON_STALE_AFTER_MINUTES"),
+    )
+    send_report(report, to=svc.settings.listing("RECON_EMAIL_TO"), smtp=smtp_settings(svc))
+
+
+def previous_nairobi_day(today: datetime | None = None) -> tuple[datetime, datetime]:
+    """(start of today, start of yesterday) in Nairobi, as naive UTC."""
+    now = (today or datetime.now(UTC)).astimezone(NAIROBI)
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    as_utc = [
+        moment.astimezone(UTC).replace(tzinfo=None)
+        for moment in (midnight, midnight - timedelta(days=1))
+    ]
+    return as_utc[0], as_utc[1]
+
+
+# --- /metrics -----------------------------------------------------------------------------------
+
+
+def prometheus_text(svc: Service) -> str:
+    """Counts by status, the age of the oldest open payouts, and each job's last run."""
+    now = utcnow()
+    with svc.engine.connect() as conn:
+        counts = conn.execute(
+            sa.select(b2c_payments.c.status, sa.func.count()).group_by(b2c_payments.c.status)
+        ).all()
+        oldest = conn.execute(
+            sa.select(b2c_payments.c.status, sa.func.min(b2c_payments.c.updated_at))
+            .where(b2c_payments.c.status.in_(["submitting", "pending", "unknown", "review"]))
+            .group_by(b2c_payments.c.status)
+        ).all()
+    lines = ["# TYPE mpesa_payouts gauge"]
+    lines += [f'mpesa_payouts{{status="{status}"}} {count}' for status, count in counts]
+    lines.append("# TYPE mpesa_payout_oldest_open_seconds gauge")
+    lines += [
+        f'mpesa_payout_oldest_open_seconds{{status="{status}"}} {(now - since).total_seconds():.0f}'
+        for status, since in oldest
+        if since
+    ]
+    lines.append("# TYPE mpesa_job_last_run_timestamp_seconds gauge")
+    for job_id, (finished, outcome) in sorted(svc.job_runs.items()):
+        lines.append(f'mpesa_job_last_run_timestamp_seconds{{job="{job_id}"}} {finished:.0f}')
+        lines.append(f'mpesa_job_last_run_ok{{job="{job_id}"}} {int(outcome == "ok")}')
+    return "\n".join(lines) + "\n"

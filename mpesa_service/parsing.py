@@ -1,0 +1,172 @@
+"""Callback parsing: tolerant readers of every Daraja callback shape we know. They never raise;
+what they cannot read is listed in `problems`, and the raw body is always kept by the caller."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+
+from recon.codes import is_success, normalise_code
+from recon.rules import (
+    InvalidValue,
+    nairobi_to_utc,
+    to_decimal,
+)
+
+# Tolerant readers of Daraja's callback shapes (REFERENCE 2.3, 4.4, 6.3, 7.1 and the old audit's
+# simplified example). They never raise: what they cannot read is listed in `problems`, and the
+# raw body is always kept by the caller.
+
+FAILURE_PLACEHOLDER_RECEIPT = re.compile(r"^[A-Z0-9]{3}0{7}$")
+
+
+@dataclass
+class StkCallback:
+    """One STK Push callback, read tolerantly."""
+
+    merchant_request_id: str | None = None
+    checkout_request_id: str | None = None
+    result_code: str | None = None
+    result_desc: str | None = None
+    amount: Decimal | None = None
+    receipt: str | None = None
+    phone: str | None = None
+    transaction_date: datetime | None = None
+    problems: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ResultCallback:
+    """One `Result` envelope: a B2C result or queue timeout, a Transaction Status result, or an
+    Account Balance result. `parameters` holds ResultParameters and ReferenceData items by key,
+    with spaces removed from the keys ("Originator Conversation ID" -> OriginatorConversationID)."""
+
+    result_type: str | None = None
+    result_code: str | None = None
+    result_desc: str | None = None
+    originator_conversation_id: str | None = None
+    conversation_id: str | None = None
+    transaction_id: str | None = None
+    parameters: dict = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def succeeded(self) -> bool:
+        return is_success(self.result_code)
+
+    @property
+    def receipt(self) -> str | None:
+        """The M-Pesa receipt, only on success (failures carry a placeholder like TK50000000)."""
+        if not self.succeeded:
+            return None
+        for candidate in (
+            self.parameters.get("TransactionReceipt"),
+            self.parameters.get("ReceiptNo"),
+            self.transaction_id,
+        ):
+            text = text_or_none(candidate)
+            if text and not FAILURE_PLACEHOLDER_RECEIPT.match(text):
+                return text
+        return None
+
+    @property
+    def amount(self) -> Decimal | None:
+        return _decimal(self.parameters.get("TransactionAmount", self.parameters.get("Amount")))
+
+    @property
+    def receiver(self) -> tuple[str | None, str | None]:
+        """(phone, name) from "2547... - NAME", split on the first " - "."""
+        raw = text_or_none(
+            self.parameters.get("ReceiverPartyPublicName", self.parameters.get("CreditPartyName"))
+        )
+        if not raw:
+            return None, None
+        phone, _, name = raw.partition(" - ")
+        return phone.strip() or None, name.strip() or None
+
+    @property
+    def completed_at(self) -> datetime | None:
+        return nairobi_to_utc(
+            self.parameters.get(
+                "TransactionCompletedDateTime", self.parameters.get("FinalisedTime")
+            )
+        )
+
+
+def parse_stk_callback(payload: object) -> StkCallback:
+    parsed = StkCallback()
+    body = _dig(payload, "Body", "stkCallback")
+    if not isinstance(body, dict):
+        parsed.problems.append("no Body.stkCallback object")
+        return parsed
+    parsed.merchant_request_id = text_or_none(body.get("MerchantRequestID"))
+    parsed.checkout_request_id = text_or_none(body.get("CheckoutRequestID"))
+    parsed.result_code = normalise_code(body.get("ResultCode"))
+    parsed.result_desc = text_or_none(body.get("ResultDesc"))
+    items = _items(_dig(body, "CallbackMetadata", "Item"), "Name")
+    parsed.amount = _decimal(items.get("Amount"))
+    parsed.receipt = text_or_none(items.get("MpesaReceiptNumber"))
+    parsed.phone = text_or_none(items.get("PhoneNumber"))
+    parsed.transaction_date = nairobi_to_utc(items.get("TransactionDate"))
+    if not parsed.checkout_request_id:
+        parsed.problems.append("no CheckoutRequestID")
+    if parsed.result_code is None:
+        parsed.problems.append("no ResultCode")
+    return parsed
+
+
+def parse_result_callback(payload: object) -> ResultCallback:
+    parsed = ResultCallback()
+    result = _dig(payload, "Result")
+    if not isinstance(result, dict):
+        parsed.problems.append("no Result object")
+        return parsed
+    parsed.result_type = normalise_code(result.get("ResultType"))
+    parsed.result_code = normalise_code(result.get("ResultCode"))
+    parsed.result_desc = text_or_none(result.get("ResultDesc"))
+    parsed.originator_conversation_id = text_or_none(result.get("OriginatorConversationID"))
+    parsed.conversation_id = text_or_none(result.get("ConversationID"))
+    parsed.transaction_id = text_or_none(result.get("TransactionID"))
+    parsed.parameters = {
+        **_items(_dig(result, "ReferenceData", "ReferenceItem"), "Key"),
+        **_items(_dig(result, "ResultParameters", "ResultParameter"), "Key"),
+    }
+    if parsed.result_code is None:
+        parsed.problems.append("no ResultCode")
+    if not (parsed.originator_conversation_id or parsed.conversation_id):
+        parsed.problems.append("no OriginatorConversationID or ConversationID")
+    return parsed
+
+
+def _dig(value: object, *keys: str) -> object:
+    for key in keys:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(key)
+    return value
+
+
+def _items(value: object, key_name: str) -> dict:
+    """[{Key/Name, Value}] (or one such object) as a dict; an item without Value maps to None."""
+    entries = value if isinstance(value, list) else [value]
+    items = {}
+    for entry in entries:
+        if isinstance(entry, dict) and isinstance(entry.get(key_name), str):
+            items[entry[key_name].replace(" ", "")] = entry.get("Value")
+    return items
+
+
+def text_or_none(value: object) -> str | None:
+    if value is None or isinstance(value, dict | list):
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def _decimal(value: object) -> Decimal | None:
+    try:
+        return to_decimal(value)
+    except InvalidValue:
+        return None

@@ -1,0 +1,746 @@
+"""B2C payouts that never pay twice: the state machine, idempotent write-ahead initiation,
+one send per attempt with three outcomes, and results applied once by compare-and-set."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import sqlalchemy as sa
+
+from mpesa_service import log
+from mpesa_service.context import (
+    ApiError,
+    Service,
+    add_flag,
+    amount_difference,
+    daraja_error_fields,
+    flags_of,
+    new_id,
+)
+from mpesa_service.daraja import DarajaRejected, NotSent, OutcomeUnknown
+from mpesa_service.parsing import ResultCallback, text_or_none
+from mpesa_service.settings import Settings
+from mpesa_service.stk import json_amount, optional_text
+from mpesa_service.storage import (
+    b2c_payment_callbacks,
+    b2c_payments,
+    b2c_payout_attempts,
+    idempotency_keys,
+    utcnow,
+)
+from recon.codes import lookup
+from recon.rules import (
+    B2C_LIMITS,
+    NAIROBI,
+    InvalidValue,
+    mpesa_phone,
+    whole_shillings,
+)
+
+# --- B2C payouts: the state machine ----------------------------------------------------------
+# Every status change is a compare-and-set: UPDATE ... WHERE status IN (the states allowed to
+# move to the target). `pending`, `completed` and `failed` keep the old system's meanings.
+
+PAYOUT_STATES = {
+    # status: (meaning, statuses it may move to)
+    "submitting": (
+        "written ahead (payout and attempt committed); the B2C request is being sent",
+        ("pending", "unknown", "failed", "completed"),
+    ),
+    "pending": (
+        "accepted by Daraja (ResponseCode 0); waiting for the result callback",
+        ("completed", "failed", "unknown", "review"),
+    ),
+    "unknown": (
+        "may or may not have been accepted (timeout, reset, 5xx, queue timeout); "
+        "resolved only by a Transaction Status query, never re-sent",
+        ("completed", "failed", "review"),
+    ),
+    "failed": (
+        "not paid; a retryable result code may be re-sent as a new attempt",
+        ("submitting",),
+    ),
+    "review": ("automation could not resolve it; a person decides", ("completed", "failed")),
+    "completed": ("paid; terminal", ()),
+}
+B2C_COMMANDS = ("BusinessPayment", "SalaryPayment", "PromotionPayment")
+
+
+def payout_sources(target: str) -> list[str]:
+    """The statuses from which a payout may move to `target`."""
+    return [state for state, (_, targets) in PAYOUT_STATES.items() if target in targets]
+
+
+def transition(
+    conn: sa.Connection, payout_id: str, target: str, *conditions, only_from=None, **values
+):
+    """Move a payout to `target` if, and only if, its status allows it now (and any extra
+    `conditions` hold). True if it moved."""
+    sources = payout_sources(target)
+    if only_from is not None:
+        sources = [state for state in sources if state in only_from]
+    statement = (
+        b2c_payments.update()
+        .where(b2c_payments.c.id == payout_id, b2c_payments.c.status.in_(sources), *conditions)
+        .values(status=target, updated_at=utcnow(), **values)
+    )
+    return conn.execute(statement).rowcount == 1
+
+
+@dataclass(frozen=True)
+class PayoutRequest:
+    user_id: str | None
+    user_type: str | None
+    phone: str
+    amount: int
+    reason: str
+    description: str
+    command_id: str
+    reference_id: str | None = None
+
+    @classmethod
+    def from_body(cls, body: dict, phone: str) -> PayoutRequest:
+        try:
+            amount = whole_shillings(body.get("amount"), B2C_LIMITS, "amount")
+        except InvalidValue as error:
+            raise ApiError(400, str(error), field=error.field) from None
+        command_id = body.get("command_id") or "BusinessPayment"
+        if command_id not in B2C_COMMANDS:
+            raise ApiError(
+                400,
+                f"command_id: one of {', '.join(B2C_COMMANDS)}, not {command_id!r}",
+                field="command_id",
+            )
+        reason = optional_text(body, "reason", 100) or "payout"
+        return cls(
+            user_id=optional_text(body, "user_id", 36),
+            user_type=optional_text(body, "user_type", 20),
+            phone=phone,
+            amount=amount,
+            reason=reason,
+            description=payout_remarks(body.get("description"), reason),
+            command_id=command_id,
+            reference_id=optional_text(body, "reference_id", 255),
+        )
+
+
+def payout_remarks(description: object, reason: str) -> str:
+    """Daraja's Remarks take 2–100 characters: the description (or the reason), cut to 100."""
+    text = " ".join(str(description or reason).split())[:100].strip()
+    return text if len(text) >= 2 else "Payout"
+
+
+def payout_phone(svc: Service, body: dict) -> str:
+    """The payee's phone from the body, or from PAYOUT_PHONE_QUERY by user_id."""
+    raw = body.get("phone")
+    query = svc.settings["PAYOUT_PHONE_QUERY"]
+    if raw in (None, "") and query:
+        user_id = optional_text(body, "user_id", 36)
+        if not user_id:
+            raise ApiError(400, "phone: required (or a user_id to look it up by)", field="phone")
+        with svc.engine.connect() as conn:
+            raw = conn.execute(sa.text(query), {"user_id": user_id}).scalar()
+        if not raw:
+            raise ApiError(
+                400, f"phone: no phone number found for user_id {user_id!r}", field="phone"
+            )
+    try:
+        return mpesa_phone(raw, "phone")
+    except InvalidValue as error:
+        raise ApiError(400, str(error), field=error.field) from None
+
+
+def check_payout_limits(conn: sa.Connection, settings: Settings, request: PayoutRequest) -> None:
+    """The configured limits (0 means none); 422 naming the one exceeded."""
+    maximum = settings.integer("PAYOUT_MAX_AMOUNT")
+    if maximum and request.amount > maximum:
+        raise ApiError(
+            422,
+            f"amount {request.amount:,} exceeds PAYOUT_MAX_AMOUNT {maximum:,}",
+            limit="PAYOUT_MAX_AMOUNT",
+        )
+    day_start = nairobi_day_start_utc()
+    counted = b2c_payments.c.status.notin_(["failed"])
+    today = sa.and_(b2c_payments.c.initiated_at >= day_start, counted)
+    user_limit = settings.integer("PAYOUT_USER_DAILY_LIMIT")
+    if user_limit and request.user_id:
+        total = _sum_amount(conn, sa.and_(today, b2c_payments.c.user_id == request.user_id))
+        if total + request.amount > user_limit:
+            raise ApiError(
+                422,
+                f"user {request.user_id} would reach {total + request.amount:,} "
+                f"today, over PAYOUT_USER_DAILY_LIMIT {user_limit:,}",
+                limit="PAYOUT_USER_DAILY_LIMIT",
+            )
+    daily_limit = settings.integer("PAYOUT_DAILY_LIMIT")
+    if daily_limit:
+        total = _sum_amount(conn, today)
+        if total + request.amount > daily_limit:
+            raise ApiError(
+                422,
+                f"payouts would reach {total + request.amount:,} today, over "
+                f"PAYOUT_DAILY_LIMIT {daily_limit:,}",
+                limit="PAYOUT_DAILY_LIMIT",
+            )
+
+
+def _sum_amount(conn: sa.Connection, condition) -> int:
+    total = conn.execute(
+        sa.select(sa.func.coalesce(sa.func.sum(b2c_payments.c.amount), 0)).where(condition)
+    ).scalar()
+    return int(Decimal(total))
+
+
+def nairobi_day_start_utc() -> datetime:
+    local = datetime.now(NAIROBI).replace(hour=0, minute=0, second=0, microsecond=0)
+    return local.astimezone(UTC).replace(tzinfo=None)
+
+
+def request_fingerprint(body: dict) -> str:
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def initiate_payout(svc: Service, body: dict, idempotency_key: str) -> tuple[int, dict]:
+    """Create one payout for one idempotency key and send its first attempt.
+
+    The key, the payout and the attempt (with a fresh OriginatorConversationID) are committed
+    together before Daraja is called; the key's primary key makes concurrent requests with one
+    key create one payout. Returns (201, answer) for a new payout, (200, first answer) for a
+    replay; 409 when the key was used with another body."""
+    if not idempotency_key or len(idempotency_key) > 255:
+        raise ApiError(
+            400, "Idempotency-Key header: required, at most 255 characters", field="Idempotency-Key"
+        )
+    fingerprint = request_fingerprint(body)
+    replay = replay_payout(svc, idempotency_key, fingerprint)
+    if replay:
+        return replay
+    request = PayoutRequest.from_body(body, payout_phone(svc, body))
+    try:
+        payout_id, attempt = write_ahead(svc, request, idempotency_key, fingerprint)
+    except sa.exc.IntegrityError:
+        return replay_payout(svc, idempotency_key, fingerprint, wait=True)
+    send_attempt(svc, payout_id, attempt)
+    answer = payout_summary(svc, payout_id)
+    with svc.engine.begin() as conn:
+        conn.execute(
+            idempotency_keys.update()
+            .where(idempotency_keys.c.idempotency_key == idempotency_key)
+            .values(response_status=201, response_body=json.dumps(answer))
+        )
+    return 201, answer
+
+
+def replay_payout(svc: Service, key: str, fingerprint: str, wait: bool = False):
+    """(200, first answer) for a key seen before; None for a new key. A request racing the
+    first one waits for its answer rather than sending anything itself."""
+    deadline = time.monotonic() + (
+        svc.settings.integer("DARAJA_TIMEOUT_SECONDS") + 5 if wait else 0
+    )
+    while True:
+        with svc.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(idempotency_keys).where(idempotency_keys.c.idempotency_key == key)
+            ).first()
+        if row is None:
+            return None
+        if row.request_hash != fingerprint:
+            raise ApiError(
+                409,
+                f"Idempotency-Key {key!r} was already used with a different request body",
+                reference_id=_reference_of(svc, row.subject_id),
+            )
+        if row.response_body:
+            return 200, json.loads(row.response_body)
+        if time.monotonic() >= deadline:
+            return 200, payout_summary(svc, row.subject_id)
+        time.sleep(0.05)
+
+
+def _reference_of(svc: Service, payout_id: str) -> str | None:
+    with svc.engine.connect() as conn:
+        payout = payout_by(conn, b2c_payments.c.id, payout_id)
+    return payout.reference_id if payout else None
+
+
+def write_ahead(svc, request: PayoutRequest, key: str, fingerprint: str) -> tuple[str, dict]:
+    payout_id, now = new_id(), utcnow()
+    attempt = {"id": new_id(), "originator_conversation_id": f"b2c-{uuid.uuid4()}"}
+    with svc.engine.begin() as conn:
+        conn.execute(
+            idempotency_keys.insert().values(
+                idempotency_key=key,
+                scope="payout",
+                request_hash=fingerprint,
+                subject_id=payout_id,
+                created_at=now,
+            )
+        )
+        check_payout_limits(conn, svc.settings, request)
+        conn.execute(
+            b2c_payments.insert().values(
+                id=payout_id,
+                user_id=request.user_id,
+                user_type=request.user_type,
+                phone_number=request.phone,
+                amount=request.amount,
+                reference_id=request.reference_id or f"payout_ref_{uuid.uuid4().hex}",
+                status="submitting",
+                reason=request.reason,
+                description=request.description,
+                command_id=request.command_id,
+                originator_conversation_id=attempt["originator_conversation_id"],
+                attempt_count=1,
+                initiated_at=now,
+                updated_at=now,
+            )
+        )
+        _insert_attempt(conn, payout_id, 1, attempt)
+    return payout_id, attempt
+
+
+PayoutAttempt = sa.Row  # a b2c_payout_attempts row
+
+
+def current_attempt(conn: sa.Connection, payout) -> PayoutAttempt | None:
+    """The attempt the payout is on now (None for the old system's rows, which have none)."""
+    if not payout.originator_conversation_id:
+        return None
+    return conn.execute(
+        sa.select(b2c_payout_attempts).where(
+            b2c_payout_attempts.c.originator_conversation_id == payout.originator_conversation_id
+        )
+    ).first()
+
+
+def start_new_attempt(svc: Service, payout) -> dict | None:
+    """Move a failed payout back to `submitting` with a new attempt and a new
+    OriginatorConversationID. None when the payout is no longer `failed` (another process, or
+    another run, got there first)."""
+    number = payout.attempt_count + 1
+    attempt = {"id": new_id(), "originator_conversation_id": f"b2c-{uuid.uuid4()}"}
+    with svc.engine.begin() as conn:
+        moved = transition(
+            conn,
+            payout.id,
+            "submitting",
+            b2c_payments.c.attempt_count == payout.attempt_count,
+            attempt_count=number,
+            originator_conversation_id=attempt["originator_conversation_id"],
+            conversation_id=None,
+            check_count=0,
+            next_check_at=None,
+        )
+        if not moved:
+            return None
+        _insert_attempt(conn, payout.id, number, attempt)
+    log.info("payout %s: attempt %d after %s", payout.id, number, payout.reason_code)
+    return attempt
+
+
+def _insert_attempt(conn: sa.Connection, payout_id: str, number: int, attempt: dict) -> None:
+    conn.execute(
+        b2c_payout_attempts.insert().values(
+            id=attempt["id"],
+            payout_id=payout_id,
+            attempt_no=number,
+            status="sending",
+            originator_conversation_id=attempt["originator_conversation_id"],
+            created_at=utcnow(),
+        )
+    )
+
+
+def send_attempt(svc: Service, payout_id: str, attempt: dict) -> str:
+    """Send one attempt's B2C request, once, and record which of the three outcomes it had:
+    accepted -> pending; provably not accepted -> failed; anything else -> unknown."""
+    with svc.engine.connect() as conn:
+        payout = conn.execute(sa.select(b2c_payments).where(b2c_payments.c.id == payout_id)).one()
+    try:
+        answer = svc.client.b2c_payment(
+            originator_conversation_id=attempt["originator_conversation_id"],
+            phone=payout.phone_number,
+            amount=int(payout.amount),
+            command_id=payout.command_id or "BusinessPayment",
+            remarks=payout.description or "Payout",
+            result_url=svc.b2c_result_url,
+            queue_timeout_url=svc.hook_url("b2c", "timeout"),
+            occasion=(payout.reason or "")[:100],
+        )
+    except DarajaRejected as error:
+        if error.proves_not_accepted:
+            return _record_attempt(svc, payout_id, attempt, "failed", "rejected", error)
+        return _record_attempt(svc, payout_id, attempt, "unknown", "unknown", error)
+    except NotSent as error:
+        return _record_attempt(svc, payout_id, attempt, "failed", "rejected", error)
+    except OutcomeUnknown as error:
+        log.warning("B2C attempt %s: %s", attempt["id"], error)
+        return _record_attempt(svc, payout_id, attempt, "unknown", "unknown", error)
+    except Exception as error:  # noqa: BLE001 - whatever happened, the request may have gone out
+        log.exception("B2C attempt %s ended without an answer", attempt["id"])
+        return _record_attempt(svc, payout_id, attempt, "unknown", "unknown", error)
+    return _record_accepted(svc, payout_id, attempt, answer)
+
+
+def _record_accepted(svc: Service, payout_id: str, attempt: dict, answer: dict) -> str:
+    conversation_id = answer.get("ConversationID")
+    now = utcnow()
+    with svc.engine.begin() as conn:
+        conn.execute(
+            b2c_payout_attempts.update()
+            .where(b2c_payout_attempts.c.id == attempt["id"])
+            .values(
+                status="accepted",
+                conversation_id=conversation_id,
+                response_code=str(answer.get("ResponseCode", "0")),
+                sent_at=now,
+                answered_at=now,
+            )
+        )
+        conn.execute(
+            b2c_payments.update()
+            .where(b2c_payments.c.id == payout_id)
+            .values(conversation_id=conversation_id)
+        )
+        transition(
+            conn,
+            payout_id,
+            "pending",
+            only_from=("submitting",),
+            next_check_at=now
+            + timedelta(seconds=svc.settings.integer("RESOLVE_PENDING_AFTER_SECONDS")),
+        )
+    return "pending"
+
+
+def _record_attempt(svc, payout_id, attempt, payout_status, attempt_status, error) -> str:
+    code, message = daraja_error_fields(error)
+    now = utcnow()
+    with svc.engine.begin() as conn:
+        conn.execute(
+            b2c_payout_attempts.update()
+            .where(b2c_payout_attempts.c.id == attempt["id"])
+            .values(
+                status=attempt_status,
+                error_code=code,
+                error_message=message,
+                sent_at=now,
+                answered_at=now,
+            )
+        )
+        values = {"error_description": message, "reason_code": code}
+        if payout_status == "unknown":
+            values = {
+                "error_description": f"outcome unknown: {message}",
+                "next_check_at": now
+                + timedelta(seconds=svc.settings.integer("RESOLVE_UNKNOWN_AFTER_SECONDS")),
+            }
+        transition(conn, payout_id, payout_status, only_from=("submitting",), **values)
+    return payout_status
+
+
+# --- B2C payouts: results ------------------------------------------------------------------
+
+
+def match_payout(conn: sa.Connection, parsed: ResultCallback):
+    """(payout, attempt) for a result: OriginatorConversationID, then ConversationID, then the
+    receipt, then the old `reference_id`. Either may be None."""
+    attempts = b2c_payout_attempts.c
+    for column, value in (
+        (attempts.originator_conversation_id, parsed.originator_conversation_id),
+        (attempts.conversation_id, parsed.conversation_id),
+    ):
+        if value:
+            attempt = conn.execute(sa.select(b2c_payout_attempts).where(column == value)).first()
+            if attempt:
+                return payout_by(conn, b2c_payments.c.id, attempt.payout_id), attempt
+    payouts = b2c_payments.c
+    for column, value in (
+        (payouts.originator_conversation_id, parsed.originator_conversation_id),
+        (payouts.conversation_id, parsed.conversation_id),
+        (payouts.transaction_id, parsed.receipt),
+        (payouts.reference_id, text_or_none(parsed.parameters.get("ReferenceID"))),
+    ):
+        payout = payout_by(conn, column, value) if value else None
+        if payout:
+            return payout, None
+    return None, None
+
+
+def payout_by(conn: sa.Connection, column, value):
+    return conn.execute(sa.select(b2c_payments).where(column == value).limit(1)).first()
+
+
+def settle_payout(conn: sa.Connection, payout, attempt, parsed: ResultCallback) -> str:
+    """Apply a B2C (or status-query) result once. Returns applied / duplicate / stale / conflict."""
+    current = attempt is None or payout.originator_conversation_id in (
+        None,
+        attempt.originator_conversation_id,
+    )
+    if parsed.succeeded:
+        return _settle_paid(conn, payout, attempt, parsed, current)
+    moved = current and transition(
+        conn,
+        payout.id,
+        "failed",
+        reason_code=parsed.result_code,
+        error_description=parsed.result_desc,
+        result_desc=parsed.result_desc,
+    )
+    if moved:
+        set_attempt(conn, attempt, "failed", parsed.result_code, parsed.result_desc)
+        return "applied"
+    fresh = payout_by(conn, b2c_payments.c.id, payout.id)
+    if fresh.status == "completed" and current:
+        add_flag(
+            conn,
+            "payout",
+            payout.id,
+            "status_conflict",
+            f"failure result {parsed.result_code} for a payout already completed",
+        )
+        return "conflict"
+    return "duplicate" if current else "stale"
+
+
+def _settle_paid(conn, payout, attempt, parsed: ResultCallback, current: bool) -> str:
+    phone, name = parsed.receiver
+    receipt = parsed.receipt
+    moved = current and transition(
+        conn,
+        payout.id,
+        "completed",
+        transaction_id=receipt,
+        completed_at=parsed.completed_at or utcnow(),
+        reason_code="0",
+        result_desc=parsed.result_desc,
+        paid_amount=parsed.amount,
+        receiver_name=name,
+        error_description=None,
+    )
+    if moved:
+        set_attempt(conn, attempt, "completed", "0", parsed.result_desc)
+        _flag_mismatches(conn, payout, parsed.amount, phone)
+        return "applied"
+    fresh = payout_by(conn, b2c_payments.c.id, payout.id)
+    if fresh.status == "completed" and (fresh.transaction_id == receipt or receipt is None):
+        return "duplicate"
+    add_flag(
+        conn,
+        "payout",
+        payout.id,
+        "status_conflict",
+        f"success result (receipt {receipt}) for attempt "
+        f"{getattr(attempt, 'attempt_no', '?')} but the payout is {fresh.status}"
+        + (f" with receipt {fresh.transaction_id}" if fresh.transaction_id else ""),
+    )
+    return "conflict"
+
+
+def set_attempt(conn, attempt, status: str, code: str | None, desc: str | None) -> None:
+    if attempt is not None:
+        conn.execute(
+            b2c_payout_attempts.update()
+            .where(b2c_payout_attempts.c.id == attempt.id)
+            .values(status=status, response_code=code, error_message=desc, answered_at=utcnow())
+        )
+
+
+def _flag_mismatches(conn, payout, amount: Decimal | None, phone: str | None) -> None:
+    if amount is not None and payout.amount is not None and amount != payout.amount:
+        add_flag(
+            conn,
+            "payout",
+            payout.id,
+            "amount_mismatch",
+            "amount mismatch: " + amount_difference(payout.amount, amount),
+        )
+    digits = re.sub(r"\D", "", phone or "")
+    if len(digits) == 12 and payout.phone_number and digits != payout.phone_number:
+        add_flag(
+            conn,
+            "payout",
+            payout.id,
+            "phone_mismatch",
+            f"phone mismatch: requested {payout.phone_number} != paid {digits}",
+        )
+
+
+def mark_queue_timeout(conn: sa.Connection, payout, attempt) -> str:
+    """A queue timeout says the outcome is unknown, never that the payout failed."""
+    current = attempt is None or payout.originator_conversation_id in (
+        None,
+        attempt.originator_conversation_id,
+    )
+    if current and transition(
+        conn, payout.id, "unknown", only_from=("submitting", "pending"), next_check_at=utcnow()
+    ):
+        set_attempt(conn, attempt, "unknown", None, "queue timeout")
+        return "applied"
+    return "duplicate"
+
+
+def apply_b2c_callback(
+    conn: sa.Connection, parsed: ResultCallback, raw: str, journal_id: str, kind: str
+) -> str:
+    """Store a B2C result or queue-timeout callback whole and apply it once."""
+    payout, attempt = match_payout(conn, parsed)
+    if parsed.problems and (payout is None or parsed.result_code is None):
+        outcome = "malformed"
+    elif payout is None:
+        outcome = "orphan"
+    elif kind == "timeout":
+        outcome = mark_queue_timeout(conn, payout, attempt)
+    else:
+        outcome = settle_payout(conn, payout, attempt, parsed)
+    callback_id = store_result_callback(conn, parsed, raw, journal_id, kind, payout, outcome)
+    if outcome in ("orphan", "malformed"):
+        add_flag(
+            conn,
+            "b2c_callback",
+            callback_id,
+            f"{outcome}_callback",
+            f"{kind} callback OriginatorConversationID {parsed.originator_conversation_id} "
+            f"ConversationID {parsed.conversation_id}: "
+            + ("; ".join(parsed.problems) or "matches no payout"),
+        )
+    return outcome
+
+
+def store_result_callback(
+    conn, parsed: ResultCallback, raw: str, journal_id: str, kind: str, payout, outcome: str
+) -> str:
+    """One b2c_payment_callbacks row per delivery. The unique transaction_id holds a receipt
+    once: later deliveries of the same receipt keep it in raw_response only."""
+    receipt = parsed.receipt if kind == "result" else None
+    if (
+        receipt
+        and conn.execute(
+            sa.select(b2c_payment_callbacks.c.id).where(
+                b2c_payment_callbacks.c.transaction_id == receipt
+            )
+        ).first()
+    ):
+        receipt = None
+    phone, name = parsed.receiver
+    code = parsed.result_code
+    callback_id = new_id()
+    conn.execute(
+        b2c_payment_callbacks.insert().values(
+            id=callback_id,
+            transaction_id=receipt,
+            originator_conversation_id=parsed.originator_conversation_id,
+            conversation_id=parsed.conversation_id,
+            result_code=int(code) if code and code.isdigit() and len(code) < 10 else None,
+            result_code_text=code,
+            result_description=parsed.result_desc,
+            result_type=parsed.result_type,
+            transaction_amount=parsed.amount,
+            receiver_phone=(phone or "")[:20] or None,
+            receiver_name=name,
+            reference_id=payout.reference_id
+            if payout
+            else text_or_none(parsed.parameters.get("ReferenceID")),
+            payout_id=payout.id if payout else None,
+            kind=kind,
+            outcome=outcome,
+            journal_id=journal_id,
+            raw_response=raw,
+            received_at=utcnow(),
+        )
+    )
+    return callback_id
+
+
+def payout_summary(svc: Service, payout_id: str) -> dict:
+    with svc.engine.connect() as conn:
+        payout = payout_by(conn, b2c_payments.c.id, payout_id)
+    summary = {
+        "reference_id": payout.reference_id,
+        "status": payout.status,
+        "amount": json_amount(payout.amount),
+        "phone_number": payout.phone_number,
+        "originator_conversation_id": payout.originator_conversation_id,
+    }
+    if payout.status == "failed":
+        summary.update(result_code=payout.reason_code, result_desc=payout.error_description)
+    return summary
+
+
+def payout_detail(svc: Service, reference_id: str) -> dict:
+    with svc.engine.connect() as conn:
+        payout = payout_by(conn, b2c_payments.c.reference_id, reference_id)
+        if payout is None:
+            raise ApiError(404, f"no payout with reference_id {reference_id!r}")
+        attempts = conn.execute(
+            sa.select(b2c_payout_attempts)
+            .where(b2c_payout_attempts.c.payout_id == payout.id)
+            .order_by(b2c_payout_attempts.c.attempt_no)
+        ).all()
+        flags = flags_of(conn, "payout", payout.id)
+    return {
+        **payout_row_view(payout),
+        "attempts": [
+            {
+                "attempt_no": a.attempt_no,
+                "originator_conversation_id": a.originator_conversation_id,
+                "conversation_id": a.conversation_id,
+                "status": a.status,
+                "error_code": a.error_code,
+                "error_message": a.error_message,
+                "created_at": _iso(a.created_at),
+            }
+            for a in attempts
+        ],
+        "flags": flags,
+    }
+
+
+def payout_row_view(payout) -> dict:
+    code = payout.reason_code
+    return {
+        "reference_id": payout.reference_id,
+        "status": payout.status,
+        "amount": json_amount(payout.amount),
+        "paid_amount": json_amount(payout.paid_amount),
+        "phone_number": payout.phone_number,
+        "user_id": payout.user_id,
+        "transaction_id": payout.transaction_id,
+        "result_code": code,
+        "result_desc": payout.result_desc or payout.error_description,
+        "result_meaning": lookup(code, "b2c").meaning if lookup(code, "b2c") else None,
+        "originator_conversation_id": payout.originator_conversation_id,
+        "conversation_id": payout.conversation_id,
+        "initiated_at": _iso(payout.initiated_at),
+        "completed_at": _iso(payout.completed_at),
+    }
+
+
+def list_payouts(svc: Service, status: str | None, since: str | None, limit: int = 100) -> dict:
+    query = sa.select(b2c_payments).order_by(b2c_payments.c.initiated_at.desc()).limit(limit)
+    if status:
+        query = query.where(b2c_payments.c.status == status)
+    if since:
+        try:
+            moment = datetime.fromisoformat(since)
+        except ValueError:
+            raise ApiError(
+                400, f"since: an ISO date or time, not {since!r}", field="since"
+            ) from None
+        if moment.tzinfo:
+            moment = moment.astimezone(UTC).replace(tzinfo=None)
+        query = query.where(b2c_payments.c.initiated_at >= moment)
+    with svc.engine.connect() as conn:
+        rows = conn.execute(query).all()
+    return {"payouts": [payout_row_view(row) for row in rows]}
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.replace(tzinfo=UTC).isoformat() if moment else None

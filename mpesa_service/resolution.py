@@ -1,0 +1,274 @@
+"""Resolving payouts whose outcome is not known, and retrying only what is safe.
+
+A payout that is `unknown`, or `pending` longer than it should be, is never re-sent: it gets a
+Transaction Status query on a backoff schedule, and the answer is applied through the same
+compare-and-set transitions as a result callback. When the schedule runs out the payout goes to
+`review` and a person is told. Only a `failed` payout, with a result code that proves no money
+moved and is worth trying again, gets a new attempt (a new OriginatorConversationID).
+
+Every step is claimed with a compare-and-set first (`check_count`, `attempt_count`), and each
+status query is unique per (attempt, step), so two processes never query or retry the same payout
+at the same step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import timedelta
+
+import sqlalchemy as sa
+
+from mpesa_service import log
+from mpesa_service.context import Service, add_flag, daraja_error_fields, new_id
+from mpesa_service.daraja import DarajaError
+from mpesa_service.parsing import ResultCallback, text_or_none
+from mpesa_service.payouts import (
+    PayoutAttempt,
+    current_attempt,
+    send_attempt,
+    set_attempt,
+    settle_payout,
+    start_new_attempt,
+    transition,
+)
+from mpesa_service.settings import Settings
+from mpesa_service.storage import b2c_payments, status_queries, utcnow
+from recon.codes import default_retryable
+
+OPEN_FOR_RESOLUTION = ("pending", "unknown")
+# Non-zero Transaction Status codes that describe the original transaction's failure; others
+# (an invalid initiator, say) may be about the query itself and prove nothing about the payout.
+TRANSACTION_FAILURE_CODES = frozenset({"1", "2", "3", "4", "8", "11", "2040", "SFC_IC0003"})
+FAILED_STATES = frozenset({"declined", "cancelled", "expired", "failed"})
+SAFE_TO_RETRY = frozenset({"500.003.02", "500.003.03", "NotSent"})
+
+
+def resolve_schedule(settings: Settings) -> list[int]:
+    return [int(step) for step in settings["RESOLVE_SCHEDULE_SECONDS"].replace(" ", "").split(",")]
+
+
+def not_found_codes(settings: Settings) -> frozenset[str]:
+    return frozenset(settings.listing("STATUS_NOT_FOUND_CODES"))
+
+
+def retryable_codes(settings: Settings) -> frozenset[str]:
+    configured = settings.listing("RETRYABLE_RESULT_CODES")
+    if configured:
+        return frozenset(configured)
+    return default_retryable("b2c") | SAFE_TO_RETRY | not_found_codes(settings)
+
+
+# --- the resolve job ------------------------------------------------------------------------
+
+
+def resolve_payouts(svc: Service) -> int:
+    """One pass: send due status queries, move exhausted payouts to review. Returns how many
+    payouts it worked on."""
+    now = utcnow()
+    expire_stuck_submissions(svc)
+    with svc.engine.connect() as conn:
+        due = conn.execute(
+            sa.select(b2c_payments)
+            .where(b2c_payments.c.status.in_(OPEN_FOR_RESOLUTION))
+            .where(b2c_payments.c.next_check_at <= now)
+            .order_by(b2c_payments.c.next_check_at)
+            .limit(200)
+        ).all()
+    handled = 0
+    schedule = resolve_schedule(svc.settings)
+    for payout in due:
+        step = claim_check(svc, payout, schedule)
+        if step is None:
+            continue
+        handled += 1
+        if step >= len(schedule):
+            send_to_review(svc, payout, step)
+        else:
+            ask_status(svc, payout, step)
+    return handled
+
+
+def claim_check(svc: Service, payout, schedule: list[int]) -> int | None:
+    """Claim this payout's next query step; None when another process (or run) has it."""
+    step = payout.check_count
+    wait = schedule[step] if step < len(schedule) else 0
+    with svc.engine.begin() as conn:
+        claimed = conn.execute(
+            b2c_payments.update()
+            .where(b2c_payments.c.id == payout.id)
+            .where(b2c_payments.c.check_count == step)
+            .where(b2c_payments.c.status.in_(OPEN_FOR_RESOLUTION))
+            .values(check_count=step + 1, next_check_at=utcnow() + timedelta(seconds=wait))
+        ).rowcount
+    return step if claimed else None
+
+
+def ask_status(svc: Service, payout, step: int) -> None:
+    """Record, then send, one Transaction Status query about the payout's current attempt."""
+    with svc.engine.connect() as conn:
+        attempt = current_attempt(conn, payout)
+    query_id = new_id()
+    with svc.engine.begin() as conn:
+        conn.execute(
+            status_queries.insert().values(
+                id=query_id,
+                payout_id=payout.id,
+                attempt_id=attempt.id if attempt else None,
+                step=step,
+                status="sending",
+                requested_at=utcnow(),
+            )
+        )
+    try:
+        answer = svc.client.transaction_status(
+            result_url=svc.hook_url("status", "result"),
+            queue_timeout_url=svc.hook_url("status", "timeout"),
+            original_conversation_id=payout.originator_conversation_id,
+            transaction_id=payout.transaction_id,
+        )
+    except DarajaError as error:
+        code, message = daraja_error_fields(error)
+        _update_query(svc, query_id, status="error", result_code=code, result_desc=message)
+        log.warning("status query for payout %s failed: %s", payout.id, message)
+        return
+    _update_query(
+        svc,
+        query_id,
+        status="sent",
+        originator_conversation_id=answer.get("OriginatorConversationID"),
+        conversation_id=answer.get("ConversationID"),
+    )
+    from mpesa_service.callbacks import apply_waiting_status_answers
+
+    apply_waiting_status_answers(
+        svc, answer.get("OriginatorConversationID"), answer.get("ConversationID")
+    )
+
+
+def _update_query(svc: Service, query_id: str, **values) -> None:
+    with svc.engine.begin() as conn:
+        conn.execute(
+            status_queries.update().where(status_queries.c.id == query_id).values(**values)
+        )
+
+
+def send_to_review(svc: Service, payout, queries: int) -> None:
+    with svc.engine.begin() as conn:
+        if transition(conn, payout.id, "review", only_from=OPEN_FOR_RESOLUTION):
+            add_flag(
+                conn,
+                "payout",
+                payout.id,
+                "review",
+                f"payout {payout.reference_id} still {payout.status} after {queries} "
+                "status queries: a person must decide whether it was paid",
+            )
+
+
+def expire_stuck_submissions(svc: Service) -> None:
+    """A payout left `submitting` (the process died between writing it and recording Daraja's
+    answer) may have been sent: it becomes `unknown`, to be resolved by asking."""
+    cutoff = utcnow() - timedelta(seconds=svc.settings.integer("DARAJA_TIMEOUT_SECONDS") + 60)
+    with svc.engine.begin() as conn:
+        stuck = (
+            conn.execute(
+                sa.select(b2c_payments.c.id)
+                .where(b2c_payments.c.status == "submitting")
+                .where(b2c_payments.c.updated_at <= cutoff)
+            )
+            .scalars()
+            .all()
+        )
+        for payout_id in stuck:
+            transition(
+                conn,
+                payout_id,
+                "unknown",
+                only_from=("submitting",),
+                error_description="outcome unknown: the service stopped while sending",
+                next_check_at=utcnow(),
+            )
+
+
+# --- applying a status answer -----------------------------------------------------------------
+
+
+def apply_status_answer(
+    svc: Service, conn: sa.Connection, payout, attempt: PayoutAttempt | None, parsed: ResultCallback
+) -> str:
+    """What a Transaction Status result says about the payout, applied once."""
+    code = parsed.result_code
+    if code == "0":
+        return _apply_found(conn, payout, attempt, parsed)
+    if code in not_found_codes(svc.settings):
+        return _apply_not_found(svc, conn, payout, attempt, parsed)
+    if code in TRANSACTION_FAILURE_CODES:
+        return settle_payout(conn, payout, attempt, _as_original(parsed, payout, attempt))
+    return "recorded"
+
+
+def _apply_found(conn, payout, attempt, parsed: ResultCallback) -> str:
+    state = (text_or_none(parsed.parameters.get("TransactionStatus")) or "completed").lower()
+    if state == "completed":
+        return settle_payout(conn, payout, attempt, _as_original(parsed, payout, attempt))
+    if state in FAILED_STATES:
+        failed = dataclasses.replace(
+            _as_original(parsed, payout, attempt),
+            result_code=state,
+            result_desc=f"transaction {state}",
+        )
+        return settle_payout(conn, payout, attempt, failed)
+    return "recorded"  # initiated, pending authorisation...: ask again later
+
+
+def _apply_not_found(svc, conn, payout, attempt, parsed: ResultCallback) -> str:
+    """'No such transaction' proves the attempt never arrived only for an `unknown` payout whose
+    attempt went out long enough ago; then it has failed and may be retried."""
+    grace = timedelta(seconds=svc.settings.integer("STATUS_NOT_FOUND_AFTER_SECONDS"))
+    sent_at = attempt.sent_at if attempt else None
+    if payout.status != "unknown" or sent_at is None or utcnow() - sent_at < grace:
+        return "recorded"
+    moved = transition(
+        conn,
+        payout.id,
+        "failed",
+        only_from=("unknown",),
+        reason_code=parsed.result_code,
+        error_description="no such transaction at M-Pesa: the request never reached it",
+    )
+    if moved:
+        set_attempt(conn, attempt, "not_found", parsed.result_code, parsed.result_desc)
+    return "applied" if moved else "recorded"
+
+
+def _as_original(parsed: ResultCallback, payout, attempt) -> ResultCallback:
+    """The status answer read as a result of the original attempt (its OCID, its receipt)."""
+    receipt = text_or_none(parsed.parameters.get("ReceiptNo")) or parsed.transaction_id
+    ocid = attempt.originator_conversation_id if attempt else payout.originator_conversation_id
+    return dataclasses.replace(parsed, originator_conversation_id=ocid, transaction_id=receipt)
+
+
+# --- the retry job ----------------------------------------------------------------------------
+
+
+def retry_failed_payouts(svc: Service) -> int:
+    """New attempts for failed payouts whose code is retryable. Returns how many were sent."""
+    settings = svc.settings
+    cutoff = utcnow() - timedelta(seconds=settings.integer("RETRY_DELAY_SECONDS"))
+    with svc.engine.connect() as conn:
+        due = conn.execute(
+            sa.select(b2c_payments)
+            .where(b2c_payments.c.status == "failed")
+            .where(b2c_payments.c.reason_code.in_(sorted(retryable_codes(settings))))
+            .where(b2c_payments.c.attempt_count >= 1)  # never the old system's rows
+            .where(b2c_payments.c.attempt_count < settings.integer("PAYOUT_MAX_ATTEMPTS"))
+            .where(b2c_payments.c.updated_at <= cutoff)
+            .limit(100)
+        ).all()
+    sent = 0
+    for payout in due:
+        attempt = start_new_attempt(svc, payout)
+        if attempt:
+            send_attempt(svc, payout.id, attempt)
+            sent += 1
+    return sent

@@ -1,0 +1,245 @@
+"""HTTP routes: thin handlers that parse, call one function and answer JSON."""
+
+from __future__ import annotations
+
+import functools
+import json
+
+import bottle
+
+from mpesa_service import PROJECT_DIR, __version__, log
+from mpesa_service.callbacks import json_or_problem, receive_callback
+from mpesa_service.context import ApiError, Service, bearer_is_valid
+from mpesa_service.jobs import prometheus_text
+from mpesa_service.parsing import parse_result_callback
+from mpesa_service.payouts import initiate_payout, list_payouts, payout_detail
+from mpesa_service.stk import initiate_stk, query_stk
+from mpesa_service.storage import database_is_reachable
+
+# Thin handlers: parse, call one function, answer JSON. ApiError becomes its status and message.
+
+
+def json_response(status: int, body: dict) -> bottle.HTTPResponse:
+    return bottle.HTTPResponse(
+        json.dumps(body), status=status, headers={"Content-Type": "application/json"}
+    )
+
+
+def api(handler):
+    """Turn ApiError into a JSON error answer naming what was wrong."""
+
+    @functools.wraps(handler)
+    def wrapper(*args, **kwargs):
+        try:
+            return handler(*args, **kwargs)
+        except ApiError as error:
+            return json_response(error.status, {"error": error.message, **error.extra})
+
+    return wrapper
+
+
+def read_body(limit: int) -> bytes:
+    length = bottle.request.content_length
+    if length > limit:
+        raise ApiError(413, f"body of {length} bytes is over the {limit}-byte limit")
+    body = bottle.request.body.read(limit + 1)
+    if len(body) > limit:
+        raise ApiError(413, f"body is over the {limit}-byte limit")
+    return body
+
+
+def json_object(limit: int) -> dict:
+    body = read_body(limit)
+    try:
+        value = json.loads(body or b"null")
+    except ValueError:
+        raise ApiError(400, "body must be JSON") from None
+    if not isinstance(value, dict):
+        raise ApiError(400, "body must be a JSON object")
+    return value
+
+
+def peer_address() -> str:
+    return bottle.request.environ.get("REMOTE_ADDR", "")
+
+
+def make_app(svc: Service) -> bottle.Bottle:
+    app = bottle.Bottle()
+    limit = svc.settings.integer("CALLBACK_MAX_BYTES")
+
+    def require_key():
+        if not bearer_is_valid(bottle.request.get_header("Authorization", ""), svc.keys):
+            raise ApiError(401, "Authorization: a valid Bearer API key is required")
+
+    @app.get("/healthz")
+    def healthz():
+        reachable = database_is_reachable(svc.engine)
+        bottle.response.status = 200 if reachable else 503
+        return {
+            "status": "ok" if reachable else "degraded",
+            "version": __version__,
+            "environment": svc.settings.environment,
+            "database": "ok" if reachable else "unreachable",
+        }
+
+    @app.get("/metrics")
+    def metrics():
+        bottle.response.content_type = "text/plain; version=0.0.4"
+        return prometheus_text(svc)
+
+    @app.get("/openapi.json")
+    def openapi():
+        return bottle.static_file("openapi.json", root=str(PROJECT_DIR))
+
+    @app.post("/payments/mpesa/stk-initiate")
+    @api
+    def stk_initiate():
+        require_key()
+        return initiate_stk(svc, json_object(limit))
+
+    @app.post("/payments/mpesa/stk-query")
+    @api
+    def stk_query():
+        require_key()
+        checkout_request_id = json_object(limit).get("checkout_request_id")
+        if not isinstance(checkout_request_id, str) or not checkout_request_id:
+            raise ApiError(400, "checkout_request_id: required", field="checkout_request_id")
+        return query_stk(svc, checkout_request_id)
+
+    @app.post("/payouts")
+    @api
+    def create_payout():
+        require_key()
+        key = bottle.request.get_header("Idempotency-Key", "")
+        status, answer = initiate_payout(svc, json_object(limit), key)
+        return json_response(status, answer)
+
+    @app.get("/payouts/<reference_id>")
+    @api
+    def get_payout(reference_id):
+        require_key()
+        return payout_detail(svc, reference_id)
+
+    @app.get("/payouts")
+    @api
+    def get_payouts():
+        require_key()
+        query = bottle.request.query
+        return list_payouts(svc, query.get("status") or None, query.get("since") or None)
+
+    @app.post("/api.php")
+    def legacy_api():
+        return legacy_api_call(svc, require_key, limit)
+
+    for kind, path in CALLBACK_PATHS.items():
+        app.post(f"{path}/<token>", callback=_callback_route(svc, kind, limit))
+
+    @app.post("/clientpaymentcallback.php")
+    def legacy_callback():
+        return legacy_result_callback(svc, limit)
+
+    @app.error(404)
+    @app.error(405)
+    def not_found(error):
+        bottle.response.content_type = "application/json"
+        return json.dumps({"error": f"{bottle.request.method} {bottle.request.path}: {error.body}"})
+
+    @app.error(500)
+    def crashed(error):
+        log.error(
+            "unhandled error on %s %s",
+            bottle.request.method,
+            bottle.request.path,
+            exc_info=error.exception,
+        )
+        bottle.response.content_type = "application/json"
+        return json.dumps({"error": "internal error"})
+
+    return app
+
+
+CALLBACK_PATHS = {
+    "stk": "/hooks/stk",
+    "b2c_result": "/hooks/b2c/result",
+    "b2c_timeout": "/hooks/b2c/timeout",
+    "status_result": "/hooks/status/result",
+    "status_timeout": "/hooks/status/timeout",
+    "balance_result": "/hooks/balance/result",
+    "balance_timeout": "/hooks/balance/timeout",
+}
+
+
+def _callback_route(svc: Service, kind: str, limit: int):
+    @api
+    def handle(token):
+        body = _callback_body(svc, kind, limit)
+        forwarded = bottle.request.get_header("X-Forwarded-For", "")
+        status, answer = receive_callback(svc, kind, token, body, peer_address(), forwarded)
+        return json_response(status, answer)
+
+    return handle
+
+
+def _callback_body(svc: Service, kind: str, limit: int) -> bytes:
+    """The body, journaled as rejected (its first `limit` bytes) when it is over the cap."""
+    try:
+        return read_body(limit)
+    except ApiError:
+        partial = bottle.request.body.read(limit) if bottle.request.content_length else b""
+        svc.journal.append(kind, partial, peer_address(), rejected="body over the size limit")
+        raise
+
+
+def legacy_result_callback(svc: Service, limit: int):
+    """The old B2C ResultURL. Its token comes as ?token= when CALLBACK_TOKEN is set, and it
+    answers in the old handler's shape as well as Daraja's."""
+    try:
+        body = _callback_body(svc, "b2c_result", limit)
+    except ApiError as error:
+        return json_response(error.status, {"success": False, "message": error.message})
+    token = bottle.request.query.get("token", "")
+    if not svc.settings["CALLBACK_TOKEN"]:
+        token = svc.policy.token
+    forwarded = bottle.request.get_header("X-Forwarded-For", "")
+    status, answer = receive_callback(svc, "b2c_result", token, body, peer_address(), forwarded)
+    if status != 200:
+        return json_response(status, {**answer, "success": False, "message": answer["ResultDesc"]})
+    parsed = parse_result_callback(json_or_problem(body.decode("utf-8", "replace"))[0])
+    return json_response(
+        200,
+        {
+            **answer,
+            "success": True,
+            "message": "Callback received and processed",
+            "transaction_id": parsed.transaction_id,
+        },
+    )
+
+
+def legacy_api_call(svc: Service, require_key, limit: int):
+    """The old api.php: action b2c_payment_initiate, answered in the old shape."""
+    try:
+        require_key()
+        body = json_object(limit)
+        if body.get("action") != "b2c_payment_initiate":
+            raise ApiError(
+                400,
+                f"action: only b2c_payment_initiate is supported, not {body.get('action')!r}",
+                field="action",
+            )
+        key = bottle.request.get_header("Idempotency-Key", "") or str(
+            body.get("reference_id") or ""
+        )
+        if not key:
+            raise ApiError(
+                400, "an Idempotency-Key header or a reference_id is required", field="reference_id"
+            )
+        status, answer = initiate_payout(svc, body, key)
+    except ApiError as error:
+        return json_response(error.status, {"status": "error", "message": error.message})
+    data = {
+        "reference_id": answer["reference_id"],
+        "status": answer["status"],
+        "amount": answer["amount"],
+    }
+    return json_response(status, {"status": "success", "message": "Payout initiated", "data": data})

@@ -1,0 +1,233 @@
+"""Settings: one table of configuration variables (name, default, meaning, where required),
+read from the environment and an optional `.env`, checked before anything starts."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from mpesa_service import PROJECT_DIR
+
+ENVIRONMENTS = ("simulator", "sandbox", "production")
+DARAJA_BASE_URLS = {
+    "sandbox": "https://sandbox.safaricom.co.ke",
+    "production": "https://api.safaricom.co.ke",
+}
+CREDENTIALS = ("MPESA_CONSUMER_KEY", "MPESA_CONSUMER_SECRET", "MPESA_SHORTCODE", "MPESA_PASSKEY")
+LIVE = ("sandbox", "production")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One configuration variable: its name, its default, what it means, where it is required."""
+
+    name: str
+    default: str
+    meaning: str
+    required_in: tuple[str, ...] = ()
+
+
+PROD = ("production",)
+
+# fmt: off
+SETTINGS = (
+    Setting("MPESA_ENVIRONMENT", "simulator",
+            "`simulator` (built-in stand-in Daraja), `sandbox` or `production`."),
+    Setting("MPESA_BASE_URL", "",
+            "Daraja base URL; empty means the environment's own (the in-process simulator, "
+            "sandbox.safaricom.co.ke or api.safaricom.co.ke)."),
+    Setting("MPESA_CONSUMER_KEY", "", "Daraja app consumer key.", LIVE),
+    Setting("MPESA_CONSUMER_SECRET", "", "Daraja app consumer secret.", LIVE),
+    Setting("MPESA_SHORTCODE", "", "Business short code (STK paybill, and B2C unless "
+            "MPESA_B2C_SHORTCODE is set).", LIVE),
+    Setting("MPESA_PASSKEY", "", "Lipa Na M-Pesa Online passkey (STK Push password).", LIVE),
+    Setting("MPESA_B2C_SHORTCODE", "", "B2C short code (PartyA); empty means MPESA_SHORTCODE."),
+    Setting("MPESA_INITIATOR_NAME", "", "API operator username for B2C and status queries.",
+            PROD),
+    Setting("MPESA_INITIATOR_PASSWORD", "", "API operator password, encrypted with "
+            "MPESA_CERT_PATH into the SecurityCredential."),
+    Setting("MPESA_CERT_PATH", "", "Safaricom's certificate (sandbox or production) for the "
+            "SecurityCredential."),
+    Setting("MPESA_SECURITY_CREDENTIAL", "", "A precomputed SecurityCredential (instead of "
+            "password + certificate)."),
+    Setting("MPESA_STK_TRANSACTION_TYPE", "CustomerPayBillOnline",
+            "`CustomerPayBillOnline` (paybill) or `CustomerBuyGoodsOnline` (till)."),
+    Setting("MPESA_STK_PARTY_B", "", "STK PartyB (the till number); empty means the short code."),
+    Setting("MPESA_RESULT_URL", "",
+            "B2C result URL given to Daraja (the old system's meaning); empty means "
+            "PUBLIC_BASE_URL + `/hooks/b2c/result/<CALLBACK_TOKEN>`."),
+    Setting("PUBLIC_BASE_URL", "",
+            "Public HTTPS base URL Daraja calls back on; empty means http://HOST:PORT.", PROD),
+    Setting("DATABASE_URL", "sqlite:///data/mpesa.db",
+            "SQLAlchemy URL; production uses `mysql+pymysql://user:pass@host/db`.", PROD),
+    Setting("HOST", "127.0.0.1", "Address the service listens on."),
+    Setting("PORT", "8000", "Port the service listens on."),
+    Setting("API_KEYS", "", "Comma-separated bearer keys accepted by the initiation API; empty "
+            "in the simulator means `simulator-api-key`.", PROD),
+    Setting("CALLBACK_TOKEN", "", "Secret token in every callback URL; empty outside "
+            "production means a random one kept in `data/callback_token`.", PROD),
+    Setting("CALLBACK_ALLOWED_IPS", "", "Comma-separated addresses/CIDRs callbacks may come "
+            "from; empty means Safaricom's published list in production and no check "
+            "elsewhere; `*` allows any."),
+    Setting("TRUSTED_PROXIES", "", "Comma-separated addresses/CIDRs of reverse proxies whose "
+            "X-Forwarded-For is believed."),
+    Setting("CALLBACK_MAX_BYTES", "65536", "Largest callback body accepted (413 above)."),
+    Setting("CALLBACK_JOURNAL_PATH", "data/b2c_callbacks.log",
+            "JSON-lines journal every callback is appended to before any database work."),
+    Setting("DARAJA_TIMEOUT_SECONDS", "30", "Timeout of every HTTP call to Daraja."),
+    Setting("STK_QUERY_AFTER_SECONDS", "120", "Age after which a pending STK payment is "
+            "queried by the sweep job."),
+    Setting("STK_EXPIRY_MINUTES", "10", "Age after which an STK payment with no answer is "
+            "marked failed (`expired`)."),
+    Setting("SWEEP_INTERVAL_SECONDS", "30", "How often the STK sweep job runs."),
+    Setting("PAYOUT_PHONE_QUERY", "", "SQL finding a payee's phone by `:user_id` when a payout "
+            "request has no phone, e.g. `SELECT phone FROM users WHERE id = :user_id`."),
+    Setting("PAYOUT_MAX_AMOUNT", "250000", "Largest single payout in shillings (422 above)."),
+    Setting("PAYOUT_USER_DAILY_LIMIT", "500000", "Most one user may be paid per Nairobi day; "
+            "0 means no limit."),
+    Setting("PAYOUT_DAILY_LIMIT", "0", "Most all payouts together may total per Nairobi day; "
+            "0 means no limit."),
+    Setting("RESOLVE_PENDING_AFTER_SECONDS", "120", "Age after which an accepted payout with "
+            "no result is checked by a status query."),
+    Setting("RESOLVE_UNKNOWN_AFTER_SECONDS", "60", "Delay before the first status query of a "
+            "payout whose outcome is unknown."),
+    Setting("RESOLVE_INTERVAL_SECONDS", "15", "How often the resolve job looks for payouts "
+            "to query."),
+    Setting("RESOLVE_SCHEDULE_SECONDS", "60,120,300,900,1800,3600,21600,21600,21600",
+            "Waits between a payout's Transaction Status queries; when they run out the payout "
+            "goes to `review`."),
+    Setting("STATUS_NOT_FOUND_CODES", "404", "Transaction Status result codes meaning \"no such "
+            "transaction\" (404 is the simulator's convention; the real code is unconfirmed)."),
+    Setting("STATUS_NOT_FOUND_AFTER_SECONDS", "120", "How long after sending an attempt a "
+            "\"no such transaction\" answer proves it never arrived (so it may be retried)."),
+    Setting("RETRYABLE_RESULT_CODES", "", "Comma-separated codes whose failure gets a new "
+            "attempt; empty means 17, 26, 500.003.02, 500.003.03, NotSent and the not-found "
+            "codes (never 1, insufficient balance)."),
+    Setting("RETRY_DELAY_SECONDS", "60", "Wait after a failure before its new attempt."),
+    Setting("RETRY_INTERVAL_SECONDS", "30", "How often the retry job runs."),
+    Setting("PAYOUT_MAX_ATTEMPTS", "3", "Most attempts (first send included) for one payout."),
+    Setting("ALERT_EMAIL_TO", "", "Comma-separated recipients of alert emails (review, "
+            "mismatches, orphans, conflicts, low balance); empty means log only."),
+    Setting("ALERT_INTERVAL_SECONDS", "60", "How often pending alerts are batched into one "
+            "email."),
+    Setting("BALANCE_CHECK_MINUTES", "0", "How often to query the B2C account balance; 0 means "
+            "never."),
+    Setting("BALANCE_ALERT_BELOW", "0", "Alert when the B2C utility account's available "
+            "balance falls below this many shillings; 0 means never."),
+    Setting("RECON_SCHEDULE", "0 7 * * *", "Cron schedule (Africa/Nairobi) of the emailed "
+            "reconciliation of the previous day."),
+    Setting("RECON_EMAIL_TO", "", "Comma-separated recipients of the scheduled reconciliation; "
+            "empty means the job is off."),
+    Setting("RECON_STALE_AFTER_MINUTES", "30", "Age after which an open payout is reported as "
+            "stale by the scheduled reconciliation."),
+    Setting("SMTP_HOST", "", "SMTP server for alerts and reports."),
+    Setting("SMTP_PORT", "25", "SMTP port (587 is usual with STARTTLS, 465 with SSL)."),
+    Setting("SMTP_STARTTLS", "0", "1 to upgrade the SMTP connection with STARTTLS."),
+    Setting("SMTP_SSL", "0", "1 to connect to SMTP over TLS from the start."),
+    Setting("SMTP_USER", "", "SMTP user name; empty means no login."),
+    Setting("SMTP_PASSWORD", "", "SMTP password."),
+    Setting("SMTP_FROM", "mpesa@localhost", "Sender address of alerts and reports."),
+    Setting("LOG_LEVEL", "INFO", "Python logging level."),
+)
+# fmt: on
+SETTINGS_BY_NAME = {setting.name: setting for setting in SETTINGS}
+NUMERIC_SETTINGS = (
+    "PORT",
+    "DARAJA_TIMEOUT_SECONDS",
+    "CALLBACK_MAX_BYTES",
+    "STK_QUERY_AFTER_SECONDS",
+    "STK_EXPIRY_MINUTES",
+    "SWEEP_INTERVAL_SECONDS",
+    "PAYOUT_MAX_AMOUNT",
+    "PAYOUT_USER_DAILY_LIMIT",
+    "PAYOUT_DAILY_LIMIT",
+    "RESOLVE_PENDING_AFTER_SECONDS",
+    "RESOLVE_UNKNOWN_AFTER_SECONDS",
+    "RESOLVE_INTERVAL_SECONDS",
+    "STATUS_NOT_FOUND_AFTER_SECONDS",
+    "RETRY_DELAY_SECONDS",
+    "RETRY_INTERVAL_SECONDS",
+    "PAYOUT_MAX_ATTEMPTS",
+    "ALERT_INTERVAL_SECONDS",
+    "BALANCE_CHECK_MINUTES",
+    "BALANCE_ALERT_BELOW",
+    "RECON_STALE_AFTER_MINUTES",
+    "SMTP_PORT",
+)
+
+
+class SettingsError(Exception):
+    """Configuration that cannot be run with; the message names every bad variable."""
+
+
+class Settings:
+    """Resolved configuration: environment variables over `.env` over the table's defaults."""
+
+    def __init__(self, values: dict[str, str]):
+        self._values = values
+
+    def __getitem__(self, name: str) -> str:
+        return self._values[name]
+
+    def integer(self, name: str) -> int:
+        return int(self._values[name])
+
+    def listing(self, name: str) -> list[str]:
+        return [item.strip() for item in self._values[name].split(",") if item.strip()]
+
+    @property
+    def environment(self) -> str:
+        return self._values["MPESA_ENVIRONMENT"]
+
+
+def load_settings(environ: dict[str, str] | None = None, env_file: Path | None = None) -> Settings:
+    """Read every setting, check it, and raise SettingsError naming whatever is wrong."""
+    environ = dict(os.environ if environ is None else environ)
+    file_values = _read_env_file(env_file if env_file is not None else PROJECT_DIR / ".env")
+    given = {
+        setting.name: environ.get(setting.name, file_values.get(setting.name, ""))
+        for setting in SETTINGS
+    }
+    values = {setting.name: given[setting.name] or setting.default for setting in SETTINGS}
+    problems = _setting_problems(values, given)
+    if problems:
+        raise SettingsError("invalid configuration: " + "; ".join(problems))
+    return Settings(values)
+
+
+def _read_env_file(path: Path) -> dict[str, str]:
+    if not path.is_file():
+        return {}
+    from dotenv import dotenv_values
+
+    return {key: value for key, value in dotenv_values(path).items() if value is not None}
+
+
+def _setting_problems(values: dict[str, str], given: dict[str, str]) -> list[str]:
+    """What is wrong; a required setting must be given explicitly, its default does not count."""
+    environment = values["MPESA_ENVIRONMENT"]
+    if environment not in ENVIRONMENTS:
+        return [f"MPESA_ENVIRONMENT must be one of {', '.join(ENVIRONMENTS)}, not {environment!r}"]
+    problems = []
+    missing = [s.name for s in SETTINGS if environment in s.required_in and not given[s.name]]
+    if missing:
+        problems.append(f"missing for {environment}: {', '.join(missing)}")
+    credential = given["MPESA_SECURITY_CREDENTIAL"] or (
+        given["MPESA_INITIATOR_PASSWORD"] and given["MPESA_CERT_PATH"]
+    )
+    if environment == "production" and not credential:
+        problems.append(
+            "production needs MPESA_SECURITY_CREDENTIAL, or MPESA_INITIATOR_PASSWORD "
+            "with MPESA_CERT_PATH"
+        )
+    schedule = values["RESOLVE_SCHEDULE_SECONDS"].replace(" ", "").split(",")
+    if not all(step.isdigit() for step in schedule):
+        problems.append(
+            "RESOLVE_SCHEDULE_SECONDS must be comma-separated whole seconds, "
+            f"not {values['RESOLVE_SCHEDULE_SECONDS']!r}"
+        )
+    for name in NUMERIC_SETTINGS:
+        if not values[name].isdigit():
+            problems.append(f"{name} must be a whole number, not {values[name]!r}")
+    return problems

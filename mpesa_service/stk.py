@@ -1,0 +1,465 @@
+"""Collections by STK Push: initiate (write first, then ask Daraja), apply callbacks and query
+answers once by compare-and-set, flag amount mismatches, and sweep payments left open."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+import sqlalchemy as sa
+
+from mpesa_service import log
+from mpesa_service.context import (
+    ApiError,
+    Service,
+    add_flag,
+    amount_difference,
+    daraja_error_fields,
+    flags_of,
+    new_id,
+)
+from mpesa_service.daraja import DarajaError, DarajaRejected, NotSent
+from mpesa_service.parsing import StkCallback
+from mpesa_service.storage import payment_flags, payments, stk_callbacks, utcnow
+from recon.codes import meaning, normalise_code
+from recon.rules import (
+    STK_LIMITS,
+    InvalidValue,
+    mpesa_phone,
+    whole_shillings,
+)
+
+STK_OPEN_STATES = ("pending", "unknown")
+STK_DESCRIPTION_LIMIT = 13
+STK_REFERENCE_LIMIT = 12
+
+
+@dataclass(frozen=True)
+class StkRequest:
+    phone: str
+    amount: int
+    account_reference: str
+    description: str
+    user_id: str | None
+    booking_id: str | None
+
+    @classmethod
+    def from_body(cls, body: dict) -> StkRequest:
+        try:
+            phone = mpesa_phone(body.get("phone"), "phone")
+            amount = whole_shillings(body.get("amount"), STK_LIMITS, "amount")
+        except InvalidValue as error:
+            raise ApiError(400, str(error), field=error.field) from None
+        reference = required_text(body, "account_reference", STK_REFERENCE_LIMIT)
+        if not reference.replace(" ", "").isalnum():
+            raise ApiError(
+                400, "account_reference: letters and digits only", field="account_reference"
+            )
+        return cls(
+            phone=phone,
+            amount=amount,
+            account_reference=reference,
+            description=stk_description(body.get("description")),
+            user_id=optional_text(body, "user_id", 36),
+            booking_id=optional_text(body, "booking_id", 36),
+        )
+
+
+def stk_description(value: object) -> str:
+    """Daraja takes 1–13 characters: spaces are collapsed, the text is cut to 13 characters,
+    and an empty description becomes "Payment"."""
+    text = " ".join(str(value or "").split())
+    return text[:STK_DESCRIPTION_LIMIT].strip() or "Payment"
+
+
+def required_text(body: dict, name: str, limit: int) -> str:
+    value = body.get(name)
+    if not isinstance(value, str) or not value.strip():
+        raise ApiError(400, f"{name}: required text", field=name)
+    if len(value.strip()) > limit:
+        raise ApiError(
+            400, f"{name}: at most {limit} characters, got {len(value.strip())}", field=name
+        )
+    return value.strip()
+
+
+def optional_text(body: dict, name: str, limit: int) -> str | None:
+    value = body.get(name)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str | int) or isinstance(value, bool):
+        raise ApiError(400, f"{name}: must be text", field=name)
+    text = str(value).strip()
+    if len(text) > limit:
+        raise ApiError(400, f"{name}: at most {limit} characters, got {len(text)}", field=name)
+    return text
+
+
+def initiate_stk(svc: Service, body: dict) -> dict:
+    """Write the payment row, then ask Daraja to prompt the customer."""
+    request = StkRequest.from_body(body)
+    payment_id, now = new_id(), utcnow()
+    with svc.engine.begin() as conn:
+        conn.execute(
+            payments.insert().values(
+                id=payment_id,
+                user_id=request.user_id,
+                booking_id=request.booking_id,
+                amount=request.amount,
+                status="pending",
+                method="mpesa",
+                phone_number=request.phone,
+                account_reference=request.account_reference,
+                description=request.description,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+    answer = _send_stk_push(svc, payment_id, request)
+    checkout_request_id = str(answer.get("CheckoutRequestID") or "")
+    with svc.engine.begin() as conn:
+        conn.execute(
+            payments.update()
+            .where(payments.c.id == payment_id)
+            .values(
+                checkout_request_id=checkout_request_id or None,
+                merchant_request_id=answer.get("MerchantRequestID"),
+                next_query_at=now
+                + timedelta(seconds=svc.settings.integer("STK_QUERY_AFTER_SECONDS")),
+                updated_at=utcnow(),
+            )
+        )
+    apply_waiting_stk_callbacks(svc, checkout_request_id)
+    return {
+        "payment_id": payment_id,
+        "checkout_request_id": checkout_request_id,
+        "status": "pending",
+    }
+
+
+def _send_stk_push(svc: Service, payment_id: str, request: StkRequest) -> dict:
+    try:
+        return svc.client.stk_push(
+            phone=request.phone,
+            amount=request.amount,
+            callback_url=svc.hook_url("stk"),
+            account_reference=request.account_reference,
+            description=request.description,
+        )
+    except (DarajaRejected, NotSent) as error:
+        code, message = daraja_error_fields(error)
+        _close_stk_unsent(svc, payment_id, "failed", code, message)
+        raise ApiError(
+            502,
+            f"Daraja refused the STK push: {message}",
+            daraja_code=code,
+            daraja_message=message,
+            payment_id=payment_id,
+        ) from None
+    except DarajaError as error:
+        code, message = daraja_error_fields(error)
+        _close_stk_unsent(svc, payment_id, "unknown", code, message)
+        raise ApiError(
+            504,
+            "no answer from Daraja: the prompt may or may not have been sent",
+            payment_id=payment_id,
+        ) from None
+
+
+def _close_stk_unsent(svc: Service, payment_id: str, status: str, code: str, message: str):
+    """Record Daraja's refusal (`failed`) or silence (`unknown`: the sweep job expires it after
+    STK_EXPIRY_MINUTES, since without a CheckoutRequestID there is nothing to query)."""
+    with svc.engine.begin() as conn:
+        conn.execute(
+            payments.update()
+            .where(payments.c.id == payment_id)
+            .values(
+                status=status,
+                error_code=code,
+                error_message=message,
+                updated_at=utcnow(),
+                next_query_at=utcnow() if status == "unknown" else None,
+            )
+        )
+
+
+def settle_stk(
+    conn: sa.Connection,
+    payment,
+    *,
+    code: str,
+    desc: str | None,
+    amount: Decimal | None = None,
+    receipt: str | None = None,
+    completed_at: datetime | None = None,
+) -> str:
+    """Apply a final STK answer once (compare-and-set). Returns applied/duplicate/conflict."""
+    if code == "0":
+        return _settle_stk_paid(conn, payment, desc, amount, receipt, completed_at)
+    changed = conn.execute(
+        payments.update()
+        .where(payments.c.id == payment.id, payments.c.status.in_(STK_OPEN_STATES))
+        .values(status="failed", result_code=code, result_desc=desc, updated_at=utcnow())
+    ).rowcount
+    if changed:
+        return "applied"
+    if payment.status == "failed" and payment.result_code == code:
+        return "duplicate"
+    add_flag(
+        conn,
+        "payment",
+        payment.id,
+        "status_conflict",
+        f"result {code} ({desc}) for a payment already {payment.status}",
+    )
+    return "conflict"
+
+
+def _settle_stk_paid(conn, payment, desc, amount, receipt, completed_at) -> str:
+    mismatch = amount is not None and amount != payment.amount
+    values = {
+        "result_code": "0",
+        "result_desc": desc,
+        "paid_amount": amount,
+        "mpesa_receipt": receipt,
+        "transaction_reference": receipt,
+        "completed_at": completed_at or utcnow(),
+        "updated_at": utcnow(),
+    }
+    changed = conn.execute(
+        payments.update()
+        .where(payments.c.id == payment.id, payments.c.status.in_(STK_OPEN_STATES))
+        .values(status="amount_mismatch" if mismatch else "completed", **values)
+    ).rowcount
+    if changed:
+        if mismatch:
+            flag = "underpaid" if amount < payment.amount else "overpaid"
+            add_flag(conn, "payment", payment.id, flag, amount_difference(payment.amount, amount))
+        return "applied"
+    if payment.status in ("completed", "amount_mismatch"):
+        if payment.mpesa_receipt is None and receipt:
+            return _fill_stk_receipt(conn, payment, values, mismatch, amount)
+        return "duplicate"
+    add_flag(
+        conn,
+        "payment",
+        payment.id,
+        "status_conflict",
+        f"paid (receipt {receipt}) but the payment is already {payment.status}",
+    )
+    return "conflict"
+
+
+def _fill_stk_receipt(conn, payment, values, mismatch, amount) -> str:
+    """A callback after a query settled the payment: add the receipt and amount it carries."""
+    status = "amount_mismatch" if mismatch else payment.status
+    conn.execute(
+        payments.update().where(payments.c.id == payment.id).values(status=status, **values)
+    )
+    if mismatch:
+        flag = "underpaid" if amount < payment.amount else "overpaid"
+        add_flag(conn, "payment", payment.id, flag, amount_difference(payment.amount, amount))
+    return "applied"
+
+
+def apply_stk_callback(conn: sa.Connection, parsed: StkCallback, raw: str, journal_id: str) -> str:
+    payment = None
+    if parsed.checkout_request_id:
+        payment = conn.execute(
+            sa.select(payments).where(payments.c.checkout_request_id == parsed.checkout_request_id)
+        ).first()
+    if parsed.problems and (payment is None or parsed.result_code is None):
+        outcome = "malformed"
+    elif payment is None:
+        outcome = "orphan"
+    else:
+        outcome = settle_stk(
+            conn,
+            payment,
+            code=parsed.result_code,
+            desc=parsed.result_desc,
+            amount=parsed.amount,
+            receipt=parsed.receipt,
+            completed_at=parsed.transaction_date,
+        )
+    callback_id = new_id()
+    conn.execute(
+        stk_callbacks.insert().values(
+            id=callback_id,
+            checkout_request_id=parsed.checkout_request_id,
+            merchant_request_id=parsed.merchant_request_id,
+            payment_id=payment.id if payment else None,
+            result_code=parsed.result_code,
+            result_desc=parsed.result_desc,
+            amount=parsed.amount,
+            mpesa_receipt=parsed.receipt,
+            phone_number=parsed.phone,
+            transaction_date=parsed.transaction_date,
+            outcome=outcome,
+            journal_id=journal_id,
+            raw_response=raw,
+            received_at=utcnow(),
+        )
+    )
+    if outcome in ("orphan", "malformed"):
+        add_flag(
+            conn,
+            "stk_callback",
+            callback_id,
+            f"{outcome}_callback",
+            f"STK callback for CheckoutRequestID {parsed.checkout_request_id}: "
+            + ("; ".join(parsed.problems) or "no such payment"),
+        )
+    return outcome
+
+
+def apply_waiting_stk_callbacks(svc: Service, checkout_request_id: str) -> None:
+    """Apply callbacks that arrived before we had stored the CheckoutRequestID they carry."""
+    if not checkout_request_id:
+        return
+    with svc.engine.begin() as conn:
+        waiting = conn.execute(
+            sa.select(stk_callbacks)
+            .where(stk_callbacks.c.checkout_request_id == checkout_request_id)
+            .where(stk_callbacks.c.outcome == "orphan")
+        ).all()
+        for callback in waiting:
+            payment = _payment_by_checkout(conn, checkout_request_id)
+            outcome = settle_stk(
+                conn,
+                payment,
+                code=callback.result_code,
+                desc=callback.result_desc,
+                amount=callback.amount,
+                receipt=callback.mpesa_receipt,
+                completed_at=callback.transaction_date,
+            )
+            conn.execute(
+                stk_callbacks.update()
+                .where(stk_callbacks.c.id == callback.id)
+                .values(outcome=outcome, payment_id=payment.id)
+            )
+            conn.execute(
+                payment_flags.update()
+                .where(payment_flags.c.subject_id == callback.id)
+                .values(resolved_at=utcnow())
+            )
+
+
+def _payment_by_checkout(conn: sa.Connection, checkout_request_id: str):
+    return conn.execute(
+        sa.select(payments).where(payments.c.checkout_request_id == checkout_request_id)
+    ).first()
+
+
+def query_stk(svc: Service, checkout_request_id: str) -> dict:
+    """The stored status; while it is open, ask Daraja and apply a final answer."""
+    with svc.engine.connect() as conn:
+        payment = _payment_by_checkout(conn, checkout_request_id)
+    if payment is None:
+        raise ApiError(404, f"no payment with checkout_request_id {checkout_request_id!r}")
+    if payment.status in STK_OPEN_STATES:
+        ask_daraja_about_stk(svc, payment)
+    return payment_view(svc, checkout_request_id)
+
+
+def ask_daraja_about_stk(svc: Service, payment) -> bool:
+    """STK Query; apply the answer if final. True when the payment is now settled."""
+    try:
+        answer = svc.client.stk_query(payment.checkout_request_id)
+    except DarajaRejected as error:
+        if not error.still_processing:
+            log.warning("STK query for %s refused: %s", payment.id, error)
+        return False
+    except DarajaError as error:
+        log.warning("STK query for %s failed: %s", payment.id, error)
+        return False
+    code = normalise_code(answer.get("ResultCode"))
+    if code is None:
+        return False
+    with svc.engine.begin() as conn:
+        fresh = conn.execute(sa.select(payments).where(payments.c.id == payment.id)).first()
+        settle_stk(conn, fresh, code=code, desc=answer.get("ResultDesc"))
+    return True
+
+
+def payment_view(svc: Service, checkout_request_id: str) -> dict:
+    with svc.engine.connect() as conn:
+        payment = _payment_by_checkout(conn, checkout_request_id)
+        flags = flags_of(conn, "payment", payment.id)
+    return {
+        "payment_id": payment.id,
+        "checkout_request_id": payment.checkout_request_id,
+        "status": payment.status,
+        "amount": json_amount(payment.amount),
+        "paid_amount": json_amount(payment.paid_amount),
+        "result_code": payment.result_code,
+        "result_desc": payment.result_desc,
+        "result_meaning": meaning(payment.result_code, "stk") if payment.result_code else None,
+        "mpesa_receipt": payment.mpesa_receipt,
+        "error_code": payment.error_code,
+        "flags": flags,
+    }
+
+
+def json_amount(value: Decimal | None):
+    """Amounts in JSON: an int when whole, else a string of the exact decimal."""
+    if value is None:
+        return None
+    value = Decimal(value)
+    return int(value) if value == value.to_integral_value() else str(value)
+
+
+def sweep_stk(svc: Service) -> int:
+    """Query STK payments still open after STK_QUERY_AFTER_SECONDS, with backoff; fail those
+    past STK_EXPIRY_MINUTES. Each step is claimed with a compare-and-set first, so two
+    processes never query the same payment at the same step. Returns how many were handled."""
+    now = utcnow()
+    with svc.engine.connect() as conn:
+        due = conn.execute(
+            sa.select(payments)
+            .where(payments.c.method == "mpesa")
+            .where(payments.c.status.in_(STK_OPEN_STATES))
+            .where(payments.c.next_query_at <= now)
+            .order_by(payments.c.next_query_at)
+            .limit(200)
+        ).all()
+    handled = 0
+    for payment in due:
+        if _claim_stk_step(svc, payment, now):
+            handled += 1
+            _sweep_one(svc, payment, now)
+    return handled
+
+
+def _claim_stk_step(svc: Service, payment, now: datetime) -> bool:
+    delay = min(30 * 2**payment.query_count, 600)
+    with svc.engine.begin() as conn:
+        return bool(
+            conn.execute(
+                payments.update()
+                .where(payments.c.id == payment.id)
+                .where(payments.c.query_count == payment.query_count)
+                .where(payments.c.status.in_(STK_OPEN_STATES))
+                .values(
+                    query_count=payment.query_count + 1,
+                    next_query_at=now + timedelta(seconds=delay),
+                )
+            ).rowcount
+        )
+
+
+def _sweep_one(svc: Service, payment, now: datetime) -> None:
+    if payment.checkout_request_id and ask_daraja_about_stk(svc, payment):
+        return
+    expiry = timedelta(minutes=svc.settings.integer("STK_EXPIRY_MINUTES"))
+    if payment.created_at and now - payment.created_at >= expiry:
+        minutes = svc.settings.integer("STK_EXPIRY_MINUTES")
+        reason = f"expired: no final answer from M-Pesa within {minutes} minutes"
+        with svc.engine.begin() as conn:
+            conn.execute(
+                payments.update()
+                .where(payments.c.id == payment.id, payments.c.status.in_(STK_OPEN_STATES))
+                .values(status="failed", result_desc=reason, updated_at=utcnow())
+            )

@@ -1,0 +1,336 @@
+"""Storage: the schema (SQLAlchemy Core), engines tuned per dialect, and Alembic migrations.
+
+The first three tables are the old PHP system's, column for column; every column added since is
+nullable or defaulted so rows written by the old system stay valid. Times are naive UTC."""
+
+from __future__ import annotations
+
+import io
+from datetime import UTC, datetime
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
+
+from mpesa_service import PROJECT_DIR, log
+
+# The first three tables are the old PHP system's, column for column (see the audit); every
+# column added since is nullable or defaulted so rows written by the old system stay valid.
+# Times are naive UTC. Index names carry their table because SQLite's are database-wide.
+
+metadata = sa.MetaData()
+ID = sa.String(36)
+MONEY = sa.Numeric(15, 2)
+LONGTEXT = sa.Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
+
+
+def utcnow() -> datetime:
+    """The current time as naive UTC, the way every time is stored."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+payments = sa.Table(
+    "payments",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("user_id", ID),
+    sa.Column("booking_id", ID),
+    sa.Column("amount", MONEY),
+    sa.Column("status", sa.String(50), server_default="pending"),
+    sa.Column("method", sa.String(50)),
+    sa.Column("transaction_reference", sa.String(255)),
+    sa.Column("created_at", sa.TIMESTAMP),
+    sa.Column("updated_at", sa.TIMESTAMP),
+    # Added: STK Push bookkeeping.
+    sa.Column("checkout_request_id", sa.String(255)),
+    sa.Column("merchant_request_id", sa.String(255)),
+    sa.Column("phone_number", sa.String(20)),
+    sa.Column("mpesa_receipt", sa.String(255)),
+    sa.Column("result_code", sa.String(50)),
+    sa.Column("result_desc", sa.Text),
+    sa.Column("account_reference", sa.String(20)),
+    sa.Column("description", sa.String(50)),
+    sa.Column("paid_amount", MONEY),
+    sa.Column("error_code", sa.String(50)),
+    sa.Column("error_message", sa.Text),
+    sa.Column("completed_at", sa.DateTime),
+    sa.Column("query_count", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_query_at", sa.DateTime),
+    sa.Index("uq_payments_checkout_request_id", "checkout_request_id", unique=True),
+    sa.Index("ix_payments_mpesa_receipt", "mpesa_receipt"),
+    sa.Index("ix_payments_status", "status"),
+)
+
+b2c_payments = sa.Table(
+    "b2c_payments",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("user_id", ID),
+    sa.Column("user_type", sa.String(20)),
+    sa.Column("phone_number", sa.String(20)),
+    sa.Column("amount", MONEY),
+    sa.Column("reference_id", sa.String(255)),
+    sa.Column("transaction_id", sa.String(255)),
+    sa.Column("status", sa.String(50)),
+    sa.Column("error_description", sa.Text),
+    sa.Column("reason_code", sa.String(100)),
+    sa.Column("initiated_at", sa.TIMESTAMP),
+    sa.Column("completed_at", sa.TIMESTAMP),
+    sa.Column("updated_at", sa.TIMESTAMP),
+    # Added: B2C v3 correlation, request details, result details, scheduler bookkeeping.
+    sa.Column("originator_conversation_id", sa.String(255)),
+    sa.Column("conversation_id", sa.String(255)),
+    sa.Column("command_id", sa.String(50)),
+    sa.Column("reason", sa.String(100)),
+    sa.Column("description", sa.String(255)),
+    sa.Column("result_desc", sa.Text),
+    sa.Column("paid_amount", MONEY),
+    sa.Column("receiver_name", sa.String(255)),
+    sa.Column("attempt_count", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("check_count", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_check_at", sa.DateTime),
+    sa.Column("claim_owner", sa.String(64)),
+    sa.Column("claim_expires_at", sa.DateTime),
+    sa.Index("ix_b2c_payments_user_id", "user_id"),
+    sa.Index("ix_b2c_payments_reference_id", "reference_id"),
+    sa.Index("ix_b2c_payments_transaction_id", "transaction_id"),
+    sa.Index("ix_b2c_payments_status", "status"),
+    sa.Index("ix_b2c_payments_initiated_at", "initiated_at"),
+    sa.Index("ix_b2c_payments_originator_conversation_id", "originator_conversation_id"),
+    sa.Index("ix_b2c_payments_conversation_id", "conversation_id"),
+)
+
+b2c_payment_callbacks = sa.Table(
+    "b2c_payment_callbacks",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("transaction_id", sa.String(255)),
+    sa.Column("originator_conversation_id", sa.String(255)),
+    sa.Column("conversation_id", sa.String(255)),
+    sa.Column("result_code", sa.Integer),
+    sa.Column("result_description", sa.Text),
+    sa.Column("transaction_amount", MONEY),
+    sa.Column("receiver_phone", sa.String(20)),
+    sa.Column("reference_id", sa.String(255)),
+    sa.Column("raw_response", LONGTEXT),
+    sa.Column("received_at", sa.TIMESTAMP),
+    # Added. `result_code` stays INT for old SQL; codes such as SFC_IC0003 are kept whole here.
+    sa.Column("result_code_text", sa.String(50)),
+    sa.Column("result_type", sa.String(10)),
+    sa.Column("kind", sa.String(20)),
+    sa.Column("payout_id", ID),
+    sa.Column("receiver_name", sa.String(255)),
+    sa.Column("outcome", sa.String(20)),
+    sa.Column("journal_id", ID),
+    sa.UniqueConstraint("transaction_id", name="uq_b2c_payment_callbacks_transaction_id"),
+    sa.Index("ix_b2c_payment_callbacks_reference_id", "reference_id"),
+    sa.Index("ix_b2c_payment_callbacks_result_code", "result_code"),
+    sa.Index("ix_b2c_payment_callbacks_received_at", "received_at"),
+    sa.Index("ix_b2c_payment_callbacks_payout_id", "payout_id"),
+    sa.Index("ix_b2c_payment_callbacks_originator_conversation_id", "originator_conversation_id"),
+)
+
+b2c_payout_attempts = sa.Table(
+    "b2c_payout_attempts",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("payout_id", ID, nullable=False),
+    sa.Column("attempt_no", sa.Integer, nullable=False),
+    sa.Column("originator_conversation_id", sa.String(255), nullable=False),
+    sa.Column("conversation_id", sa.String(255)),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("response_code", sa.String(50)),
+    sa.Column("error_code", sa.String(50)),
+    sa.Column("error_message", sa.Text),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("sent_at", sa.DateTime),
+    sa.Column("answered_at", sa.DateTime),
+    sa.UniqueConstraint("originator_conversation_id", name="uq_b2c_payout_attempts_ocid"),
+    sa.UniqueConstraint("payout_id", "attempt_no", name="uq_b2c_payout_attempts_number"),
+    sa.Index("ix_b2c_payout_attempts_conversation_id", "conversation_id"),
+)
+
+idempotency_keys = sa.Table(
+    "idempotency_keys",
+    metadata,
+    sa.Column("idempotency_key", sa.String(255), primary_key=True),
+    sa.Column("scope", sa.String(30), nullable=False),
+    sa.Column("request_hash", sa.String(64), nullable=False),
+    sa.Column("subject_id", ID),
+    sa.Column("response_status", sa.Integer),
+    sa.Column("response_body", sa.Text),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+)
+
+status_queries = sa.Table(
+    "status_queries",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("payout_id", ID, nullable=False),
+    sa.Column("attempt_id", ID),
+    sa.Column("step", sa.Integer, nullable=False),
+    sa.Column("originator_conversation_id", sa.String(255)),
+    sa.Column("conversation_id", sa.String(255)),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("result_code", sa.String(50)),
+    sa.Column("result_desc", sa.Text),
+    sa.Column("raw_response", LONGTEXT),
+    sa.Column("requested_at", sa.DateTime, nullable=False),
+    sa.Column("answered_at", sa.DateTime),
+    sa.UniqueConstraint("attempt_id", "step", name="uq_status_queries_attempt_step"),
+    sa.Index("ix_status_queries_payout_id", "payout_id"),
+    sa.Index("ix_status_queries_originator_conversation_id", "originator_conversation_id"),
+)
+
+stk_callbacks = sa.Table(
+    "stk_callbacks",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("checkout_request_id", sa.String(255)),
+    sa.Column("merchant_request_id", sa.String(255)),
+    sa.Column("payment_id", ID),
+    sa.Column("result_code", sa.String(50)),
+    sa.Column("result_desc", sa.Text),
+    sa.Column("amount", MONEY),
+    sa.Column("mpesa_receipt", sa.String(255)),
+    sa.Column("phone_number", sa.String(20)),
+    sa.Column("transaction_date", sa.DateTime),
+    sa.Column("outcome", sa.String(20)),
+    sa.Column("journal_id", ID),
+    sa.Column("raw_response", LONGTEXT),
+    sa.Column("received_at", sa.DateTime, nullable=False),
+    sa.Index("ix_stk_callbacks_checkout_request_id", "checkout_request_id"),
+    sa.Index("ix_stk_callbacks_payment_id", "payment_id"),
+)
+
+callback_journal = sa.Table(
+    "callback_journal",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("kind", sa.String(30), nullable=False),
+    sa.Column("state", sa.String(20), nullable=False),
+    sa.Column("detail", sa.Text),
+    sa.Column("received_at", sa.DateTime, nullable=False),
+    sa.Column("applied_at", sa.DateTime),
+    sa.Index("ix_callback_journal_state", "state"),
+)
+
+payment_flags = sa.Table(
+    "payment_flags",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("subject_type", sa.String(20), nullable=False),
+    sa.Column("subject_id", ID, nullable=False),
+    sa.Column("flag", sa.String(50), nullable=False),
+    sa.Column("detail", sa.Text),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("resolved_at", sa.DateTime),
+    sa.Column("notified_at", sa.DateTime),
+    sa.Index("ix_payment_flags_subject", "subject_type", "subject_id"),
+    sa.Index("ix_payment_flags_flag", "flag"),
+    sa.Index("ix_payment_flags_notified_at", "notified_at"),
+)
+
+account_balances = sa.Table(
+    "account_balances",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("account", sa.String(100), nullable=False),
+    sa.Column("currency", sa.String(10)),
+    sa.Column("available", MONEY),
+    sa.Column("checked_at", sa.DateTime, nullable=False),
+    sa.Column("journal_id", ID),
+    sa.Index("ix_account_balances_checked_at", "checked_at"),
+)
+
+
+def make_engine(url: str) -> sa.Engine:
+    """An engine tuned for the dialect: SQLite with WAL and write-locking transactions, MySQL in
+    UTC with READ COMMITTED."""
+    parsed = sa.make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return _sqlite_engine(parsed)
+    return sa.create_engine(
+        parsed,
+        pool_pre_ping=True,
+        pool_recycle=3600,
+        isolation_level="READ COMMITTED",
+        connect_args={"init_command": "SET time_zone = '+00:00'"},
+    )
+
+
+def _sqlite_engine(url: sa.URL) -> sa.Engine:
+    if url.database and url.database != ":memory:":
+        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+    @sa.event.listens_for(engine, "connect")
+    def _configure(dbapi_connection, _record):
+        dbapi_connection.isolation_level = None  # let the "begin" hook below start transactions
+        dbapi_connection.execute("PRAGMA journal_mode=WAL")
+        dbapi_connection.execute("PRAGMA busy_timeout=30000")
+
+    # BEGIN IMMEDIATE takes the write lock up front, so two threads never both read a row and
+    # then race to upgrade to a write (which SQLite answers with "database is locked").
+    @sa.event.listens_for(engine, "begin")
+    def _begin(connection):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def database_is_reachable(engine: sa.Engine) -> bool:
+    try:
+        with engine.connect() as connection:
+            connection.execute(sa.text("SELECT 1"))
+        return True
+    except sa.exc.SQLAlchemyError as error:
+        log.warning("database unreachable: %s", type(error).__name__)
+        return False
+
+
+def alembic_config(connection: sa.Connection | None = None, url: str | None = None):
+    """Alembic's configuration for `sql/migrations`, bound to a connection or a URL."""
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(PROJECT_DIR / "sql" / "migrations"))
+    if url:
+        config.set_main_option("sqlalchemy.url", url)
+    config.attributes["connection"] = connection
+    return config
+
+
+def migrate(engine: sa.Engine) -> None:
+    """Upgrade the database to head. An old PHP database (its tables, no Alembic history) is
+    adopted: the first migration keeps its tables and rows, the later ones add to them."""
+    from alembic import command
+
+    with engine.begin() as connection:
+        existing = set(sa.inspect(connection).get_table_names())
+        if "alembic_version" not in existing and existing & {"payments", "b2c_payments"}:
+            log.info("adopting existing tables: %s", ", ".join(sorted(existing)))
+        command.upgrade(alembic_config(connection), "head")
+
+
+def schema_revision(engine: sa.Engine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def render_mysql_schema() -> str:
+    """The MySQL DDL of head, rendered from the migrations in Alembic's offline mode."""
+    from alembic import command
+
+    config = alembic_config(url="mysql+pymysql://")
+    config.output_buffer = io.StringIO()
+    command.upgrade(config, "head", sql=True)
+    return config.output_buffer.getvalue()

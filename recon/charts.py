@@ -1,0 +1,58 @@
+"""PNG charts of a report, drawn with matplotlib's object API on the Agg canvas (no pyplot, no
+display): findings per check, KES at risk per check, and the aging of open items."""
+
+from __future__ import annotations
+
+import io
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+CHART_FILES = ("findings_by_check.png", "kes_at_risk_by_check.png", "aging.png")
+
+
+def render_charts(report) -> dict[str, bytes]:
+    """File name -> PNG bytes for each chart of `report`."""
+    summary = report.summary
+    aging = report.aging
+    return {
+        "findings_by_check.png": _bar_chart(
+            list(summary["check"]),
+            [int(v) for v in summary["count"]],
+            "Findings by check",
+            "findings",
+            horizontal=True,
+        ),
+        "kes_at_risk_by_check.png": _bar_chart(
+            list(summary["check"]),
+            [float(v) for v in summary["kes_at_risk"]],
+            "KES at risk by check",
+            "KES",
+            horizontal=True,
+        ),
+        "aging.png": _bar_chart(
+            list(aging["bucket"]),
+            [int(v) for v in aging["count"]],
+            "Aging of open items",
+            "findings",
+            horizontal=False,
+        ),
+    }
+
+
+def _bar_chart(labels, values, title, unit, *, horizontal) -> bytes:
+    figure = Figure(figsize=(7, 4.2 if horizontal else 3.2), dpi=100)
+    FigureCanvasAgg(figure)
+    axes = figure.subplots()
+    if horizontal:
+        axes.barh(labels[::-1], values[::-1], color="#c0392b")
+        axes.set_xlabel(unit)
+    else:
+        axes.bar(labels, values, color="#2c3e50")
+        axes.set_ylabel(unit)
+    axes.set_title(title)
+    axes.spines[["top", "right"]].set_visible(False)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return buffer.getvalue()

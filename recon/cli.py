@@ -1,0 +1,133 @@
+"""`python -m recon`: reconcile a period, write the report files, optionally email them.
+
+Exit status: 0 clean, 1 findings, 2 an input that cannot be used (named on stderr).
+
+`python -m recon demo-data ...` fills a database and a statement with demo traffic instead
+(recon/demo.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from datetime import UTC, datetime
+
+EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
+
+
+class UsageError(Exception):
+    """A command-line value that cannot be used; the message names it."""
+
+
+def parse_time(text: str) -> datetime:
+    """ISO 8601 ('2025-11-05', '2025-11-05T14:00', '...+03:00', '...Z') as naive UTC; times
+    without an offset are taken as UTC."""
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC).replace(tzinfo=None)
+    return moment
+
+
+def positive_int(text: str) -> int:
+    if not text.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"must be a whole number of minutes, not {text!r}")
+    return int(text)
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m recon",
+        description="Reconcile M-Pesa payouts, callbacks, STK collections and the statement.",
+        epilog="`python -m recon demo-data --help`: generate a demo database and statement.",
+    )
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("DATABASE_URL"),
+        help="SQLAlchemy URL (default: $DATABASE_URL)",
+    )
+    parser.add_argument("--statement", help="org-portal statement export, CSV or XLSX")
+    parser.add_argument("--since", type=parse_time, help="period start, ISO 8601 (UTC)")
+    parser.add_argument("--until", type=parse_time, help="period end (exclusive), ISO 8601 (UTC)")
+    parser.add_argument("--as-of", type=parse_time, help="the 'now' that ages are measured at")
+    parser.add_argument(
+        "--stale-after",
+        type=positive_int,
+        default=30,
+        metavar="MIN",
+        help="minutes after which pending/unknown payouts are stale (30)",
+    )
+    parser.add_argument(
+        "--double-payout-window",
+        type=float,
+        default=24,
+        metavar="HOURS",
+        help="window for possible double payouts (24)",
+    )
+    parser.add_argument("--out", required=True, help="directory for the report files")
+    parser.add_argument(
+        "--email",
+        metavar="TO",
+        help="comma-separated recipients; SMTP settings from SMTP_* variables",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None, environ: dict[str, str] | None = None) -> int:
+    environ = dict(os.environ if environ is None else environ)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["demo-data"]:
+        from recon.demo import main as demo_main
+
+        return demo_main(argv[1:])
+    parser = make_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as stop:
+        return EXIT_ERROR if stop.code else EXIT_CLEAN
+    try:
+        report = _reconcile(args)
+        written = report.write(args.out)
+        if args.email:
+            _email(report, args.email, environ)
+    except UsageError as error:
+        print(f"recon: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    print(report.render(), end="")
+    print(f"wrote {len(written)} files to {args.out}", file=sys.stderr)
+    return report.exit_code
+
+
+def _reconcile(args):
+    from recon.api import build_report
+    from recon.load import LoadError
+    from recon.statement import StatementError
+
+    if not args.database_url:
+        raise UsageError("no database: give --database-url or set DATABASE_URL")
+    if args.since and args.until and args.since >= args.until:
+        raise UsageError(f"--since {args.since} is not before --until {args.until}")
+    try:
+        return build_report(
+            args.database_url,
+            since=args.since,
+            until=args.until,
+            as_of=args.as_of,
+            stale_after_minutes=args.stale_after,
+            statement_path=args.statement,
+            double_payout_window_hours=args.double_payout_window,
+        )
+    except (StatementError, LoadError) as error:
+        raise UsageError(str(error)) from None
+
+
+def _email(report, to: str, environ: dict[str, str]) -> None:
+    from recon.mail import MailError, SmtpSettings, send_report
+
+    try:
+        send_report(report, to=to, smtp=SmtpSettings.from_environ(environ))
+    except MailError as error:
+        raise UsageError(str(error)) from None

@@ -1,0 +1,940 @@
+"""Demo data: a week of realistic M-Pesa traffic in a migrated database, and the matching
+org-portal statement, with every kind of anomaly the reconciliation knows about planted in it.
+
+`python -m recon demo-data --database-url URL --statement OUT.csv [--seed N] [--days N]
+[--end DATE]` fills an empty, migrated database (`python service.py migrate` with DATABASE_URL
+set creates the tables; this module migrates nothing) so the notebooks show something on a fresh
+machine. The same seed and end date always give the same rows and the same statement.
+
+What is planted on top of the everyday traffic (normal payouts, failures with real result
+codes, retries, STK collections paid, cancelled, timed out and expired): at least one finding of
+every check in `recon.checks.CHECK_NAMES` and a payout in every status of the service's state
+machine (submitting, pending, unknown, completed, failed, review). `PLANTED` names them.
+
+Rows go in through lightweight `sqlalchemy.table()` constructs with bound parameters (recon
+never imports the service); times are naive UTC, the statement is in Nairobi time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import random
+import sys
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from recon.codes import meaning
+from recon.load import make_engine
+
+DEFAULT_SEED = 7
+DEFAULT_DAYS = 7
+NAIROBI_OFFSET = timedelta(hours=3)  # Africa/Nairobi has no daylight saving time
+OPENING_BALANCE = Decimal("1500000.00")
+TOTAL_WITHDRAWN_ERROR = Decimal("100.00")  # the statement header's deliberate mistake
+PAYOUTS_PER_DAY = 42
+STK_PER_DAY = 58
+CUSTOMERS = 400
+STK_AMOUNTS = [50, 100, 150, 200, 250, 300, 450, 500, 800, 1000, 1200, 2000, 3500]
+B2C_FAILURES = {"1": 4, "2040": 3, "SFC_IC0003": 3, "8": 2, "2001": 1, "11": 1}
+B2C_RETRYABLE = ("17", "26")
+STK_OUTCOMES = {
+    "0": 70,
+    "1032": 12,
+    "1037": 6,
+    "1": 5,
+    "2001": 3,
+    "1019": 2,
+    "expired": 2,
+}
+NAMES = ["JANE", "JOHN", "MARY", "PETER", "GRACE", "JAMES", "FAITH", "DAVID", "ANN", "BRIAN"]
+SURNAMES = ["WANJIKU", "OTIENO", "KAMAU", "ACHIENG", "MWANGI", "CHEBET", "NJOROGE", "WAMBUI"]
+PAYOUT_REASON = "Business Payment to Customer via API"
+CHARGE_REASON = "Business Payment to Customer Withdrawal Charge Paid"
+COLLECTION_REASON = "Pay Bill Online"
+FUNDING_REASON = "Organization Settlement Account to Utility Account transfer of funds"
+STATEMENT_COLUMNS = [
+    "Receipt No.",
+    "Completion Time",
+    "Initiation Time",
+    "Details",
+    "Transaction Status",
+    "Paid In",
+    "Withdrawn",
+    "Balance",
+    "Balance Confirmed",
+    "Reason Type",
+    "Other Party Info",
+    "Linked Transaction ID",
+    "A/C No.",
+]
+PLANTED = {
+    "amount_mismatch": "a payout of 1,500.00 whose result says 1,000.00 was paid",
+    "orphan_callback": "a paid result whose OriginatorConversationID matches no payout",
+    "failed_result": "everyday failures (insufficient balance, unregistered recipient, ...)",
+    "stale_pending": "pending and unknown payouts left hours or days before the end",
+    "duplicate_callback": "a payout whose result callback was delivered twice",
+    "status_conflict": "a payout marked failed although a later status result says paid",
+    "possible_double_payout": "the same 2,500.00 paid twice to one customer within 2 hours",
+    "stk_amount_mismatch": "STK collections paid short (and one overpaid)",
+    "missing_from_statement": "a completed payout and a collection the statement lacks",
+    "unrecorded_statement_entry": "a statement payout and collection nobody recorded",
+    "statement_amount_mismatch": "a statement line 10.00 off, and the short-paid payout",
+    "statement_integrity": "the header's Total Withdrawn is 100.00 too high",
+}
+COLUMNS = {
+    "b2c_payments": (
+        "id user_id user_type phone_number amount reference_id transaction_id status "
+        "error_description reason_code initiated_at completed_at updated_at "
+        "originator_conversation_id conversation_id command_id reason description result_desc "
+        "paid_amount receiver_name attempt_count check_count next_check_at"
+    ),
+    "b2c_payout_attempts": (
+        "id payout_id attempt_no originator_conversation_id conversation_id status "
+        "response_code error_code error_message created_at sent_at answered_at"
+    ),
+    "b2c_payment_callbacks": (
+        "id transaction_id originator_conversation_id conversation_id result_code "
+        "result_description transaction_amount receiver_phone reference_id raw_response "
+        "received_at result_code_text result_type kind payout_id receiver_name outcome"
+    ),
+    "status_queries": (
+        "id payout_id attempt_id step originator_conversation_id conversation_id status "
+        "result_code result_desc requested_at answered_at"
+    ),
+    "payments": (
+        "id user_id booking_id amount status method transaction_reference created_at updated_at "
+        "checkout_request_id merchant_request_id phone_number mpesa_receipt result_code "
+        "result_desc account_reference description paid_amount completed_at query_count "
+        "next_query_at"
+    ),
+    "stk_callbacks": (
+        "id checkout_request_id merchant_request_id payment_id result_code result_desc amount "
+        "mpesa_receipt phone_number transaction_date outcome received_at"
+    ),
+    "payment_flags": "id subject_type subject_id flag detail created_at resolved_at",
+}
+COLUMNS = {name: tuple(columns.split()) for name, columns in COLUMNS.items()}
+MONEY_COLUMNS = {"amount", "paid_amount", "transaction_amount"}
+
+
+def _typed(name: str) -> sa.ColumnClause:
+    """A column with the type its values need bound as (Decimal money, datetime times)."""
+    if name in MONEY_COLUMNS:
+        return sa.column(name, sa.Numeric(15, 2))
+    if name.endswith("_at") or name == "transaction_date":
+        return sa.column(name, sa.DateTime())
+    return sa.column(name)
+
+
+TABLES = {name: sa.table(name, *map(_typed, columns)) for name, columns in COLUMNS.items()}
+
+
+class DemoError(Exception):
+    """The demo data cannot be written; the message says what to do."""
+
+
+# -- the model of one attempt ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """How one B2C attempt went. outcome: paid, failed (a result with `code`), rejected (Daraja
+    refused the request), accepted (no result yet), timeout (queue timeout), unknown (no answer
+    to the request) or sending (the process died while sending)."""
+
+    outcome: str
+    code: str | None = None
+    paid: Decimal | None = None  # the amount the result says was paid; None: the payout's
+    latency: int = 10  # seconds from the request to the result
+    redelivered: bool = False  # the result callback arrives twice
+
+
+ATTEMPT_STATUS = {
+    "paid": "completed",
+    "failed": "failed",
+    "rejected": "rejected",
+    "accepted": "accepted",
+    "timeout": "unknown",
+    "unknown": "unknown",
+    "sending": "sending",
+}
+PAYOUT_STATUS = {
+    "paid": "completed",
+    "failed": "failed",
+    "rejected": "failed",
+    "accepted": "pending",
+    "timeout": "unknown",
+    "unknown": "unknown",
+    "sending": "submitting",
+}
+
+
+@dataclass(frozen=True)
+class Customer:
+    user_id: str
+    phone: str
+    name: str
+
+
+@dataclass(frozen=True)
+class StatementLine:
+    receipt: str
+    completed_at: datetime  # naive UTC
+    paid_in: Decimal = Decimal(0)
+    withdrawn: Decimal = Decimal(0)
+    reason: str = PAYOUT_REASON
+    other_party: str = ""
+
+
+@dataclass
+class DemoData:
+    """The rows per table and the statement lines of one generated data set."""
+
+    start: datetime
+    end: datetime
+    rows: dict[str, list[dict]] = field(default_factory=lambda: {name: [] for name in COLUMNS})
+    statement: list[StatementLine] = field(default_factory=list)
+
+    def count(self, table: str) -> int:
+        return len(self.rows[table])
+
+
+# -- generation -----------------------------------------------------------------------------------
+
+
+class _Generator:
+    def __init__(self, seed: int, start: datetime, end: datetime):
+        self.rng = random.Random(seed)
+        self.data = DemoData(start=start, end=end)
+        self.receipts: set[str] = set()
+        self.customers = [self._customer(number) for number in range(1, CUSTOMERS + 1)]
+
+    # identifiers
+
+    def uid(self) -> str:
+        return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
+
+    def receipt(self, when: datetime) -> str:
+        letters = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+        while True:
+            text = "T" + "ABCDEFGHIJKL"[when.month - 1] + "".join(self.rng.choices(letters, k=8))
+            if text not in self.receipts:
+                self.receipts.add(text)
+                return text
+
+    def _customer(self, number: int) -> Customer:
+        phone = f"2547{self.rng.randrange(10_000_000, 99_999_999)}"
+        name = f"{self.rng.choice(NAMES)} {self.rng.choice(SURNAMES)}"
+        return Customer(user_id=f"user-{number:04d}", phone=phone, name=name)
+
+    def add(self, table: str, **values) -> dict:
+        row = dict.fromkeys(COLUMNS[table]) | values
+        self.data.rows[table].append(row)
+        return row
+
+    def flag(self, subject_type: str, subject_id: str, name: str, detail: str, when: datetime):
+        self.add(
+            "payment_flags",
+            id=self.uid(),
+            subject_type=subject_type,
+            subject_id=subject_id,
+            flag=name,
+            detail=detail,
+            created_at=when,
+        )
+
+    # times
+
+    def business_time(self, day: int) -> datetime:
+        """A time on day `day` of the window, busiest at midday Nairobi time (07:00-21:59); the
+        window starts at a Nairobi midnight."""
+        hours = list(range(7, 22))
+        weights = [2, 4, 6, 7, 8, 8, 7, 7, 6, 6, 5, 5, 4, 3, 2]
+        hour = self.rng.choices(hours, weights)[0]
+        return self.data.start + timedelta(days=day, hours=hour, seconds=self.rng.randrange(3600))
+
+    def latency(self, median: float) -> float:
+        """Whole seconds (so MySQL DATETIME keeps them exactly), log-normal around `median`
+        with a long tail."""
+        return max(1, round(median * self.rng.lognormvariate(0, 0.8)))
+
+    # payouts
+
+    def payout(
+        self,
+        when: datetime,
+        amount: int,
+        customer: Customer,
+        attempts: list[Attempt],
+        *,
+        status: str | None = None,
+    ) -> dict:
+        """A payout with its attempts, result callbacks and flags, as the service writes them."""
+        payout_id, amount_kes = self.uid(), Decimal(amount)
+        status = status or PAYOUT_STATUS[attempts[-1].outcome]
+        values: dict = {"transaction_id": None, "completed_at": None, "paid_amount": None}
+        moment, ocid, conversation = when, None, None
+        for number, attempt in enumerate(attempts, start=1):
+            ocid = self.uid()
+            answered = attempt.outcome in ("paid", "failed", "accepted", "timeout")
+            conversation = f"AG_{moment:%Y%m%d}_{self.uid().replace('-', '')[:20]}"
+            conversation = conversation if answered else None
+            sent = moment + timedelta(seconds=self.rng.randint(1, 3))
+            result_at = sent + timedelta(seconds=attempt.latency)
+            self.add(
+                "b2c_payout_attempts",
+                id=self.uid(),
+                payout_id=payout_id,
+                attempt_no=number,
+                originator_conversation_id=ocid,
+                conversation_id=conversation,
+                status=ATTEMPT_STATUS[attempt.outcome],
+                response_code="0" if answered else None,
+                error_code=attempt.code if attempt.outcome in ("failed", "rejected") else None,
+                created_at=moment,
+                sent_at=None if attempt.outcome == "sending" else sent,
+                answered_at=result_at if answered else None,
+            )
+            keys = {"ocid": ocid, "conversation": conversation, "payout_id": payout_id}
+            if attempt.outcome in ("paid", "failed"):
+                values |= self.result(attempt, amount_kes, customer, result_at, **keys)
+            elif attempt.outcome == "timeout":
+                self.timeout(result_at, **keys)
+            moment = result_at + timedelta(seconds=self.rng.randrange(60, 600))
+        reason_code = values.get("reason_code")
+        if attempts[-1].outcome == "rejected":
+            reason_code = attempts[-1].code
+        row = self.add(
+            "b2c_payments",
+            id=payout_id,
+            user_id=customer.user_id,
+            user_type="trainer",
+            phone_number=customer.phone,
+            amount=amount_kes,
+            reference_id=f"payout_ref_{self.uid().replace('-', '')}",
+            transaction_id=values["transaction_id"] if status == "completed" else None,
+            status=status,
+            error_description=values.get("error_description"),
+            reason_code=reason_code,
+            initiated_at=when,
+            completed_at=values["completed_at"] if status == "completed" else None,
+            updated_at=moment,
+            originator_conversation_id=ocid,
+            conversation_id=conversation,
+            command_id="BusinessPayment",
+            reason="session payout",
+            description="Payout",
+            result_desc=values.get("result_desc"),
+            paid_amount=values["paid_amount"] if status == "completed" else None,
+            receiver_name=customer.name if status == "completed" else None,
+            attempt_count=len(attempts),
+            check_count=0,
+        )
+        if status == "completed" and values["paid_amount"] != amount_kes:
+            short = amount_kes - values["paid_amount"]
+            detail = f"amount mismatch: requested {amount_kes:,.2f} != paid "
+            detail += f"{values['paid_amount']:,.2f} ({abs(short):,.2f} "
+            detail += f"{'short' if short > 0 else 'over'})"
+            self.flag("payout", payout_id, "amount_mismatch", detail, values["completed_at"])
+        return row
+
+    def result(self, attempt, amount, customer, received, *, ocid, conversation, payout_id):
+        """The result callback(s) of an attempt; the payout columns the result sets."""
+        paid = attempt.outcome == "paid"
+        code = "0" if paid else attempt.code
+        receipt = self.receipt(received) if paid else None
+        paid_amount = (attempt.paid or amount) if paid else None
+        desc = "The service request is processed successfully." if paid else meaning(code, "b2c")
+        deliveries = [received]
+        if attempt.redelivered:
+            deliveries.append(received + timedelta(seconds=self.rng.randrange(60, 300)))
+        for index, moment in enumerate(deliveries):
+            self.add(
+                "b2c_payment_callbacks",
+                id=self.uid(),
+                # the unique receipt is kept once; a redelivery keeps it in raw_response only
+                transaction_id=receipt if index == 0 else None,
+                originator_conversation_id=ocid,
+                conversation_id=conversation,
+                result_code=int(code) if code.isdigit() else None,
+                result_code_text=code,
+                result_description=desc,
+                result_type="0",
+                transaction_amount=paid_amount,
+                receiver_phone=customer.phone if paid else None,
+                receiver_name=f"{customer.phone} - {customer.name}" if paid else None,
+                payout_id=payout_id,
+                kind="result",
+                outcome="applied" if index == 0 else "duplicate",
+                received_at=moment,
+            )
+        if paid:
+            return {
+                "transaction_id": receipt,
+                "completed_at": received,
+                "paid_amount": paid_amount,
+                "reason_code": "0",
+                "result_desc": desc,
+                "error_description": None,
+            }
+        return {"reason_code": code, "error_description": desc, "result_desc": desc}
+
+    def timeout(self, received, *, ocid, conversation, payout_id):
+        self.add(
+            "b2c_payment_callbacks",
+            id=self.uid(),
+            originator_conversation_id=ocid,
+            conversation_id=conversation,
+            result_description="The request timed out in the queue.",
+            payout_id=payout_id,
+            kind="timeout",
+            outcome="applied",
+            received_at=received,
+        )
+
+    def status_queries(self, payout: dict, count: int, status: str, when: datetime) -> None:
+        attempt = self.data.rows["b2c_payout_attempts"][-1]
+        for step in range(1, count + 1):
+            asked = when + timedelta(minutes=5 * 2**step)
+            self.add(
+                "status_queries",
+                id=self.uid(),
+                payout_id=payout["id"],
+                attempt_id=attempt["id"],
+                step=step,
+                originator_conversation_id=payout["originator_conversation_id"],
+                status=status,
+                result_code="500.001.1001" if status == "failed" else None,
+                result_desc="Unable to resolve the transaction" if status == "failed" else None,
+                requested_at=asked,
+                answered_at=asked + timedelta(seconds=4) if status == "failed" else None,
+            )
+
+    def everyday_payout(self, when: datetime) -> None:
+        amount = min(25_000, max(100, round(self.rng.lognormvariate(6.7, 0.7) / 10) * 10))
+        customer = self.rng.choice(self.customers)
+        roll = self.rng.random()
+        paid = Attempt("paid", latency=self.latency(8))
+        if roll < 0.88:
+            attempts = [paid]
+        elif roll < 0.95:
+            code = self.rng.choices(list(B2C_FAILURES), list(B2C_FAILURES.values()))[0]
+            attempts = [Attempt("failed", code=code, latency=self.latency(6))]
+        else:  # a retryable failure, then a second attempt
+            first = Attempt("failed", code=self.rng.choice(B2C_RETRYABLE), latency=self.latency(6))
+            second = paid if self.rng.random() < 0.75 else first
+            attempts = [first, second]
+        self.payout(when, amount, customer, attempts)
+
+    def planted_payouts(self) -> None:
+        """One or more of every payout anomaly and every payout status."""
+        start, end, pick = self.data.start, self.data.end, self.rng.choice
+        mid = start + (end - start) / 2
+        # amount_mismatch (and a statement_amount_mismatch: the statement shows what was paid)
+        self.payout(
+            mid + timedelta(hours=2),
+            1500,
+            pick(self.customers),
+            [Attempt("paid", paid=Decimal(1000), latency=11)],
+        )
+        # duplicate_callback: the same result delivered twice
+        self.payout(
+            mid + timedelta(hours=4),
+            750,
+            pick(self.customers),
+            [Attempt("paid", latency=7, redelivered=True)],
+        )
+        # possible_double_payout: one customer, one amount, twice within two hours
+        twice = pick(self.customers)
+        for hours in (5, 7):
+            self.payout(mid + timedelta(hours=hours), 2500, twice, [Attempt("paid", latency=9)])
+        # status_conflict: failed, then a status query result says it was paid after all
+        conflict = self.payout(
+            start + timedelta(days=1, hours=9),
+            1000,
+            pick(self.customers),
+            [Attempt("failed", code="17", latency=30)],
+        )
+        self.late_success(conflict)
+        # stale_pending: accepted, never answered; queue timeouts and unanswered requests
+        for hours in (96, 26, 5):
+            self.payout(
+                end - timedelta(hours=hours), 500, pick(self.customers), [Attempt("accepted")]
+            )
+        timed_out = self.payout(
+            end - timedelta(hours=30),
+            2000,
+            pick(self.customers),
+            [Attempt("timeout", latency=1800)],
+        )
+        self.status_queries(timed_out, 1, "sent", end - timedelta(hours=29))
+        self.payout(end - timedelta(hours=3), 300, pick(self.customers), [Attempt("unknown")])
+        # a pending payout still inside the stale threshold at the end of the window
+        self.payout(end - timedelta(minutes=10), 200, pick(self.customers), [Attempt("accepted")])
+        # submitting: the process stopped while sending
+        self.payout(end - timedelta(hours=2), 1000, pick(self.customers), [Attempt("sending")])
+        # review: unknown, and the status queries could not resolve it
+        for hours in (50, 20):
+            review = self.payout(
+                end - timedelta(hours=hours),
+                5000,
+                pick(self.customers),
+                [Attempt("timeout", latency=1800)],
+                status="review",
+            )
+            self.status_queries(review, 3, "failed", end - timedelta(hours=hours))
+        # failed: rejected by Daraja before it was accepted (no result; legacy reason_code)
+        self.payout(
+            start + timedelta(days=2, hours=8),
+            250,
+            pick(self.customers),
+            [Attempt("rejected", code="400.002.02")],
+        )
+
+    def late_success(self, payout: dict) -> None:
+        """A Transaction Status result saying the payout was paid, after it was marked failed."""
+        received = payout["updated_at"] + timedelta(minutes=47)
+        receipt = self.receipt(received)
+        customer = next(c for c in self.customers if c.phone == payout["phone_number"])
+        self.add(
+            "b2c_payment_callbacks",
+            id=self.uid(),
+            transaction_id=receipt,
+            originator_conversation_id=payout["originator_conversation_id"],
+            conversation_id=payout["conversation_id"],
+            result_code=0,
+            result_code_text="0",
+            result_description="The service request is processed successfully.",
+            result_type="0",
+            transaction_amount=payout["amount"],
+            receiver_phone=customer.phone,
+            payout_id=payout["id"],
+            kind="status",
+            outcome="conflict",
+            received_at=received,
+        )
+        detail = f"success result (receipt {receipt}) for attempt 1 but the payout is failed"
+        self.flag("payout", payout["id"], "status_conflict", detail, received)
+        self.data.statement.append(
+            StatementLine(receipt, received, withdrawn=payout["amount"], other_party=customer.phone)
+        )
+
+    def orphan_result(self) -> None:
+        """A paid result for an OriginatorConversationID no payout or attempt has."""
+        received = self.data.start + timedelta(days=3, hours=11, minutes=17)
+        receipt, callback_id = self.receipt(received), self.uid()
+        self.add(
+            "b2c_payment_callbacks",
+            id=callback_id,
+            transaction_id=receipt,
+            originator_conversation_id=self.uid(),
+            conversation_id=f"AG_{received:%Y%m%d}_ORPHAN{self.rng.randrange(10**9)}",
+            result_code=0,
+            result_code_text="0",
+            result_description="The service request is processed successfully.",
+            result_type="0",
+            transaction_amount=Decimal(350),
+            receiver_phone="254700000001",
+            kind="result",
+            outcome="orphan",
+            received_at=received,
+        )
+        self.flag("b2c_callback", callback_id, "orphan_callback", "matches no payout", received)
+        self.data.statement.append(
+            StatementLine(receipt, received, withdrawn=Decimal(350), other_party="254700000001")
+        )
+
+    # collections
+
+    def stk(self, when: datetime, amount: int, customer: Customer, outcome: str, **extra) -> dict:
+        """An STK Push collection and its callback, as the service writes them."""
+        payment_id = self.uid()
+        local = when + NAIROBI_OFFSET
+        checkout = f"ws_CO_{local:%d%m%Y%H%M%S}{self.rng.randrange(10**6):06d}{customer.phone}"
+        merchant = f"{self.rng.randrange(10000, 99999)}-{self.rng.randrange(10**7, 10**8)}-1"
+        amount_kes = Decimal(amount)
+        row = self.add(
+            "payments",
+            id=payment_id,
+            user_id=customer.user_id,
+            booking_id=f"booking-{self.rng.randrange(10**6):06d}",
+            amount=amount_kes,
+            status="pending",
+            method="mpesa",
+            created_at=when,
+            updated_at=when,
+            checkout_request_id=checkout,
+            merchant_request_id=merchant,
+            phone_number=customer.phone,
+            account_reference="SESSION",
+            description="Session payment",
+            query_count=0,
+            next_query_at=when + timedelta(seconds=60),
+        )
+        if outcome in ("pending", "unknown"):
+            row["status"] = outcome
+            if outcome == "unknown":
+                row["checkout_request_id"] = row["merchant_request_id"] = None
+                row["error_message"] = "outcome unknown: read timeout"
+            return row
+        if outcome == "expired":
+            desc = "expired: no final answer from M-Pesa within 10 minutes"
+            moment = when + timedelta(minutes=10, seconds=self.rng.randrange(30, 90))
+            row.update(status="failed", result_desc=desc, updated_at=moment, query_count=4)
+            return row
+        median = {"0": 25, "1032": 12, "1037": 45, "1019": 70}.get(outcome, 8)
+        received = when + timedelta(seconds=self.latency(median))
+        paid = extra.get("paid", amount_kes) if outcome == "0" else None
+        receipt = self.receipt(received) if outcome == "0" else None
+        desc = "The service request is processed successfully." if outcome == "0" else None
+        desc = desc or meaning(outcome, "stk")
+        self.add(
+            "stk_callbacks",
+            id=self.uid(),
+            checkout_request_id=checkout,
+            merchant_request_id=merchant,
+            payment_id=payment_id,
+            result_code=outcome,
+            result_desc=desc,
+            amount=paid,
+            mpesa_receipt=receipt,
+            phone_number=customer.phone if outcome == "0" else None,
+            transaction_date=received if outcome == "0" else None,
+            outcome="applied",
+            received_at=received,
+        )
+        row.update(result_code=outcome, result_desc=desc, updated_at=received)
+        if outcome != "0":
+            row["status"] = "failed"
+            return row
+        row.update(
+            status="completed" if paid == amount_kes else "amount_mismatch",
+            paid_amount=paid,
+            mpesa_receipt=receipt,
+            transaction_reference=receipt,
+            completed_at=received,
+        )
+        if paid != amount_kes:
+            gap = amount_kes - paid
+            flag = "underpaid" if gap > 0 else "overpaid"
+            detail = f"requested {amount_kes:,.2f} != paid {paid:,.2f} "
+            detail += f"({abs(gap):,.2f} {'short' if gap > 0 else 'over'})"
+            self.flag("payment", payment_id, flag, detail, received)
+        return row
+
+    def everyday_stk(self, when: datetime) -> None:
+        outcome = self.rng.choices(list(STK_OUTCOMES), list(STK_OUTCOMES.values()))[0]
+        self.stk(when, self.rng.choice(STK_AMOUNTS), self.rng.choice(self.customers), outcome)
+
+    def planted_stk(self) -> None:
+        start, end, pick = self.data.start, self.data.end, self.rng.choice
+        for day, amount, paid in ((1, 1000, 900), (4, 2000, 1500), (5, 500, 550)):
+            when = start + timedelta(days=day, hours=10, minutes=day * 7)
+            self.stk(when, amount, pick(self.customers), "0", paid=Decimal(paid))
+        self.stk(end - timedelta(hours=6), 800, pick(self.customers), "unknown")
+        self.stk(end - timedelta(minutes=4), 300, pick(self.customers), "pending")
+
+    # statement
+
+    def statement_lines(self) -> None:
+        """The completed payouts and collections the M-Pesa account shows, with the planted
+        differences: one of each left out, one payout amount changed, two unknown receipts."""
+        rows = self.data.rows
+        completed = [p for p in rows["b2c_payments"] if p["status"] == "completed"]
+        collected = [p for p in rows["payments"] if p["mpesa_receipt"]]
+        everyday = [p for p in completed if p["amount"] == p["paid_amount"]]
+        omitted = {
+            self.rng.choice(everyday)["transaction_id"],
+            self.rng.choice(collected)["mpesa_receipt"],
+        }
+        changed = self.rng.choice([p for p in everyday if p["transaction_id"] not in omitted])
+        for payout in completed:
+            receipt = payout["transaction_id"]
+            if receipt in omitted:
+                continue
+            amount = payout["paid_amount"] + (Decimal(10) if payout is changed else 0)
+            other = f"{payout['phone_number']} - {payout['receiver_name']}"
+            self.data.statement.append(
+                StatementLine(receipt, payout["completed_at"], withdrawn=amount, other_party=other)
+            )
+        for payment in collected:
+            if payment["mpesa_receipt"] in omitted:
+                continue
+            self.data.statement.append(
+                StatementLine(
+                    payment["mpesa_receipt"],
+                    payment["completed_at"],
+                    paid_in=payment["paid_amount"],
+                    reason=COLLECTION_REASON,
+                    other_party=payment["phone_number"],
+                )
+            )
+        middle = self.data.start + (self.data.end - self.data.start) / 2
+        for hours, paid_in, withdrawn in ((3, 0, 4200), (8, 1250, 0)):
+            when = middle + timedelta(hours=hours, minutes=13)
+            self.data.statement.append(
+                StatementLine(
+                    self.receipt(when),
+                    when,
+                    paid_in=Decimal(paid_in),
+                    withdrawn=Decimal(withdrawn),
+                    reason=COLLECTION_REASON if paid_in else PAYOUT_REASON,
+                    other_party="254799000000",
+                )
+            )
+
+    def run(self) -> DemoData:
+        days = (self.data.end - self.data.start).days
+        for day in range(days):
+            for _ in range(self.rng.randint(PAYOUTS_PER_DAY * 4 // 5, PAYOUTS_PER_DAY * 6 // 5)):
+                self.everyday_payout(self.business_time(day))
+            for _ in range(self.rng.randint(STK_PER_DAY * 4 // 5, STK_PER_DAY * 6 // 5)):
+                self.everyday_stk(self.business_time(day))
+        self.planted_payouts()
+        self.orphan_result()
+        self.planted_stk()
+        self.statement_lines()
+        return self.data
+
+
+def window(days: int, end: date | None = None) -> tuple[datetime, datetime]:
+    """[start, end) in naive UTC: `days` Nairobi days ending at the Nairobi midnight that
+    starts `end` (default: today in Nairobi)."""
+    end = end or (datetime.now(UTC) + NAIROBI_OFFSET).date()
+    end_time = datetime(end.year, end.month, end.day) - NAIROBI_OFFSET
+    return end_time - timedelta(days=days), end_time
+
+
+def generate(seed: int = DEFAULT_SEED, days: int = DEFAULT_DAYS, end: date | None = None):
+    """The rows and statement lines of `days` Nairobi days ending when `end` begins (default
+    today), deterministic for a seed and an end date."""
+    if days < 2:
+        raise DemoError(f"--days must be at least 2, not {days}")
+    return _Generator(seed, *window(days, end)).run()
+
+
+# -- the statement file ---------------------------------------------------------------------------
+
+
+def charge(amount: Decimal) -> Decimal:
+    """The B2C transaction charge of a payout (a tariff in the spirit of Safaricom's)."""
+    if amount <= 100:
+        return Decimal(0)
+    if amount <= 1000:
+        return Decimal(5)
+    return Decimal(9) if amount <= 10_000 else Decimal(13)
+
+
+def statement_rows(data: DemoData) -> tuple[list[list[str]], list[dict[str, str]]]:
+    """The header block and the rows (newest first, as the portal exports), with running
+    balances, charge rows, a daily float top-up, and the planted differences applied."""
+    lines = [line for line in data.statement if line.completed_at < data.end]
+    for day in range((data.end - data.start).days):
+        when = data.start + timedelta(days=day, hours=6, minutes=30)  # 06:30 Nairobi
+        receipt = f"TFLOAT{day:02d}{data.start:%m%d}"
+        lines.append(StatementLine(receipt, when, paid_in=Decimal(150_000), reason=FUNDING_REASON))
+    lines.sort(key=lambda line: (line.completed_at, line.receipt))
+    balance, paid_total, withdrawn_total = OPENING_BALANCE, Decimal(0), Decimal(0)
+    rows = []
+    for line in lines:
+        movements = [(line.reason, line.paid_in, line.withdrawn)]
+        if line.withdrawn and line.reason == PAYOUT_REASON and charge(line.withdrawn):
+            movements.append((CHARGE_REASON, Decimal(0), charge(line.withdrawn)))
+        for reason, paid_in, withdrawn in movements:
+            balance += paid_in - withdrawn
+            paid_total += paid_in
+            withdrawn_total += withdrawn
+            rows.append(_statement_row(line, reason, paid_in, withdrawn, balance))
+    rows.reverse()
+    header = _header_block(data, balance, paid_total, withdrawn_total + TOTAL_WITHDRAWN_ERROR)
+    return header, rows
+
+
+def _statement_row(line, reason, paid_in, withdrawn, balance) -> dict[str, str]:
+    local = f"{line.completed_at + NAIROBI_OFFSET:%d-%m-%Y %H:%M:%S}"
+    details = {
+        PAYOUT_REASON: f"Business Payment to {line.other_party}",
+        CHARGE_REASON: "Business Payment Charge",
+        COLLECTION_REASON: f"Pay Bill Online from {line.other_party}",
+        FUNDING_REASON: "Funds transfer from the organisation settlement account",
+    }[reason]
+    return {
+        "Receipt No.": line.receipt,
+        "Completion Time": local,
+        "Initiation Time": local,
+        "Details": details,
+        "Transaction Status": "Completed",
+        "Paid In": f"{paid_in:,.2f}" if paid_in else "",
+        "Withdrawn": f"{-withdrawn:,.2f}" if withdrawn else "",
+        "Balance": f"{balance:,.2f}",
+        "Balance Confirmed": "true",
+        "Reason Type": reason,
+        "Other Party Info": line.other_party,
+        "Linked Transaction ID": "",
+        "A/C No.": "SESSION" if reason == COLLECTION_REASON else "",
+    }
+
+
+def _header_block(data: DemoData, closing, paid_in, withdrawn) -> list[list[str]]:
+    start = f"{data.start + NAIROBI_OFFSET:%d-%m-%Y %H:%M:%S}"
+    end = f"{data.end + NAIROBI_OFFSET - timedelta(seconds=1):%d-%m-%Y %H:%M:%S}"
+    reported = f"{data.end + NAIROBI_OFFSET + timedelta(hours=8):%d-%m-%Y %H:%M:%S}"
+    return [
+        ["Account Holder:", "DEMO TRAINERS LTD"],
+        ["Short Code:", "600999"],
+        ["Account:", "Utility Account"],
+        ["Time Period:", f"From {start}", "To", end],
+        ["Operator:", "demo", f"Date of Report: {reported}"],
+        [
+            "Opening Balance:",
+            f"{OPENING_BALANCE:,.2f}",
+            "Closing Balance:",
+            f"{closing:,.2f}",
+            "Available Balance:",
+            f"{closing:,.2f}",
+            "Total Paid In:",
+            f"{paid_in:,.2f}",
+            "Total Withdrawn:",
+            f"{withdrawn:,.2f}",
+        ],
+    ]
+
+
+def write_statement(data: DemoData, path: str | Path) -> int:
+    """Write the statement CSV; returns the number of entry rows."""
+    header, rows = statement_rows(data)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerows(header)
+        writer.writerow(STATEMENT_COLUMNS)
+        writer.writerows([row[column] for column in STATEMENT_COLUMNS] for row in rows)
+    return len(rows)
+
+
+# -- the database ---------------------------------------------------------------------------------
+
+
+def check_database(database_url: str) -> None:
+    """Stop with the command to run when the database is missing, not migrated or not empty."""
+    url = sa.make_url(database_url)
+    shown = url.render_as_string(hide_password=True)
+    migrate = f"DATABASE_URL='{shown}' python service.py migrate"
+    if url.get_backend_name() == "sqlite":
+        path = url.database or ""
+        if not path or path == ":memory:":
+            raise DemoError("demo data needs a SQLite file, e.g. sqlite:///data/demo.db")
+        if not Path(path).is_file():
+            raise DemoError(f"{path} does not exist yet; create its tables first:\n  {migrate}")
+    engine = make_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            tables = set(sa.inspect(connection).get_table_names())
+            missing = sorted(set(COLUMNS) - tables)
+            if missing:
+                raise DemoError(
+                    f"{shown} lacks the tables {', '.join(missing)}; migrate it first:\n  {migrate}"
+                )
+            used = {
+                table: connection.execute(
+                    sa.select(sa.func.count()).select_from(TABLES[table])
+                ).scalar_one()
+                for table in ("b2c_payments", "payments")
+            }
+    except sa.exc.SQLAlchemyError as error:
+        raise DemoError(f"cannot open {shown}: {type(error).__name__}") from None
+    finally:
+        engine.dispose()
+    if any(used.values()):
+        raise DemoError(
+            f"{shown} already holds {used['b2c_payments']} payouts and {used['payments']} "
+            "payments; demo data goes into an empty database"
+        )
+
+
+def insert(database_url: str, data: DemoData) -> dict[str, int]:
+    """Insert every row in one transaction; returns the row count per table."""
+    engine = make_engine(database_url)
+    try:
+        with engine.begin() as connection:
+            for name, rows in data.rows.items():
+                if rows:
+                    connection.execute(TABLES[name].insert(), rows)
+    finally:
+        engine.dispose()
+    return {name: len(rows) for name, rows in data.rows.items()}
+
+
+def write_demo(
+    database_url: str,
+    statement_path: str | Path,
+    *,
+    seed: int = DEFAULT_SEED,
+    days: int = DEFAULT_DAYS,
+    end: date | None = None,
+) -> DemoData:
+    """Check the database, generate, insert, write the statement; returns the data written."""
+    check_database(database_url)
+    data = generate(seed, days, end)
+    insert(database_url, data)
+    write_statement(data, statement_path)
+    return data
+
+
+# -- command line ---------------------------------------------------------------------------------
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m recon demo-data",
+        description="Fill an empty, migrated database and a statement CSV with demo traffic.",
+    )
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("DATABASE_URL"),
+        help="SQLAlchemy URL of a migrated, empty database (default: $DATABASE_URL)",
+    )
+    parser.add_argument("--statement", required=True, help="the statement CSV to write")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="random seed (7)")
+    parser.add_argument("--days", type=int, default=DEFAULT_DAYS, help="days of traffic (7)")
+    parser.add_argument(
+        "--end",
+        type=date.fromisoformat,
+        help="the day after the last day, YYYY-MM-DD, Nairobi (default: today)",
+    )
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    try:
+        args = make_parser().parse_args(argv)
+    except SystemExit as stop:
+        return 2 if stop.code else 0
+    if not args.database_url:
+        print("recon demo-data: give --database-url or set DATABASE_URL", file=sys.stderr)
+        return 2
+    try:
+        data = write_demo(
+            args.database_url, args.statement, seed=args.seed, days=args.days, end=args.end
+        )
+    except DemoError as error:
+        print(f"recon demo-data: {error}", file=sys.stderr)
+        return 2
+    shown = sa.make_url(args.database_url).render_as_string(hide_password=True)
+    print(
+        f"wrote {data.count('b2c_payments')} payouts, {data.count('payments')} STK payments and "
+        f"{data.count('b2c_payment_callbacks') + data.count('stk_callbacks')} callbacks "
+        f"from {data.start:%Y-%m-%d %H:%M} to {data.end:%Y-%m-%d %H:%M} UTC to {shown}\n"
+        f"wrote the statement {args.statement}\n"
+        f"reconcile it with:\n  python -m recon --database-url '{shown}' "
+        f"--statement {args.statement} --as-of {data.end:%Y-%m-%dT%H:%M}Z --out out/demo"
+    )
+    return 0

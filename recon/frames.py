@@ -1,0 +1,196 @@
+"""The DataFrames the checks read, in one normalised shape whatever their source.
+
+Rows come in with the database's column names (from the named queries, from CSV exports, or
+from plain dicts in tests) and leave with short names, amounts as nullable int64 cents, result
+codes as strings ("0", "2001", "SFC_IC0003"), statuses lower-cased and times as naive UTC.
+Legacy rows with only the old PHP columns fill the newer columns with missing values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from recon.money import cents_from_value
+
+if TYPE_CHECKING:
+    from recon.statement import Statement
+
+# frame column -> database column, per frame; amounts end in _cents, times in _at.
+PAYOUT_COLUMNS = {
+    "id": "id",
+    "user_id": "user_id",
+    "phone": "phone_number",
+    "amount_cents": "amount",
+    "status": "status",
+    "reference_id": "reference_id",
+    "transaction_id": "transaction_id",
+    "reason_code": "reason_code",
+    "ocid": "originator_conversation_id",
+    "conversation_id": "conversation_id",
+    "paid_amount_cents": "paid_amount",
+    "initiated_at": "initiated_at",
+    "completed_at": "completed_at",
+}
+ATTEMPT_COLUMNS = {
+    "payout_id": "payout_id",
+    "ocid": "originator_conversation_id",
+    "conversation_id": "conversation_id",
+}
+RESULT_COLUMNS = {
+    "id": "id",
+    "transaction_id": "transaction_id",
+    "ocid": "originator_conversation_id",
+    "conversation_id": "conversation_id",
+    "result_code": "result_code",
+    "result_code_text": "result_code_text",
+    "result_description": "result_description",
+    "amount_cents": "transaction_amount",
+    "phone": "receiver_phone",
+    "reference_id": "reference_id",
+    "received_at": "received_at",
+    "kind": "kind",
+    "payout_id": "payout_id",
+}
+STK_COLUMNS = {
+    "id": "id",
+    "user_id": "user_id",
+    "phone": "phone_number",
+    "amount_cents": "amount",
+    "paid_amount_cents": "paid_amount",
+    "status": "status",
+    "result_code": "result_code",
+    "receipt": "receipt",
+    "created_at": "created_at",
+    "completed_at": "completed_at",
+}
+LOWERCASE_COLUMNS = ("status", "kind")
+
+
+@dataclass
+class Frames:
+    """Everything one reconciliation run looks at. `statement` is None when none was given."""
+
+    payouts: pd.DataFrame
+    attempts: pd.DataFrame
+    results: pd.DataFrame
+    stk: pd.DataFrame
+    statement: Statement | None = None
+    cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_database_frames(
+        cls,
+        *,
+        payouts: pd.DataFrame | None = None,
+        attempts: pd.DataFrame | None = None,
+        results: pd.DataFrame | None = None,
+        stk: pd.DataFrame | None = None,
+        statement: Statement | None = None,
+    ) -> Frames:
+        """Frames from DataFrames with the database's column names (missing columns allowed)."""
+        return cls(
+            payouts=normalise(payouts, PAYOUT_COLUMNS),
+            attempts=normalise(attempts, ATTEMPT_COLUMNS),
+            results=normalise_results(results),
+            stk=normalise(stk, STK_COLUMNS),
+            statement=statement,
+        )
+
+    @classmethod
+    def from_records(
+        cls,
+        *,
+        payouts: list[dict] = (),
+        attempts: list[dict] = (),
+        results: list[dict] = (),
+        stk: list[dict] = (),
+        statement: Statement | None = None,
+    ) -> Frames:
+        """Frames from plain row dicts keyed by database column names (tests, notebooks)."""
+        return cls.from_database_frames(
+            payouts=pd.DataFrame(list(payouts)),
+            attempts=pd.DataFrame(list(attempts)),
+            results=pd.DataFrame(list(results)),
+            stk=pd.DataFrame(list(stk)),
+            statement=statement,
+        )
+
+
+def normalise(raw: pd.DataFrame | None, columns: dict[str, str]) -> pd.DataFrame:
+    """Rename to frame names, add missing columns, and convert each by its suffix."""
+    raw = pd.DataFrame() if raw is None else raw
+    converted = {}
+    for name, source in columns.items():
+        values = raw[source] if source in raw.columns else pd.Series([None] * len(raw))
+        converted[name] = _convert(name, values.reset_index(drop=True))
+    return pd.DataFrame(converted, index=pd.RangeIndex(len(raw)))
+
+
+def normalise_results(raw: pd.DataFrame | None) -> pd.DataFrame:
+    """Results with one `result_code` (the text column when present, else the old INT) and
+    `kind` 'result' for legacy rows."""
+    frame = normalise(raw, RESULT_COLUMNS)
+    frame["result_code"] = frame["result_code_text"].fillna(frame["result_code"])
+    frame["kind"] = frame["kind"].fillna("result")
+    return frame.drop(columns="result_code_text")
+
+
+def _convert(name: str, values: pd.Series) -> pd.Series:
+    if name.endswith("_cents"):
+        return cents_series(values)
+    if name.endswith("_at"):
+        return utc_times(values)
+    if name.endswith("code") or name.endswith("code_text"):
+        return code_series(values)
+    text = text_series(values)
+    return text.str.lower() if name in LOWERCASE_COLUMNS else text
+
+
+def cents_series(values: pd.Series) -> pd.Series:
+    """Nullable int64 cents. Numeric columns are scaled and rounded (exact for amounts with at
+    most two decimals well below 2**53 cents); others go through Decimal one by one."""
+    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+        return (values.astype("float64") * 100).round().astype("Int64")
+    return pd.array([cents_from_value(value) for value in values], dtype="Int64")
+
+
+def utc_times(values: pd.Series) -> pd.Series:
+    """Naive UTC datetimes (the database's convention); aware values are converted."""
+    if pd.api.types.is_datetime64_any_dtype(values):
+        times = values
+    else:
+        cleaned = values.where(values.notna() & (values.astype("str").str.strip() != ""), None)
+        times = pd.to_datetime(cleaned, format="ISO8601", errors="coerce", utc=True)
+    if getattr(times.dt, "tz", None) is not None:
+        times = times.dt.tz_convert("UTC").dt.tz_localize(None)
+    return times.astype("datetime64[us]")
+
+
+def code_series(values: pd.Series) -> pd.Series:
+    """Result codes as strings: 0 / 0.0 / '0' all become '0'; blanks become missing."""
+    text = text_series(values)
+    return text.str.replace(r"^(-?\d+)\.0+$", r"\1", regex=True)
+
+
+def text_series(values: pd.Series) -> pd.Series:
+    """Strings with surrounding blanks removed; None and blank become missing."""
+    text = values.astype("str").where(values.notna())
+    text = text.str.strip()
+    return text.where(text != "")
+
+
+def per_unique(values: pd.Series, function) -> pd.Series:
+    """`function` (Series -> Series) applied once per distinct value and spread back: statement
+    columns such as Details or Reason Type repeat a handful of strings a million times, and
+    pandas' string methods are a Python call per element without pyarrow."""
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    mapped = function(pd.Series(uniques, dtype=object)).to_numpy(dtype=object)
+    spread = np.empty(len(values), dtype=object)
+    known = codes >= 0
+    spread[known] = mapped[codes[known]]
+    spread[~known] = None
+    return pd.Series(spread, index=values.index)

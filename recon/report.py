@@ -1,0 +1,287 @@
+"""The reconciliation report: data first (summary, match rate, aging, top findings), then its
+renderings: text (`render`), HTML (`to_html`, from templates/report.html), XLSX (`to_xlsx`, a
+sheet per check plus a summary), CSV, a dict (`to_dict`) and PNG charts; `write` puts them all in
+a directory."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from functools import cached_property
+from pathlib import Path
+from string import Template
+
+import pandas as pd
+
+from recon.checks import CHECK_NAMES, CHECKS, Findings, Options
+
+TEMPLATE = Path(__file__).resolve().parent / "templates" / "report.html"
+AGING_BUCKETS = [
+    ("<1 h", 0, 1),
+    ("1-4 h", 1, 4),
+    ("4-24 h", 4, 24),
+    ("1-3 d", 24, 72),
+    ("3-7 d", 72, 168),
+    ("> 7 d", 168, float("inf")),
+]
+TOP_FINDINGS = 10
+CHECK_MEANINGS = {
+    name: " ".join(check.__doc__.split()) for name, check in zip(CHECK_NAMES, CHECKS, strict=True)
+}
+
+
+@dataclass
+class Report:
+    """One reconciliation run, ready to render."""
+
+    findings: Findings
+    options: Options
+    sources: dict[str, str] = field(default_factory=dict)
+    generated_at: datetime = field(default_factory=lambda: datetime.now(UTC).replace(tzinfo=None))
+
+    # -- data -------------------------------------------------------------------------------
+
+    @property
+    def is_clean(self) -> bool:
+        return self.findings.is_clean
+
+    @property
+    def exit_code(self) -> int:
+        """0 when clean, 1 with findings (the CLI's convention)."""
+        return 0 if self.is_clean else 1
+
+    @property
+    def summary(self) -> pd.DataFrame:
+        return self.findings.summary()
+
+    @property
+    def total_at_risk(self) -> Decimal:
+        return sum(self.summary["kes_at_risk"], Decimal("0.00"))
+
+    @property
+    def aging(self) -> pd.DataFrame:
+        """Open items (findings with an age) per bucket: count and KES at risk."""
+        frame = self.findings.frame
+        occurred = pd.to_datetime(frame["occurred_at"], errors="coerce")
+        ages = (
+            self.options.now - occurred
+        ).dt.total_seconds() / 3600  # unrounded, unlike age_hours
+        rows = []
+        for label, low, high in AGING_BUCKETS:
+            inside = frame[(ages >= low) & (ages < high)]
+            at_risk = sum((v for v in inside["at_risk"] if v is not None), Decimal("0.00"))
+            rows.append({"bucket": label, "count": len(inside), "kes_at_risk": at_risk})
+        return pd.DataFrame(rows, columns=["bucket", "count", "kes_at_risk"])
+
+    @property
+    def match_rates(self) -> list[tuple[str, int, int, float | None]]:
+        return [
+            (what, matched, total, (matched / total) if total else None)
+            for what, (matched, total) in self.findings.match.items()
+        ]
+
+    def top_findings(self, limit: int = TOP_FINDINGS) -> pd.DataFrame:
+        """The findings with the most KES at risk, largest first."""
+        frame = self.findings.frame
+        if frame.empty:
+            return frame
+        weight = frame["at_risk"].map(lambda value: value if value is not None else Decimal(0))
+        order = sorted(range(len(frame)), key=lambda i: weight.iloc[i], reverse=True)
+        return frame.iloc[order[:limit]]
+
+    @property
+    def period_text(self) -> str:
+        since, until = self.options.since, self.options.until
+        return (
+            f"Period {_time(since) if since else 'start'} to {_time(until) if until else 'now'}"
+            f" UTC, as of {_time(self.options.now)} UTC"
+        )
+
+    @property
+    def headline(self) -> str:
+        if self.is_clean:
+            return "Clean: no findings."
+        return f"{len(self.findings)} findings, KES {_money(self.total_at_risk)} at risk."
+
+    def to_dict(self) -> dict:
+        return {
+            "period": {
+                "since": _time(self.options.since),
+                "until": _time(self.options.until),
+                "as_of": _time(self.options.now),
+            },
+            "sources": dict(self.sources),
+            "findings": len(self.findings),
+            "kes_at_risk": str(self.total_at_risk),
+            "summary": [
+                {"check": row.check, "count": int(row.count), "kes_at_risk": str(row.kes_at_risk)}
+                for row in self.summary.itertuples()
+            ],
+            "match_rates": [
+                {"what": what, "matched": matched, "total": total, "rate": rate}
+                for what, matched, total, rate in self.match_rates
+            ],
+            "aging": [
+                {"bucket": row.bucket, "count": int(row.count), "kes_at_risk": str(row.kes_at_risk)}
+                for row in self.aging.itertuples()
+            ],
+            "exit_code": self.exit_code,
+        }
+
+    # -- text -------------------------------------------------------------------------------
+
+    def render(self) -> str:
+        """Plain text: headline, summary, match rate, aging, top findings."""
+        lines = ["M-Pesa reconciliation report", self.period_text, self.headline, ""]
+        lines += ["Summary by check", f"{'check':<28}{'count':>7}{'KES at risk':>16}"]
+        for row in self.summary.itertuples():
+            lines.append(f"{row.check:<28}{row.count:>7}{_money(row.kes_at_risk):>16}")
+        lines += ["", "Match rate"]
+        for what, matched, total, rate in self.match_rates:
+            lines.append(f"{what:<32}{matched:>9,} / {total:<9,}{_rate(rate):>7}")
+        lines += ["", "Aging of open items", f"{'age':<10}{'count':>7}{'KES at risk':>16}"]
+        for row in self.aging.itertuples():
+            lines.append(f"{row.bucket:<10}{row.count:>7}{_money(row.kes_at_risk):>16}")
+        top = self.top_findings()
+        if not top.empty:
+            lines += ["", "Top findings"]
+            for rank, row in enumerate(top.itertuples(), start=1):
+                lines.append(f"{rank:>2}. [{row.check}] {row.subject}: {row.reason}")
+        return "\n".join(lines) + "\n"
+
+    # -- HTML -------------------------------------------------------------------------------
+
+    def to_html(self, *, images: str = "base64") -> str:
+        """The HTML report; charts as base64 data URIs, or as `cid:<file>` references for an
+        email that attaches them as related parts (images="cid")."""
+        return Template(TEMPLATE.read_text(encoding="utf-8")).substitute(
+            title="M-Pesa reconciliation report",
+            period=_e(self.period_text),
+            headline=_e(self.headline),
+            headline_class="clean" if self.is_clean else "dirty",
+            summary_rows="\n".join(self._summary_rows()),
+            match_rows="\n".join(
+                _tr([what, f"{matched:,}", f"{total:,}", _rate(rate)], numbers={1, 2, 3})
+                for what, matched, total, rate in self.match_rates
+            ),
+            aging_rows="\n".join(
+                _tr([row.bucket, row.count, _money(row.kes_at_risk)], numbers={1, 2})
+                for row in self.aging.itertuples()
+            ),
+            charts="\n".join(self._chart_tags(images)),
+            top_rows="\n".join(
+                _tr(
+                    [
+                        row.check,
+                        row.subject,
+                        row.transaction_id or "",
+                        _money(row.at_risk),
+                        row.reason,
+                    ],
+                    numbers={3},
+                )
+                for row in self.top_findings().itertuples()
+            ),
+        )
+
+    def _summary_rows(self):
+        for row in self.summary.itertuples():
+            yield _tr(
+                [row.check, CHECK_MEANINGS[row.check], row.count, _money(row.kes_at_risk)],
+                numbers={2, 3},
+                flagged=row.count > 0,
+            )
+
+    def _chart_tags(self, images: str):
+        for name, png in self.charts.items():
+            if images == "cid":
+                source = f"cid:{name}"
+            else:
+                source = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+            yield f'<p><img src="{source}" alt="{_e(name)}"></p>'
+
+    @cached_property
+    def charts(self) -> dict[str, bytes]:
+        """Chart file name -> PNG bytes (drawn once)."""
+        from recon.charts import render_charts
+
+        return render_charts(self)
+
+    # -- files ------------------------------------------------------------------------------
+
+    def findings_table(self) -> pd.DataFrame:
+        """Findings as written to CSV/XLSX: amounts as two-place Decimals."""
+        return self.findings.frame.copy()
+
+    def findings_csv(self) -> bytes:
+        return self.findings_table().to_csv(index=False, date_format="%Y-%m-%d %H:%M:%S").encode()
+
+    def summary_csv(self) -> bytes:
+        return self.summary.to_csv(index=False).encode()
+
+    def to_xlsx(self, target) -> None:
+        """A `summary` sheet (summary, match rate, aging), then one sheet per check."""
+        with pd.ExcelWriter(target, engine="openpyxl") as writer:
+            self.summary.to_excel(writer, sheet_name="summary", index=False)
+            start = len(self.summary) + 2
+            match = pd.DataFrame(self.match_rates, columns=["what", "matched", "total", "rate"])
+            match.to_excel(writer, sheet_name="summary", index=False, startrow=start)
+            start += len(match) + 2
+            self.aging.to_excel(writer, sheet_name="summary", index=False, startrow=start)
+            frame = self.findings_table()
+            for name in CHECK_NAMES:
+                frame[frame["check"] == name].to_excel(writer, sheet_name=name, index=False)
+
+    def xlsx_bytes(self) -> bytes:
+        buffer = io.BytesIO()
+        self.to_xlsx(buffer)
+        return buffer.getvalue()
+
+    def write(self, out_dir: str | Path) -> list[Path]:
+        """findings.csv, summary.csv, report.txt, report.html, report.xlsx and the charts."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        contents: dict[str, bytes] = {
+            "findings.csv": self.findings_csv(),
+            "summary.csv": self.summary_csv(),
+            "report.txt": self.render().encode(),
+            "report.html": self.to_html().encode(),
+            "report.xlsx": self.xlsx_bytes(),
+            **self.charts,
+        }
+        written = []
+        for name, data in contents.items():
+            path = out / name
+            path.write_bytes(data)
+            written.append(path)
+        return written
+
+
+def _tr(cells, *, numbers=frozenset(), flagged: bool = False) -> str:
+    tds = "".join(
+        f'<td class="number">{_e(cell)}</td>' if index in numbers else f"<td>{_e(cell)}</td>"
+        for index, cell in enumerate(cells)
+    )
+    return f'  <tr class="flagged">{tds}</tr>' if flagged else f"  <tr>{tds}</tr>"
+
+
+def _e(value: object) -> str:
+    return html.escape("" if value is None else str(value))
+
+
+def _money(amount: object) -> str:
+    if amount is None:
+        return "-"
+    return f"{Decimal(amount):,.2f}"
+
+
+def _rate(rate: float | None) -> str:
+    return "-" if rate is None else f"{rate:.1%}"
+
+
+def _time(moment) -> str | None:
+    return None if moment is None else f"{pd.Timestamp(moment):%Y-%m-%d %H:%M:%S}"

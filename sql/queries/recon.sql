@@ -1,0 +1,74 @@
+-- Named queries of the reconciliation toolkit (recon/load.py), one block per query.
+-- Every query takes :since and :until (naive UTC, either may be NULL for "unbounded") and runs
+-- unchanged on SQLite and MySQL/MariaDB, so analysts can paste them into a client.
+
+-- name: payouts
+-- B2C payouts initiated in [:since, :until), plus older payouts that a result received in the
+-- period points at (so such a result is not taken for an orphan). One row per payout; legacy
+-- rows have only the old PHP columns (reference_id, transaction_id, status, reason_code).
+SELECT id, user_id, phone_number, amount, status, reference_id, transaction_id, reason_code,
+       originator_conversation_id, conversation_id, paid_amount, initiated_at, completed_at
+FROM b2c_payments
+WHERE (:since IS NULL OR initiated_at >= :since) AND (:until IS NULL OR initiated_at < :until)
+UNION
+SELECT p.id, p.user_id, p.phone_number, p.amount, p.status, p.reference_id, p.transaction_id,
+       p.reason_code, p.originator_conversation_id, p.conversation_id, p.paid_amount,
+       p.initiated_at, p.completed_at
+FROM b2c_payments p
+JOIN b2c_payout_attempts a ON a.payout_id = p.id
+JOIN b2c_payment_callbacks c ON c.originator_conversation_id = a.originator_conversation_id
+WHERE (:since IS NULL OR c.received_at >= :since) AND (:until IS NULL OR c.received_at < :until)
+UNION
+SELECT p.id, p.user_id, p.phone_number, p.amount, p.status, p.reference_id, p.transaction_id,
+       p.reason_code, p.originator_conversation_id, p.conversation_id, p.paid_amount,
+       p.initiated_at, p.completed_at
+FROM b2c_payments p
+JOIN b2c_payment_callbacks c
+  ON c.originator_conversation_id = p.originator_conversation_id
+  OR c.conversation_id = p.conversation_id
+  OR c.transaction_id = p.transaction_id
+  OR c.reference_id = p.reference_id
+  OR c.payout_id = p.id
+WHERE (:since IS NULL OR c.received_at >= :since) AND (:until IS NULL OR c.received_at < :until);
+
+-- name: payout_attempts
+-- Every attempt (OriginatorConversationID, ConversationID) of the payouts the `payouts` query
+-- returns, keyed by payout_id: a result may answer any attempt, not only the latest.
+SELECT a.payout_id, a.attempt_no, a.originator_conversation_id, a.conversation_id, a.status
+FROM b2c_payout_attempts a
+JOIN b2c_payments p ON p.id = a.payout_id
+WHERE (:since IS NULL OR p.initiated_at >= :since) AND (:until IS NULL OR p.initiated_at < :until)
+UNION
+SELECT a.payout_id, a.attempt_no, a.originator_conversation_id, a.conversation_id, a.status
+FROM b2c_payout_attempts a
+JOIN b2c_payment_callbacks c
+  ON c.originator_conversation_id = a.originator_conversation_id
+  OR c.conversation_id = a.conversation_id
+WHERE (:since IS NULL OR c.received_at >= :since) AND (:until IS NULL OR c.received_at < :until);
+
+-- name: b2c_results
+-- B2C result, timeout and status-query callbacks received in [:since, :until), one row per
+-- callback. result_code is the INT column of the old system; result_code_text keeps codes such
+-- as SFC_IC0003 whole (new rows). kind is NULL on legacy rows (they are all results).
+SELECT id, transaction_id, originator_conversation_id, conversation_id, result_code,
+       result_code_text, result_description, transaction_amount, receiver_phone, reference_id,
+       received_at, kind, payout_id
+FROM b2c_payment_callbacks
+WHERE (:since IS NULL OR received_at >= :since) AND (:until IS NULL OR received_at < :until);
+
+-- name: stk_payments
+-- M-Pesa STK collections (payments.method = 'mpesa') created in [:since, :until): the amount
+-- requested, the amount paid (the row's paid_amount, else its successful STK callback's amount)
+-- and the receipt (mpesa_receipt, else the callback's, else the legacy transaction_reference).
+SELECT p.id, p.user_id, p.phone_number, p.amount, p.status, p.result_code, p.created_at,
+       p.completed_at,
+       COALESCE(p.paid_amount,
+                (SELECT MAX(c.amount) FROM stk_callbacks c
+                 WHERE c.payment_id = p.id AND c.result_code = '0')) AS paid_amount,
+       COALESCE(p.mpesa_receipt,
+                (SELECT MAX(c.mpesa_receipt) FROM stk_callbacks c
+                 WHERE c.payment_id = p.id AND c.result_code = '0'),
+                p.transaction_reference) AS receipt
+FROM payments p
+WHERE p.method = 'mpesa'
+  AND (:since IS NULL OR p.created_at >= :since) AND (:until IS NULL OR p.created_at < :until);

@@ -1,0 +1,37 @@
+"""The OpenAPI document describes exactly the routes the app serves."""
+
+import json
+import re
+from pathlib import Path
+
+import service
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def served_routes(tmp_path) -> set[tuple[str, str]]:
+    settings = service.load_settings(
+        {
+            "CALLBACK_TOKEN": "t",
+            "CALLBACK_JOURNAL_PATH": str(tmp_path / "j.log"),
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}",
+        },
+        env_file=tmp_path / "none",
+    )
+    app = service.make_app(service.build_service(settings))
+    return {(route.method.lower(), re.sub(r"<(\w+)>", r"{\1}", route.rule)) for route in app.routes}
+
+
+def documented_routes() -> set[tuple[str, str]]:
+    spec = json.loads((ROOT / "openapi.json").read_text())
+    return {(method, path) for path, item in spec["paths"].items() for method in item}
+
+
+def test_every_route_is_documented_and_every_documented_route_exists(tmp_path):
+    assert served_routes(tmp_path) == documented_routes()
+
+
+def test_document_is_openapi_3_with_security_on_initiation():
+    spec = json.loads((ROOT / "openapi.json").read_text())
+    assert spec["openapi"].startswith("3.")
+    assert spec["paths"]["/payouts"]["post"]["security"] == [{"bearerAuth": []}]

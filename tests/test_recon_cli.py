@@ -1,0 +1,110 @@
+"""End to end: `python -m recon` over a seeded SQLite and MariaDB database with a known answer."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+from recon.cli import main
+from tests.recon_support import KNOWN_ANSWER, known_answer_statement, seed_known_answer
+
+PROJECT = Path(__file__).resolve().parent.parent
+DAY = ["--since", "2025-11-05", "--until", "2025-11-06", "--as-of", "2025-11-06T00:00:00"]
+
+
+def counts_in(out: Path) -> dict[str, int]:
+    with (out / "summary.csv").open() as handle:
+        return {row["check"]: int(row["count"]) for row in csv.DictReader(handle)}
+
+
+def test_seeded_database_gives_the_known_answer_and_exit_1(engine, database_url, tmp_path):
+    seed_known_answer(engine)
+    statement = known_answer_statement(tmp_path / "statement.csv")
+    out = tmp_path / "out"
+
+    status = main(
+        ["--database-url", database_url, "--statement", str(statement), "--out", str(out), *DAY]
+    )
+
+    assert status == 1
+    assert counts_in(out) == KNOWN_ANSWER
+    with (out / "findings.csv").open() as handle:
+        findings = list(csv.DictReader(handle))
+    assert len(findings) == sum(KNOWN_ANSWER.values())
+    mismatch = next(row for row in findings if row["check"] == "amount_mismatch")
+    assert mismatch["reference_id"] == "p01"
+    assert mismatch["transaction_id"] == "TKA001"
+    assert (mismatch["expected_amount"], mismatch["actual_amount"]) == ("1000.00", "100.00")
+    assert mismatch["reason"] == (
+        "amount mismatch: requested 1,000.00 != paid 100.00 (900.00 short)"
+    )
+
+
+def test_seeded_database_writes_every_output_file(engine, database_url, tmp_path):
+    seed_known_answer(engine)
+    out = tmp_path / "out"
+
+    main(["--database-url", database_url, "--out", str(out), *DAY])
+
+    names = {path.name for path in out.iterdir()}
+    assert {"findings.csv", "summary.csv", "report.html", "report.xlsx", "report.txt"} <= names
+    assert {"findings_by_check.png", "kes_at_risk_by_check.png", "aging.png"} <= names
+
+
+def test_clean_database_exits_0(database_url, tmp_path):
+    assert main(["--database-url", database_url, "--out", str(tmp_path / "out"), *DAY]) == 0
+
+
+def test_missing_statement_file_exits_2_naming_it(database_url, tmp_path, capsys):
+    missing = tmp_path / "no-such-statement.csv"
+
+    status = main(
+        [
+            "--database-url",
+            database_url,
+            "--statement",
+            str(missing),
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
+
+    assert status == 2
+    assert str(missing) in capsys.readouterr().err
+
+
+def test_unreachable_database_exits_2_naming_it(tmp_path, capsys):
+    url = "mysql+pymysql://reader:secret@127.0.0.1:1/nothing"
+
+    status = main(["--database-url", url, "--out", str(tmp_path / "out")])
+
+    error = capsys.readouterr().err
+    assert status == 2
+    assert "127.0.0.1:1/nothing" in error
+    assert "secret" not in error
+
+
+def test_bad_time_exits_2(tmp_path):
+    status = main(["--database-url", "sqlite://", "--since", "yesterday", "--out", str(tmp_path)])
+
+    assert status == 2
+
+
+def test_python_dash_m_recon_runs_as_a_program(tmp_path):
+    url = f"sqlite:///{tmp_path / 'empty.db'}"
+    import service
+
+    service.migrate(service.make_engine(url))
+
+    done = subprocess.run(
+        [sys.executable, "-m", "recon", "--database-url", url, "--out", str(tmp_path / "out")],
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert "Clean: no findings." in done.stdout

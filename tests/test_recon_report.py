@@ -1,0 +1,139 @@
+"""The report: one data object rendered to text, HTML, XLSX, CSV and a dict."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import pytest
+from openpyxl import load_workbook
+
+from recon.checks import CHECK_NAMES, Options, run_checks
+from recon.frames import Frames
+from recon.report import Report
+from tests.recon_support import AS_OF, legacy_payout, legacy_result, new_payout, new_result
+
+OPTIONS = Options(as_of=AS_OF, since=AS_OF.replace(day=5), until=AS_OF)
+
+
+@pytest.fixture
+def report() -> Report:
+    frames = Frames.from_records(
+        payouts=[
+            new_payout("p01", "1000.00", "completed", ocid="OC1", hour=20),
+            legacy_payout("p05", "250.00", "pending", reference="R5", hour=2),
+        ],
+        results=[
+            new_result("r1", ocid="OC1", code=0, amount="100.00", txn="TK1", hour=20),
+            legacy_result("r9", reference="NOBODY", code=1),
+        ],
+    )
+    return Report(findings=run_checks(frames, OPTIONS), options=OPTIONS)
+
+
+def test_text_rendering(report):
+    assert report.render() == TEXT_SNAPSHOT
+
+
+TEXT_SNAPSHOT = """\
+M-Pesa reconciliation report
+Period 2025-11-05 00:00:00 to 2025-11-06 00:00:00 UTC, as of 2025-11-06 00:00:00 UTC
+3 findings, KES 1,150.00 at risk.
+
+Summary by check
+check                         count     KES at risk
+amount_mismatch                   1          900.00
+orphan_callback                   1            0.00
+failed_result                     0            0.00
+stale_pending                     1          250.00
+duplicate_callback                0            0.00
+status_conflict                   0            0.00
+possible_double_payout            0            0.00
+stk_amount_mismatch               0            0.00
+missing_from_statement            0            0.00
+unrecorded_statement_entry        0            0.00
+statement_amount_mismatch         0            0.00
+statement_integrity               0            0.00
+
+Match rate
+results matched to a payout             1 / 2          50.0%
+payouts with a result                   1 / 2          50.0%
+
+Aging of open items
+age         count     KES at risk
+<1 h            0            0.00
+1-4 h           1          900.00
+4-24 h          2          250.00
+1-3 d           0            0.00
+3-7 d           0            0.00
+> 7 d           0            0.00
+
+Top findings
+ 1. [amount_mismatch] payout p01: amount mismatch: requested 1,000.00 != paid 100.00 (900.00 short)
+ 2. [stale_pending] payout p05: stale pending: expected a final status within 30 min != pending after 22.0 h (21.5 h overdue)
+ 3. [orphan_callback] result r9: orphan callback: expected 1 matching payout for NOBODY != 0 found (0.00 unaccounted)
+"""  # noqa: E501 (the report's lines are as long as its reasons)
+
+
+def test_clean_report_says_so_and_exits_0():
+    clean = Report(findings=run_checks(Frames.from_records(), OPTIONS), options=OPTIONS)
+
+    assert "Clean: no findings." in clean.render()
+    assert clean.exit_code == 0
+
+
+def test_html_has_summary_rows_and_inline_charts(report):
+    html = report.to_html()
+
+    assert "<td>amount_mismatch</td>" in html
+    assert "requested 1,000.00 != paid 100.00" in html
+    assert html.count('src="data:image/png;base64,') == 3
+
+
+def test_html_for_email_references_charts_by_cid(report):
+    html = report.to_html(images="cid")
+
+    assert 'src="cid:aging.png"' in html
+    assert "base64" not in html
+
+
+def test_xlsx_has_a_summary_sheet_and_one_sheet_per_check(report):
+    workbook = load_workbook(io.BytesIO(report.xlsx_bytes()))
+
+    assert workbook.sheetnames == ["summary", *CHECK_NAMES]
+    mismatch = list(workbook["amount_mismatch"].iter_rows(values_only=True))
+    header, row = mismatch[0], mismatch[1]
+    assert row[header.index("reference_id")] == "p01"
+    assert row[header.index("expected_amount")] == 1000
+
+
+def test_findings_csv_writes_amounts_as_exact_decimals(report):
+    rows = list(csv.DictReader(io.StringIO(report.findings_csv().decode())))
+
+    assert (rows[0]["expected_amount"], rows[0]["actual_amount"]) == ("1000.00", "100.00")
+    assert rows[0]["occurred_at"] == "2025-11-05 20:02:00"
+
+
+def test_to_dict_has_counts_and_kes_as_strings(report):
+    data = report.to_dict()
+
+    assert data["findings"] == 3
+    assert data["kes_at_risk"] == "1150.00"
+    assert data["summary"][0] == {"check": "amount_mismatch", "count": 1, "kes_at_risk": "900.00"}
+    assert data["exit_code"] == 1
+
+
+def test_write_puts_every_file_in_the_directory(report, tmp_path):
+    written = report.write(tmp_path / "out")
+
+    assert sorted(path.name for path in written) == [
+        "aging.png",
+        "findings.csv",
+        "findings_by_check.png",
+        "kes_at_risk_by_check.png",
+        "report.html",
+        "report.txt",
+        "report.xlsx",
+        "summary.csv",
+    ]
+    assert (tmp_path / "out" / "aging.png").read_bytes().startswith(b"\x89PNG")

@@ -1,0 +1,204 @@
+"""The jobs, with short schedules, over real HTTP against the simulator (SQLite and MariaDB):
+resolve by Transaction Status, retry only what is safe, review, alerts, balance, the emailed
+reconciliation and /metrics."""
+
+import email
+from email import policy
+
+import requests
+import sqlalchemy as sa
+
+import service
+from mpesa_service.jobs import (
+    check_balance,
+    email_reconciliation,
+    prometheus_text,
+    run_job,
+    send_alerts,
+)
+from mpesa_service.resolution import (
+    expire_stuck_submissions,
+    resolve_payouts,
+    retry_failed_payouts,
+)
+from tests.service_support import wait_until
+
+B2C_PATH = "/mpesa/b2c/v3/paymentrequest"
+QUICK = {
+    "RESOLVE_PENDING_AFTER_SECONDS": "0",
+    "RESOLVE_UNKNOWN_AFTER_SECONDS": "0",
+    "RESOLVE_SCHEDULE_SECONDS": "0,0,0",
+    "STATUS_NOT_FOUND_AFTER_SECONDS": "0",
+    "RETRY_DELAY_SECONDS": "0",
+}
+# Result callbacks for payouts go nowhere: only status queries can tell what happened.
+RESULTS_LOST = {**QUICK, "MPESA_RESULT_URL": "http://127.0.0.1:9/lost"}
+
+
+def pay(stack, phone="0712345678", amount=1000, key=None):
+    body = {"user_id": "trainer-1", "phone": phone, "amount": amount, "reason": "weekly"}
+    headers = {"Idempotency-Key": key or f"k-{phone}-{amount}"}
+    return stack.post("/payouts", body, headers=headers).json()
+
+
+def payout(stack, reference_id):
+    return stack.get(f"/payouts/{reference_id}").json()
+
+
+def resolved(stack, reference_id, status):
+    def probe():
+        resolve_payouts(stack.svc)
+        current = payout(stack, reference_id)
+        return current if current["status"] == status else None
+
+    return wait_until(probe)
+
+
+def queries_of(stack, reference_id):
+    (row,) = stack.rows(service.b2c_payments, service.b2c_payments.c.reference_id == reference_id)
+    return stack.rows(service.status_queries, service.status_queries.c.payout_id == row.id)
+
+
+def test_dropped_result_is_resolved_by_a_status_query(make_stack):
+    stack = make_stack(RESULTS_LOST)
+    created = pay(stack)
+    assert created["status"] == "pending"
+    done = resolved(stack, created["reference_id"], "completed")
+    (paid,) = stack.sim.ledger()
+    assert (done["transaction_id"], done["paid_amount"]) == (paid["receipt"], 1000)
+    assert [q.status for q in queries_of(stack, created["reference_id"])][0] == "answered"
+
+
+def test_timeout_after_acceptance_is_resolved_as_paid_with_one_request(make_stack):
+    stack = make_stack({**RESULTS_LOST, "DARAJA_TIMEOUT_SECONDS": "1"}, hang_seconds=3)
+    created = pay(stack, phone="254733000001")
+    assert created["status"] == "unknown"
+    resolved(stack, created["reference_id"], "completed")
+    assert len(stack.sim_requests(B2C_PATH)) == 1
+    assert len(stack.sim.ledger()) == 1
+
+
+def test_request_that_never_arrived_fails_then_is_retried_once_and_paid_once(make_stack):
+    stack = make_stack(QUICK)
+    stack.sim.arm("server_error_before_accept", times=1, path=B2C_PATH)
+    created = pay(stack)
+    assert created["status"] == "unknown"
+    failed = resolved(stack, created["reference_id"], "failed")
+    assert failed["result_code"] == "404"
+    assert retry_failed_payouts(stack.svc) == 1
+    assert retry_failed_payouts(stack.svc) == 0
+    done = wait_until(
+        lambda: (p := payout(stack, created["reference_id"]))["status"] == "completed" and p
+    )
+    assert [a["status"] for a in done["attempts"]] == ["not_found", "completed"]
+    ocids = {a["originator_conversation_id"] for a in done["attempts"]}
+    assert len(ocids) == 2
+    assert len(stack.sim.ledger()) == 1
+
+
+def test_insufficient_balance_is_not_retried(make_stack):
+    stack = make_stack(QUICK)
+    created = pay(stack, phone="254711000001")
+    wait_until(lambda: payout(stack, created["reference_id"])["status"] == "failed")
+    assert retry_failed_payouts(stack.svc) == 0
+
+
+def test_nothing_is_retried_from_unknown_pending_or_review(make_stack, engine):
+    stack = make_stack(QUICK)
+    with engine.begin() as conn:
+        for status in ("unknown", "pending", "review", "submitting"):
+            conn.execute(
+                service.b2c_payments.insert().values(
+                    id=f"p-{status}",
+                    status=status,
+                    reason_code="17",
+                    attempt_count=1,
+                    amount=100,
+                    phone_number="254712345678",
+                    updated_at=sa.func.now(),
+                )
+            )
+    assert retry_failed_payouts(stack.svc) == 0
+    assert stack.sim_requests(B2C_PATH) == []
+
+
+def test_exhausted_schedule_goes_to_review_with_one_alert_email(make_stack, smtp_server):
+    recorder, port = smtp_server
+    stack = make_stack(
+        {
+            **RESULTS_LOST,
+            "STATUS_NOT_FOUND_AFTER_SECONDS": "3600",
+            "ALERT_EMAIL_TO": "ops@example.com",
+            "SMTP_HOST": "127.0.0.1",
+            "SMTP_PORT": str(port),
+        }
+    )
+    stack.sim.arm("server_error_before_accept", times=1, path=B2C_PATH)
+    created = pay(stack)
+    done = resolved(stack, created["reference_id"], "review")
+    assert done["flags"] == ["review"]
+    assert len(queries_of(stack, created["reference_id"])) == 3
+    assert send_alerts(stack.svc) == 1
+    assert send_alerts(stack.svc) == 0
+    (envelope,) = recorder.envelopes
+    message = email.message_from_bytes(envelope.content, policy=policy.default)
+    assert message["Subject"] == "M-Pesa alerts: 1 review"
+    assert created["reference_id"] in message.get_content()
+
+
+def test_each_status_step_is_claimed_once(make_stack):
+    stack = make_stack(RESULTS_LOST)
+    created = pay(stack, phone="254722000003")  # callback delayed: still pending at first
+    resolve_payouts(stack.svc)
+    resolve_payouts(stack.svc)
+    steps = [q.step for q in queries_of(stack, created["reference_id"])]
+    assert len(steps) == len(set(steps))
+
+
+def test_stuck_submission_becomes_unknown(make_stack, engine):
+    stack = make_stack(QUICK)
+    with engine.begin() as conn:
+        conn.execute(
+            service.b2c_payments.insert().values(
+                id="stuck",
+                status="submitting",
+                amount=100,
+                attempt_count=1,
+                updated_at=sa.text("'2020-01-01 00:00:00'"),
+            )
+        )
+    expire_stuck_submissions(stack.svc)
+    (row,) = stack.rows(service.b2c_payments, service.b2c_payments.c.id == "stuck")
+    assert row.status == "unknown"
+
+
+def test_low_balance_is_stored_and_alerted(make_stack):
+    stack = make_stack({"BALANCE_ALERT_BELOW": "1000000"})
+    check_balance(stack.svc)
+    rows = wait_until(lambda: stack.rows(service.account_balances))
+    assert {row.account for row in rows} >= {"Utility Account", "Working Account"}
+    flags = stack.rows(service.payment_flags, service.payment_flags.c.flag == "balance_low")
+    assert len(flags) == 1
+
+
+def test_scheduled_reconciliation_emails_the_report(make_stack, smtp_server):
+    recorder, port = smtp_server
+    stack = make_stack(
+        {"RECON_EMAIL_TO": "finance@example.com", "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(port)}
+    )
+    email_reconciliation(stack.svc)
+    (envelope,) = recorder.envelopes
+    message = email.message_from_bytes(envelope.content, policy=policy.default)
+    assert message["Subject"].startswith("M-Pesa reconciliation")
+    names = {part.get_filename() for part in message.iter_attachments()}
+    assert {"report.xlsx", "findings.csv", "summary.csv"} <= names
+
+
+def test_metrics_report_statuses_ages_and_jobs(make_stack):
+    stack = make_stack(RESULTS_LOST)
+    pay(stack)
+    run_job(resolve_payouts, stack.svc, "resolve")
+    text = requests.get(f"{stack.base_url}/metrics", timeout=10).text
+    assert text == prometheus_text(stack.svc)
+    assert 'mpesa_job_last_run_ok{job="resolve"} 1' in text
+    assert "mpesa_payouts{status=" in text
