@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: run test lint format schema bench notebooks clean
+.PHONY: run test lint format schema bench notebooks demo clean
 
 run: $(VENV)/.runtime
 	$(BIN)/python service.py migrate
@@ -26,9 +26,15 @@ schema: $(VENV)/.runtime
 
 bench: $(VENV)/.dev
 	$(BIN)/python bench/bench_recon.py
+	$(BIN)/python bench/bench_callbacks.py
+	$(BIN)/python bench/bench_initiation.py
 
 notebooks: $(VENV)/.lab
-	$(BIN)/jupyter lab notebooks/
+	PYTHONPATH=$(CURDIR) $(BIN)/jupyter lab notebooks/
+
+demo: $(VENV)/.runtime
+	DATABASE_URL=sqlite:///data/demo.db $(BIN)/python service.py migrate
+	$(BIN)/python -m recon demo-data --database-url sqlite:///data/demo.db --statement data/demo-statement.csv
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)

@@ -18,7 +18,13 @@ from mpesa_service.context import (
     mark_journal_applied,
     new_id,
 )
-from mpesa_service.parsing import ResultCallback, parse_result_callback, parse_stk_callback
+from mpesa_service.parsing import (
+    ResultCallback,
+    bounded,
+    parse_amount,
+    parse_result_callback,
+    parse_stk_callback,
+)
 from mpesa_service.payouts import apply_b2c_callback, payout_by, store_result_callback
 from mpesa_service.resolution import apply_status_answer
 from mpesa_service.stk import apply_stk_callback
@@ -197,12 +203,15 @@ def parse_account_balances(value: object) -> list[tuple[str, str, Decimal]]:
     [(account, currency, available)]; unreadable parts are skipped."""
     balances = []
     for part in str(value or "").split("&"):
-        fields = part.split("|")
-        if len(fields) >= 3:
-            try:
-                balances.append((fields[0].strip(), fields[1].strip(), Decimal(fields[2])))
-            except ArithmeticError:
-                log.warning("unreadable balance entry %r", part)
+        fields = [field.strip() for field in part.split("|")]
+        available = parse_amount(fields[2]) if len(fields) >= 3 else None
+        account, currency = (
+            (bounded(fields[0], 100), bounded(fields[1], 10)) if available else (None, None)
+        )
+        if account and currency is not None:
+            balances.append((account, currency, available))
+        else:
+            log.warning("unreadable balance entry %.80r", part)
     return balances
 
 
@@ -263,7 +272,13 @@ def replay_journal(svc: Service) -> int:
         if entry.get("kind") not in CALLBACK_HANDLERS:
             continue
         raw = journal_entry_body(entry).decode("utf-8", errors="replace")
-        if apply_callback(svc, entry["kind"], raw, entry["id"]) != "already_applied":
+        try:
+            outcome = apply_callback(svc, entry["kind"], raw, entry["id"])
+        except sa.exc.SQLAlchemyError:
+            # One entry the database refuses must not hold back the ones after it.
+            log.exception("journal entry %s could not be replayed; moving on", entry["id"])
+            continue
+        if outcome != "already_applied":
             applied += 1
     if applied:
         log.info("replayed %d journaled callbacks", applied)

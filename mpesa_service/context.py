@@ -20,7 +20,7 @@ import sqlalchemy as sa
 
 from mpesa_service import PROJECT_DIR, log
 from mpesa_service.daraja import DarajaClient, DarajaError, DarajaRejected
-from mpesa_service.settings import Settings
+from mpesa_service.settings import ROLES, ApiKey, Settings, parse_api_keys
 from mpesa_service.storage import callback_journal, payment_flags, utcnow
 
 
@@ -173,34 +173,52 @@ def callback_policy(settings: Settings, token: str) -> CallbackPolicy:
 
 
 def callback_token(settings: Settings) -> str:
-    """CALLBACK_TOKEN, or outside production one random token kept in data/callback_token so
+    """CALLBACK_TOKEN, or outside production a random token kept in data/callback_token so
     callback URLs handed to Daraja stay valid across restarts."""
-    if settings["CALLBACK_TOKEN"]:
-        return settings["CALLBACK_TOKEN"]
-    path = PROJECT_DIR / "data" / "callback_token"
+    return settings["CALLBACK_TOKEN"] or persisted_secret("callback_token")
+
+
+def console_secret(settings: Settings) -> str:
+    """CONSOLE_SECRET, or outside production a random one kept in data/console_secret."""
+    return settings["CONSOLE_SECRET"] or persisted_secret("console_secret")
+
+
+def persisted_secret(name: str) -> str:
+    """A random secret made once and kept in data/<name> (production sets its secrets)."""
+    path = PROJECT_DIR / "data" / name
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(secrets.token_urlsafe(32))
     return path.read_text().strip()
 
 
-def api_keys(settings: Settings) -> list[str]:
-    keys = settings.listing("API_KEYS")
+def api_keys(settings: Settings) -> list[ApiKey]:
+    keys = parse_api_keys(settings.listing("API_KEYS"))
     if not keys and settings.environment == "simulator":
-        return [SIMULATOR_API_KEY]
+        return [ApiKey("simulator", frozenset(ROLES), SIMULATOR_API_KEY)]
     return keys
 
 
-def bearer_is_valid(header: str, keys: list[str]) -> bool:
+def key_for(secret: str, keys: list[ApiKey]) -> ApiKey | None:
+    """The key whose secret this is. Every key is compared, always, in constant time, so timing
+    says nothing about which one (or which prefix) matched."""
+    found = None
+    for key in keys:
+        if hmac.compare_digest(secret.encode(), key.secret.encode()):
+            found = key
+    return found
+
+
+def bearer_key(header: str, keys: list[ApiKey]) -> ApiKey | None:
     scheme, _, presented = header.partition(" ")
     if scheme.lower() != "bearer" or not presented:
-        return False
-    # Compare against every key, always, so timing says nothing about which prefix matched.
-    matches = [hmac.compare_digest(presented.encode(), key.encode()) for key in keys]
-    return any(matches)
+        return None
+    return key_for(presented, keys)
 
 
 SIMULATOR_API_KEY = "simulator-api-key"
+# Where the scheduled reconciliation keeps its reports (the console links the newest).
+REPORTS_DIR = PROJECT_DIR / "data" / "reports"
 ACKNOWLEDGED = {"ResultCode": 0, "ResultDesc": "Accepted"}
 
 
@@ -217,7 +235,7 @@ class Service:
     client: DarajaClient | None = None
     journal: Journal | None = None
     policy: CallbackPolicy | None = None
-    keys: list[str] = field(default_factory=list)
+    keys: list[ApiKey] = field(default_factory=list)
     public_base_url: str = ""
     job_runs: dict = field(default_factory=dict)  # job id -> (finished at, "ok" or the error)
 

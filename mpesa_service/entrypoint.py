@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import getpass
 import logging
 import sys
 
@@ -11,9 +12,17 @@ import sqlalchemy as sa
 
 from mpesa_service import log
 from mpesa_service.callbacks import replay_journal
-from mpesa_service.context import Journal, Service, api_keys, callback_policy, callback_token
+from mpesa_service.context import (
+    ApiError,
+    Journal,
+    Service,
+    api_keys,
+    callback_policy,
+    callback_token,
+)
 from mpesa_service.daraja import DarajaAccount, DarajaClient, security_credential
 from mpesa_service.jobs import make_scheduler
+from mpesa_service.operator import resolve_payout
 from mpesa_service.routes import make_app
 from mpesa_service.settings import DARAJA_BASE_URLS, Settings, SettingsError, load_settings
 from mpesa_service.storage import (
@@ -138,10 +147,43 @@ def require_current_schema(engine: sa.Engine) -> None:
         )
 
 
+def resolve_from_cli(settings: Settings, args) -> int:
+    """`python service.py resolve REF --outcome paid --receipt X --note WHY`: the same
+    resolution as the API and the console, audited under --actor."""
+    if not args.reference_id or not args.outcome:
+        print("resolve needs a reference_id and --outcome", file=sys.stderr)
+        return 2
+    svc = build_service(settings)
+    try:
+        result = resolve_payout(
+            svc,
+            args.reference_id,
+            outcome=args.outcome,
+            actor=args.actor,
+            receipt=args.receipt,
+            note=args.note,
+        )
+    except ApiError as error:
+        print(f"not resolved: {error.message}", file=sys.stderr)
+        return 1
+    print(f"payout {args.reference_id} resolved as {args.outcome}: now {result['status']}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="M-Pesa payments service")
     parser.add_argument(
-        "command", nargs="?", default="serve", choices=["serve", "migrate", "schema", "replay"]
+        "command",
+        nargs="?",
+        default="serve",
+        choices=["serve", "migrate", "schema", "replay", "resolve"],
+    )
+    parser.add_argument("reference_id", nargs="?", help="resolve: the payout's reference_id")
+    parser.add_argument("--outcome", choices=["paid", "not_paid", "acknowledge"])
+    parser.add_argument("--receipt", help="resolve paid: the M-Pesa receipt")
+    parser.add_argument("--note", default="", help="resolve: why (kept in the audit trail)")
+    parser.add_argument(
+        "--actor", default=f"cli:{getpass.getuser()}", help="resolve: who, for the audit trail"
     )
     args = parser.parse_args(argv)
     if args.command == "schema":
@@ -157,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "migrate":
         migrate(make_engine(settings["DATABASE_URL"]))
         log.info("database at %s", head_revision())
+    elif args.command == "resolve":
+        return resolve_from_cli(settings, args)
     elif args.command == "replay":
         svc = build_service(settings)
         require_current_schema(svc.engine)

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from mpesa_service import log
 from mpesa_service.callbacks import replay_journal
-from mpesa_service.context import Service
+from mpesa_service.context import REPORTS_DIR, Service
 from mpesa_service.resolution import resolve_payouts, retry_failed_payouts
 from mpesa_service.stk import sweep_stk
 from mpesa_service.storage import b2c_payments, payment_flags, utcnow
@@ -143,7 +143,8 @@ def check_balance(svc: Service) -> None:
 
 
 def email_reconciliation(svc: Service, today: datetime | None = None) -> None:
-    """Reconcile the previous Nairobi day and email the report to RECON_EMAIL_TO."""
+    """Reconcile the previous Nairobi day, keep the report under data/reports/<day>/ (the
+    console links it) and email it to RECON_EMAIL_TO."""
     from recon.api import build_report
     from recon.mail import send_report
 
@@ -155,6 +156,7 @@ def email_reconciliation(svc: Service, today: datetime | None = None) -> None:
         as_of=utcnow(),
         stale_after_minutes=svc.settings.integer("RECON_STALE_AFTER_MINUTES"),
     )
+    report.write(REPORTS_DIR / f"{since:%Y-%m-%d}")
     send_report(report, to=svc.settings.listing("RECON_EMAIL_TO"), smtp=smtp_settings(svc))
 
 

@@ -20,6 +20,22 @@ from recon.rules import (
 # raw body is always kept by the caller.
 
 FAILURE_PLACEHOLDER_RECEIPT = re.compile(r"^[A-Z0-9]{3}0{7}$")
+# The widest value each parsed field may have: the columns it is stored in. A longer value is
+# not Daraja's and is dropped (the raw body keeps it), never cut short.
+STK_LIMITS = {
+    "merchant_request_id": 255,
+    "checkout_request_id": 255,
+    "result_code": 50,
+    "receipt": 255,
+    "phone": 20,
+}
+RESULT_LIMITS = {
+    "result_type": 10,
+    "result_code": 50,
+    "originator_conversation_id": 255,
+    "conversation_id": 255,
+    "transaction_id": 255,
+}
 
 
 @dataclass
@@ -66,14 +82,14 @@ class ResultCallback:
             self.parameters.get("ReceiptNo"),
             self.transaction_id,
         ):
-            text = text_or_none(candidate)
+            text = bounded(text_or_none(candidate), 255)
             if text and not FAILURE_PLACEHOLDER_RECEIPT.match(text):
                 return text
         return None
 
     @property
     def amount(self) -> Decimal | None:
-        return _decimal(self.parameters.get("TransactionAmount", self.parameters.get("Amount")))
+        return parse_amount(self.parameters.get("TransactionAmount", self.parameters.get("Amount")))
 
     @property
     def receiver(self) -> tuple[str | None, str | None]:
@@ -84,7 +100,7 @@ class ResultCallback:
         if not raw:
             return None, None
         phone, _, name = raw.partition(" - ")
-        return phone.strip() or None, name.strip() or None
+        return bounded(phone.strip() or None, 20), bounded(name.strip() or None, 255)
 
     @property
     def completed_at(self) -> datetime | None:
@@ -106,10 +122,11 @@ def parse_stk_callback(payload: object) -> StkCallback:
     parsed.result_code = normalise_code(body.get("ResultCode"))
     parsed.result_desc = text_or_none(body.get("ResultDesc"))
     items = _items(_dig(body, "CallbackMetadata", "Item"), "Name")
-    parsed.amount = _decimal(items.get("Amount"))
+    parsed.amount = parse_amount(items.get("Amount"))
     parsed.receipt = text_or_none(items.get("MpesaReceiptNumber"))
     parsed.phone = text_or_none(items.get("PhoneNumber"))
     parsed.transaction_date = nairobi_to_utc(items.get("TransactionDate"))
+    _fit(parsed, STK_LIMITS)
     if not parsed.checkout_request_id:
         parsed.problems.append("no CheckoutRequestID")
     if parsed.result_code is None:
@@ -133,11 +150,24 @@ def parse_result_callback(payload: object) -> ResultCallback:
         **_items(_dig(result, "ReferenceData", "ReferenceItem"), "Key"),
         **_items(_dig(result, "ResultParameters", "ResultParameter"), "Key"),
     }
+    _fit(parsed, RESULT_LIMITS)
     if parsed.result_code is None:
         parsed.problems.append("no ResultCode")
     if not (parsed.originator_conversation_id or parsed.conversation_id):
         parsed.problems.append("no OriginatorConversationID or ConversationID")
     return parsed
+
+
+def _fit(parsed, limits: dict[str, int]) -> None:
+    for name, limit in limits.items():
+        value = getattr(parsed, name)
+        if value is not None and len(value) > limit:
+            setattr(parsed, name, None)
+            parsed.problems.append(f"{name} longer than {limit} characters")
+
+
+def bounded(value: str | None, limit: int) -> str | None:
+    return value if value is None or len(value) <= limit else None
 
 
 def _dig(value: object, *keys: str) -> object:
@@ -165,8 +195,16 @@ def text_or_none(value: object) -> str | None:
     return text or None
 
 
-def _decimal(value: object) -> Decimal | None:
+MONEY_LIMIT = Decimal("1e13")  # what DECIMAL(15,2) holds
+
+
+def parse_amount(value: object) -> Decimal | None:
+    """An amount that fits the money columns exactly (2 places, under 10^13), else None: the
+    raw body keeps whatever was sent."""
     try:
-        return to_decimal(value)
+        number = to_decimal(value)
     except InvalidValue:
         return None
+    if abs(number) >= MONEY_LIMIT or number != number.quantize(Decimal("0.01")):
+        return None
+    return number

@@ -22,10 +22,11 @@ from mpesa_service.context import (
     amount_difference,
     daraja_error_fields,
     flags_of,
+    money,
     new_id,
 )
 from mpesa_service.daraja import DarajaRejected, NotSent, OutcomeUnknown
-from mpesa_service.parsing import ResultCallback, text_or_none
+from mpesa_service.parsing import ResultCallback, bounded, text_or_none
 from mpesa_service.settings import Settings
 from mpesa_service.stk import json_amount, optional_text
 from mpesa_service.storage import (
@@ -33,6 +34,7 @@ from mpesa_service.storage import (
     b2c_payments,
     b2c_payout_attempts,
     idempotency_keys,
+    payout_audit,
     utcnow,
 )
 from recon.codes import lookup
@@ -513,6 +515,18 @@ def settle_payout(conn: sa.Connection, payout, attempt, parsed: ResultCallback) 
 def _settle_paid(conn, payout, attempt, parsed: ResultCallback, current: bool) -> str:
     phone, name = parsed.receiver
     receipt = parsed.receipt
+    owner = payout_by(conn, b2c_payments.c.transaction_id, receipt) if receipt else None
+    if owner is not None and owner.id != payout.id:
+        # A genuine result replayed with another payout's ids: one receipt pays one payout.
+        add_flag(
+            conn,
+            "payout",
+            payout.id,
+            "status_conflict",
+            f"success result with receipt {receipt}, which already paid payout "
+            f"{owner.reference_id}: not applied",
+        )
+        return "conflict"
     moved = current and transition(
         conn,
         payout.id,
@@ -531,7 +545,7 @@ def _settle_paid(conn, payout, attempt, parsed: ResultCallback, current: bool) -
         return "applied"
     fresh = payout_by(conn, b2c_payments.c.id, payout.id)
     if fresh.status == "completed" and (fresh.transaction_id == receipt or receipt is None):
-        return "duplicate"
+        return _repeated_result(conn, fresh, parsed)
     add_flag(
         conn,
         "payout",
@@ -542,6 +556,24 @@ def _settle_paid(conn, payout, attempt, parsed: ResultCallback, current: bool) -
         + (f" with receipt {fresh.transaction_id}" if fresh.transaction_id else ""),
     )
     return "conflict"
+
+
+def _repeated_result(conn, payout, parsed: ResultCallback) -> str:
+    """The same success again: a duplicate, unless it tells another amount (then flagged)."""
+    if (
+        parsed.amount is not None
+        and payout.paid_amount is not None
+        and (parsed.amount != payout.paid_amount)
+    ):
+        add_flag(
+            conn,
+            "payout",
+            payout.id,
+            "amount_mismatch",
+            f"amount mismatch: a repeated result for receipt {payout.transaction_id} says "
+            f"{money(parsed.amount)}, the first said {money(payout.paid_amount)}",
+        )
+    return "duplicate"
 
 
 def set_attempt(conn, attempt, status: str, code: str | None, desc: str | None) -> None:
@@ -643,11 +675,11 @@ def store_result_callback(
             result_description=parsed.result_desc,
             result_type=parsed.result_type,
             transaction_amount=parsed.amount,
-            receiver_phone=(phone or "")[:20] or None,
+            receiver_phone=phone,
             receiver_name=name,
             reference_id=payout.reference_id
             if payout
-            else text_or_none(parsed.parameters.get("ReferenceID")),
+            else bounded(text_or_none(parsed.parameters.get("ReferenceID")), 255),
             payout_id=payout.id if payout else None,
             kind=kind,
             outcome=outcome,
@@ -685,6 +717,7 @@ def payout_detail(svc: Service, reference_id: str) -> dict:
             .order_by(b2c_payout_attempts.c.attempt_no)
         ).all()
         flags = flags_of(conn, "payout", payout.id)
+        history = audit_trail(conn, payout.id)
     return {
         **payout_row_view(payout),
         "attempts": [
@@ -700,6 +733,7 @@ def payout_detail(svc: Service, reference_id: str) -> dict:
             for a in attempts
         ],
         "flags": flags,
+        "history": history,
     }
 
 
@@ -744,3 +778,23 @@ def list_payouts(svc: Service, status: str | None, since: str | None, limit: int
 
 def _iso(moment: datetime | None) -> str | None:
     return moment.replace(tzinfo=UTC).isoformat() if moment else None
+
+
+def audit_trail(conn: sa.Connection, payout_id: str) -> list[dict]:
+    rows = conn.execute(
+        sa.select(payout_audit)
+        .where(payout_audit.c.payout_id == payout_id)
+        .order_by(payout_audit.c.created_at)
+    ).all()
+    return [
+        {
+            "actor": row.actor,
+            "action": row.action,
+            "status_before": row.status_before,
+            "status_after": row.status_after,
+            "receipt": row.receipt,
+            "note": row.note,
+            "at": row.created_at.isoformat() + "Z",
+        }
+        for row in rows
+    ]

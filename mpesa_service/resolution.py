@@ -55,7 +55,7 @@ def retryable_codes(settings: Settings) -> frozenset[str]:
     configured = settings.listing("RETRYABLE_RESULT_CODES")
     if configured:
         return frozenset(configured)
-    return default_retryable("b2c") | SAFE_TO_RETRY | not_found_codes(settings)
+    return default_retryable("b2c") | SAFE_TO_RETRY | {"not_paid"} | not_found_codes(settings)
 
 
 # --- the resolve job ------------------------------------------------------------------------

@@ -9,10 +9,13 @@ import bottle
 
 from mpesa_service import PROJECT_DIR, __version__, log
 from mpesa_service.callbacks import json_or_problem, receive_callback
-from mpesa_service.context import ApiError, Service, bearer_is_valid
+from mpesa_service.console import add_console
+from mpesa_service.context import ApiError, Service, bearer_key
 from mpesa_service.jobs import prometheus_text
+from mpesa_service.operator import requery_payout, resolve_payout
 from mpesa_service.parsing import parse_result_callback
 from mpesa_service.payouts import initiate_payout, list_payouts, payout_detail
+from mpesa_service.settings import ApiKey
 from mpesa_service.stk import initiate_stk, query_stk
 from mpesa_service.storage import database_is_reachable
 
@@ -67,9 +70,15 @@ def make_app(svc: Service) -> bottle.Bottle:
     app = bottle.Bottle()
     limit = svc.settings.integer("CALLBACK_MAX_BYTES")
 
-    def require_key():
-        if not bearer_is_valid(bottle.request.get_header("Authorization", ""), svc.keys):
+    def require(*roles: str) -> ApiKey:
+        """The caller's API key, which must have one of `roles`: 401 without a valid key, 403
+        without the role."""
+        key = bearer_key(bottle.request.get_header("Authorization", ""), svc.keys)
+        if key is None:
             raise ApiError(401, "Authorization: a valid Bearer API key is required")
+        if not key.roles & set(roles):
+            raise ApiError(403, f"API key {key.name} lacks the {' or '.join(roles)} role")
+        return key
 
     @app.get("/healthz")
     def healthz():
@@ -94,13 +103,13 @@ def make_app(svc: Service) -> bottle.Bottle:
     @app.post("/payments/mpesa/stk-initiate")
     @api
     def stk_initiate():
-        require_key()
+        require("initiate")
         return initiate_stk(svc, json_object(limit))
 
     @app.post("/payments/mpesa/stk-query")
     @api
     def stk_query():
-        require_key()
+        require("initiate", "read")
         checkout_request_id = json_object(limit).get("checkout_request_id")
         if not isinstance(checkout_request_id, str) or not checkout_request_id:
             raise ApiError(400, "checkout_request_id: required", field="checkout_request_id")
@@ -109,7 +118,7 @@ def make_app(svc: Service) -> bottle.Bottle:
     @app.post("/payouts")
     @api
     def create_payout():
-        require_key()
+        require("initiate")
         key = bottle.request.get_header("Idempotency-Key", "")
         status, answer = initiate_payout(svc, json_object(limit), key)
         return json_response(status, answer)
@@ -117,26 +126,50 @@ def make_app(svc: Service) -> bottle.Bottle:
     @app.get("/payouts/<reference_id>")
     @api
     def get_payout(reference_id):
-        require_key()
+        require("read", "operator")
         return payout_detail(svc, reference_id)
 
     @app.get("/payouts")
     @api
     def get_payouts():
-        require_key()
+        require("read", "operator")
         query = bottle.request.query
         return list_payouts(svc, query.get("status") or None, query.get("since") or None)
 
+    @app.post("/payouts/<reference_id>/resolve")
+    @api
+    def resolve(reference_id):
+        key = require("operator")
+        body = json_object(limit)
+        return resolve_payout(
+            svc,
+            reference_id,
+            outcome=str(body.get("outcome", "")),
+            actor=key.name,
+            receipt=body.get("receipt"),
+            note=str(body.get("note") or ""),
+        )
+
+    @app.post("/payouts/<reference_id>/requery")
+    @api
+    def requery(reference_id):
+        key = require("operator")
+        return requery_payout(svc, reference_id, actor=key.name)
+
     @app.post("/api.php")
     def legacy_api():
-        return legacy_api_call(svc, require_key, limit)
+        return legacy_api_call(svc, lambda: require("initiate"), limit)
 
     for kind, path in CALLBACK_PATHS.items():
-        app.post(f"{path}/<token>", callback=_callback_route(svc, kind, limit))
+        handler = _callback_route(svc, kind, limit)
+        app.post(f"{path}/<token>", callback=handler)
+        app.post(path, callback=handler)  # no token at all: refused, but journaled
 
     @app.post("/clientpaymentcallback.php")
     def legacy_callback():
         return legacy_result_callback(svc, limit)
+
+    add_console(app, svc)
 
     @app.error(404)
     @app.error(405)
@@ -171,7 +204,7 @@ CALLBACK_PATHS = {
 
 def _callback_route(svc: Service, kind: str, limit: int):
     @api
-    def handle(token):
+    def handle(token=""):
         body = _callback_body(svc, kind, limit)
         forwarded = bottle.request.get_header("X-Forwarded-For", "")
         status, answer = receive_callback(svc, kind, token, body, peer_address(), forwarded)
@@ -216,10 +249,10 @@ def legacy_result_callback(svc: Service, limit: int):
     )
 
 
-def legacy_api_call(svc: Service, require_key, limit: int):
+def legacy_api_call(svc: Service, authorize, limit: int):
     """The old api.php: action b2c_payment_initiate, answered in the old shape."""
     try:
-        require_key()
+        authorize()
         body = json_object(limit)
         if body.get("action") != "b2c_payment_initiate":
             raise ApiError(

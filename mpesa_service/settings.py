@@ -4,7 +4,7 @@ read from the environment and an optional `.env`, checked before anything starts
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from mpesa_service import PROJECT_DIR
@@ -63,8 +63,12 @@ SETTINGS = (
             "SQLAlchemy URL; production uses `mysql+pymysql://user:pass@host/db`.", PROD),
     Setting("HOST", "127.0.0.1", "Address the service listens on."),
     Setting("PORT", "8000", "Port the service listens on."),
-    Setting("API_KEYS", "", "Comma-separated bearer keys accepted by the initiation API; empty "
-            "in the simulator means `simulator-api-key`.", PROD),
+    Setting("API_KEYS", "", "Comma-separated bearer keys: `secret` (roles initiate and read) or "
+            "`name:role+role:secret` with roles `initiate`, `operator`, `read`; empty in the "
+            "simulator means `simulator-api-key` with every role.", PROD),
+    Setting("CONSOLE_SECRET", "", "Secret that signs the operator console's cookies and CSRF "
+            "tokens; empty outside production means a random one kept in `data/console_secret`.",
+            PROD),
     Setting("CALLBACK_TOKEN", "", "Secret token in every callback URL; empty outside "
             "production means a random one kept in `data/callback_token`.", PROD),
     Setting("CALLBACK_ALLOWED_IPS", "", "Comma-separated addresses/CIDRs callbacks may come "
@@ -102,8 +106,8 @@ SETTINGS = (
     Setting("STATUS_NOT_FOUND_AFTER_SECONDS", "120", "How long after sending an attempt a "
             "\"no such transaction\" answer proves it never arrived (so it may be retried)."),
     Setting("RETRYABLE_RESULT_CODES", "", "Comma-separated codes whose failure gets a new "
-            "attempt; empty means 17, 26, 500.003.02, 500.003.03, NotSent and the not-found "
-            "codes (never 1, insufficient balance)."),
+            "attempt; empty means 17, 26, 500.003.02, 500.003.03, NotSent, not_paid (an "
+            "operator's decision) and the not-found codes (never 1, insufficient balance)."),
     Setting("RETRY_DELAY_SECONDS", "60", "Wait after a failure before its new attempt."),
     Setting("RETRY_INTERVAL_SECONDS", "30", "How often the retry job runs."),
     Setting("PAYOUT_MAX_ATTEMPTS", "3", "Most attempts (first send included) for one payout."),
@@ -157,6 +161,40 @@ NUMERIC_SETTINGS = (
 )
 
 
+ROLES = ("initiate", "operator", "read")
+PLAIN_KEY_ROLES = frozenset({"initiate", "read"})
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """A bearer key with a name (what the audit trail records) and roles; the secret is never
+    shown in a repr or a log line."""
+
+    name: str
+    roles: frozenset[str]
+    secret: str = field(repr=False)
+
+
+def parse_api_keys(entries: list[str]) -> list[ApiKey]:
+    """API_KEYS entries: `secret` (roles initiate and read, named key-N) or
+    `name:role+role:secret`. ValueError names the bad entry by position, never by secret."""
+    keys = []
+    for position, entry in enumerate(entries, 1):
+        parts = entry.split(":", 2)
+        if len(parts) == 1:
+            keys.append(ApiKey(f"key-{position}", PLAIN_KEY_ROLES, parts[0]))
+            continue
+        if len(parts) != 3 or not parts[0] or not parts[2]:
+            raise ValueError(f"API_KEYS entry {position} must be `secret` or `name:roles:secret`")
+        roles = frozenset(parts[1].split("+"))
+        if not roles <= set(ROLES):
+            raise ValueError(
+                f"API_KEYS entry {position} ({parts[0]}): roles are {', '.join(ROLES)} joined by +"
+            )
+        keys.append(ApiKey(parts[0], roles, parts[2]))
+    return keys
+
+
 class SettingsError(Exception):
     """Configuration that cannot be run with; the message names every bad variable."""
 
@@ -204,6 +242,14 @@ def _read_env_file(path: Path) -> dict[str, str]:
     return {key: value for key, value in dotenv_values(path).items() if value is not None}
 
 
+def _api_key_problems(text: str) -> list[str]:
+    try:
+        parse_api_keys([entry.strip() for entry in text.split(",") if entry.strip()])
+    except ValueError as error:
+        return [str(error)]
+    return []
+
+
 def _setting_problems(values: dict[str, str], given: dict[str, str]) -> list[str]:
     """What is wrong; a required setting must be given explicitly, its default does not count."""
     environment = values["MPESA_ENVIRONMENT"]
@@ -227,6 +273,7 @@ def _setting_problems(values: dict[str, str], given: dict[str, str]) -> list[str
             "RESOLVE_SCHEDULE_SECONDS must be comma-separated whole seconds, "
             f"not {values['RESOLVE_SCHEDULE_SECONDS']!r}"
         )
+    problems += _api_key_problems(values["API_KEYS"])
     for name in NUMERIC_SETTINGS:
         if not values[name].isdigit():
             problems.append(f"{name} must be a whole number, not {values[name]!r}")

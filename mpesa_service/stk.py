@@ -217,6 +217,15 @@ def settle_stk(
 
 
 def _settle_stk_paid(conn, payment, desc, amount, receipt, completed_at) -> str:
+    if receipt and _receipt_owner(conn, receipt, payment.id):
+        add_flag(
+            conn,
+            "payment",
+            payment.id,
+            "status_conflict",
+            f"paid with receipt {receipt}, which already paid another payment: not applied",
+        )
+        return "conflict"
     mismatch = amount is not None and amount != payment.amount
     values = {
         "result_code": "0",
@@ -249,6 +258,15 @@ def _settle_stk_paid(conn, payment, desc, amount, receipt, completed_at) -> str:
         f"paid (receipt {receipt}) but the payment is already {payment.status}",
     )
     return "conflict"
+
+
+def _receipt_owner(conn, receipt: str, payment_id: str) -> str | None:
+    """The other payment this receipt already paid, if any."""
+    return conn.execute(
+        sa.select(payments.c.id)
+        .where(payments.c.mpesa_receipt == receipt, payments.c.id != payment_id)
+        .limit(1)
+    ).scalar()
 
 
 def _fill_stk_receipt(conn, payment, values, mismatch, amount) -> str:

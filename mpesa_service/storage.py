@@ -231,6 +231,21 @@ payment_flags = sa.Table(
     sa.Index("ix_payment_flags_notified_at", "notified_at"),
 )
 
+payout_audit = sa.Table(
+    "payout_audit",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("payout_id", ID, nullable=False),
+    sa.Column("actor", sa.String(100), nullable=False),
+    sa.Column("action", sa.String(30), nullable=False),
+    sa.Column("status_before", sa.String(50)),
+    sa.Column("status_after", sa.String(50)),
+    sa.Column("receipt", sa.String(255)),
+    sa.Column("note", sa.Text),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Index("ix_payout_audit_payout_id", "payout_id"),
+)
+
 account_balances = sa.Table(
     "account_balances",
     metadata,

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from recon.codes import meaning
-from recon.frames import Frames, per_unique
+from recon.frames import Frames, flags_per_unique
 from recon.money import decimal_from_cents, format_cents
 
 FINDING_COLUMNS = [
@@ -41,7 +41,8 @@ FINDING_COLUMNS = [
 ]
 COMPLETED_STATUSES = frozenset({"completed", "success", "successful", "paid"})
 FAILED_STATUSES = frozenset({"failed"})
-OPEN_STATUSES = frozenset({"pending", "unknown"})
+# `submitting` too: a payout left mid-send (the process died) is as open as one awaiting its result.
+OPEN_STATUSES = frozenset({"submitting", "pending", "unknown"})
 INTERNAL_TRANSFER = r"settlement|transfer of funds|funds transfer"
 DIRECTIONS = ("withdrawn", "paid in")
 
@@ -96,53 +97,120 @@ class Findings:
 
 
 # -- shared derivations -------------------------------------------------------------------------
+#
+# Matching hashes each key column once (FirstRows) and then works with integer row positions:
+# hashing a million strings costs what all the integer work after it costs together.
+
+
+@dataclass(frozen=True)
+class FirstRows:
+    """Where each distinct value of a key column first occurs: hashed once, probed many times."""
+
+    keys: pd.Index  # the distinct non-missing values, in order of first occurrence
+    rows: np.ndarray  # the position of each one's first occurrence in the column
+
+    @classmethod
+    def of(cls, column: pd.Series) -> FirstRows:
+        present = column.notna().to_numpy()
+        keys, rows = pd.Index(column[present]), np.flatnonzero(present)
+        if not keys.is_unique:  # the hash table built here serves every later lookup
+            first = ~keys.duplicated()
+            keys, rows = keys[first], rows[first]
+        return cls(keys, rows)
+
+    def find(self, values: pd.Series | np.ndarray) -> np.ndarray:
+        """The first position holding each value; -1 where absent or missing."""
+        found = self.keys.get_indexer(values)
+        if not len(self.rows):
+            return found
+        return np.where(found >= 0, self.rows[found], -1)
+
+
+def payout_rows(frames: Frames) -> np.ndarray:
+    """For each payout, the first payout row with its id (-1 when it has none): the row a
+    result matched to that id points at."""
+    if "payout_rows" in frames.cache:
+        return frames.cache["payout_rows"]
+    ids = frames.payouts["id"]
+    first = FirstRows.of(ids)
+    rows = np.full(len(ids), -1, dtype=np.int64)
+    rows[first.rows] = first.rows
+    repeated = np.flatnonzero((rows < 0) & ids.notna().to_numpy())
+    rows[repeated] = first.find(ids.to_numpy()[repeated])
+    frames.cache["payout_rows"] = rows
+    frames.cache["payout_ids"] = first
+    return rows
 
 
 def matched_results(frames: Frames) -> pd.DataFrame:
-    """Results with `payout_ref` (the matched payout's id, or missing), `matched_by`, whether
-    the result is a success, and the matched payout's amount, status, phone and receipt."""
+    """Results with `payout_ref` (the matched payout's id, or missing), `matched_by`,
+    `payout_pos` (the matched payout's first row, -1 for none), whether the result is a
+    success, and the matched payout's amount, status, phone and receipt."""
     if "matched_results" in frames.cache:
         return frames.cache["matched_results"]
-    results = frames.results.copy()
+    results = frames.results.copy(deep=False)  # copy-on-write: the new columns stay here
     results["is_success"] = (results["result_code"] == "0") & (results["kind"] != "timeout")
-    results["payout_ref"] = pd.Series(pd.NA, index=results.index, dtype="str")
-    results["matched_by"] = pd.Series(pd.NA, index=results.index, dtype="str")
+    payout_ref = np.full(len(results), np.nan, dtype=object)
+    matched_by = payout_ref.copy()
+    position = np.full(len(results), -1, dtype=np.int64)
+    unmatched = np.ones(len(results), dtype=bool)
     for key, pairs, usable in _match_keys(frames, results):
-        todo = results["payout_ref"].isna() & results[key].notna() & usable
-        if not todo.any():
+        todo = np.flatnonzero(unmatched & results[key].notna().to_numpy() & usable)
+        if not len(todo):
             continue
-        found = lookup_values(results.loc[todo, key], _lookup(pairs(), key))
-        hit = found.dropna()
-        results.loc[hit.index, "payout_ref"] = hit
-        results.loc[hit.index, "matched_by"] = key
-    payouts = frames.payouts.drop_duplicates("id")
-    position = pd.Index(payouts["id"]).get_indexer(results["payout_ref"])
+        keys, payout_ids, payout_positions = pairs()
+        pair = FirstRows.of(keys).find(results[key].to_numpy()[todo])
+        hit = pair >= 0
+        hit[hit] = pd.notna(payout_ids[pair[hit]])  # a pair without a payout id matches nothing
+        todo, pair = todo[hit], pair[hit]
+        payout_ref[todo] = payout_ids[pair]
+        matched_by[todo] = key
+        position[todo] = payout_positions[pair]
+        unmatched[todo] = False
+    results["payout_ref"] = pd.Series(payout_ref, index=results.index, dtype="str")
+    results["matched_by"] = pd.Series(matched_by, index=results.index, dtype="str")
     results["payout_pos"] = position
     for column in ("amount_cents", "status", "phone", "transaction_id", "initiated_at"):
-        taken = payouts[column].array.take(position, allow_fill=True)
+        taken = frames.payouts[column].array.take(position, allow_fill=True)
         results[f"payout_{column}"] = pd.Series(taken, index=results.index)
     frames.cache["matched_results"] = results
     return results
 
 
 def _match_keys(frames: Frames, results: pd.DataFrame):
-    """(key, a function building its key -> payout_id pairs, which results may use it) in
-    matching order; the pairs are built only when some result still needs the key."""
+    """(key, a function building its pairs, which results may use it) in matching order. The
+    pairs are three aligned columns: key value, payout id and that payout's first row. They are
+    built only when some result still needs the key."""
     payouts, attempts = frames.payouts, frames.attempts
-    everywhere = pd.Series(True, index=results.index)
-
-    def with_attempts(key):
-        own = payouts[[key, "id"]].rename(columns={"id": "payout_id"})
-        return lambda: pd.concat([own, attempts[[key, "payout_id"]]]) if len(attempts) else own
+    everywhere = np.ones(len(results), dtype=bool)
 
     def own(key):
-        return lambda: payouts[[key, "id"]].rename(columns={"id": "payout_id"})
+        return lambda: (payouts[key], payouts["id"].to_numpy(), payout_rows(frames))
+
+    def with_attempts(key):
+        if not len(attempts):
+            return own(key)
+
+        def pairs():
+            attempt_rows = _payout_ids(frames).find(attempts["payout_id"].to_numpy())
+            return (
+                pd.concat([payouts[key], attempts[key]], ignore_index=True),
+                np.concatenate([payouts["id"].to_numpy(), attempts["payout_id"].to_numpy()]),
+                np.concatenate([payout_rows(frames), attempt_rows]),
+            )
+
+        return pairs
 
     yield "ocid", with_attempts("ocid"), everywhere
     yield "conversation_id", with_attempts("conversation_id"), everywhere
-    yield "transaction_id", own("transaction_id"), results["is_success"]
+    yield "transaction_id", own("transaction_id"), results["is_success"].to_numpy()
     yield "reference_id", own("reference_id"), everywhere
-    yield "payout_id", lambda: payouts[["id"]].assign(payout_id=payouts["id"]), everywhere
+    yield "payout_id", own("id"), everywhere
+
+
+def _payout_ids(frames: Frames) -> FirstRows:
+    payout_rows(frames)
+    return frames.cache["payout_ids"]
 
 
 def lookup_values(keys: pd.Series, mapping: pd.Series) -> pd.Series:
@@ -152,14 +220,22 @@ def lookup_values(keys: pd.Series, mapping: pd.Series) -> pd.Series:
     return pd.Series(values, index=keys.index, dtype=mapping.dtype)
 
 
-def _lookup(pairs: pd.DataFrame, key: str) -> pd.Series:
-    """key -> payout_id, the first pair winning when a key repeats."""
-    pairs = pairs[pairs[key].notna()]
-    keys = pd.Index(pairs[key])
-    if not keys.is_unique:  # the hash table built here is reused by the lookup
-        pairs = pairs.drop_duplicates(key)
-        keys = pd.Index(pairs[key])
-    return pd.Series(pairs["payout_id"].to_numpy(), index=keys, dtype=pairs["payout_id"].dtype)
+def pointing_at(positions: np.ndarray, targets: np.ndarray, size: int) -> np.ndarray:
+    """Whether each of `positions` (rows of a `size`-row frame, -1 for none) is one of
+    `targets`; -1 never is."""
+    hit = np.zeros(size + 1, dtype=bool)  # the extra last slot is the one -1 points at
+    hit[targets[targets >= 0]] = True
+    return hit[positions]
+
+
+def payouts_at(frames: Frames, targets: np.ndarray) -> np.ndarray:
+    """Per payout: whether its first row (the one results point at) is one of `targets`."""
+    return pointing_at(payout_rows(frames), targets, len(frames.payouts))
+
+
+def _answers(results: pd.DataFrame) -> np.ndarray:
+    """Matched results that answer their payout (not timeouts)."""
+    return (results["payout_ref"].notna() & (results["kind"] != "timeout")).to_numpy()
 
 
 def payout_receipts(frames: Frames) -> pd.DataFrame:
@@ -167,11 +243,14 @@ def payout_receipts(frames: Frames) -> pd.DataFrame:
     result's), amount and completion time."""
     if "payout_receipts" in frames.cache:
         return frames.cache["payout_receipts"]
-    payouts = frames.payouts[frames.payouts["status"].isin(COMPLETED_STATUSES)]
-    results = matched_results(frames)
-    success = results[results["is_success"] & results["payout_ref"].notna()]
-    result_receipt = success.drop_duplicates("payout_ref").set_index("payout_ref")["transaction_id"]
-    receipts = payouts["transaction_id"].fillna(lookup_values(payouts["id"], result_receipt))
+    completed = frames.payouts["status"].isin(COMPLETED_STATUSES).to_numpy()
+    columns = ["id", "transaction_id", "amount_cents", "phone", "completed_at", "initiated_at"]
+    payouts = frames.payouts.loc[completed, columns]
+    receipts = payouts["transaction_id"]
+    without = receipts.isna().to_numpy()
+    if without.any():
+        rows = np.flatnonzero(completed)[without]
+        receipts = receipts.fillna(_result_receipts(frames, rows, payouts.index[without]))
     frame = pd.DataFrame(
         {
             "id": payouts["id"],
@@ -183,6 +262,17 @@ def payout_receipts(frames: Frames) -> pd.DataFrame:
     )
     frames.cache["payout_receipts"] = frame
     return frame
+
+
+def _result_receipts(frames: Frames, rows: np.ndarray, index: pd.Index) -> pd.Series:
+    """The receipt of the first successful result matched to each payout row in `rows`."""
+    results = matched_results(frames)
+    wanted = payout_rows(frames)[rows]
+    answer_to = results["payout_pos"].to_numpy()
+    useful = results["is_success"].to_numpy() & pointing_at(answer_to, wanted, len(frames.payouts))
+    first = results.loc[useful, ["payout_pos", "transaction_id"]].drop_duplicates("payout_pos")
+    receipt = first.set_index("payout_pos")["transaction_id"]
+    return lookup_values(pd.Series(wanted, index=index), receipt)
 
 
 def collection_receipts(frames: Frames) -> pd.DataFrame:
@@ -203,34 +293,43 @@ def collection_receipts(frames: Frames) -> pd.DataFrame:
 
 def statement_payments(frames: Frames) -> pd.DataFrame:
     """Statement rows that are payouts (`withdrawn_cents` > 0) or collections (`paid_in_cents`
-    > 0): not charges, not internal transfers, not failed, one row per receipt and direction."""
+    > 0): not charges, not internal transfers, not failed, one row per receipt and direction
+    (the first), the payouts first."""
     if "statement_payments" in frames.cache:
         return frames.cache["statement_payments"]
     entries = frames.statement.entries
+    usable = _usable_entries(entries)
+    paid_in = (entries["paid_in_cents"].fillna(0) > 0).to_numpy()
+    picked, receipts = [], {}
+    for direction, side in zip(DIRECTIONS, (~paid_in, paid_in), strict=True):
+        candidates = np.flatnonzero(usable & side)
+        receipts[direction] = FirstRows.of(entries["receipt"].iloc[candidates])
+        picked.append(candidates[receipts[direction].rows])
+    rows = entries.iloc[np.concatenate(picked)]
+    payouts_first = np.repeat(DIRECTIONS, [len(part) for part in picked])
+    rows["direction"] = pd.Series(payouts_first, index=rows.index, dtype="str")
+    rows["amount_cents"] = rows["withdrawn_cents"].where(
+        rows["direction"] == "withdrawn", rows["paid_in_cents"]
+    )
+    frames.cache["statement_payments"] = rows
+    frames.cache["statement_receipts"] = receipts
+    return rows
+
+
+def _usable_entries(entries: pd.DataFrame) -> np.ndarray:
+    """Entries with a receipt that are not charges, internal transfers or failed."""
 
     def internal(texts: pd.Series) -> pd.Series:
         return texts.str.contains(INTERNAL_TRANSFER, case=False, regex=True)
 
-    transfer = per_unique(entries["reason_type"], internal).fillna(False).astype(bool)
-    transfer |= per_unique(entries["details"], internal).fillna(False).astype(bool)
-    status = per_unique(entries["transaction_status"], lambda texts: texts.str.lower())
-    usable = (
-        entries["receipt"].notna()
-        & ~entries["is_charge"]
-        & ~transfer
-        & status.fillna("completed").eq("completed")
-    )
-    rows = entries[usable].copy()
-    rows["direction"] = "withdrawn"
-    rows.loc[rows["paid_in_cents"].fillna(0) > 0, "direction"] = "paid in"
-    rows["amount_cents"] = rows["withdrawn_cents"].where(
-        rows["direction"] == "withdrawn", rows["paid_in_cents"]
-    )
-    rows = pd.concat(
-        [rows[rows["direction"] == side].drop_duplicates("receipt") for side in DIRECTIONS]
-    )
-    frames.cache["statement_payments"] = rows
-    return rows
+    def completed(texts: pd.Series) -> pd.Series:
+        return texts.str.lower() == "completed"
+
+    transfer = flags_per_unique(entries["reason_type"], internal)
+    transfer |= flags_per_unique(entries["details"], internal)
+    status_ok = flags_per_unique(entries["transaction_status"], completed, missing=True)
+    has_receipt = entries["receipt"].notna().to_numpy()
+    return has_receipt & ~entries["is_charge"].to_numpy() & ~transfer & status_ok
 
 
 def statement_matches(frames: Frames) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -240,7 +339,8 @@ def statement_matches(frames: Frames) -> tuple[pd.DataFrame, pd.DataFrame]:
     per direction serves the three statement checks."""
     if "statement_matches" in frames.cache:
         return frames.cache["statement_matches"]
-    statement = statement_payments(frames).copy()
+    statement = statement_payments(frames).copy(deep=False)
+    receipts = frames.cache["statement_receipts"]
     ours = pd.concat(
         [
             payout_receipts(frames).assign(kind="payout", direction="withdrawn"),
@@ -248,17 +348,20 @@ def statement_matches(frames: Frames) -> tuple[pd.DataFrame, pd.DataFrame]:
         ],
         ignore_index=True,
     )
-    ours["statement_cents"] = pd.array([pd.NA] * len(ours), dtype="Int64")
-    statement["recorded"] = False
+    cents = np.zeros(len(ours), dtype=np.int64)
+    absent = np.ones(len(ours), dtype=bool)
+    recorded = np.zeros(len(statement), dtype=bool)
     for direction in DIRECTIONS:
-        side = statement[statement["direction"] == direction]
-        mine = ours["direction"] == direction
-        position = pd.Index(side["receipt"]).get_indexer(ours.loc[mine, "receipt"])
-        taken = side["amount_cents"].astype("Int64").array.take(position, allow_fill=True)
-        ours.loc[mine, "statement_cents"] = taken
-        recorded = np.zeros(len(side), dtype=bool)
-        recorded[position[position >= 0]] = True
-        statement.loc[side.index, "recorded"] = recorded
+        side = np.flatnonzero((statement["direction"] == direction).to_numpy())
+        mine = (ours["direction"] == direction).to_numpy()
+        position = receipts[direction].keys.get_indexer(ours["receipt"].to_numpy()[mine])
+        found = position >= 0
+        amounts = statement["amount_cents"].array[side].take(position, allow_fill=True)
+        cents[mine] = amounts.to_numpy(dtype=np.int64, na_value=0)
+        absent[mine] = amounts.isna()
+        recorded[side[position[found]]] = True
+    ours["statement_cents"] = pd.arrays.IntegerArray(cents, absent)
+    statement["recorded"] = recorded
     frames.cache["statement_matches"] = (ours, statement)
     return ours, statement
 
@@ -293,12 +396,18 @@ def make_findings(
     def column(values):
         if values is None:
             return [None] * len(rows)
-        return [None if pd.isna(value) else value for value in values]
+        missing = pd.isna(values).tolist()
+        if isinstance(values.dtype, pd.StringDtype):  # the same str objects, without a
+            values = values.to_numpy()  # Python call per element
+        return [None if absent else value for value, absent in zip(values, missing, strict=True)]
 
     def amounts(values):
         return [decimal_from_cents(value) for value in column(values)]
 
-    times = pd.Series(column(occurred_at), dtype="datetime64[us]", index=rows.index)
+    if occurred_at is None:
+        times = pd.Series(pd.NaT, dtype="datetime64[us]", index=rows.index)
+    else:
+        times = pd.Series(occurred_at.to_numpy(), index=rows.index).astype("datetime64[us]")
     age = ((options.now - times).dt.total_seconds() / 3600).round(1)
     return pd.DataFrame(
         {
@@ -339,14 +448,9 @@ def _code_meaning(code: object) -> str:
 def check_amount_mismatch(frames: Frames, *, options: Options) -> pd.DataFrame:
     """Successful B2C results whose amount differs from their payout's amount."""
     results = matched_results(frames)
-    comparable = (
-        results["is_success"]
-        & results["amount_cents"].notna()
-        & results["payout_amount_cents"].notna()
-    )
-    rows = results[comparable]
-    gap = (rows["amount_cents"] - rows["payout_amount_cents"]).abs()
-    rows = rows[gap > options.amount_tolerance_cents]
+    gap = (results["amount_cents"] - results["payout_amount_cents"]).abs()
+    differs = results["is_success"] & (gap > options.amount_tolerance_cents).fillna(False)
+    rows = results[differs.to_numpy()]
     reasons = [
         f"amount mismatch: requested {format_cents(want)} != paid {format_cents(got)} "
         f"({difference(want, got)})"
@@ -399,16 +503,20 @@ def check_orphan_callback(frames: Frames, *, options: Options) -> pd.DataFrame:
 def check_failed_result(frames: Frames, *, options: Options) -> pd.DataFrame:
     """Payouts whose latest result (or, with none, whose legacy reason_code) is not 0."""
     results = matched_results(frames)
-    answers = results[results["payout_ref"].notna() & (results["kind"] != "timeout")]
-    failing = answers.loc[~answers["is_success"] & answers["result_code"].notna(), "payout_ref"]
+    answers = _answers(results)
+    answer_to = results["payout_pos"].to_numpy()
+    failing = (
+        answers & ~results["is_success"].to_numpy() & results["result_code"].notna().to_numpy()
+    )
     # Only payouts with a failed answer can have a failed latest answer: sort those few.
-    latest = answers[answers["payout_ref"].isin(failing.unique())]
+    failed_once = pointing_at(answer_to, answer_to[failing], len(frames.payouts))
+    latest = results[answers & failed_once]
     latest = latest.sort_values("received_at", kind="stable", na_position="first")
     latest = latest.drop_duplicates("payout_ref", keep="last").set_index("payout_ref")
     latest = latest[~latest["is_success"]]
     payouts = frames.payouts
-    answered = payouts["id"].isin(answers["payout_ref"])
-    by_answer = payouts[payouts["id"].isin(latest.index)]
+    answered = payouts_at(frames, answer_to[answers])
+    by_answer = payouts[payouts_at(frames, latest["payout_pos"].to_numpy())]
     by_reason = payouts[
         ~answered & payouts["reason_code"].notna() & (payouts["reason_code"] != "0")
     ]
@@ -435,7 +543,7 @@ def check_failed_result(frames: Frames, *, options: Options) -> pd.DataFrame:
 
 
 def check_stale_pending(frames: Frames, *, options: Options) -> pd.DataFrame:
-    """Payouts still pending or unknown `stale_after_minutes` after they were initiated."""
+    """Payouts still submitting, pending or unknown `stale_after_minutes` after initiation."""
     payouts = frames.payouts
     limit = pd.Timedelta(minutes=options.stale_after_minutes)
     age = options.now - payouts["initiated_at"]
@@ -464,8 +572,10 @@ def check_stale_pending(frames: Frames, *, options: Options) -> pd.DataFrame:
 def check_duplicate_callback(frames: Frames, *, options: Options) -> pd.DataFrame:
     """Payouts with more than one result for the same attempt (legacy rows: the same payout)."""
     results = matched_results(frames)
-    answers = results[results["payout_ref"].notna() & (results["kind"] == "result")]
-    answers = answers[answers["payout_pos"].duplicated(keep=False)]  # ints: cheap first cut
+    candidates = np.flatnonzero(results["payout_ref"].notna() & (results["kind"] == "result"))
+    answer_to = pd.Series(results["payout_pos"].to_numpy()[candidates])
+    repeated = answer_to.duplicated(keep=False).to_numpy()  # ints: a cheap first cut
+    answers = results.iloc[candidates[repeated]]
     answers = answers.assign(attempt=answers["ocid"].fillna(""))
     repeated = answers[answers.duplicated(["payout_ref", "attempt"], keep=False)]
     counted = (
@@ -505,20 +615,24 @@ def check_status_conflict(frames: Frames, *, options: Options) -> pd.DataFrame:
     """Payouts whose final status contradicts their results: marked failed although a result
     says paid, or marked completed although every result failed."""
     results = matched_results(frames)
-    answers = results[results["payout_ref"].notna() & (results["kind"] != "timeout")]
-    failed = answers["payout_status"].isin(FAILED_STATUSES)
-    completed = answers["payout_status"].isin(COMPLETED_STATUSES)
-    paid_refs = answers.loc[answers["is_success"] & failed, "payout_ref"].unique()
-    doubtful = answers.loc[~answers["is_success"] & completed, "payout_ref"].unique()
-    evidence = answers[answers["payout_ref"].isin(np.concatenate([paid_refs, doubtful]))]
+    answers = _answers(results)
+    success = results["is_success"].to_numpy()
+    paid = answers & success & results["payout_status"].isin(FAILED_STATUSES).to_numpy()
+    unpaid = answers & ~success & results["payout_status"].isin(COMPLETED_STATUSES).to_numpy()
+    answer_to = results["payout_pos"].to_numpy()
+    in_doubt = pointing_at(answer_to, answer_to[paid | unpaid], len(frames.payouts))
+    evidence = results[answers & in_doubt]
     proof = evidence.groupby("payout_ref").agg(
-        paid=("is_success", "any"), last_at=("received_at", "max")
+        paid=("is_success", "any"), last_at=("received_at", "max"), row=("payout_pos", "first")
     )
     success = evidence[evidence["is_success"]].drop_duplicates("payout_ref")
     proof["receipt"] = success.set_index("payout_ref")["transaction_id"]
-    unpaid = proof.index[~proof["paid"]].intersection(pd.Index(doubtful))
-    rows = frames.payouts[frames.payouts["id"].isin(np.concatenate([paid_refs, unpaid]))]
-    proof = proof.reindex(rows["id"]).set_index(rows.index)
+    doubtful = results.loc[unpaid, "payout_ref"].unique()
+    conflicting = proof.index.isin(results.loc[paid, "payout_ref"].unique()) | (
+        ~proof["paid"] & proof.index.isin(doubtful)
+    )
+    rows = frames.payouts[payouts_at(frames, proof.loc[conflicting, "row"].to_numpy())]
+    proof = proof.drop(columns="row").reindex(rows["id"]).set_index(rows.index)
     reasons = [
         f"status conflict: expected {'completed' if paid else 'failed'} (results say "
         f"{'paid' if paid else 'not paid'}) != recorded {status} "
@@ -542,8 +656,10 @@ def check_status_conflict(frames: Frames, *, options: Options) -> pd.DataFrame:
 
 def check_possible_double_payout(frames: Frames, *, options: Options) -> pd.DataFrame:
     """Completed payouts of the same amount to the same user or phone within the window."""
-    payouts = frames.payouts[frames.payouts["status"].isin(COMPLETED_STATUSES)]
-    payouts = payouts.assign(when=payouts["completed_at"].fillna(payouts["initiated_at"]))
+    completed = frames.payouts["status"].isin(COMPLETED_STATUSES).to_numpy()
+    payouts = frames.payouts.loc[completed, ["id", "user_id", "phone", "amount_cents"]]
+    payouts["transaction_id"] = frames.payouts["transaction_id"]
+    payouts["when"] = frames.payouts["completed_at"].fillna(frames.payouts["initiated_at"])
     window = pd.Timedelta(hours=options.double_payout_window_hours)
     pairs = pd.concat([_repeats(payouts, key, window) for key in ("user_id", "phone")])
     pairs = pairs.drop_duplicates("id")
@@ -573,8 +689,10 @@ def check_possible_double_payout(frames: Frames, *, options: Options) -> pd.Data
 
 def _repeats(payouts: pd.DataFrame, key: str, window: pd.Timedelta) -> pd.DataFrame:
     """Each payout that follows another of the same key and amount within `window`."""
-    keyed = payouts[payouts[key].notna() & payouts["amount_cents"].notna()]
-    keyed = keyed[keyed.duplicated([key, "amount_cents"], keep=False)]  # hash first, sort few
+    # Hash first, sort the few: the key alone (cheap) is a first cut for key and amount.
+    candidates = payouts[key].duplicated(keep=False) & payouts["amount_cents"].notna()
+    keyed = payouts[candidates.to_numpy() & payouts[key].notna().to_numpy()]
+    keyed = keyed[keyed.duplicated([key, "amount_cents"], keep=False)]
     keyed = keyed.sort_values([key, "amount_cents", "when"], kind="stable")
     same = (keyed[key] == keyed[key].shift()) & (
         keyed["amount_cents"] == keyed["amount_cents"].shift()
@@ -628,7 +746,7 @@ def check_missing_from_statement(frames: Frames, *, options: Options) -> pd.Data
         return empty_findings()
     ours, _ = statement_matches(frames)
     in_period = ours["occurred_at"].between(start, end)
-    rows = ours[in_period & ours["statement_cents"].isna()]
+    rows = ours[(in_period & ours["statement_cents"].isna()).to_numpy()]
     reasons = [
         f"missing from statement: expected receipt {receipt if isinstance(receipt, str) else '-'} "
         f"({direction} {format_cents(amount)}) in the statement != not found "
@@ -697,11 +815,9 @@ def check_statement_amount_mismatch(frames: Frames, *, options: Options) -> pd.D
     if frames.statement is None:
         return empty_findings()
     ours, _ = statement_matches(frames)
-    both = ours[ours["statement_cents"].notna() & ours["amount_cents"].notna()]
-    gap = (both["statement_cents"] - both["amount_cents"]).abs()
-    rows = both[gap > options.amount_tolerance_cents].rename(
-        columns={"statement_cents": "amount_cents_statement"}
-    )
+    gap = (ours["statement_cents"] - ours["amount_cents"]).abs()
+    differs = (gap > options.amount_tolerance_cents).fillna(False).to_numpy()
+    rows = ours[differs].rename(columns={"statement_cents": "amount_cents_statement"})
     reasons = [
         f"statement amount mismatch: recorded {format_cents(ours_cents)} != statement "
         f"{format_cents(theirs)} ({difference(ours_cents, theirs)})"
@@ -780,11 +896,12 @@ def match_rates(frames: Frames) -> dict[str, tuple[int, int]]:
     """(matched, total) for results -> payouts, payouts -> results and, with a statement,
     statement entries -> our records."""
     results = matched_results(frames)
-    matched = results["payout_ref"].notna()
-    answered = np.unique(results.loc[matched, "payout_pos"].to_numpy())
+    matched = results["payout_ref"].notna().to_numpy()
+    answer_to = results["payout_pos"].to_numpy()[matched]
+    answered = len(pd.unique(answer_to[answer_to >= 0]))
     rates = {
         "results matched to a payout": (int(matched.sum()), len(results)),
-        "payouts with a result": (int((answered >= 0).sum()), len(frames.payouts)),
+        "payouts with a result": (answered, len(frames.payouts)),
     }
     if frames.statement is not None:
         _, entries = statement_matches(frames)

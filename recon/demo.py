@@ -851,6 +851,8 @@ def check_database(database_url: str) -> None:
             }
     except sa.exc.SQLAlchemyError as error:
         raise DemoError(f"cannot open {shown}: {type(error).__name__}") from None
+    except ModuleNotFoundError as error:
+        raise DemoError(f"cannot open {shown}: missing driver {error.name}") from None
     finally:
         engine.dispose()
     if any(used.values()):

@@ -183,14 +183,9 @@ def text_series(values: pd.Series) -> pd.Series:
     return text.where(text != "")
 
 
-def per_unique(values: pd.Series, function) -> pd.Series:
-    """`function` (Series -> Series) applied once per distinct value and spread back: statement
-    columns such as Details or Reason Type repeat a handful of strings a million times, and
-    pandas' string methods are a Python call per element without pyarrow."""
-    codes, uniques = pd.factorize(values, use_na_sentinel=True)
-    mapped = function(pd.Series(uniques, dtype=object)).to_numpy(dtype=object)
-    spread = np.empty(len(values), dtype=object)
-    known = codes >= 0
-    spread[known] = mapped[codes[known]]
-    spread[~known] = None
-    return pd.Series(spread, index=values.index)
+def flags_per_unique(values: pd.Series, predicate, *, missing: bool = False) -> np.ndarray:
+    """`predicate` (Series of str -> Series of bool) evaluated once per distinct value and
+    spread back as a boolean array; missing values get `missing`."""
+    codes, uniques = pd.factorize(values.to_numpy(), use_na_sentinel=True)
+    flags = predicate(pd.Series(uniques, dtype=object)).to_numpy(dtype=bool)
+    return np.append(flags, missing)[codes]  # code -1 (missing) picks the appended flag

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from recon.frames import per_unique
+from recon.frames import flags_per_unique
 from recon.money import cents_from_value, format_cents
 from recon.rules import NAIROBI
 
@@ -78,6 +78,8 @@ HEADER_TEXTS = {
     "account": "account",
 }
 EXCEL_EPOCH = pd.Timestamp("1899-12-30")
+TIME_CELL_BYTES = 40  # wider than any time text we accept; a wider cell is read again as text
+DMY_DIGITS = [0, 1, 3, 4, 6, 7, 8, 9, 11, 12, 14, 15, 17, 18]  # in 'DD-MM-YYYY HH:MM:SS'
 
 
 class StatementError(Exception):
@@ -165,24 +167,35 @@ def _read_csv(path: Path) -> tuple[list[list], pd.DataFrame]:
         first_rows = list(islice(csv.reader(handle), HEADER_SEARCH_ROWS))
     header_index = _header_index(path, first_rows)
     names = first_rows[header_index]
+    fields = {name: SOURCE_COLUMNS.get(_normal_label(name), "") for name in names}
     # Amount columns are parsed by the C reader (thousands separators included); a column
-    # with currency letters or other noise stays text and amount_cents cleans it.
-    numeric = [
-        name for name in names if SOURCE_COLUMNS.get(_normal_label(name), "").endswith("_cents")
-    ]
-    body = pd.read_csv(
-        path,
-        skiprows=header_index,
-        header=0,
-        dtype={name: object for name in names if name not in numeric},
-        thousands=",",
-        keep_default_na=False,
-        na_values=[""],
-        skipinitialspace=True,
-        skip_blank_lines=False,
-        encoding=encoding,
-    )
+    # with currency letters or other noise stays text and amount_cents cleans it. Time
+    # columns come as UTF-8 bytes (blank: b""): creating a million distinct str objects
+    # costs more than parsing the times.
+    dtypes = {name: object for name, field_name in fields.items() if field_name[-6:] != "_cents"}
+    times = [name for name, field_name in fields.items() if field_name.endswith("_at")]
+    dtypes |= {name: f"S{TIME_CELL_BYTES}" for name in times}
+    options = {
+        "skiprows": header_index,
+        "header": 0,
+        "thousands": ",",
+        "keep_default_na": False,
+        "na_values": [""],
+        "skipinitialspace": True,
+        "skip_blank_lines": False,
+        "encoding": encoding,
+    }
+    body = pd.read_csv(path, dtype=dtypes, **options)
+    for name in times:
+        if name in body.columns and _may_be_cut(body[name]):
+            body[name] = pd.read_csv(path, usecols=[name], dtype=object, **options)[name]
     return first_rows[:header_index], body
+
+
+def _may_be_cut(cells: pd.Series) -> bool:
+    """Whether a bytes cell fills its width, so the reader may have cut it short."""
+    raw = cells.to_numpy()
+    return bool(raw.size) and bool(raw.view(np.uint8)[raw.itemsize - 1 :: raw.itemsize].any())
 
 
 def _csv_encoding(path: Path) -> str:
@@ -297,8 +310,9 @@ def _read_period(header: StatementHeader, text: str) -> None:
 
 def _entries(body: pd.DataFrame, first_line: int) -> tuple[pd.DataFrame, list[Problem]]:
     body = body.reset_index(drop=True)
-    meaningful = body.notna().any(axis=1).to_numpy()
-    body = body[meaningful]
+    meaningful = _meaningful_rows(body)
+    if not meaningful.all():
+        body = body[meaningful]
     lines = pd.Series(np.flatnonzero(meaningful) + first_line, index=body.index)
     problems: list[Problem] = []
     entries = pd.DataFrame(index=body.index)
@@ -322,16 +336,55 @@ def _entries(body: pd.DataFrame, first_line: int) -> tuple[pd.DataFrame, list[Pr
     return entries.reset_index(drop=True), problems
 
 
+def _meaningful_rows(body: pd.DataFrame) -> np.ndarray:
+    """Rows with at least one cell filled. Each column is looked at only where the columns
+    before it are all empty: nearly every row has a receipt, so that is one pass, not 13."""
+    meaningful = _filled(body.iloc[:, 0]).copy()
+    for name in body.columns[1:]:
+        empty = np.flatnonzero(~meaningful)
+        if not len(empty):
+            break
+        meaningful[empty] = _filled(body[name].iloc[empty])
+    return meaningful
+
+
+def _filled(values: pd.Series) -> np.ndarray:
+    """Cells with a value; the CSV reader's time bytes are b"" when blank, not missing."""
+    if values.dtype.kind == "S":
+        return values.to_numpy() != b""
+    return values.notna().to_numpy()
+
+
 def _convert_column(name: str, values: pd.Series, lines: pd.Series, problems: list[Problem]):
     if name.endswith("_cents"):
         cents = amount_cents(values)
         _report_unreadable(name, values, cents, lines, problems)
         return cents
     if name.endswith("_at"):
-        times = parse_times(values)
-        _report_unreadable(name, values, times, lines, problems)
+        if values.dtype.kind == "S":  # the CSV reader's bytes
+            times, values = _times_from_bytes(values)
+        else:
+            times = parse_times(values)
+        _report_unreadable(name, values, times[values.index], lines, problems)
         return times
-    return per_unique(values, lambda texts: texts.astype("str").str.strip()).astype("str")
+    return clean_text(values)
+
+
+def clean_text(values: pd.Series) -> pd.Series:
+    """Cells as str without surrounding blanks; missing stays missing. Most text columns repeat
+    a handful of values a million times and are cleaned once per distinct value (pandas'
+    string methods are a Python call per element without pyarrow); receipts, nearly all
+    distinct, are cleaned cell by cell rather than hashed first."""
+
+    def strip(texts: pd.Series) -> pd.Series:
+        return texts.astype("str").str.strip()
+
+    sample = values.head(1000).dropna()
+    if sample.nunique() > len(sample) // 2:
+        return strip(values)
+    codes, uniques = pd.factorize(values.to_numpy(), use_na_sentinel=True)
+    cleaned = strip(pd.Series(uniques, dtype=object)).array
+    return pd.Series(cleaned.take(codes, allow_fill=True), index=values.index)
 
 
 def _report_unreadable(name, values, converted, lines, problems) -> None:
@@ -357,13 +410,12 @@ def _present(values: pd.Series) -> pd.Series:
     return values.notna()
 
 
-def _is_charge(entries: pd.DataFrame) -> pd.Series:
+def _is_charge(entries: pd.DataFrame) -> np.ndarray:
     def mentions_charge(texts: pd.Series) -> pd.Series:
         return texts.str.contains("charge", case=False, regex=False)
 
-    charged = per_unique(entries["reason_type"], mentions_charge).fillna(False)
-    charged |= per_unique(entries["details"], mentions_charge).fillna(False)
-    return charged.astype(bool)
+    charged = flags_per_unique(entries["reason_type"], mentions_charge)
+    return charged | flags_per_unique(entries["details"], mentions_charge)
 
 
 def amount_cents(values: pd.Series) -> pd.Series:
@@ -381,6 +433,28 @@ def amount_cents(values: pd.Series) -> pd.Series:
 def parse_times(values: pd.Series) -> pd.Series:
     """Naive UTC times from Nairobi-time cells: datetime objects, Excel serials or strings in
     any of the accepted formats (the most common one is detected and tried first)."""
+    return _nairobi_to_utc(_local_times(values))
+
+
+def _times_from_bytes(cells: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """parse_times for the CSV reader's UTF-8 bytes, and the text of the cells read as text.
+    'DD-MM-YYYY HH:MM:SS' cells (or with slashes) are read straight from the bytes; the others
+    are decoded and read as text cells, in the shape order the whole column suggests."""
+    raw = cells.to_numpy()
+    local = _dmy_from_bytes(raw, "-")
+    slashed = np.flatnonzero(np.isnat(local))
+    local[slashed] = _dmy_from_bytes(raw[slashed], "/")
+    filled = raw != b""
+    rest = np.flatnonzero(np.isnat(local) & filled)
+    texts = pd.Series([cell.decode() for cell in raw[rest]], index=cells.index[rest], dtype=object)
+    if len(rest):
+        sample = pd.Series([cell.decode() for cell in raw[np.flatnonzero(filled)[:50]]])
+        local[rest] = _local_times(texts, _time_shapes(sample)).to_numpy()
+    return _nairobi_to_utc(pd.Series(local, index=cells.index)), texts
+
+
+def _local_times(values: pd.Series, shapes: list[str] | None = None) -> pd.Series:
+    """Nairobi times as written, the shapes tried in the given order (else as detected)."""
     values = values.reset_index(drop=True) if values.index.has_duplicates else values
     result = pd.Series(pd.NaT, index=values.index, dtype="datetime64[us]")
     remaining = _present(values)
@@ -392,13 +466,13 @@ def parse_times(values: pd.Series) -> pd.Series:
     if is_datetime.any():
         result[is_datetime] = pd.to_datetime(values[is_datetime]).astype("datetime64[us]")
         remaining &= ~is_datetime
-    for shape in _time_shapes(values[remaining]):
+    for shape in shapes or _time_shapes(values[remaining]):
         if not remaining.any():
             break
         parsed = _parse_shape(values[remaining], shape)
         result[parsed.index] = parsed
         remaining &= result.isna()
-    return _nairobi_to_utc(result)
+    return result
 
 
 def _time_shapes(values: pd.Series) -> list[str]:
@@ -436,42 +510,40 @@ def _parse_shape(values: pd.Series, shape: str) -> pd.Series:
 
 
 def _fixed_width_dmy(text: pd.Series, separator: str) -> pd.Series:
-    """'DD-MM-YYYY HH:MM:SS' read digit by digit as a byte matrix: 20x faster than strptime on
-    a million rows. Cells of any other shape come back missing for the general parser."""
+    """'DD-MM-YYYY HH:MM:SS' read digit by digit from a byte matrix: 20x faster than strptime on
+    a million rows. Cells of another shape, or not a valid time (31-02, 25:00), come back
+    missing for the general parser, so every cell read here reads the same as with strptime."""
     try:
         raw = text.to_numpy(dtype="S20", na_value="")
     except UnicodeEncodeError:  # non-ASCII somewhere: leave every cell to the general parser
         return pd.Series(pd.NaT, index=text.index, dtype="datetime64[us]")
-    grid = raw.view(np.uint8).reshape(len(raw), 20)
-    digits = grid.astype(np.int64) - ord("0")
-    fixed = (
-        (grid[:, 2] == ord(separator))
-        & (grid[:, 5] == ord(separator))
-        & (grid[:, 10] == ord(" "))
-        & (grid[:, 13] == ord(":"))
-        & (grid[:, 16] == ord(":"))
-        & (grid[:, 19] == 0)
-    )
-    for position in (0, 1, 3, 4, 6, 7, 8, 9, 11, 12, 14, 15, 17, 18):
-        fixed &= (digits[:, position] >= 0) & (digits[:, position] <= 9)
+    return pd.Series(_dmy_from_bytes(raw, separator), index=text.index)
 
-    def number(*positions):
+
+def _dmy_from_bytes(raw: np.ndarray, separator: str) -> np.ndarray:
+    """_fixed_width_dmy on bytes cells (numpy S dtype, at least 20 wide): datetime64[us]."""
+    grid = raw.view(np.uint8).reshape(len(raw), raw.itemsize)
+    digits = grid[:, :19] - np.uint8(ord("0"))  # bytes below '0' wrap round to large values
+    fixed = (digits[:, DMY_DIGITS] <= 9).all(axis=1) & (grid[:, 19:] == 0).all(axis=1)
+    for position, character in ((2, separator), (5, separator), (10, " "), (13, ":"), (16, ":")):
+        fixed &= grid[:, position] == ord(character)
+
+    def number(first: int, last: int) -> np.ndarray:
         value = np.zeros(len(raw), dtype=np.int64)
-        for position in positions:
+        for position in range(first, last + 1):
             value = value * 10 + digits[:, position]
         return np.where(fixed, value, 1)
 
-    parts = {
-        "year": number(6, 7, 8, 9),
-        "month": number(3, 4),
-        "day": number(0, 1),
-        "hour": number(11, 12),
-        "minute": number(14, 15),
-        "second": number(17, 18),
-    }
-    times = pd.to_datetime(pd.DataFrame(parts), errors="coerce").astype("datetime64[us]")
-    times[~fixed] = pd.NaT
-    return pd.Series(times.to_numpy(), index=text.index)
+    year, month, day = number(6, 9), number(3, 4), number(0, 1)
+    hour, minute, second = number(11, 12), number(14, 15), number(17, 18)
+    fixed &= (year >= 1) & (month <= 12) & (month >= 1) & (day >= 1)
+    fixed &= (hour <= 23) & (minute <= 59) & (second <= 59)
+    months = np.where(fixed, (year - 1970) * 12 + month - 1, 0).astype("datetime64[M]")
+    dates = months.astype("datetime64[D]") + (day - 1)
+    fixed &= dates.astype("datetime64[M]") == months  # no 31 February
+    times = dates.astype("datetime64[us]") + (hour * 3600 + minute * 60 + second) * 10**6
+    times[~fixed] = np.datetime64("NaT")
+    return times
 
 
 def _nairobi_to_utc(local: pd.Series) -> pd.Series:

@@ -276,3 +276,22 @@ CREATE INDEX ix_account_balances_checked_at ON account_balances (checked_at);
 
 UPDATE alembic_version SET version_num='0003' WHERE alembic_version.version_num = '0002';
 
+-- Running upgrade 0003 -> 0004
+
+CREATE TABLE payout_audit (
+    id VARCHAR(36) NOT NULL, 
+    payout_id VARCHAR(36) NOT NULL, 
+    actor VARCHAR(100) NOT NULL, 
+    action VARCHAR(30) NOT NULL, 
+    status_before VARCHAR(50), 
+    status_after VARCHAR(50), 
+    receipt VARCHAR(255), 
+    note TEXT, 
+    created_at DATETIME NOT NULL, 
+    PRIMARY KEY (id)
+);
+
+CREATE INDEX ix_payout_audit_payout_id ON payout_audit (payout_id);
+
+UPDATE alembic_version SET version_num='0004' WHERE alembic_version.version_num = '0003';
+

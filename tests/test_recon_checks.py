@@ -279,6 +279,8 @@ def test_a_timeout_is_not_a_failed_result():
     [
         ("pending", 31, True),
         ("unknown", 120, True),
+        ("submitting", 45, True),
+        ("review", 600, False),
         ("pending", 30, False),
         ("pending", 5, False),
         ("completed", 600, False),

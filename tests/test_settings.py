@@ -59,6 +59,7 @@ def test_production_starts_when_everything_required_is_set(tmp_path):
         "DATABASE_URL": "mysql+pymysql://u:p@db/payments",
         "API_KEYS": "k1",
         "CALLBACK_TOKEN": "t" * 32,
+        "CONSOLE_SECRET": "c" * 32,
     }
     assert load_settings(environ, env_file=tmp_path / "none").environment == "production"
 
@@ -74,3 +75,26 @@ def test_production_starts_when_everything_required_is_set(tmp_path):
 def test_bad_values_are_named(tmp_path, environ, message):
     with pytest.raises(SettingsError, match=message):
         load_settings(environ, env_file=tmp_path / "none")
+
+
+@pytest.mark.parametrize(
+    ("keys", "message"),
+    [
+        ("ops:admin:s3cret", "API_KEYS entry 1 (ops): roles are initiate, operator, read"),
+        ("good, :read:s3cret", "API_KEYS entry 2 must be `secret` or `name:roles:secret`"),
+    ],
+)
+def test_bad_api_keys_are_named_by_position_never_by_secret(tmp_path, keys, message):
+    with pytest.raises(SettingsError) as error:
+        load_settings({"API_KEYS": keys}, env_file=tmp_path / "none")
+    assert message in str(error.value)
+    assert "s3cret" not in str(error.value)
+
+
+def test_api_keys_carry_names_and_roles():
+    from mpesa_service.settings import parse_api_keys
+
+    plain, named = parse_api_keys(["abc", "ops:operator+read:xyz"])
+    assert (plain.name, plain.roles) == ("key-1", {"initiate", "read"})
+    assert (named.name, named.roles) == ("ops", {"operator", "read"})
+    assert "xyz" not in repr(named)

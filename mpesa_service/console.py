@@ -1,0 +1,364 @@
+"""The operator console: a server-rendered status page (Bottle templates, no JavaScript).
+
+An operator signs in once with an API key that has the `operator` role; the session is a cookie
+signed with CONSOLE_SECRET (HttpOnly, SameSite=Strict, Secure behind HTTPS), and every form
+carries a CSRF token derived from it. Resolutions go through `mpesa_service.operator`, the same
+functions as the API and the CLI, so the audit trail names the key that signed in.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import hmac
+import json
+import time
+from datetime import timedelta
+from pathlib import Path
+from urllib.parse import quote
+
+import bottle
+import sqlalchemy as sa
+
+from mpesa_service.context import REPORTS_DIR, ApiError, Service, console_secret, key_for
+from mpesa_service.operator import requery_payout, resolve_payout
+from mpesa_service.payouts import nairobi_day_start_utc, payout_detail
+from mpesa_service.settings import ApiKey
+from mpesa_service.storage import (
+    account_balances,
+    b2c_payment_callbacks,
+    b2c_payments,
+    payment_flags,
+    payments,
+    status_queries,
+    utcnow,
+)
+from recon.codes import meaning
+
+TEMPLATES = [str(Path(__file__).resolve().parent / "templates")]
+COOKIE = "console_session"
+SESSION_SECONDS = 8 * 3600
+
+
+# --- sessions and CSRF ------------------------------------------------------------------------
+
+
+def sign(secret: str, text: str) -> str:
+    return hmac.new(secret.encode(), text.encode(), hashlib.sha256).hexdigest()
+
+
+def session_cookie(secret: str, key: ApiKey, now: float | None = None) -> str:
+    payload = f"{key.name}|{int((now or time.time()) + SESSION_SECONDS)}".encode().hex()
+    return f"{payload}.{sign(secret, payload)}"
+
+
+def session_key(secret: str, cookie: str, keys: list[ApiKey]) -> ApiKey | None:
+    """The operator key a valid, unexpired cookie names (None for anything else)."""
+    payload, _, signature = cookie.partition(".")
+    if not payload or not hmac.compare_digest(signature, sign(secret, payload)):
+        return None
+    try:
+        name, expires = bytes.fromhex(payload).decode().split("|")
+    except ValueError:
+        return None
+    if int(expires) < time.time():
+        return None
+    return next((k for k in keys if k.name == name and "operator" in k.roles), None)
+
+
+def csrf_token(secret: str, cookie: str) -> str:
+    return sign(secret, "csrf:" + cookie)[:32]
+
+
+# --- what the pages show --------------------------------------------------------------------
+
+
+def mask_phone(phone: str | None) -> str:
+    return f"{phone[:4]}****{phone[-4:]}" if phone and len(phone) >= 10 else (phone or "")
+
+
+def totals(conn, table, time_column, since, *conditions) -> list[dict]:
+    rows = conn.execute(
+        sa.select(table.c.status, sa.func.count(), sa.func.coalesce(sa.func.sum(table.c.amount), 0))
+        .where(time_column >= since, *conditions)
+        .group_by(table.c.status)
+        .order_by(table.c.status)
+    ).all()
+    return [{"status": status, "count": count, "kes": amount} for status, count, amount in rows]
+
+
+def dashboard(svc: Service) -> dict:
+    today = nairobi_day_start_utc()
+    week = today - timedelta(days=6)
+    with svc.engine.connect() as conn:
+        return {
+            "payouts_today": totals(conn, b2c_payments, b2c_payments.c.initiated_at, today),
+            "payouts_week": totals(conn, b2c_payments, b2c_payments.c.initiated_at, week),
+            "collections_today": totals(
+                conn, payments, payments.c.created_at, today, payments.c.method == "mpesa"
+            ),
+            "collections_week": totals(
+                conn, payments, payments.c.created_at, week, payments.c.method == "mpesa"
+            ),
+            "review": review_queue(conn),
+            "failures": recent_failures(conn, week),
+            "flags": open_flags(conn),
+            "balance": latest_balance(conn),
+            "recon": last_reconciliation(),
+        }
+
+
+def review_queue(conn) -> list[dict]:
+    rows = conn.execute(
+        sa.select(b2c_payments)
+        .where(b2c_payments.c.status.in_(["review", "unknown"]))
+        .order_by(b2c_payments.c.initiated_at)
+        .limit(100)
+    ).all()
+    now = utcnow()
+    return [
+        {
+            "reference_id": row.reference_id,
+            "status": row.status,
+            "amount": row.amount,
+            "phone": mask_phone(row.phone_number),
+            "age_hours": round((now - (row.initiated_at or now)).total_seconds() / 3600, 1),
+            "last_answer": last_status_answer(conn, row.id),
+        }
+        for row in rows
+    ]
+
+
+def last_status_answer(conn, payout_id: str) -> str:
+    row = conn.execute(
+        sa.select(status_queries.c.result_code, status_queries.c.result_desc)
+        .where(status_queries.c.payout_id == payout_id)
+        .where(status_queries.c.result_code.is_not(None))
+        .order_by(status_queries.c.requested_at.desc())
+        .limit(1)
+    ).first()
+    return f"{row.result_code}: {row.result_desc}" if row else "no answer yet"
+
+
+def recent_failures(conn, since) -> list[dict]:
+    rows = conn.execute(
+        sa.select(b2c_payments.c.reason_code, sa.func.count())
+        .where(b2c_payments.c.status == "failed", b2c_payments.c.initiated_at >= since)
+        .group_by(b2c_payments.c.reason_code)
+        .order_by(sa.func.count().desc())
+    ).all()
+    return [
+        {"code": code, "count": count, "meaning": meaning(code, "b2c") if code else ""}
+        for code, count in rows
+    ]
+
+
+def open_flags(conn) -> list:
+    """Unresolved flags, newest first, with the payout's reference where they are about one."""
+    on_payout = sa.and_(
+        payment_flags.c.subject_type == "payout", b2c_payments.c.id == payment_flags.c.subject_id
+    )
+    return conn.execute(
+        sa.select(payment_flags, b2c_payments.c.reference_id)
+        .select_from(payment_flags.outerjoin(b2c_payments, on_payout))
+        .where(payment_flags.c.resolved_at.is_(None))
+        .order_by(payment_flags.c.created_at.desc())
+        .limit(50)
+    ).all()
+
+
+def latest_balance(conn):
+    return conn.execute(
+        sa.select(account_balances)
+        .where(account_balances.c.account == "Utility Account")
+        .order_by(account_balances.c.checked_at.desc())
+        .limit(1)
+    ).first()
+
+
+def last_reconciliation() -> dict | None:
+    """The newest report the scheduled reconciliation wrote under data/reports/."""
+    runs = sorted(p for p in REPORTS_DIR.glob("*") if (p / "summary.csv").exists())
+    if not runs:
+        return None
+    with (runs[-1] / "summary.csv").open() as summary:
+        return {"run": runs[-1].name, "rows": list(csv.DictReader(summary))}
+
+
+def search(svc: Service, text: str) -> list:
+    """Payouts whose reference, receipt, phone or user id is `text`."""
+    needle = text.strip()
+    phones = {needle, "254" + needle[1:] if needle.startswith("0") else needle}
+    columns = b2c_payments.c
+    with svc.engine.connect() as conn:
+        return conn.execute(
+            sa.select(b2c_payments)
+            .where(
+                sa.or_(
+                    columns.reference_id == needle,
+                    columns.transaction_id == needle,
+                    columns.phone_number.in_(phones),
+                    columns.user_id == needle,
+                )
+            )
+            .order_by(columns.initiated_at.desc())
+            .limit(50)
+        ).all()
+
+
+def payout_page(svc: Service, reference_id: str) -> dict:
+    detail = payout_detail(svc, reference_id)
+    with svc.engine.connect() as conn:
+        payout_id = conn.execute(
+            sa.select(b2c_payments.c.id).where(b2c_payments.c.reference_id == reference_id)
+        ).scalar()
+        callbacks = conn.execute(
+            sa.select(b2c_payment_callbacks)
+            .where(b2c_payment_callbacks.c.payout_id == payout_id)
+            .order_by(b2c_payment_callbacks.c.received_at)
+        ).all()
+        queries = conn.execute(
+            sa.select(status_queries)
+            .where(status_queries.c.payout_id == payout_id)
+            .order_by(status_queries.c.requested_at)
+        ).all()
+    detail["phone_masked"] = mask_phone(detail["phone_number"])
+    detail["callbacks"] = [(row, pretty_json(row.raw_response)) for row in callbacks]
+    detail["queries"] = queries
+    return detail
+
+
+def pretty_json(raw: str | None) -> str:
+    try:
+        return json.dumps(json.loads(raw or ""), indent=2, sort_keys=True)
+    except ValueError:
+        return raw or ""
+
+
+# --- routes -------------------------------------------------------------------------------------
+
+
+def add_console(app: bottle.Bottle, svc: Service) -> None:
+    secret = console_secret(svc.settings)
+    secure = svc.public_base_url.startswith("https://")
+
+    def render(name: str, **values) -> str:
+        return bottle.template(name, template_lookup=TEMPLATES, **values)
+
+    def current() -> tuple[ApiKey | None, str]:
+        cookie = bottle.request.get_cookie(COOKIE) or ""
+        return session_key(secret, cookie, svc.keys), cookie
+
+    def signed_in() -> tuple[ApiKey, str]:
+        key, cookie = current()
+        if key is None:
+            bottle.redirect("/console/login", 303)
+        return key, cookie
+
+    def checked_form(cookie: str) -> bottle.FormsDict:
+        form = bottle.request.forms
+        if not hmac.compare_digest(form.get("csrf", ""), csrf_token(secret, cookie)):
+            bottle.abort(403, "the form's CSRF token is missing or wrong: reload the page")
+        return form
+
+    @app.get("/console/login")
+    def login_page():
+        return render("login", error=bottle.request.query.get("error", ""))
+
+    @app.post("/console/login")
+    def login():
+        key = key_for(bottle.request.forms.get("key", ""), svc.keys)
+        if key is None or "operator" not in key.roles:
+            bottle.redirect("/console/login?error=" + quote("not an operator key"), 303)
+        bottle.response.set_cookie(
+            COOKIE,
+            session_cookie(secret, key),
+            httponly=True,
+            samesite="strict",
+            secure=secure,
+            path="/console",
+            max_age=SESSION_SECONDS,
+        )
+        bottle.redirect("/console", 303)
+
+    @app.post("/console/logout")
+    def logout():
+        _, cookie = signed_in()
+        checked_form(cookie)
+        bottle.response.delete_cookie(COOKIE, path="/console")
+        bottle.redirect("/console/login", 303)
+
+    @app.get("/console")
+    def home():
+        key, cookie = signed_in()
+        query = bottle.request.query.get("q", "")
+        return render(
+            "dashboard",
+            operator=key.name,
+            csrf=csrf_token(secret, cookie),
+            q=query,
+            found=search(svc, query) if query else None,
+            **dashboard(svc),
+            **messages(),
+        )
+
+    @app.get("/console/payouts/<reference_id>")
+    def payout(reference_id):
+        key, cookie = signed_in()
+        try:
+            page = payout_page(svc, reference_id)
+        except ApiError as error:
+            bottle.abort(404, error.message)
+        return render(
+            "payout", operator=key.name, csrf=csrf_token(secret, cookie), p=page, **messages()
+        )
+
+    @app.post("/console/payouts/<reference_id>/resolve")
+    def resolve(reference_id):
+        key, cookie = signed_in()
+        form = checked_form(cookie)
+        act(
+            reference_id,
+            lambda: resolve_payout(
+                svc,
+                reference_id,
+                outcome=form.get("outcome", ""),
+                actor=key.name,
+                receipt=form.get("receipt") or None,
+                note=form.getunicode("note") or "",
+            ),
+        )
+
+    @app.post("/console/payouts/<reference_id>/requery")
+    def requery(reference_id):
+        key, cookie = signed_in()
+        checked_form(cookie)
+        act(reference_id, lambda: requery_payout(svc, reference_id, actor=key.name))
+
+    @app.get("/console/reports/<run>/<name>")
+    def report_file(run, name):
+        signed_in()
+        return bottle.static_file(name, root=str(REPORTS_DIR / run))
+
+
+def act(reference_id: str, action) -> None:
+    """Run an operator action and go back to the payout's page saying how it went."""
+    target = f"/console/payouts/{quote(reference_id)}"
+    try:
+        result = action()
+    except ApiError as error:
+        bottle.redirect(f"{target}?error={quote(error.message)}", 303)
+    bottle.redirect(f"{target}?message={quote(describe(result))}", 303)
+
+
+def describe(result: dict) -> str:
+    if "outcome" in result:
+        return f"resolved as {result['outcome']}: now {result['status']}"
+    return f"status query sent (step {result['step']})"
+
+
+def messages() -> dict:
+    return {
+        "message": bottle.request.query.get("message", ""),
+        "error": bottle.request.query.get("error", ""),
+    }
