@@ -1665,22 +1665,32 @@ def make_app(config: SimulatorConfig | None = None) -> Simulator:
 class BackgroundServer:
     """A WSGI app served by waitress on a daemon thread; `stop()` closes it without hanging."""
 
-    def __init__(self, app: Callable, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self, app: Callable, host: str = "127.0.0.1", port: int = 0, threads: int = 8, **options
+    ) -> None:
         self._socket_map: dict = {}
         self.server = waitress.create_server(
-            app, map=self._socket_map, host=host, port=port, threads=8
+            app, map=self._socket_map, host=host, port=port, threads=threads, **options
         )
         self.base_url = f"http://{host}:{self.server.effective_port}"
         self._thread = threading.Thread(target=self.server.run, name="waitress", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
-        # Closing sockets from the loop's own thread lets asyncore.loop end at once.
-        self.server.trigger.pull_trigger(self._close_sockets)
+        # Workers first, so none pulls the trigger after it is closed; then the sockets, closed
+        # from the loop's own thread so asyncore.loop ends at once.
+        self.server.task_dispatcher.shutdown(timeout=3)
+        try:
+            self.server.trigger.pull_trigger(self._close_sockets)
+        except OSError:  # the trigger pipe is already gone: close from here instead
+            log.warning("waitress trigger unusable at stop; closing sockets directly")
+            self._close_sockets()
         self._thread.join(timeout=3)
         if self._thread.is_alive():
-            self._close_sockets()
-        self.server.task_dispatcher.shutdown(timeout=3)
+            try:
+                self._close_sockets()
+            except OSError:  # the loop thread closed them meanwhile
+                log.warning("waitress sockets already closed at stop")
 
     def _close_sockets(self) -> None:
         for dispatcher in list(self._socket_map.values()):
