@@ -32,7 +32,9 @@ def make_scheduler(svc: Service):
     )
 
     def every(seconds: int, job, job_id: str) -> None:
-        scheduler.add_job(run_job, "interval", seconds=seconds, id=job_id, args=[job, svc, job_id])
+        scheduler.add_job(
+            run_job, "interval", seconds=seconds, id=job_id, name=job_id, args=[job, svc, job_id]
+        )
 
     every(settings.integer("RESOLVE_INTERVAL_SECONDS"), resolve_payouts, "resolve")
     every(settings.integer("RETRY_INTERVAL_SECONDS"), retry_failed_payouts, "retry")
