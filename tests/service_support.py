@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import sqlalchemy as sa
 import service
 import simulator
 from tests import http_support
+from tests.sim_support import poll
 
 API_KEY = "test-key"
 TOKEN = "test-callback-token"
@@ -57,14 +57,7 @@ class Stack:
 
 def wait_until(probe, timeout: float = 10.0, interval: float = 0.05):
     """Call `probe` until it returns something truthy; that value, or AssertionError."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(interval)
+    return poll(probe, timeout=timeout, interval=interval)
 
 
 def start_stack(database_url: str, tmp_path: Path, settings: dict, sim_config: dict):
