@@ -82,6 +82,9 @@ TIME_CELL_BYTES = 40  # wider than any time text we accept; a wider cell is read
 DMY_DIGITS = [0, 1, 3, 4, 6, 7, 8, 9, 11, 12, 14, 15, 17, 18]  # in 'DD-MM-YYYY HH:MM:SS'
 
 
+MAX_AMOUNT = 1e13  # what DECIMAL(15,2) holds; larger cells are unreadable
+
+
 class StatementError(Exception):
     """The file is not a statement we can read at all; the message names the file."""
 
@@ -185,10 +188,16 @@ def _read_csv(path: Path) -> tuple[list[list], pd.DataFrame]:
         "skip_blank_lines": False,
         "encoding": encoding,
     }
-    body = pd.read_csv(path, dtype=dtypes, **options)
-    for name in times:
-        if name in body.columns and _may_be_cut(body[name]):
-            body[name] = pd.read_csv(path, usecols=[name], dtype=object, **options)[name]
+    try:
+        body = pd.read_csv(path, dtype=dtypes, **options)
+        for name in times:
+            if name in body.columns and _may_be_cut(body[name]):
+                body[name] = pd.read_csv(path, usecols=[name], dtype=object, **options)[name]
+    except (pd.errors.ParserError, ValueError) as error:
+        raise StatementError(
+            f"{path.name}: the rows under the header cannot be read "
+            f"({str(error).strip().splitlines()[-1]})"
+        ) from None
     return first_rows[:header_index], body
 
 
@@ -427,7 +436,10 @@ def amount_cents(values: pd.Series) -> pd.Series:
         cleaned = values[retry].astype("str").str.replace(r"[^\d.\-]", "", regex=True)
         numbers = numbers.astype("float64")
         numbers[retry] = pd.to_numeric(cleaned, errors="coerce")
-    return (numbers.astype("float64") * 100).round().astype("Int64")
+    numbers = numbers.astype("float64")
+    # An amount no account can hold (or inf) is unreadable, not a number to overflow on.
+    numbers[~np.isfinite(numbers) | (numbers.abs() >= MAX_AMOUNT)] = np.nan
+    return (numbers * 100).round().astype("Int64")
 
 
 def parse_times(values: pd.Series) -> pd.Series:
