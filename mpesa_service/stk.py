@@ -96,10 +96,12 @@ def optional_text(body: dict, name: str, limit: int) -> str | None:
     return text
 
 
-def initiate_stk(svc: Service, body: dict) -> dict:
-    """Write the payment row, then ask Daraja to prompt the customer."""
-    request = StkRequest.from_body(body)
+def write_payment_ahead(svc: Service, request: StkRequest) -> str:
+    """Commit the `payments` row before Daraja is called; returns its id."""
     payment_id, now = new_id(), utcnow()
+    # Due for the sweep from the start: if the process dies before Daraja's answer is stored,
+    # the sweep still finds the payment and expires it after STK_EXPIRY_MINUTES.
+    first_query = now + timedelta(seconds=svc.settings.integer("STK_QUERY_AFTER_SECONDS"))
     with svc.engine.begin() as conn:
         conn.execute(
             payments.insert().values(
@@ -114,8 +116,16 @@ def initiate_stk(svc: Service, body: dict) -> dict:
                 description=request.description,
                 created_at=now,
                 updated_at=now,
+                next_query_at=first_query,
             )
         )
+    return payment_id
+
+
+def initiate_stk(svc: Service, body: dict) -> dict:
+    """Write the payment row, then ask Daraja to prompt the customer."""
+    request = StkRequest.from_body(body)
+    payment_id = write_payment_ahead(svc, request)
     answer = _send_stk_push(svc, payment_id, request)
     checkout_request_id = str(answer.get("CheckoutRequestID") or "")
     with svc.engine.begin() as conn:
@@ -125,8 +135,6 @@ def initiate_stk(svc: Service, body: dict) -> dict:
             .values(
                 checkout_request_id=checkout_request_id or None,
                 merchant_request_id=answer.get("MerchantRequestID"),
-                next_query_at=now
-                + timedelta(seconds=svc.settings.integer("STK_QUERY_AFTER_SECONDS")),
                 updated_at=utcnow(),
             )
         )
