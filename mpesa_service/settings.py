@@ -135,7 +135,6 @@ SETTINGS = (
     Setting("LOG_LEVEL", "INFO", "Python logging level."),
 )
 # fmt: on
-SETTINGS_BY_NAME = {setting.name: setting for setting in SETTINGS}
 NUMERIC_SETTINGS = (
     "PORT",
     "DARAJA_TIMEOUT_SECONDS",

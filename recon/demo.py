@@ -32,6 +32,7 @@ import sqlalchemy as sa
 
 from recon.codes import meaning
 from recon.load import make_engine
+from recon.statement import PORTAL_HEADER
 
 DEFAULT_SEED = 7
 DEFAULT_DAYS = 7
@@ -59,21 +60,6 @@ PAYOUT_REASON = "Business Payment to Customer via API"
 CHARGE_REASON = "Business Payment to Customer Withdrawal Charge Paid"
 COLLECTION_REASON = "Pay Bill Online"
 FUNDING_REASON = "Organization Settlement Account to Utility Account transfer of funds"
-STATEMENT_COLUMNS = [
-    "Receipt No.",
-    "Completion Time",
-    "Initiation Time",
-    "Details",
-    "Transaction Status",
-    "Paid In",
-    "Withdrawn",
-    "Balance",
-    "Balance Confirmed",
-    "Reason Type",
-    "Other Party Info",
-    "Linked Transaction ID",
-    "A/C No.",
-]
 PLANTED = {
     "amount_mismatch": "a payout of 1,500.00 whose result says 1,000.00 was paid",
     "orphan_callback": "a paid result whose OriginatorConversationID matches no payout",
@@ -815,8 +801,8 @@ def write_statement(data: DemoData, path: str | Path) -> int:
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerows(header)
-        writer.writerow(STATEMENT_COLUMNS)
-        writer.writerows([row[column] for column in STATEMENT_COLUMNS] for row in rows)
+        writer.writerow(PORTAL_HEADER)
+        writer.writerows([row[column] for column in PORTAL_HEADER] for row in rows)
     return len(rows)
 
 

@@ -29,6 +29,22 @@ from recon.money import cents_from_value, format_cents
 from recon.rules import NAIROBI
 
 HEADER_SEARCH_ROWS = 40
+# The org portal's column labels, in its order (REFERENCE 12.1).
+PORTAL_HEADER = [
+    "Receipt No.",
+    "Completion Time",
+    "Initiation Time",
+    "Details",
+    "Transaction Status",
+    "Paid In",
+    "Withdrawn",
+    "Balance",
+    "Balance Confirmed",
+    "Reason Type",
+    "Other Party Info",
+    "Linked Transaction ID",
+    "A/C No.",
+]
 SOURCE_COLUMNS = {
     "receipt no": "receipt",
     "completion time": "completed_at",

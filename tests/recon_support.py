@@ -13,24 +13,10 @@ import sqlalchemy as sa
 
 import service
 from recon.checks import Options
+from recon.statement import PORTAL_HEADER
 
 AS_OF = datetime(2025, 11, 6, 0, 0, 0)
 OPTIONS = Options(as_of=AS_OF)
-STATEMENT_HEADER = [
-    "Receipt No.",
-    "Completion Time",
-    "Initiation Time",
-    "Details",
-    "Transaction Status",
-    "Paid In",
-    "Withdrawn",
-    "Balance",
-    "Balance Confirmed",
-    "Reason Type",
-    "Other Party Info",
-    "Linked Transaction ID",
-    "A/C No.",
-]
 PAYOUT_REASON = "Business Payment to Customer via API"
 CHARGE_REASON = "Business Payment to Customer Withdrawal Charge Paid"
 
@@ -93,9 +79,9 @@ def statement_csv(rows: list[dict], header: list[list[str]] | None = None) -> st
     writer = csv.writer(buffer)
     for line in header or []:
         writer.writerow(line)
-    writer.writerow(STATEMENT_HEADER)
+    writer.writerow(PORTAL_HEADER)
     for row in rows:
-        writer.writerow([row.get(column, "") for column in STATEMENT_HEADER])
+        writer.writerow([row.get(column, "") for column in PORTAL_HEADER])
     return buffer.getvalue()
 
 

@@ -12,7 +12,7 @@ from recon.statement import StatementError, parse_statement
 from tests.recon_support import (
     CHARGE_REASON,
     PAYOUT_REASON,
-    STATEMENT_HEADER,
+    PORTAL_HEADER,
     balanced_statement,
     entry,
     header_block,
@@ -152,7 +152,7 @@ def test_xlsx_with_header_block_datetime_cells_and_numbers(tmp_path):
         tmp_path / "statement.xlsx",
         [
             *header,
-            STATEMENT_HEADER,
+            PORTAL_HEADER,
             xlsx_row("TK1", datetime(2025, 11, 5, 14, 31, 7), None, -500, 500),
         ],
     )
@@ -169,7 +169,7 @@ def test_xlsx_without_header_block_with_excel_serials_and_text_amounts(tmp_path)
     path = write_xlsx(
         tmp_path / "statement.xlsx",
         [
-            STATEMENT_HEADER,
+            PORTAL_HEADER,
             xlsx_row("TK1", 45966.60494212963, "1,000.00", None, "2,000.00", "Pay Utility"),
             xlsx_row("TK2", "05-11-2025 15:00:00", None, "250.50", "1,749.50"),
         ],
