@@ -1,6 +1,6 @@
 """Callback ingestion: B2C result callbacks per second and p50/p99 latency at 32 concurrent
 keep-alive connections against the real app, beside an empty Bottle handler, both served by
-waitress with the service's own settings (WAITRESS_OPTIONS, threads=16) in a child process,
+waitress with the service's own settings (WAITRESS_OPTIONS, WAITRESS_THREADS) in a child process,
 in the same run, on SQLite and MariaDB.
 
 Every callback is a genuine success result for its own `pending` payout, so each one is
@@ -84,11 +84,11 @@ def serve(which: str, port: int, database_url: str, journal: str, daraja_url: st
 
     import waitress
 
-    from mpesa_service.entrypoint import WAITRESS_OPTIONS
+    from mpesa_service.entrypoint import WAITRESS_OPTIONS, WAITRESS_THREADS
 
     logging.basicConfig(level=logging.ERROR)
     app = service_app(database_url, journal, daraja_url, port) if which == "app" else empty_app()
-    waitress.serve(app, host="127.0.0.1", port=port, threads=16, **WAITRESS_OPTIONS)
+    waitress.serve(app, host="127.0.0.1", port=port, threads=WAITRESS_THREADS, **WAITRESS_OPTIONS)
 
 
 class ServedApp:

@@ -5,7 +5,7 @@ what the service adds on top of Daraja's answer). 32 keep-alive connections; med
 runs; the ratio is the service's median rate over the baseline's; peak memory of each server.
 
 Both servers run as child processes under waitress: the simulator standalone
-(`python simulator.py`), the service with the service's WAITRESS_OPTIONS and threads=16.
+(`python simulator.py`), the service with the service's WAITRESS_OPTIONS (32 threads).
 
     python bench/bench_initiation.py                      # SQLite and MariaDB, 3 runs each
     python bench/bench_initiation.py --databases sqlite --payouts 500 --runs 1

@@ -3,12 +3,13 @@ transaction that also records the journal entry; replay what the database missed
 
 from __future__ import annotations
 
-import json
+import threading
 from decimal import Decimal
 
 import sqlalchemy as sa
 
 from mpesa_service import log
+from mpesa_service.batch_results import SuccessBatch
 from mpesa_service.context import (
     ACKNOWLEDGED,
     Service,
@@ -16,11 +17,14 @@ from mpesa_service.context import (
     client_address,
     journal_entry_body,
     mark_journal_applied,
+    mark_journal_entries_applied,
     new_id,
 )
+from mpesa_service.groupcommit import GroupCommit, Ticket
 from mpesa_service.parsing import (
     ResultCallback,
     bounded,
+    json_or_problem,
     parse_amount,
     parse_result_callback,
     parse_stk_callback,
@@ -37,13 +41,6 @@ from mpesa_service.storage import (
     status_queries,
     utcnow,
 )
-
-
-def json_or_problem(raw: str):
-    try:
-        return json.loads(raw), None
-    except ValueError as error:
-        return None, f"body is not JSON ({error.msg})"
 
 
 def _handle_stk(svc: Service, conn, raw: str, journal_id: str, kind: str) -> str:
@@ -225,18 +222,81 @@ def receive_callback(
         svc.journal.append(kind, body, peer, rejected=reason)
         log.warning("callback refused (%s): %s", kind, reason)
         return status, {"ResultCode": 1, "ResultDesc": "Rejected"}
-    journal_id = svc.journal.append(
-        kind, body, client_address(peer, forwarded_for, svc.policy.trusted_proxies)
-    )
-    raw = body.decode("utf-8", errors="replace")
-    try:
-        apply_callback(svc, kind, raw, journal_id)
-    except sa.exc.SQLAlchemyError:
-        log.exception("callback %s kept in the journal for replay: the database failed", journal_id)
-    _, problem = json_or_problem(raw)
+    address = client_address(peer, forwarded_for, svc.policy.trusted_proxies)
+    callback_writer(svc).submit((kind, body, address))
+    _, problem = json_or_problem(body.decode("utf-8", errors="replace"))
     if problem:
         return 400, {"ResultCode": 1, "ResultDesc": problem}
     return 200, dict(ACKNOWLEDGED)
+
+
+_WRITER_LOCK = threading.Lock()
+
+
+def callback_writer(svc: Service) -> GroupCommit:
+    """The service's one callback writer (see groupcommit): concurrent deliveries are journaled
+    with one fsync and applied in one transaction, each request answered once its batch is."""
+    with _WRITER_LOCK:
+        if svc.callback_writer is None:
+            svc.callback_writer = GroupCommit(
+                lambda tickets: journal_and_apply(svc, tickets), name="callback-writer"
+            )
+        return svc.callback_writer
+
+
+def journal_and_apply(svc: Service, tickets: list[Ticket]) -> None:
+    """Journal a batch of (kind, body, address) deliveries, then apply them; a ticket's result
+    is its journal id, its error what applying it raised other than a database failure."""
+    journal_ids = svc.journal.append_many([ticket.item for ticket in tickets])
+    deliveries = []
+    for ticket, journal_id in zip(tickets, journal_ids, strict=True):
+        ticket.result = journal_id
+        kind, body, _ = ticket.item
+        deliveries.append((kind, body.decode("utf-8", errors="replace"), journal_id))
+    for ticket, error in zip(tickets, apply_deliveries(svc, deliveries), strict=True):
+        ticket.error = error
+
+
+def apply_deliveries(svc: Service, deliveries: list[tuple[str, str, str]]) -> list:
+    """Apply journaled (kind, raw body, journal id) deliveries: together in one transaction,
+    or, if any of them fails there, each on its own so that one bad callback neither holds
+    back nor undoes the others. A database failure leaves a callback in the journal for
+    replay. Returns, per delivery, the other error it raised, or None."""
+    if len(deliveries) > 1 and _apply_together(svc, deliveries):
+        return [None] * len(deliveries)
+    errors = []
+    for kind, raw, journal_id in deliveries:
+        errors.append(None)
+        try:
+            apply_callback(svc, kind, raw, journal_id)
+        except sa.exc.SQLAlchemyError:
+            log.exception(
+                "callback %s kept in the journal for replay: the database failed", journal_id
+            )
+        except Exception as error:  # noqa: BLE001 - raised in the request that delivered it
+            errors[-1] = error
+    return errors
+
+
+def _apply_together(svc: Service, deliveries: list[tuple[str, str, str]]) -> bool:
+    try:
+        with svc.engine.begin() as conn:
+            mark_journal_entries_applied(conn, [(jid, kind) for kind, _, jid in deliveries])
+            successes = SuccessBatch(conn, deliveries)
+            for kind, raw, journal_id in deliveries:
+                if successes.take(kind, raw, journal_id):
+                    continue
+                successes.flush()
+                CALLBACK_HANDLERS[kind](svc, conn, raw, journal_id, kind)
+            successes.flush()
+        return True
+    except Exception as error:  # noqa: BLE001 - every one of them is applied again on its own
+        log.warning(
+            "a batch of %d callbacks failed together (%s); applying each alone",
+            len(deliveries),
+            type(error).__name__,
+        )
+        return False
 
 
 def apply_callback(svc: Service, kind: str, raw: str, journal_id: str) -> str:

@@ -109,6 +109,10 @@ def build_service(settings: Settings, *, simulator_url: str = "", public_url: st
 # (TRUSTED_PROXIES), so the header is passed through.
 # No request body over 1 MiB is even read (callbacks are capped lower by CALLBACK_MAX_BYTES).
 WAITRESS_OPTIONS = {"clear_untrusted_proxy_headers": False, "max_request_body_size": 1 << 20}
+# A callback's thread mostly waits for its group commit, and the next batch can only gather
+# while the current one is written if threads are free to take requests meanwhile (issue 9's
+# benchmark on MariaDB: 16 threads gave ~360 callbacks/s, 32 gave ~480).
+WAITRESS_THREADS = 32
 
 
 def serve(settings: Settings) -> None:
@@ -131,7 +135,7 @@ def serve(settings: Settings) -> None:
             make_app(svc),
             host=settings["HOST"],
             port=settings.integer("PORT"),
-            threads=16,
+            threads=WAITRESS_THREADS,
             **WAITRESS_OPTIONS,
         )
     finally:

@@ -3,6 +3,7 @@ what they cannot read is listed in `problems`, and the raw body is always kept b
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -51,6 +52,14 @@ class StkCallback:
     phone: str | None = None
     transaction_date: datetime | None = None
     problems: list[str] = field(default_factory=list)
+
+
+def json_or_problem(raw: str):
+    """(the parsed JSON, None), or (None, what is wrong with it)."""
+    try:
+        return json.loads(raw), None
+    except ValueError as error:
+        return None, f"body is not JSON ({error.msg})"
 
 
 @dataclass

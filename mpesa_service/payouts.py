@@ -3,6 +3,7 @@ one send per attempt with three outcomes, and results applied once by compare-an
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -460,7 +461,7 @@ def match_payout(conn: sa.Connection, parsed: ResultCallback):
         (attempts.conversation_id, parsed.conversation_id),
     ):
         if value:
-            attempt = conn.execute(sa.select(b2c_payout_attempts).where(column == value)).first()
+            attempt = conn.execute(_attempt_by_statement(column.name), {"value": value}).first()
             if attempt:
                 return payout_by(conn, b2c_payments.c.id, attempt.payout_id), attempt
     payouts = b2c_payments.c
@@ -476,8 +477,28 @@ def match_payout(conn: sa.Connection, parsed: ResultCallback):
     return None, None
 
 
+@functools.cache
+def _attempt_by_statement(column_name: str) -> sa.Select:
+    column = b2c_payout_attempts.c[column_name]
+    return sa.select(b2c_payout_attempts).where(column == sa.bindparam("value"))
+
+
 def payout_by(conn: sa.Connection, column, value):
-    return conn.execute(sa.select(b2c_payments).where(column == value).limit(1)).first()
+    return conn.execute(_payout_by_statement(column.name), {"value": value}).first()
+
+
+@functools.cache
+def _payout_by_statement(column_name: str) -> sa.Select:
+    # Built once per column: building a statement costs more than running it (issue 9).
+    column = b2c_payments.c[column_name]
+    return sa.select(b2c_payments).where(column == sa.bindparam("value")).limit(1)
+
+
+RECEIPT_OWNER = (
+    sa.select(b2c_payments.c.id, b2c_payments.c.reference_id)
+    .where(b2c_payments.c.transaction_id == sa.bindparam("receipt"))
+    .limit(1)
+)
 
 
 def settle_payout(conn: sa.Connection, payout, attempt, parsed: ResultCallback) -> str:
@@ -513,9 +534,9 @@ def settle_payout(conn: sa.Connection, payout, attempt, parsed: ResultCallback) 
 
 
 def _settle_paid(conn, payout, attempt, parsed: ResultCallback, current: bool) -> str:
-    phone, name = parsed.receiver
+    phone, _ = parsed.receiver
     receipt = parsed.receipt
-    owner = payout_by(conn, b2c_payments.c.transaction_id, receipt) if receipt else None
+    owner = conn.execute(RECEIPT_OWNER, {"receipt": receipt}).first() if receipt else None
     if owner is not None and owner.id != payout.id:
         # A genuine result replayed with another payout's ids: one receipt pays one payout.
         add_flag(
@@ -527,21 +548,10 @@ def _settle_paid(conn, payout, attempt, parsed: ResultCallback, current: bool) -
             f"{owner.reference_id}: not applied",
         )
         return "conflict"
-    moved = current and transition(
-        conn,
-        payout.id,
-        "completed",
-        transaction_id=receipt,
-        completed_at=parsed.completed_at or utcnow(),
-        reason_code="0",
-        result_desc=parsed.result_desc,
-        paid_amount=parsed.amount,
-        receiver_name=name,
-        error_description=None,
-    )
+    moved = current and transition(conn, payout.id, "completed", **paid_values(parsed))
     if moved:
         set_attempt(conn, attempt, "completed", "0", parsed.result_desc)
-        _flag_mismatches(conn, payout, parsed.amount, phone)
+        flag_mismatches(conn, payout, parsed.amount, phone)
         return "applied"
     fresh = payout_by(conn, b2c_payments.c.id, payout.id)
     if fresh.status == "completed" and (fresh.transaction_id == receipt or receipt is None):
@@ -556,6 +566,30 @@ def _settle_paid(conn, payout, attempt, parsed: ResultCallback, current: bool) -
         + (f" with receipt {fresh.transaction_id}" if fresh.transaction_id else ""),
     )
     return "conflict"
+
+
+PAID_COLUMNS = (
+    "transaction_id",
+    "completed_at",
+    "reason_code",
+    "result_desc",
+    "paid_amount",
+    "receiver_name",
+    "error_description",
+)
+
+
+def paid_values(parsed: ResultCallback) -> dict:
+    """What a success result writes on the payout it completes."""
+    return dict(
+        transaction_id=parsed.receipt,
+        completed_at=parsed.completed_at or utcnow(),
+        reason_code="0",
+        result_desc=parsed.result_desc,
+        paid_amount=parsed.amount,
+        receiver_name=parsed.receiver[1],
+        error_description=None,
+    )
 
 
 def _repeated_result(conn, payout, parsed: ResultCallback) -> str:
@@ -585,7 +619,7 @@ def set_attempt(conn, attempt, status: str, code: str | None, desc: str | None) 
         )
 
 
-def _flag_mismatches(conn, payout, amount: Decimal | None, phone: str | None) -> None:
+def flag_mismatches(conn, payout, amount: Decimal | None, phone: str | None) -> None:
     if amount is not None and payout.amount is not None and amount != payout.amount:
         add_flag(
             conn,
@@ -646,49 +680,52 @@ def apply_b2c_callback(
     return outcome
 
 
+STORED_RECEIPT = sa.select(b2c_payment_callbacks.c.id).where(
+    b2c_payment_callbacks.c.transaction_id == sa.bindparam("receipt")
+)
+
+
 def store_result_callback(
     conn, parsed: ResultCallback, raw: str, journal_id: str, kind: str, payout, outcome: str
 ) -> str:
     """One b2c_payment_callbacks row per delivery. The unique transaction_id holds a receipt
     once: later deliveries of the same receipt keep it in raw_response only."""
     receipt = parsed.receipt if kind == "result" else None
-    if (
-        receipt
-        and conn.execute(
-            sa.select(b2c_payment_callbacks.c.id).where(
-                b2c_payment_callbacks.c.transaction_id == receipt
-            )
-        ).first()
-    ):
+    if receipt and conn.execute(STORED_RECEIPT, {"receipt": receipt}).first():
         receipt = None
+    row = result_callback_row(parsed, raw, journal_id, kind, payout, outcome, receipt)
+    conn.execute(b2c_payment_callbacks.insert().values(**row))
+    return row["id"]
+
+
+def result_callback_row(
+    parsed: ResultCallback, raw: str, journal_id: str, kind: str, payout, outcome: str, receipt
+) -> dict:
+    """The b2c_payment_callbacks row for one delivery, keeping `receipt` as its transaction_id."""
     phone, name = parsed.receiver
     code = parsed.result_code
-    callback_id = new_id()
-    conn.execute(
-        b2c_payment_callbacks.insert().values(
-            id=callback_id,
-            transaction_id=receipt,
-            originator_conversation_id=parsed.originator_conversation_id,
-            conversation_id=parsed.conversation_id,
-            result_code=int(code) if code and code.isdigit() and len(code) < 10 else None,
-            result_code_text=code,
-            result_description=parsed.result_desc,
-            result_type=parsed.result_type,
-            transaction_amount=parsed.amount,
-            receiver_phone=phone,
-            receiver_name=name,
-            reference_id=payout.reference_id
-            if payout
-            else bounded(text_or_none(parsed.parameters.get("ReferenceID")), 255),
-            payout_id=payout.id if payout else None,
-            kind=kind,
-            outcome=outcome,
-            journal_id=journal_id,
-            raw_response=raw,
-            received_at=utcnow(),
-        )
+    return dict(
+        id=new_id(),
+        transaction_id=receipt,
+        originator_conversation_id=parsed.originator_conversation_id,
+        conversation_id=parsed.conversation_id,
+        result_code=int(code) if code and code.isdigit() and len(code) < 10 else None,
+        result_code_text=code,
+        result_description=parsed.result_desc,
+        result_type=parsed.result_type,
+        transaction_amount=parsed.amount,
+        receiver_phone=phone,
+        receiver_name=name,
+        reference_id=payout.reference_id
+        if payout
+        else bounded(text_or_none(parsed.parameters.get("ReferenceID")), 255),
+        payout_id=payout.id if payout else None,
+        kind=kind,
+        outcome=outcome,
+        journal_id=journal_id,
+        raw_response=raw,
+        received_at=utcnow(),
     )
-    return callback_id
 
 
 def payout_summary(svc: Service, payout_id: str) -> dict:

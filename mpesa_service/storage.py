@@ -259,10 +259,10 @@ account_balances = sa.Table(
 )
 
 
-# One pooled connection per waitress thread (16) plus the jobs: with SQLAlchemy's default of 5,
+# One pooled connection per waitress thread (32) plus the jobs: with SQLAlchemy's default of 5,
 # busy requests opened and closed overflow connections on every call (the callback benchmark's
 # profile: 13% of the time, mostly in PyMySQL's SSL set-up).
-POOL = {"pool_size": 20, "max_overflow": 10}
+POOL = {"pool_size": 36, "max_overflow": 10}
 
 
 def make_engine(url: str) -> sa.Engine:

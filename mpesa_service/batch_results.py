@@ -1,0 +1,166 @@
+"""Settling a batch of plain B2C success results with a few statements instead of a dozen
+each: the common case of a callback batch (see callbacks.journal_and_apply).
+
+A result takes this path only while it is plainly the first word on its payout: a well-formed
+success with a receipt, matched by its attempt's OriginatorConversationID, that attempt
+current, the payout in a state a success may complete, the receipt unknown to every payout
+and stored callback, and no earlier delivery in the batch touching the same payout or receipt.
+It then gets exactly what payouts.apply_b2c_callback would write for it. The path covers only
+the leading run of such results in a batch: from the first delivery that does not qualify,
+the collected ones are written and the rest take the general path in order, so nothing is
+applied out of turn. Every completion is still a compare-and-set; if one does not hold (another
+process moved the payout since it was read) the whole batch fails and is applied one by one."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from mpesa_service.parsing import ResultCallback, json_or_problem, parse_result_callback
+from mpesa_service.payouts import (
+    PAID_COLUMNS,
+    flag_mismatches,
+    paid_values,
+    payout_sources,
+    result_callback_row,
+)
+from mpesa_service.storage import b2c_payment_callbacks, b2c_payments, b2c_payout_attempts, utcnow
+
+payouts, attempts = b2c_payments.c, b2c_payout_attempts.c
+
+MATCHES = (
+    sa.select(
+        b2c_payments,
+        attempts.id.label("attempt_id"),
+        attempts.originator_conversation_id.label("attempt_ocid"),
+    )
+    .join(b2c_payout_attempts, attempts.payout_id == payouts.id)
+    .where(attempts.originator_conversation_id.in_(sa.bindparam("ocids", expanding=True)))
+)
+PAID_RECEIPTS = sa.select(payouts.transaction_id).where(
+    payouts.transaction_id.in_(sa.bindparam("receipts", expanding=True))
+)
+STORED_RECEIPTS = sa.select(b2c_payment_callbacks.c.transaction_id).where(
+    b2c_payment_callbacks.c.transaction_id.in_(sa.bindparam("receipts", expanding=True))
+)
+COMPLETE = (
+    b2c_payments.update()
+    .where(
+        payouts.id == sa.bindparam("payout_id"),
+        payouts.status.in_(payout_sources("completed")),
+    )
+    .values(
+        status="completed",
+        updated_at=sa.bindparam("now"),
+        **{name: sa.bindparam(name) for name in PAID_COLUMNS},
+    )
+)
+ATTEMPT_COMPLETED = (
+    b2c_payout_attempts.update()
+    .where(attempts.id == sa.bindparam("attempt_id"))
+    .values(
+        status="completed",
+        response_code="0",
+        error_message=sa.bindparam("desc"),
+        answered_at=sa.bindparam("now"),
+    )
+)
+
+
+class PayoutMoved(Exception):
+    """A payout left the state its result was read in: the batch is applied one by one."""
+
+
+class SuccessBatch:
+    """The leading run of plain success results of one batch, read in one go and written
+    together by `flush`."""
+
+    def __init__(self, conn: sa.Connection, deliveries: list[tuple[str, str, str]]):
+        self.conn = conn
+        self.parsed = _plain_successes(deliveries)
+        self.pending: list[tuple[ResultCallback, str, str, object]] = []
+        self.claimed_payouts: set[str] = set()
+        self.claimed_receipts: set[str] = set()
+        self.open = bool(self.parsed)
+        if self.open:
+            self._read_ahead()
+
+    def _read_ahead(self) -> None:
+        ocids = [parsed.originator_conversation_id for parsed in self.parsed.values()]
+        receipts = [parsed.receipt for parsed in self.parsed.values()]
+        self.matches = {
+            row.attempt_ocid: row for row in self.conn.execute(MATCHES, {"ocids": ocids})
+        }
+        known = self.conn.execute(PAID_RECEIPTS, {"receipts": receipts}).scalars().all()
+        known += self.conn.execute(STORED_RECEIPTS, {"receipts": receipts}).scalars().all()
+        self.claimed_receipts.update(known)
+
+    def take(self, kind: str, raw: str, journal_id: str) -> bool:
+        """Collect this delivery if it qualifies and no earlier one has failed to; False means
+        it must take the general path (and so must every delivery after it)."""
+        if self.open:
+            self.open = self._collect(kind, raw, journal_id)
+        return self.open
+
+    def _collect(self, kind: str, raw: str, journal_id: str) -> bool:
+        parsed = self.parsed.get(journal_id) if kind == "b2c_result" else None
+        match = self.matches.get(parsed.originator_conversation_id) if parsed else None
+        if (
+            match is None
+            or match.originator_conversation_id not in (None, match.attempt_ocid)
+            or match.status not in payout_sources("completed")
+            or match.id in self.claimed_payouts
+            or parsed.receipt in self.claimed_receipts
+        ):
+            return False
+        self.claimed_payouts.add(match.id)
+        self.claimed_receipts.add(parsed.receipt)
+        self.pending.append((parsed, raw, journal_id, match))
+        return True
+
+    def flush(self) -> None:
+        """Write what was collected: each completion by compare-and-set, then the attempts and
+        the stored callbacks in one statement each."""
+        if not self.pending:
+            return
+        now = utcnow()
+        for parsed, _, _, payout in self.pending:
+            values = {"payout_id": payout.id, "now": now, **paid_values(parsed)}
+            if self.conn.execute(COMPLETE, values).rowcount != 1:
+                raise PayoutMoved(f"payout {payout.reference_id} moved while its result was read")
+            flag_mismatches(self.conn, payout, parsed.amount, parsed.receiver[0])
+        self.conn.execute(
+            ATTEMPT_COMPLETED,
+            [
+                {"attempt_id": payout.attempt_id, "desc": parsed.result_desc, "now": now}
+                for parsed, _, _, payout in self.pending
+            ],
+        )
+        self.conn.execute(
+            b2c_payment_callbacks.insert(),
+            [
+                result_callback_row(
+                    parsed, raw, journal_id, "result", payout, "applied", parsed.receipt
+                )
+                for parsed, raw, journal_id, payout in self.pending
+            ],
+        )
+        self.pending = []
+
+
+def _plain_successes(deliveries: list[tuple[str, str, str]]) -> dict[str, ResultCallback]:
+    """{journal id: parsed result} for the well-formed B2C success results with a receipt."""
+    plain = {}
+    for kind, raw, journal_id in deliveries:
+        if kind != "b2c_result":
+            continue
+        payload, problem = json_or_problem(raw)
+        parsed = parse_result_callback(payload)
+        if (
+            not problem
+            and not parsed.problems
+            and parsed.succeeded
+            and parsed.receipt
+            and parsed.originator_conversation_id
+        ):
+            plain[journal_id] = parsed
+    return plain

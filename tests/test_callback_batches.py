@@ -1,0 +1,368 @@
+"""Callbacks applied in batches (group commit) end exactly as if applied one by one: the same
+payouts, attempts, stored callbacks and flags, whatever the mix and however it is split."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+import service
+from mpesa_service.batch_results import PayoutMoved, SuccessBatch
+from mpesa_service.callbacks import apply_deliveries, callback_writer
+from mpesa_service.context import mark_journal_entries_applied
+from mpesa_service.groupcommit import GroupCommit
+from mpesa_service.storage import (
+    b2c_payment_callbacks,
+    b2c_payments,
+    b2c_payout_attempts,
+    callback_journal,
+    payment_flags,
+    utcnow,
+)
+from tests.service_support import TOKEN
+from tests.test_payouts import result_body
+
+# --- the group commit itself -------------------------------------------------------------------
+
+
+def test_concurrent_submissions_are_batched_and_each_gets_its_own_answer():
+    seen_batches = []
+
+    def process(tickets):
+        seen_batches.append(len(tickets))
+        time.sleep(0.02)  # a slow fsync: later submitters queue up meanwhile
+        for ticket in tickets:
+            ticket.result = ticket.item * 10
+
+    commit = GroupCommit(process, idle_seconds=0.2)
+    answers = {}
+    start = threading.Barrier(20)
+
+    def submit(number):
+        start.wait()
+        answers[number] = commit.submit(number)
+
+    threads = [threading.Thread(target=submit, args=(number,)) for number in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert answers == {number: number * 10 for number in range(20)}
+    assert sum(seen_batches) == 20
+    assert commit.largest_batch > 1 and commit.batches == len(seen_batches) < 20
+
+
+def test_an_error_reaches_only_its_own_submitter_and_a_crash_reaches_the_batch():
+    def process(tickets):
+        for ticket in tickets:
+            if ticket.item == "bad":
+                ticket.error = ValueError("bad item")
+            elif ticket.item == "crash":
+                raise RuntimeError("the batch broke")
+            else:
+                ticket.result = "ok"
+
+    commit = GroupCommit(process, idle_seconds=0.2)
+    assert commit.submit("fine") == "ok"
+    with pytest.raises(ValueError, match="bad item"):
+        commit.submit("bad")
+    with pytest.raises(RuntimeError, match="the batch broke"):
+        commit.submit("crash")
+    assert commit.submit("fine again") == "ok"
+
+
+def test_the_writer_thread_leaves_when_idle_and_comes_back_on_demand():
+    commit = GroupCommit(lambda tickets: None, idle_seconds=0.1, name="idle-writer-test")
+    commit.submit("one")
+
+    def writers():
+        return [t for t in threading.enumerate() if t.name == "idle-writer-test"]
+
+    deadline = time.monotonic() + 5
+    while writers() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert writers() == []
+    commit.submit("two")
+    assert commit.batches == 2
+
+
+# --- batches against the database --------------------------------------------------------------
+
+AMOUNT = 1000
+
+
+def seed(conn, name: str, status: str = "pending", receipt: str | None = None) -> None:
+    """A payout `name` with one attempt whose OriginatorConversationID is `ocid-<name>`."""
+    now = utcnow()
+    conn.execute(
+        b2c_payments.insert().values(
+            id=f"id-{name}",
+            user_id="batch-test",
+            phone_number="254712345678",
+            amount=AMOUNT,
+            reference_id=f"ref-{name}",
+            status=status,
+            originator_conversation_id=f"ocid-{name}",
+            conversation_id=f"conv-{name}",
+            transaction_id=receipt,
+            attempt_count=1,
+            initiated_at=now,
+            updated_at=now,
+        )
+    )
+    conn.execute(
+        b2c_payout_attempts.insert().values(
+            id=f"attempt-{name}",
+            payout_id=f"id-{name}",
+            attempt_no=1,
+            status="accepted",
+            originator_conversation_id=f"ocid-{name}",
+            conversation_id=f"conv-{name}",
+            created_at=now,
+            sent_at=now,
+        )
+    )
+
+
+def seed_scenario(engine) -> None:
+    with engine.begin() as conn:
+        for name in ("p1", "p2", "p3", "p4", "p5", "p6", "p8", "p10", "p11", "p12"):
+            seed(conn, name)
+        seed(conn, "p7", status="failed")
+        seed(conn, "p9", status="completed", receipt="R9")
+
+
+def success(name, receipt, amount=AMOUNT):
+    body = result_body(f"ocid-{name}", amount=amount, receipt=receipt)
+    body["Result"]["ConversationID"] = f"conv-{name}"
+    return ("b2c_result", json.dumps(body))
+
+
+def failure(name, code=2001):
+    body = result_body(f"ocid-{name}", code=code)
+    body["Result"]["ConversationID"] = f"conv-{name}"
+    return ("b2c_result", json.dumps(body))
+
+
+def timeout(name):
+    body = result_body(f"ocid-{name}")
+    body["Result"].pop("ResultParameters")
+    body["Result"].update(ResultCode="SFC_IC0003", ResultDesc="Queue timeout")
+    return ("b2c_timeout", json.dumps(body))
+
+
+# Every way a delivery can go: plain successes (the fast path), a short payment, the same
+# receipt for another payout in the same batch and from an old payout, a duplicate, a failure,
+# a queue timeout then the late success, an orphan, a body that is not JSON, a success for a
+# failed payout, and plain successes after all of those.
+DELIVERIES = [
+    success("p1", "R1"),
+    success("p2", "R2", amount=900),
+    success("p3", "R1"),
+    failure("p4"),
+    timeout("p5"),
+    success("p5", "R5"),
+    success("p6", "R6"),
+    success("p6", "R6"),
+    success("nobody", "R-orphan"),
+    ("b2c_result", "{not json"),
+    success("p7", "R7"),
+    success("p10", "R9"),
+    success("p8", "R8"),
+    success("p11", "R11"),
+    success("p12", "R12"),
+]
+
+
+def outcome(engine, journal_ids: list[str]) -> dict:
+    """Everything the deliveries wrote, without generated ids and times."""
+    order = {journal_id: index for index, journal_id in enumerate(journal_ids)}
+    with engine.connect() as conn:
+        payouts = conn.execute(
+            sa.select(
+                b2c_payments.c.reference_id,
+                b2c_payments.c.status,
+                b2c_payments.c.transaction_id,
+                b2c_payments.c.paid_amount,
+                b2c_payments.c.reason_code,
+                b2c_payments.c.receiver_name,
+            ).order_by(b2c_payments.c.reference_id)
+        ).all()
+        attempts = conn.execute(
+            sa.select(
+                b2c_payout_attempts.c.id,
+                b2c_payout_attempts.c.status,
+                b2c_payout_attempts.c.response_code,
+                b2c_payout_attempts.c.error_message,
+            ).order_by(b2c_payout_attempts.c.id)
+        ).all()
+        stored = conn.execute(
+            sa.select(
+                b2c_payment_callbacks.c.journal_id,
+                b2c_payment_callbacks.c.kind,
+                b2c_payment_callbacks.c.outcome,
+                b2c_payment_callbacks.c.transaction_id,
+                b2c_payment_callbacks.c.reference_id,
+                b2c_payment_callbacks.c.transaction_amount,
+            )
+        ).all()
+        flags = conn.execute(
+            sa.select(payment_flags.c.subject_type, payment_flags.c.flag, payment_flags.c.detail)
+        ).all()
+        journal = conn.execute(sa.select(callback_journal.c.id)).scalars().all()
+    return {
+        "payouts": [tuple(row) for row in payouts],
+        "attempts": [tuple(row) for row in attempts],
+        "stored": sorted((order[row[0]], *row[1:]) for row in stored),
+        "flags": sorted(tuple(row) for row in flags),
+        "journal": sorted(order[journal_id] for journal_id in journal),
+    }
+
+
+def run(tmp_path: Path, database_url: str, chunk: int) -> dict:
+    """Seed the scenario, apply DELIVERIES in batches of `chunk`, and return the outcome."""
+    svc = service_for(tmp_path, database_url)
+    try:
+        seed_scenario(svc.engine)
+        deliveries = [
+            (kind, raw, f"journal-{index:02d}") for index, (kind, raw) in enumerate(DELIVERIES)
+        ]
+        for start in range(0, len(deliveries), chunk):
+            errors = apply_deliveries(svc, deliveries[start : start + chunk])
+            assert errors == [None] * len(errors)
+        return outcome(svc.engine, [journal_id for _, _, journal_id in deliveries])
+    finally:
+        svc.engine.dispose()
+
+
+def service_for(tmp_path: Path, database_url: str):
+    settings = service.load_settings(
+        {
+            "DATABASE_URL": database_url,
+            "CALLBACK_JOURNAL_PATH": str(tmp_path / "journal.log"),
+            "CALLBACK_TOKEN": TOKEN,
+            "API_KEYS": "test-key",
+        },
+        env_file=tmp_path / "no.env",
+    )
+    return service.build_service(settings, simulator_url="http://127.0.0.1:9")
+
+
+def wipe(database_url: str) -> None:
+    engine = service.make_engine(database_url)
+    with engine.begin() as conn:
+        for table in (
+            payment_flags,
+            b2c_payment_callbacks,
+            callback_journal,
+            b2c_payout_attempts,
+            b2c_payments,
+        ):
+            conn.execute(table.delete())
+    engine.dispose()
+
+
+def test_batches_of_any_size_end_as_one_by_one_does(database_url, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="mpesa")
+    one_by_one = run(tmp_path, database_url, chunk=1)
+    outcomes = {}
+    for chunk in (len(DELIVERIES), 3, 2):
+        wipe(database_url)
+        outcomes[chunk] = run(tmp_path, database_url, chunk)
+    assert "failed together" not in caplog.text  # each batch was applied as a batch
+    for chunk, found in outcomes.items():
+        assert found == one_by_one, f"batches of {chunk} differ from one by one"
+    by_reference = {row[0]: row for row in one_by_one["payouts"]}
+    assert by_reference["ref-p1"][1:3] == ("completed", "R1")
+    assert by_reference["ref-p3"][1] == "pending"  # R1 already paid p1: a conflict
+    assert by_reference["ref-p5"][1:3] == ("completed", "R5")
+    assert by_reference["ref-p7"][1] == "failed"
+    assert by_reference["ref-p10"][1] == "pending"  # R9 belongs to p9
+    assert by_reference["ref-p12"][1:3] == ("completed", "R12")
+    assert {flag for _, flag, _ in one_by_one["flags"]} >= {
+        "amount_mismatch",
+        "status_conflict",
+        "orphan_callback",
+    }
+    assert one_by_one["journal"] == list(range(len(DELIVERIES)))
+
+
+def test_only_the_leading_run_of_plain_successes_takes_the_short_path(engine):
+    seed_scenario(engine)
+    deliveries = [
+        (kind, raw, f"journal-{index:02d}") for index, (kind, raw) in enumerate(DELIVERIES)
+    ]
+    with engine.begin() as conn:
+        successes = SuccessBatch(conn, deliveries)
+        taken = [successes.take(*delivery) for delivery in deliveries]
+        conn.rollback()
+    # p1 and p2 qualify; p3 reuses R1, so it and everything after it go the general way.
+    assert taken == [True, True] + [False] * (len(DELIVERIES) - 2)
+
+
+def test_a_replay_that_got_there_first_is_not_applied_twice(database_url, tmp_path):
+    svc = service_for(tmp_path, database_url)
+    try:
+        seed_scenario(svc.engine)
+        deliveries = [
+            ("b2c_result", success("p1", "R1")[1], "journal-a"),
+            ("b2c_result", success("p2", "R2")[1], "journal-b"),
+        ]
+        with svc.engine.begin() as conn:  # the replay job got to journal-b a moment ago
+            mark_journal_entries_applied(conn, [("journal-b", "b2c_result")])
+        assert apply_deliveries(svc, deliveries) == [None, None]
+        with svc.engine.connect() as conn:
+            statuses = dict(conn.execute(sa.select(b2c_payments.c.id, b2c_payments.c.status)).all())
+            stored = conn.execute(sa.select(b2c_payment_callbacks.c.journal_id)).scalars().all()
+        assert statuses["id-p1"] == "completed"
+        assert statuses["id-p2"] == "pending"  # not applied again here: the replay owns it
+        assert stored == ["journal-a"]
+    finally:
+        svc.engine.dispose()
+
+
+def test_a_payout_that_moves_after_being_read_fails_the_batch(engine):
+    seed_scenario(engine)
+    kind, raw = success("p1", "R1")
+    with pytest.raises(PayoutMoved), engine.begin() as conn:
+        successes = SuccessBatch(conn, [(kind, raw, "journal-x")])
+        conn.execute(
+            b2c_payments.update().where(b2c_payments.c.id == "id-p1").values(status="failed")
+        )
+        assert successes.take(kind, raw, "journal-x")
+        successes.flush()
+    with engine.connect() as conn:
+        status = conn.execute(
+            sa.select(b2c_payments.c.status).where(b2c_payments.c.id == "id-p1")
+        ).scalar_one()
+    assert status == "pending"  # the whole transaction was rolled back
+
+
+def test_concurrent_deliveries_over_http_are_batched_and_all_applied(stack):
+    with stack.svc.engine.begin() as conn:
+        for number in range(32):
+            seed(conn, f"h{number}")
+    bodies = [json.loads(success(f"h{number}", f"RH{number:03d}")[1]) for number in range(32)]
+    start = threading.Barrier(len(bodies))
+    answers = []
+
+    def deliver(body):
+        start.wait()
+        answers.append(stack.hook("/hooks/b2c/result", body).status_code)
+
+    threads = [threading.Thread(target=deliver, args=(body,)) for body in bodies]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert answers == [200] * 32
+    completed = stack.rows(b2c_payments, b2c_payments.c.status == "completed")
+    assert sorted(row.transaction_id for row in completed) == [f"RH{n:03d}" for n in range(32)]
+    assert callback_writer(stack.svc).largest_batch > 1
+    assert len(stack.journal()) == 32
