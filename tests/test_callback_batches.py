@@ -180,47 +180,45 @@ DELIVERIES = [
 ]
 
 
+PAYOUT_FIELDS = [
+    "reference_id",
+    "status",
+    "transaction_id",
+    "paid_amount",
+    "reason_code",
+    "receiver_name",
+]
+ATTEMPT_FIELDS = ["id", "status", "response_code", "error_message"]
+STORED_FIELDS = [
+    "journal_id",
+    "kind",
+    "outcome",
+    "transaction_id",
+    "reference_id",
+    "transaction_amount",
+]
+
+
+def picked(conn, table: sa.Table, names: list[str]) -> list[tuple]:
+    """These columns of every row of `table`, ordered by the first."""
+    columns = [table.c[name] for name in names]
+    return [tuple(row) for row in conn.execute(sa.select(*columns).order_by(columns[0]))]
+
+
 def outcome(engine, journal_ids: list[str]) -> dict:
     """Everything the deliveries wrote, without generated ids and times."""
     order = {journal_id: index for index, journal_id in enumerate(journal_ids)}
     with engine.connect() as conn:
-        payouts = conn.execute(
-            sa.select(
-                b2c_payments.c.reference_id,
-                b2c_payments.c.status,
-                b2c_payments.c.transaction_id,
-                b2c_payments.c.paid_amount,
-                b2c_payments.c.reason_code,
-                b2c_payments.c.receiver_name,
-            ).order_by(b2c_payments.c.reference_id)
-        ).all()
-        attempts = conn.execute(
-            sa.select(
-                b2c_payout_attempts.c.id,
-                b2c_payout_attempts.c.status,
-                b2c_payout_attempts.c.response_code,
-                b2c_payout_attempts.c.error_message,
-            ).order_by(b2c_payout_attempts.c.id)
-        ).all()
-        stored = conn.execute(
-            sa.select(
-                b2c_payment_callbacks.c.journal_id,
-                b2c_payment_callbacks.c.kind,
-                b2c_payment_callbacks.c.outcome,
-                b2c_payment_callbacks.c.transaction_id,
-                b2c_payment_callbacks.c.reference_id,
-                b2c_payment_callbacks.c.transaction_amount,
-            )
-        ).all()
-        flags = conn.execute(
-            sa.select(payment_flags.c.subject_type, payment_flags.c.flag, payment_flags.c.detail)
-        ).all()
+        payouts = picked(conn, b2c_payments, PAYOUT_FIELDS)
+        attempts = picked(conn, b2c_payout_attempts, ATTEMPT_FIELDS)
+        stored = picked(conn, b2c_payment_callbacks, STORED_FIELDS)
+        flags = picked(conn, payment_flags, ["subject_type", "flag", "detail"])
         journal = conn.execute(sa.select(callback_journal.c.id)).scalars().all()
     return {
-        "payouts": [tuple(row) for row in payouts],
-        "attempts": [tuple(row) for row in attempts],
+        "payouts": payouts,
+        "attempts": attempts,
         "stored": sorted((order[row[0]], *row[1:]) for row in stored),
-        "flags": sorted(tuple(row) for row in flags),
+        "flags": sorted(flags),
         "journal": sorted(order[journal_id] for journal_id in journal),
     }
 
