@@ -222,11 +222,23 @@ def result_callback(ocid: str, conversation: str, receipt: str) -> bytes:
     ).encode()
 
 
-def callback_requests(ids: list[tuple[str, str]]) -> list:
+def callback_requests(ids: list[tuple[str, str]], first: int = 0) -> list:
+    """One success result per payout, each with its own receipt (numbered from `first`, so
+    that later runs do not repeat earlier runs' receipts and turn into conflicts)."""
     return [
-        (RESULT_PATH, result_callback(ocid, conv, f"TK{index:08d}"), HEADERS)
+        (RESULT_PATH, result_callback(ocid, conv, f"TK{first + index:08d}"), HEADERS)
         for index, (ocid, conv) in enumerate(ids)
     ]
+
+
+def completed_payouts(database_url: str) -> int:
+    engine = service.make_engine(database_url)
+    with engine.connect() as conn:
+        count = conn.execute(
+            sa.select(sa.func.count()).where(service.b2c_payments.c.status == "completed")
+        ).scalar_one()
+    engine.dispose()
+    return count
 
 
 # --- the measurement --------------------------------------------------------------------------
@@ -264,10 +276,15 @@ def bench_service(kind: str, args, workdir: Path) -> dict:
         ids = seed_pending_payouts(database_url, args.callbacks * args.runs)
         app = ServedApp("app", database_url, str(workdir / f"{kind}-journal.log"))
         try:
-            runs = []
+            runs, sent = [], 0
             for run in range(args.runs):
-                batch = ids[run * args.callbacks : (run + 1) * args.callbacks]
-                runs.append(measure(app, callback_requests(batch), args.seconds))
+                first = run * args.callbacks
+                batch = ids[first : first + args.callbacks]
+                runs.append(measure(app, callback_requests(batch, first), args.seconds))
+                sent += runs[-1]["requests"]
+            applied = completed_payouts(database_url)
+            if applied != sent:
+                raise SystemExit(f"{kind}: {sent} results answered but {applied} payouts completed")
             return {**medians(runs), "peak_mib": app.peak_mib()}
         finally:
             app.stop()

@@ -1,17 +1,20 @@
-"""Settling a batch of plain B2C success results with a few statements instead of a dozen
-each: the common case of a callback batch (see callbacks.journal_and_apply).
+"""Settling a batch of plain B2C success results with a few statements for the whole run
+instead of a dozen each: the common case of a callback batch (see callbacks.apply_deliveries).
 
 A result takes this path only while it is plainly the first word on its payout: a well-formed
 success with a receipt, matched by its attempt's OriginatorConversationID, that attempt
 current, the payout in a state a success may complete, the receipt unknown to every payout
 and stored callback, and no earlier delivery in the batch touching the same payout or receipt.
-It then gets exactly what payouts.apply_b2c_callback would write for it. The path covers only
-the leading run of such results in a batch: from the first delivery that does not qualify,
-the collected ones are written and the rest take the general path in order, so nothing is
-applied out of turn. Every completion is still a compare-and-set; if one does not hold (another
-process moved the payout since it was read) the whole batch fails and is applied one by one."""
+It then gets exactly what payouts.apply_b2c_callback would write for it, with one statement
+per table for the whole run. The path covers only the leading run of such results in a batch:
+from the first delivery that does not qualify, the collected ones are written and the rest
+take the general path in order, so nothing is applied out of turn. The completions are still
+a compare-and-set; if one does not hold (another process moved a payout since it was read)
+the whole batch fails and is applied one by one."""
 
 from __future__ import annotations
+
+import functools
 
 import sqlalchemy as sa
 
@@ -42,28 +45,50 @@ PAID_RECEIPTS = sa.select(payouts.transaction_id).where(
 STORED_RECEIPTS = sa.select(b2c_payment_callbacks.c.transaction_id).where(
     b2c_payment_callbacks.c.transaction_id.in_(sa.bindparam("receipts", expanding=True))
 )
-COMPLETE = (
-    b2c_payments.update()
-    .where(
-        payouts.id == sa.bindparam("payout_id"),
-        payouts.status.in_(payout_sources("completed")),
+
+
+@functools.cache
+def completing(count: int) -> sa.Update:
+    """One UPDATE completing `count` payouts, each with its own paid values (a CASE on the id
+    per column), only from the states a success may leave: one round trip for a whole run.
+    Parameters: now, and id_<i> plus <column>_<i> for each PAID_COLUMNS column."""
+    ids = [sa.bindparam(f"id_{index}", type_=payouts.id.type) for index in range(count)]
+    return (
+        b2c_payments.update()
+        .where(payouts.id.in_(ids), payouts.status.in_(payout_sources("completed")))
+        .values(
+            status="completed",
+            updated_at=sa.bindparam("now", type_=payouts.updated_at.type),
+            **{name: _per_row(payouts.id, ids, payouts[name]) for name in PAID_COLUMNS},
+        )
     )
-    .values(
-        status="completed",
-        updated_at=sa.bindparam("now"),
-        **{name: sa.bindparam(name) for name in PAID_COLUMNS},
+
+
+@functools.cache
+def answering(count: int) -> sa.Update:
+    """One UPDATE marking `count` attempts completed, each with its own description.
+    Parameters: now, and id_<i> plus error_message_<i>."""
+    ids = [sa.bindparam(f"id_{index}", type_=attempts.id.type) for index in range(count)]
+    return (
+        b2c_payout_attempts.update()
+        .where(attempts.id.in_(ids))
+        .values(
+            status="completed",
+            response_code="0",
+            answered_at=sa.bindparam("now", type_=attempts.answered_at.type),
+            error_message=_per_row(attempts.id, ids, attempts.error_message),
+        )
     )
-)
-ATTEMPT_COMPLETED = (
-    b2c_payout_attempts.update()
-    .where(attempts.id == sa.bindparam("attempt_id"))
-    .values(
-        status="completed",
-        response_code="0",
-        error_message=sa.bindparam("desc"),
-        answered_at=sa.bindparam("now"),
+
+
+def _per_row(key: sa.Column, ids: list, column: sa.Column) -> sa.Case:
+    return sa.case(
+        *[
+            (key == row_id, sa.bindparam(f"{column.name}_{index}", type_=column.type))
+            for index, row_id in enumerate(ids)
+        ],
+        else_=column,
     )
-)
 
 
 class PayoutMoved(Exception):
@@ -118,23 +143,27 @@ class SuccessBatch:
         return True
 
     def flush(self) -> None:
-        """Write what was collected: each completion by compare-and-set, then the attempts and
-        the stored callbacks in one statement each."""
+        """Write what was collected: the completions (a compare-and-set over all of them), the
+        attempts and the stored callbacks, one statement each."""
         if not self.pending:
             return
         now = utcnow()
+        completions, answers = {"now": now}, {"now": now}
+        for index, (parsed, _, _, payout) in enumerate(self.pending):
+            completions[f"id_{index}"] = payout.id
+            for name, value in paid_values(parsed).items():
+                completions[f"{name}_{index}"] = value
+            answers[f"id_{index}"] = payout.attempt_id
+            answers[f"error_message_{index}"] = parsed.result_desc
+        moved = self.conn.execute(completing(len(self.pending)), completions).rowcount
+        if moved != len(self.pending):
+            raise PayoutMoved(
+                f"{len(self.pending) - moved} of {len(self.pending)} payouts moved while their "
+                "results were read"
+            )
+        self.conn.execute(answering(len(self.pending)), answers)
         for parsed, _, _, payout in self.pending:
-            values = {"payout_id": payout.id, "now": now, **paid_values(parsed)}
-            if self.conn.execute(COMPLETE, values).rowcount != 1:
-                raise PayoutMoved(f"payout {payout.reference_id} moved while its result was read")
             flag_mismatches(self.conn, payout, parsed.amount, parsed.receiver[0])
-        self.conn.execute(
-            ATTEMPT_COMPLETED,
-            [
-                {"attempt_id": payout.attempt_id, "desc": parsed.result_desc, "now": now}
-                for parsed, _, _, payout in self.pending
-            ],
-        )
         self.conn.execute(
             b2c_payment_callbacks.insert(),
             [

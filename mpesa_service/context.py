@@ -134,6 +134,8 @@ def parse_networks(entries: list[str]) -> list:
 
 
 def in_networks(address: str, networks: list) -> bool:
+    if not networks:
+        return False
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
