@@ -39,11 +39,13 @@ MATCHES = (
     .join(b2c_payout_attempts, attempts.payout_id == payouts.id)
     .where(attempts.originator_conversation_id.in_(sa.bindparam("ocids", expanding=True)))
 )
-PAID_RECEIPTS = sa.select(payouts.transaction_id).where(
-    payouts.transaction_id.in_(sa.bindparam("receipts", expanding=True))
-)
-STORED_RECEIPTS = sa.select(b2c_payment_callbacks.c.transaction_id).where(
-    b2c_payment_callbacks.c.transaction_id.in_(sa.bindparam("receipts", expanding=True))
+KNOWN_RECEIPTS = sa.union_all(
+    sa.select(payouts.transaction_id).where(
+        payouts.transaction_id.in_(sa.bindparam("paid", expanding=True))
+    ),
+    sa.select(b2c_payment_callbacks.c.transaction_id).where(
+        b2c_payment_callbacks.c.transaction_id.in_(sa.bindparam("stored", expanding=True))
+    ),
 )
 
 
@@ -115,9 +117,8 @@ class SuccessBatch:
         self.matches = {
             row.attempt_ocid: row for row in self.conn.execute(MATCHES, {"ocids": ocids})
         }
-        known = self.conn.execute(PAID_RECEIPTS, {"receipts": receipts}).scalars().all()
-        known += self.conn.execute(STORED_RECEIPTS, {"receipts": receipts}).scalars().all()
-        self.claimed_receipts.update(known)
+        known = self.conn.execute(KNOWN_RECEIPTS, {"paid": receipts, "stored": receipts})
+        self.claimed_receipts.update(known.scalars())
 
     def take(self, kind: str, raw: str, journal_id: str) -> bool:
         """Collect this delivery if it qualifies and no earlier one has failed to; False means

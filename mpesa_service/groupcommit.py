@@ -27,8 +27,9 @@ class Ticket:
 class GroupCommit:
     """`submit(item)` blocks until `process(tickets)` has handled a batch containing it.
     `process` sets each ticket's result or error; an exception escaping it fails every ticket
-    of the batch. The writer thread starts on demand and exits after `idle_seconds` without
-    work, so an idle service (or a test's) holds no thread."""
+    of the batch. Up to `writers` writer threads take batches, so that while one waits on the
+    disk or the database the next batch is already being written; they start on demand and
+    exit after `idle_seconds` without work, so an idle service (or a test's) holds no thread."""
 
     def __init__(
         self,
@@ -36,14 +37,17 @@ class GroupCommit:
         max_batch: int = 64,
         idle_seconds: float = 1.0,
         name: str = "group-commit",
+        writers: int = 1,
     ):
         self._process = process
         self._max_batch = max_batch
         self._idle_seconds = idle_seconds
         self._name = name
+        self._max_writers = writers
         self._queue: list[Ticket] = []
         self._ready = threading.Condition()
-        self._writer_running = False
+        self._writers = 0
+        self._idle_writers = 0
         self.batches = 0
         self.largest_batch = 0
 
@@ -51,8 +55,8 @@ class GroupCommit:
         ticket = Ticket(item)
         with self._ready:
             self._queue.append(ticket)
-            if not self._writer_running:
-                self._writer_running = True
+            if not self._idle_writers and self._writers < self._max_writers:
+                self._writers += 1
                 threading.Thread(target=self._write, name=self._name, daemon=True).start()
             self._ready.notify()
         ticket.done.wait()
@@ -79,9 +83,11 @@ class GroupCommit:
     def _next_batch(self) -> list[Ticket]:
         with self._ready:
             if not self._queue:
+                self._idle_writers += 1
                 self._ready.wait(self._idle_seconds)
+                self._idle_writers -= 1
             if not self._queue:
-                self._writer_running = False
+                self._writers -= 1
                 return []
             batch = self._queue[: self._max_batch]
             del self._queue[: self._max_batch]

@@ -58,6 +58,35 @@ def test_concurrent_submissions_are_batched_and_each_gets_its_own_answer():
     assert commit.largest_batch > 1 and commit.batches == len(seen_batches) < 20
 
 
+@pytest.mark.parametrize("writers", [1, 2])
+def test_no_more_batches_run_at_once_than_there_are_writers(writers):
+    running, most = [0], [0]
+    lock = threading.Lock()
+
+    def process(tickets):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.02)
+        with lock:
+            running[0] -= 1
+
+    commit = GroupCommit(process, idle_seconds=0.2, writers=writers)
+    start = threading.Barrier(30)
+
+    def submit(number):
+        start.wait()
+        for _ in range(3):
+            commit.submit(number)
+
+    threads = [threading.Thread(target=submit, args=(number,)) for number in range(30)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert most[0] == writers
+
+
 def test_an_error_reaches_only_its_own_submitter_and_a_crash_reaches_the_batch():
     def process(tickets):
         for ticket in tickets:
