@@ -118,7 +118,9 @@ class SuccessBatch:
             row.attempt_ocid: row for row in self.conn.execute(MATCHES, {"ocids": ocids})
         }
         known = self.conn.execute(KNOWN_RECEIPTS, {"paid": receipts, "stored": receipts})
-        self.claimed_receipts.update(known.scalars())
+        # Casefolded: MySQL compares receipts without case, so a receipt differing only in
+        # case from a known one goes the general way, which asks the database itself.
+        self.claimed_receipts.update(receipt.casefold() for receipt in known.scalars())
 
     def take(self, kind: str, raw: str, journal_id: str) -> bool:
         """Collect this delivery if it qualifies and no earlier one has failed to; False means
@@ -135,11 +137,11 @@ class SuccessBatch:
             or match.originator_conversation_id not in (None, match.attempt_ocid)
             or match.status not in payout_sources("completed")
             or match.id in self.claimed_payouts
-            or parsed.receipt in self.claimed_receipts
+            or parsed.receipt.casefold() in self.claimed_receipts
         ):
             return False
         self.claimed_payouts.add(match.id)
-        self.claimed_receipts.add(parsed.receipt)
+        self.claimed_receipts.add(parsed.receipt.casefold())
         self.pending.append((parsed, raw, journal_id, match))
         return True
 

@@ -161,7 +161,7 @@ def seed(conn, name: str, status: str = "pending", receipt: str | None = None) -
 
 def seed_scenario(engine) -> None:
     with engine.begin() as conn:
-        for name in ("p1", "p2", "p3", "p4", "p5", "p6", "p8", "p10", "p11", "p12"):
+        for name in ("p1", "p2", "p3", "p4", "p5", "p6", "p8", "p10", "p11", "p12", "p13"):
             seed(conn, name)
         seed(conn, "p7", status="failed")
         seed(conn, "p9", status="completed", receipt="R9")
@@ -189,7 +189,7 @@ def timeout(name):
 # Every way a delivery can go: plain successes (the fast path), a short payment, the same
 # receipt for another payout in the same batch and from an old payout, a duplicate, a failure,
 # a queue timeout then the late success, an orphan, a body that is not JSON, a success for a
-# failed payout, and plain successes after all of those.
+# failed payout, plain successes after all of those, and a receipt differing only in case.
 DELIVERIES = [
     success("p1", "R1"),
     success("p2", "R2", amount=900),
@@ -206,6 +206,7 @@ DELIVERIES = [
     success("p8", "R8"),
     success("p11", "R11"),
     success("p12", "R12"),
+    success("p13", "r12"),
 ]
 
 
