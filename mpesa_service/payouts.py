@@ -461,7 +461,8 @@ def match_payout(conn: sa.Connection, parsed: ResultCallback):
         (attempts.conversation_id, parsed.conversation_id),
     ):
         if value:
-            attempt = conn.execute(_attempt_by_statement(column.name), {"value": value}).first()
+            statement = first_row_by(b2c_payout_attempts, column.name)
+            attempt = conn.execute(statement, {"value": value}).first()
             if attempt:
                 return payout_by(conn, b2c_payments.c.id, attempt.payout_id), attempt
     payouts = b2c_payments.c
@@ -477,21 +478,16 @@ def match_payout(conn: sa.Connection, parsed: ResultCallback):
     return None, None
 
 
-@functools.cache
-def _attempt_by_statement(column_name: str) -> sa.Select:
-    column = b2c_payout_attempts.c[column_name]
-    return sa.select(b2c_payout_attempts).where(column == sa.bindparam("value"))
-
-
 def payout_by(conn: sa.Connection, column, value):
-    return conn.execute(_payout_by_statement(column.name), {"value": value}).first()
+    return conn.execute(first_row_by(b2c_payments, column.name), {"value": value}).first()
 
 
 @functools.cache
-def _payout_by_statement(column_name: str) -> sa.Select:
-    # Built once per column: building a statement costs more than running it (issue 9).
-    column = b2c_payments.c[column_name]
-    return sa.select(b2c_payments).where(column == sa.bindparam("value")).limit(1)
+def first_row_by(table: sa.Table, column_name: str) -> sa.Select:
+    """`table`'s first row whose `column_name` is the parameter `value`. Built once per column:
+    building a statement costs more than running it (issue 9)."""
+    column = table.c[column_name]
+    return sa.select(table).where(column == sa.bindparam("value")).limit(1)
 
 
 RECEIPT_OWNER = (

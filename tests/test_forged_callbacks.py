@@ -115,7 +115,9 @@ def test_foreign_sender_on_every_callback_route_is_journaled_and_stores_nothing(
 # --- a genuine callback replayed for another payout --------------------------------------------
 
 
-def test_replayed_receipt_with_another_payouts_ids_and_amount_is_kept_and_flagged(stack):
+def paid_result_forged_onto_a_pending_payout(stack) -> tuple[dict, dict]:
+    """(a pending payout of 5,000, the genuine result of another, paid payout rewritten with
+    the pending one's ids and amount)."""
     paid = pay(stack).json()
     wait_until(lambda: detail(stack, paid["reference_id"])["status"] == "completed")
     victim = silent_payout(stack, amount=5000)
@@ -127,6 +129,11 @@ def test_replayed_receipt_with_another_payouts_ids_and_amount_is_kept_and_flagge
         victim_ids["conversation_id"],
         amount=5000,
     )
+    return victim, forged
+
+
+def test_replayed_receipt_with_another_payouts_ids_and_amount_is_kept_and_flagged(stack):
+    _, forged = paid_result_forged_onto_a_pending_payout(stack)
     response = stack.hook("/hooks/b2c/result", forged)
     assert response.status_code == 200
     entry = stack.journal()[-1]
@@ -139,17 +146,7 @@ def test_replayed_receipt_with_another_payouts_ids_and_amount_is_kept_and_flagge
 
 
 def test_replayed_receipt_with_another_payouts_ids_does_not_complete_it(stack):
-    paid = pay(stack).json()
-    wait_until(lambda: detail(stack, paid["reference_id"])["status"] == "completed")
-    victim = silent_payout(stack, amount=5000)
-    victim_ids = detail(stack, victim["reference_id"])
-    genuine = genuine_result_of(stack, paid["originator_conversation_id"])
-    forged = with_ids_and_amount(
-        genuine,
-        victim_ids["originator_conversation_id"],
-        victim_ids["conversation_id"],
-        amount=5000,
-    )
+    victim, forged = paid_result_forged_onto_a_pending_payout(stack)
     stack.hook("/hooks/b2c/result", forged)
     assert detail(stack, victim["reference_id"])["status"] == "pending"
     assert flags_of(stack, victim["reference_id"]) != []
