@@ -7,21 +7,37 @@ queueing for the GIL. With no load a batch is a single item, so nothing waits fo
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
 from mpesa_service import log
 
 
+def _taken_lock() -> threading.Lock:
+    lock = threading.Lock()
+    lock.acquire()
+    return lock
+
+
 @dataclass
 class Ticket:
-    """One submitted item and, once processed, its result or the error to raise."""
+    """One submitted item and, once processed, its result or the error to raise. The
+    submitter waits on a lock the writer releases: the cheapest hand-off there is, which
+    matters when a batch wakes dozens of request threads at once."""
 
     item: object
     result: object = None
     error: BaseException | None = None
-    done: threading.Event = field(default_factory=threading.Event)
+    _pending: threading.Lock = field(default_factory=_taken_lock, repr=False)
+
+    def wait(self) -> None:
+        self._pending.acquire()
+
+    def finish(self) -> None:
+        self._pending.release()
 
 
 class GroupCommit:
@@ -29,7 +45,9 @@ class GroupCommit:
     `process` sets each ticket's result or error; an exception escaping it fails every ticket
     of the batch. Up to `writers` writer threads take batches, so that while one waits on the
     disk or the database the next batch is already being written; they start on demand and
-    exit after `idle_seconds` without work, so an idle service (or a test's) holds no thread."""
+    exit after `idle_seconds` without work, so an idle service (or a test's) holds no thread.
+    Each writer thread runs inside `writer_context()` for its life (to hold a connection, say);
+    entering it should not fail, or the batches queued meanwhile wait for the next submit."""
 
     def __init__(
         self,
@@ -38,12 +56,14 @@ class GroupCommit:
         idle_seconds: float = 1.0,
         name: str = "group-commit",
         writers: int = 1,
+        writer_context: Callable[[], AbstractContextManager] = contextlib.nullcontext,
     ):
         self._process = process
         self._max_batch = max_batch
         self._idle_seconds = idle_seconds
         self._name = name
         self._max_writers = writers
+        self._writer_context = writer_context
         self._queue: list[Ticket] = []
         self._ready = threading.Condition()
         self._writers = 0
@@ -56,29 +76,40 @@ class GroupCommit:
         with self._ready:
             self._queue.append(ticket)
             if not self._idle_writers and self._writers < self._max_writers:
-                self._writers += 1
-                threading.Thread(target=self._write, name=self._name, daemon=True).start()
+                self._start_writer()
             self._ready.notify()
-        ticket.done.wait()
+        ticket.wait()
         if ticket.error is not None:
             raise ticket.error
         return ticket.result
 
     def _write(self) -> None:
-        while True:
-            batch = self._next_batch()
-            if not batch:
-                return
-            try:
-                self._process(batch)
-            except BaseException as error:  # noqa: BLE001 - handed to every waiting submitter
-                log.exception("%s: a batch of %d failed", self._name, len(batch))
-                for ticket in batch:
-                    if ticket.error is None:
-                        ticket.error = error
-            finally:
-                for ticket in batch:
-                    ticket.done.set()
+        counted_out = False
+        try:
+            with self._writer_context():
+                while batch := self._next_batch():
+                    self._process_batch(batch)
+                counted_out = True  # an empty batch means _next_batch counted this writer out
+        finally:
+            if not counted_out:
+                with self._ready:
+                    self._writers -= 1
+
+    def _process_batch(self, batch: list[Ticket]) -> None:
+        try:
+            self._process(batch)
+        except BaseException as error:  # noqa: BLE001 - handed to every waiting submitter
+            log.exception("%s: a batch of %d failed", self._name, len(batch))
+            for ticket in batch:
+                if ticket.error is None:
+                    ticket.error = error
+        finally:
+            for ticket in batch:
+                ticket.finish()
+
+    def _start_writer(self) -> None:
+        self._writers += 1
+        threading.Thread(target=self._write, name=self._name, daemon=True).start()
 
     def _next_batch(self) -> list[Ticket]:
         with self._ready:

@@ -3,6 +3,7 @@ payouts, attempts, stored callbacks and flags, whatever the mix and however it i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -14,7 +15,7 @@ import sqlalchemy as sa
 
 import service
 from mpesa_service.batch_results import PayoutMoved, SuccessBatch
-from mpesa_service.callbacks import apply_deliveries, callback_writer
+from mpesa_service.callbacks import apply_deliveries, callback_writer, held_connection
 from mpesa_service.context import mark_journal_entries_applied
 from mpesa_service.groupcommit import GroupCommit
 from mpesa_service.storage import (
@@ -119,6 +120,31 @@ def test_the_writer_thread_leaves_when_idle_and_comes_back_on_demand():
     assert writers() == []
     commit.submit("two")
     assert commit.batches == 2
+
+
+def test_each_writer_thread_holds_its_context_for_its_whole_life():
+    events, inside = [], threading.local()
+
+    @contextlib.contextmanager
+    def context():
+        events.append(("enter", threading.get_ident()))
+        inside.held = True
+        yield
+        events.append(("exit", threading.get_ident()))
+
+    def process(tickets):
+        for ticket in tickets:
+            ticket.result = getattr(inside, "held", False)
+
+    commit = GroupCommit(process, idle_seconds=1.0, writer_context=context)
+    assert [commit.submit(number) for number in range(5)] == [True] * 5
+    deadline = time.monotonic() + 5
+    while len(events) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    # Five batches, one writer, entered once and left once when it went idle.
+    assert commit.batches == 5
+    assert [kind for kind, _ in events] == ["enter", "exit"]
+    assert events[0][1] == events[1][1]
 
 
 # --- batches against the database --------------------------------------------------------------
@@ -351,6 +377,51 @@ def test_a_replay_that_got_there_first_is_not_applied_twice(database_url, tmp_pa
         assert statuses["id-p1"] == "completed"
         assert statuses["id-p2"] == "pending"  # not applied again here: the replay owns it
         assert stored == ["journal-a"]
+    finally:
+        svc.engine.dispose()
+
+
+def kill_other_connections(engine) -> int:
+    """Kill every server connection to this database but the asking one (a restart, as far as
+    the pool's connections can tell); how many were killed."""
+    with engine.connect() as conn:
+        victims = conn.exec_driver_sql(
+            "SELECT id FROM information_schema.processlist "
+            "WHERE db = DATABASE() AND id <> CONNECTION_ID()"
+        ).scalars()
+        killed = 0
+        for victim in victims:
+            conn.exec_driver_sql(f"KILL {int(victim)}")
+            killed += 1
+        return killed
+
+
+def test_a_writer_whose_connection_dies_loses_nothing_and_takes_a_new_one(
+    mariadb_url, tmp_path, caplog
+):
+    svc = service_for(tmp_path, mariadb_url)
+    service.migrate(svc.engine)
+    names = [f"k{number}" for number in range(6)]
+    with svc.engine.begin() as conn:
+        for name in names:
+            seed(conn, name)
+    pairs = [
+        [("b2c_result", success(name, f"RK{name}")[1], f"journal-{name}") for name in two]
+        for two in (names[0:2], names[2:4], names[4:6])
+    ]
+    try:
+        with held_connection(svc.engine), caplog.at_level(logging.WARNING):
+            assert apply_deliveries(svc, pairs[0]) == [None, None]
+            killer = sa.create_engine(mariadb_url)
+            assert kill_other_connections(killer) >= 1
+            killer.dispose()
+            assert apply_deliveries(svc, pairs[1]) == [None, None]  # each alone, on new ones
+            assert apply_deliveries(svc, pairs[2]) == [None, None]  # together again
+        with svc.engine.connect() as conn:
+            statuses = conn.execute(sa.select(b2c_payments.c.status)).scalars().all()
+        assert statuses == ["completed"] * 6
+        fallbacks = [r for r in caplog.records if "failed together" in r.getMessage()]
+        assert len(fallbacks) == 1  # only the batch that met the dead connection
     finally:
         svc.engine.dispose()
 
