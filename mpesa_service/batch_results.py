@@ -108,9 +108,9 @@ class SuccessBatch:
     """The leading run of plain success results of one batch, read in one go and written
     together by `flush`."""
 
-    def __init__(self, conn: sa.Connection, deliveries: list[tuple[str, str, str]]):
+    def __init__(self, conn: sa.Connection, deliveries: list[tuple[str, str, str]], payloads=None):
         self.conn = conn
-        self.parsed = _plain_successes(deliveries)
+        self.parsed = _plain_successes(deliveries, payloads or {})
         self.pending: list[tuple[PlainSuccess, str, str, object]] = []
         self.claimed_payouts: set[str] = set()
         self.claimed_receipts: set[str] = set()
@@ -203,13 +203,16 @@ class PlainSuccess:
     paid: dict
 
 
-def _plain_successes(deliveries: list[tuple[str, str, str]]) -> dict[str, PlainSuccess]:
-    """{journal id: plain success} for the well-formed B2C success results with a receipt."""
+def _plain_successes(
+    deliveries: list[tuple[str, str, str]], payloads: dict
+) -> dict[str, PlainSuccess]:
+    """{journal id: plain success} for the well-formed B2C success results with a receipt
+    (`payloads`: bodies already parsed, {journal id: json_or_problem(raw)})."""
     plain = {}
     for kind, raw, journal_id in deliveries:
         if kind != "b2c_result":
             continue
-        payload, problem = json_or_problem(raw)
+        payload, problem = payloads.get(journal_id) or json_or_problem(raw)
         parsed = parse_result_callback(payload)
         if problem or parsed.problems or not parsed.originator_conversation_id:
             continue

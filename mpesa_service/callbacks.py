@@ -224,8 +224,7 @@ def receive_callback(
         log.warning("callback refused (%s): %s", kind, reason)
         return status, {"ResultCode": 1, "ResultDesc": "Rejected"}
     address = client_address(peer, forwarded_for, svc.policy.trusted_proxies)
-    callback_writer(svc).submit((kind, body, address))
-    _, problem = json_or_problem(body.decode("utf-8", errors="replace"))
+    problem = callback_writer(svc).submit((kind, body, address))
     if problem:
         return 400, {"ResultCode": 1, "ResultDesc": problem}
     return 200, dict(ACKNOWLEDGED)
@@ -298,23 +297,29 @@ def batch_transaction(engine: sa.Engine):
 
 def journal_and_apply(svc: Service, tickets: list[Ticket]) -> None:
     """Journal a batch of (kind, body, address) deliveries, then apply them; a ticket's result
-    is its journal id, its error what applying it raised other than a database failure."""
+    is what is wrong with its body as JSON (None if nothing), its error what applying it
+    raised other than a database failure. Each body is parsed once, here."""
     journal_ids = svc.journal.append_many([ticket.item for ticket in tickets])
-    deliveries = []
+    deliveries, payloads = [], {}
     for ticket, journal_id in zip(tickets, journal_ids, strict=True):
-        ticket.result = journal_id
         kind, body, _ = ticket.item
-        deliveries.append((kind, body.decode("utf-8", errors="replace"), journal_id))
-    for ticket, error in zip(tickets, apply_deliveries(svc, deliveries), strict=True):
+        raw = body.decode("utf-8", errors="replace")
+        payloads[journal_id] = json_or_problem(raw)
+        ticket.result = payloads[journal_id][1]
+        deliveries.append((kind, raw, journal_id))
+    for ticket, error in zip(tickets, apply_deliveries(svc, deliveries, payloads), strict=True):
         ticket.error = error
 
 
-def apply_deliveries(svc: Service, deliveries: list[tuple[str, str, str]]) -> list:
+def apply_deliveries(
+    svc: Service, deliveries: list[tuple[str, str, str]], payloads: dict | None = None
+) -> list:
     """Apply journaled (kind, raw body, journal id) deliveries: together in one transaction,
     or, if any of them fails there, each on its own so that one bad callback neither holds
     back nor undoes the others. A database failure leaves a callback in the journal for
-    replay. Returns, per delivery, the other error it raised, or None."""
-    if len(deliveries) > 1 and _apply_together(svc, deliveries):
+    replay. `payloads` may hold bodies already parsed, as {journal id: json_or_problem(raw)}.
+    Returns, per delivery, the other error it raised, or None."""
+    if deliveries and _apply_together(svc, deliveries, payloads or {}):
         return [None] * len(deliveries)
     errors = []
     for kind, raw, journal_id in deliveries:
@@ -330,11 +335,11 @@ def apply_deliveries(svc: Service, deliveries: list[tuple[str, str, str]]) -> li
     return errors
 
 
-def _apply_together(svc: Service, deliveries: list[tuple[str, str, str]]) -> bool:
+def _apply_together(svc: Service, deliveries: list[tuple[str, str, str]], payloads) -> bool:
     try:
         with batch_transaction(svc.engine) as conn:
             mark_journal_entries_applied(conn, [(jid, kind) for kind, _, jid in deliveries])
-            successes = SuccessBatch(conn, deliveries)
+            successes = SuccessBatch(conn, deliveries, payloads)
             for kind, raw, journal_id in deliveries:
                 if successes.take(kind, raw, journal_id):
                     continue

@@ -15,7 +15,12 @@ import sqlalchemy as sa
 
 import service
 from mpesa_service.batch_results import PayoutMoved, SuccessBatch
-from mpesa_service.callbacks import apply_deliveries, callback_writer, held_connection
+from mpesa_service.callbacks import (
+    apply_callback,
+    apply_deliveries,
+    callback_writer,
+    held_connection,
+)
 from mpesa_service.context import mark_journal_entries_applied
 from mpesa_service.groupcommit import GroupCommit
 from mpesa_service.storage import (
@@ -279,17 +284,22 @@ def outcome(engine, journal_ids: list[str]) -> dict:
     }
 
 
-def run(tmp_path: Path, database_url: str, chunk: int) -> dict:
-    """Seed the scenario, apply DELIVERIES in batches of `chunk`, and return the outcome."""
+def run(tmp_path: Path, database_url: str, chunk: int | None) -> dict:
+    """Seed the scenario, apply DELIVERIES in batches of `chunk` (or, with None, each in its
+    own transaction through apply_callback), and return the outcome."""
     svc = service_for(tmp_path, database_url)
     try:
         seed_scenario(svc.engine)
         deliveries = [
             (kind, raw, f"journal-{index:02d}") for index, (kind, raw) in enumerate(DELIVERIES)
         ]
-        for start in range(0, len(deliveries), chunk):
-            errors = apply_deliveries(svc, deliveries[start : start + chunk])
-            assert errors == [None] * len(errors)
+        if chunk is None:
+            for kind, raw, journal_id in deliveries:
+                apply_callback(svc, kind, raw, journal_id)
+        else:
+            for start in range(0, len(deliveries), chunk):
+                errors = apply_deliveries(svc, deliveries[start : start + chunk])
+                assert errors == [None] * len(errors)
         return outcome(svc.engine, [journal_id for _, _, journal_id in deliveries])
     finally:
         svc.engine.dispose()
@@ -324,9 +334,9 @@ def wipe(database_url: str) -> None:
 
 def test_batches_of_any_size_end_as_one_by_one_does(database_url, tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="mpesa")
-    one_by_one = run(tmp_path, database_url, chunk=1)
+    one_by_one = run(tmp_path, database_url, chunk=None)
     outcomes = {}
-    for chunk in (len(DELIVERIES), 3, 2):
+    for chunk in (len(DELIVERIES), 3, 2, 1):
         wipe(database_url)
         outcomes[chunk] = run(tmp_path, database_url, chunk)
     assert "failed together" not in caplog.text  # each batch was applied as a batch
