@@ -1,7 +1,9 @@
 """Callback ingestion: B2C result callbacks per second and p50/p99 latency at 32 concurrent
 keep-alive connections against the real app, beside an empty Bottle handler, both served by
 waitress with the service's own settings (WAITRESS_OPTIONS, WAITRESS_THREADS) in a child process,
-in the same run, on SQLite and MariaDB.
+in the same run, on SQLite and MariaDB. The load comes from bench/load.py's Python generator
+(bounded by --callbacks and --seconds) or, with --load wrk, from wrk (bounded by --seconds;
+--callbacks must then cover a whole run, or the run fails asking for more).
 
 Every callback is a genuine success result for its own `pending` payout, so each one is
 journaled (fsync), matched, applied by compare-and-set and stored. Figures are medians of
@@ -10,6 +12,7 @@ callbacks/s on MariaDB, >= 1/3 of the empty handler, p99 < 100 ms, zero errors.
 
     python bench/bench_callbacks.py                        # SQLite and MariaDB, 3 runs each
     python bench/bench_callbacks.py --databases sqlite --callbacks 2000 --runs 1
+    python bench/bench_callbacks.py --load wrk --callbacks 12000 --seconds 5
     python bench/bench_callbacks.py --serve app --database-url ... --port N   (child mode)
 """
 
@@ -34,10 +37,9 @@ from common import (  # noqa: E402
     machine,
     median,
     migrated,
-    percentile,
     wait_for,
 )
-from load import run_load  # noqa: E402
+from load import run_load, run_wrk  # noqa: E402
 
 import service  # noqa: E402
 from mpesa_service.storage import utcnow  # noqa: E402
@@ -45,6 +47,7 @@ from mpesa_service.storage import utcnow  # noqa: E402
 MARIADB_SERVER = "mysql+pymysql://root@127.0.0.1:3306"
 RESULT_PATH = f"/hooks/b2c/result/{CALLBACK_TOKEN}"
 HEADERS = {"Content-Type": "application/json"}
+CONNECTIONS = 32
 
 
 # --- the servers (child mode) ----------------------------------------------------------------
@@ -244,15 +247,27 @@ def completed_payouts(database_url: str) -> int:
 # --- the measurement --------------------------------------------------------------------------
 
 
-def measure(app: ServedApp, requests_: list, seconds: float) -> dict:
-    load = run_load(app.port, requests_, connections=32, processes=2, seconds=seconds)
+def measure(app: ServedApp, requests_: list, args, repeat_ok: bool = False) -> dict:
+    """One run's figures; `repeat_ok` lets wrk send a body again (the empty handler's)."""
+    if args.load == "wrk":
+        load = run_wrk(app.port, requests_, CONNECTIONS, args.seconds, repeat_ok=repeat_ok)
+    else:
+        load = run_load(app.port, requests_, CONNECTIONS, processes=2, seconds=args.seconds)
     return {
         "rate": load.rate,
-        "p50_ms": percentile(load.latencies, 0.50) * 1000,
-        "p99_ms": percentile(load.latencies, 0.99) * 1000,
+        "p50_ms": load.p50 * 1000,
+        "p99_ms": load.p99 * 1000,
         "errors": load.errors,
         "requests": load.requests,
     }
+
+
+def check_completed(kind: str, answered: int, completed: int, args) -> None:
+    """Every answered result completed its payout. wrk stops on time with requests still in
+    flight, which the server may complete unanswered: at most one per connection per run."""
+    unanswered = CONNECTIONS * args.runs if args.load == "wrk" else 0
+    if not answered <= completed <= answered + unanswered:
+        raise SystemExit(f"{kind}: {answered} results answered but {completed} payouts completed")
 
 
 def medians(runs: list[dict]) -> dict:
@@ -264,7 +279,7 @@ def bench_empty(args) -> dict:
     try:
         body = result_callback("b2c-x", "AG_x", "TK00000001")
         requests_ = [(RESULT_PATH, body, HEADERS)] * args.callbacks
-        runs = [measure(app, requests_, args.seconds) for _ in range(args.runs)]
+        runs = [measure(app, requests_, args, repeat_ok=True) for _ in range(args.runs)]
         return {**medians(runs), "peak_mib": app.peak_mib()}
     finally:
         app.stop()
@@ -280,11 +295,9 @@ def bench_service(kind: str, args, workdir: Path) -> dict:
             for run in range(args.runs):
                 first = run * args.callbacks
                 batch = ids[first : first + args.callbacks]
-                runs.append(measure(app, callback_requests(batch, first), args.seconds))
+                runs.append(measure(app, callback_requests(batch, first), args))
                 sent += runs[-1]["requests"]
-            applied = completed_payouts(database_url)
-            if applied != sent:
-                raise SystemExit(f"{kind}: {sent} results answered but {applied} payouts completed")
+            check_completed(kind, sent, completed_payouts(database_url), args)
             return {**medians(runs), "peak_mib": app.peak_mib()}
         finally:
             app.stop()
@@ -309,6 +322,7 @@ def main(argv=None) -> int:
     parser.add_argument("--callbacks", type=int, default=3000, help="per run")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=20, help="time bound per run")
+    parser.add_argument("--load", choices=["python", "wrk"], default="python")
     parser.add_argument("--serve", choices=["app", "empty"])
     parser.add_argument("--port", type=int)
     parser.add_argument("--database-url", default="")
@@ -319,7 +333,10 @@ def main(argv=None) -> int:
         serve(args.serve, args.port, args.database_url, args.journal, args.daraja_url)
         return 0
     workdir = Path(tempfile.mkdtemp(prefix="bench-callbacks-"))
-    print(f"callback ingestion, 32 connections, medians of {args.runs} runs; {machine()}")
+    print(
+        f"callback ingestion, {CONNECTIONS} connections, load from {args.load}, "
+        f"medians of {args.runs} runs; {machine()}"
+    )
     empty = bench_empty(args)
     print(row("empty Bottle handler", empty))
     for kind in args.databases.split(","):
