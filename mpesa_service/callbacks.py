@@ -230,16 +230,12 @@ def receive_callback(
     return 200, dict(ACKNOWLEDGED)
 
 
+# One writer thread on every database. On MariaDB a second one (writing a batch while the other
+# waited on the server) left both with batches of 8-10 and cost 15% more CPU per callback for
+# no more callbacks a second: issue 9's A/B under wrk, 1.06 against 1.25 ms and 781 against
+# 732/s (medians of five alternating rounds, 2026-11-26).
+CALLBACK_WRITERS = 1
 _WRITER_LOCK = threading.Lock()
-
-
-def callback_writers(engine: sa.Engine) -> int:
-    """Two writers on MySQL/MariaDB: while one batch waits on the server (its round trips, its
-    commit's fsync) the next is already being written. Batches then run side by side, as
-    single callbacks did before batching: each completion is still a compare-and-set, and a
-    batch that loses a race (a moved payout, a receipt stored meanwhile, a deadlock) is applied
-    again one by one. One on SQLite, which takes one writer at a time anyway."""
-    return 1 if engine.dialect.name == "sqlite" else 2
 
 
 def callback_writer(svc: Service) -> GroupCommit:
@@ -250,7 +246,7 @@ def callback_writer(svc: Service) -> GroupCommit:
             svc.callback_writer = GroupCommit(
                 lambda tickets: journal_and_apply(svc, tickets),
                 name="callback-writer",
-                writers=callback_writers(svc.engine),
+                writers=CALLBACK_WRITERS,
                 writer_context=lambda: held_connection(svc.engine),
             )
         return svc.callback_writer
