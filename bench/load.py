@@ -119,7 +119,10 @@ def run_wrk(port: int, requests_: list, connections=32, seconds=5, threads=2, re
         output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     figures = json.loads(output.strip().splitlines()[-1])
     if figures["exhausted_threads"] and not repeat_ok:
-        raise BodiesRanOut(f"wrk sent all {len(requests_)} bodies within {seconds} s")
+        raise BodiesRanOut(
+            f"wrk sent all {len(requests_)} bodies within {seconds} s: "
+            "raise --callbacks or lower --seconds"
+        )
     return LoadResult(
         figures["requests"],
         figures["errors"],
