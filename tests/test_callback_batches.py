@@ -398,12 +398,10 @@ def kill_other_connections(engine) -> int:
         victims = conn.exec_driver_sql(
             "SELECT id FROM information_schema.processlist "
             "WHERE db = DATABASE() AND id <> CONNECTION_ID()"
-        ).scalars()
-        killed = 0
-        for victim in victims:
+        ).all()
+        for (victim,) in victims:
             conn.exec_driver_sql(f"KILL {int(victim)}")
-            killed += 1
-        return killed
+        return len(victims)
 
 
 def test_a_writer_whose_connection_dies_loses_nothing_and_takes_a_new_one(
