@@ -1666,10 +1666,16 @@ class BackgroundServer:
     """A WSGI app served by waitress on a daemon thread; `stop()` closes it without hanging."""
 
     def __init__(
-        self, app: Callable, host: str = "127.0.0.1", port: int = 0, threads: int = 8, **options
+        self,
+        app: Callable,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        threads: int = 8,
+        create_server: Callable = waitress.create_server,
+        **options,
     ) -> None:
         self._socket_map: dict = {}
-        self.server = waitress.create_server(
+        self.server = create_server(
             app, map=self._socket_map, host=host, port=port, threads=threads, **options
         )
         self.base_url = f"http://{host}:{self.server.effective_port}"

@@ -1,9 +1,10 @@
 """Callback ingestion: B2C result callbacks per second and p50/p99 latency at 32 concurrent
 keep-alive connections against the real app, beside an empty Bottle handler, both served by
-waitress with the service's own settings (WAITRESS_OPTIONS, WAITRESS_THREADS) in a child process,
-in the same run, on SQLite and MariaDB. The load comes from bench/load.py's Python generator
-(bounded by --callbacks and --seconds) or, with --load wrk, from wrk (bounded by --seconds;
---callbacks must then cover a whole run, or the run fails asking for more).
+the service's own waitress server (waitress_server.create with WAITRESS_OPTIONS and
+WAITRESS_THREADS) in a child process, in the same run, on SQLite and MariaDB. The load comes
+from bench/load.py's Python generator (bounded by --callbacks and --seconds) or, with --load
+wrk, from wrk (bounded by --seconds; --callbacks must then cover a whole run, or the run fails
+asking for more).
 
 Every callback is a genuine success result for its own `pending` payout, so each one is
 journaled (fsync), matched, applied by compare-and-set and stored. Figures are medians of
@@ -85,13 +86,14 @@ def service_app(database_url: str, journal: str, daraja_url: str = "", port: int
 def serve(which: str, port: int, database_url: str, journal: str, daraja_url: str = "") -> None:
     import logging
 
-    import waitress
-
+    from mpesa_service import waitress_server
     from mpesa_service.entrypoint import WAITRESS_OPTIONS, WAITRESS_THREADS
 
     logging.basicConfig(level=logging.ERROR)
     app = service_app(database_url, journal, daraja_url, port) if which == "app" else empty_app()
-    waitress.serve(app, host="127.0.0.1", port=port, threads=WAITRESS_THREADS, **WAITRESS_OPTIONS)
+    waitress_server.create(
+        app, host="127.0.0.1", port=port, threads=WAITRESS_THREADS, **WAITRESS_OPTIONS
+    ).run()
 
 
 class ServedApp:

@@ -116,7 +116,7 @@ WAITRESS_THREADS = 32
 
 
 def serve(settings: Settings) -> None:
-    import waitress
+    from mpesa_service import waitress_server
 
     simulator_url = ""
     if settings.environment == "simulator" and not settings["MPESA_BASE_URL"]:
@@ -131,13 +131,15 @@ def serve(settings: Settings) -> None:
     scheduler.start()
     log.info("serving %s on %s:%s", settings.environment, settings["HOST"], settings["PORT"])
     try:
-        waitress.serve(
+        server = waitress_server.create(
             make_app(svc),
             host=settings["HOST"],
             port=settings.integer("PORT"),
             threads=WAITRESS_THREADS,
             **WAITRESS_OPTIONS,
         )
+        server.print_listen("Serving on http://{}:{}")
+        server.run()
     finally:
         scheduler.shutdown(wait=False)
 

@@ -1,18 +1,22 @@
 """Serve the service's WSGI app on a real loopback port for tests over HTTP, with the same
-waitress options as `python service.py` (X-Forwarded-For is left for the service to judge)."""
+waitress server and options as `python service.py` (X-Forwarded-For is left for the service to
+judge)."""
 
 from __future__ import annotations
 
 import contextlib
 
 import simulator
+from mpesa_service import waitress_server
 from mpesa_service.entrypoint import WAITRESS_OPTIONS
 
 
 @contextlib.contextmanager
 def serving(app, threads: int = 8):
     """Yield the base URL of `app` served by waitress on 127.0.0.1 and a free port."""
-    server = simulator.BackgroundServer(app, threads=threads, **WAITRESS_OPTIONS)
+    server = simulator.BackgroundServer(
+        app, threads=threads, create_server=waitress_server.create, **WAITRESS_OPTIONS
+    )
     try:
         yield server.base_url
     finally:
