@@ -258,8 +258,8 @@ _writer_thread = threading.local()
 @contextlib.contextmanager
 def held_connection(engine: sa.Engine):
     """For a callback writer thread's life, one pooled connection that its batches reuse, so
-    that a batch does not pay the pool's checkout ping and return rollback (two round trips of
-    about ten). It is taken on first use, so entering cannot fail."""
+    that a batch does not pay the pool's checkout ping and return rollback (two of its nine or
+    so round trips). It is taken on first use, so entering cannot fail."""
     _writer_thread.engine, _writer_thread.connection = engine, None
     try:
         yield

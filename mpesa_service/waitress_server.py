@@ -37,14 +37,13 @@ class AnsweringChannel(HTTPChannel):
         return super().writable()
 
 
-def create(app, channel_class: type[HTTPChannel] = AnsweringChannel, **options):
-    """waitress.create_server(app, **options), its listening sockets making `channel_class`
-    channels."""
+def create(app, **options):
+    """waitress.create_server(app, **options), its listening sockets making AnsweringChannels."""
     server = create_server(app, **options)
     if isinstance(server, BaseWSGIServer):
         listeners = [server]
     else:  # several listening sockets: a MultiSocketServer over them
         listeners = [each for each in server.map.values() if isinstance(each, BaseWSGIServer)]
     for listener in listeners:
-        listener.channel_class = channel_class
+        listener.channel_class = AnsweringChannel
     return server
