@@ -21,7 +21,6 @@ import sqlalchemy as sa
 
 from mpesa_service.parsing import ResultCallback, json_or_problem, parse_result_callback
 from mpesa_service.payouts import (
-    PAID_COLUMNS,
     flag_mismatches,
     paid_values,
     payout_sources,
@@ -57,10 +56,10 @@ KNOWN_RECEIPTS = sa.union_all(
 
 
 @functools.cache
-def completing(count: int) -> sa.Update:
+def completing(count: int, columns: tuple[str, ...]) -> sa.Update:
     """One UPDATE completing `count` payouts, each with its own paid values (a CASE on the id
     per column), only from the states a success may leave: one round trip for a whole run.
-    Parameters: now, and id_<i> plus <column>_<i> for each PAID_COLUMNS column."""
+    Parameters: now, and id_<i> plus <column>_<i> for each of `columns` (paid_values' keys)."""
     ids = [sa.bindparam(f"id_{index}", type_=payouts.id.type) for index in range(count)]
     return (
         b2c_payments.update()
@@ -68,7 +67,7 @@ def completing(count: int) -> sa.Update:
         .values(
             status="completed",
             updated_at=sa.bindparam("now", type_=payouts.updated_at.type),
-            **{name: _per_row(payouts.id, ids, payouts[name]) for name in PAID_COLUMNS},
+            **{name: _per_row(payouts.id, ids, payouts[name]) for name in columns},
         )
     )
 
@@ -165,7 +164,9 @@ class SuccessBatch:
                 completions[f"{name}_{index}"] = value
             answers[f"id_{index}"] = payout.attempt_id
             answers[f"error_message_{index}"] = plain.parsed.result_desc
-        moved = self.conn.execute(completing(len(self.pending)), completions).rowcount
+        columns = tuple(self.pending[0][0].paid)
+        statement = completing(len(self.pending), columns)
+        moved = self.conn.execute(statement, completions).rowcount
         if moved != len(self.pending):
             raise PayoutMoved(
                 f"{len(self.pending) - moved} of {len(self.pending)} payouts moved while their "

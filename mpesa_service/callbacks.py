@@ -241,6 +241,8 @@ _WRITER_LOCK = threading.Lock()
 def callback_writer(svc: Service) -> GroupCommit:
     """The service's one callback writer (see groupcommit): concurrent deliveries are journaled
     with one fsync and applied in one transaction, each request answered once its batch is."""
+    if svc.callback_writer is not None:  # every callback asks: no lock once it exists
+        return svc.callback_writer
     with _WRITER_LOCK:
         if svc.callback_writer is None:
             svc.callback_writer = GroupCommit(

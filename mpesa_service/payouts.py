@@ -564,17 +564,6 @@ def _settle_paid(conn, payout, attempt, parsed: ResultCallback, current: bool) -
     return "conflict"
 
 
-PAID_COLUMNS = (
-    "transaction_id",
-    "completed_at",
-    "reason_code",
-    "result_desc",
-    "paid_amount",
-    "receiver_name",
-    "error_description",
-)
-
-
 def paid_values(parsed: ResultCallback, receipt=None, receiver=None) -> dict:
     """What a success result writes on the payout it completes (`receipt` and `receiver`, when
     given, are the parsed result's own, already worked out)."""
