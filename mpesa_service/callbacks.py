@@ -214,9 +214,17 @@ def parse_account_balances(value: object) -> list[tuple[str, str, Decimal]]:
 
 
 def receive_callback(
-    svc: Service, kind: str, token: str, body: bytes, peer: str, forwarded_for: str = ""
+    svc: Service,
+    kind: str,
+    token: str,
+    body: bytes,
+    peer: str,
+    forwarded_for: str = "",
+    until_applied: bool = False,
 ) -> tuple[int, dict]:
-    """Journal first, then check, then apply. The answer is (HTTP status, JSON body)."""
+    """Check, journal, answer, apply. The answer is (HTTP status, JSON body), given once the
+    callback is journaled (durably: from then on it is applied or replayed), or with
+    `until_applied` once it is applied too, with what applying it raised."""
     refusal = svc.policy.refusal(token, peer, forwarded_for)
     if refusal:
         status, reason = refusal
@@ -224,7 +232,7 @@ def receive_callback(
         log.warning("callback refused (%s): %s", kind, reason)
         return status, {"ResultCode": 1, "ResultDesc": "Rejected"}
     address = client_address(peer, forwarded_for, svc.policy.trusted_proxies)
-    problem = callback_writer(svc).submit((kind, body, address))
+    problem = callback_writer(svc).submit((kind, body, address, until_applied))
     if problem:
         return 400, {"ResultCode": 1, "ResultDesc": problem}
     return 200, dict(ACKNOWLEDGED)
@@ -240,7 +248,8 @@ _WRITER_LOCK = threading.Lock()
 
 def callback_writer(svc: Service) -> GroupCommit:
     """The service's one callback writer (see groupcommit): concurrent deliveries are journaled
-    with one fsync and applied in one transaction, each request answered once its batch is."""
+    with one fsync and applied in one transaction, each request answered as soon as its batch
+    is journaled (see journal_and_apply)."""
     if svc.callback_writer is not None:  # every callback asks: no lock once it exists
         return svc.callback_writer
     with _WRITER_LOCK:
@@ -252,6 +261,13 @@ def callback_writer(svc: Service) -> GroupCommit:
                 writer_context=lambda: held_connection(svc.engine),
             )
         return svc.callback_writer
+
+
+def wait_applied(svc: Service, timeout: float = 10.0) -> bool:
+    """Wait until every callback received so far has been applied (or kept for replay), not
+    just answered: for tests, benchmarks and a clean shutdown. False on timeout."""
+    writer = svc.callback_writer
+    return writer is None or writer.drain(timeout)
 
 
 _writer_thread = threading.local()
@@ -294,18 +310,35 @@ def batch_transaction(engine: sa.Engine):
 
 
 def journal_and_apply(svc: Service, tickets: list[Ticket]) -> None:
-    """Journal a batch of (kind, body, address) deliveries, then apply them; a ticket's result
-    is what is wrong with its body as JSON (None if nothing), its error what applying it
-    raised other than a database failure. Each body is parsed once, here."""
-    journal_ids = svc.journal.append_many([ticket.item for ticket in tickets])
+    """Journal a batch of (kind, body, address, until_applied) deliveries, answer each one
+    (its ticket's result: what is wrong with its body as JSON, or None), then apply them.
+
+    A callback is answered once it is journaled, before it is applied: the journal is durable,
+    and one not applied is replayed (the same rule as when the database is down). Answering
+    first lets the answered connections send the next batch while this one is written, which
+    doubles the batches under load (issue 9: 30 callbacks a batch instead of 16, and about a
+    quarter more callbacks a second on MariaDB). A ticket `until_applied` is answered after,
+    with what applying it raised as its error; otherwise that is logged, and it stays in the
+    journal for replay. Each body is parsed once, here."""
+    journal_ids = svc.journal.append_many([ticket.item[:3] for ticket in tickets])
     deliveries, payloads = [], {}
     for ticket, journal_id in zip(tickets, journal_ids, strict=True):
-        kind, body, _ = ticket.item
+        kind, body, _, until_applied = ticket.item
         raw = body.decode("utf-8", errors="replace")
         payloads[journal_id] = json_or_problem(raw)
         ticket.result = payloads[journal_id][1]
         deliveries.append((kind, raw, journal_id))
-    for ticket, error in zip(tickets, apply_deliveries(svc, deliveries, payloads), strict=True):
+        if not until_applied:
+            ticket.finish()
+    errors = apply_deliveries(svc, deliveries, payloads)
+    for ticket, error, (kind, _, journal_id) in zip(tickets, errors, deliveries, strict=True):
+        if error is not None and ticket.finished:
+            log.error(
+                "%s callback %s kept in the journal for replay: applying it failed",
+                kind,
+                journal_id,
+                exc_info=error,
+            )
         ticket.error = error
 
 

@@ -11,7 +11,7 @@ import sys
 import sqlalchemy as sa
 
 from mpesa_service import log
-from mpesa_service.callbacks import replay_journal
+from mpesa_service.callbacks import replay_journal, wait_applied
 from mpesa_service.context import (
     ApiError,
     Journal,
@@ -142,6 +142,7 @@ def serve(settings: Settings) -> None:
         server.run()
     finally:
         scheduler.shutdown(wait=False)
+        wait_applied(svc)  # callbacks already answered; any not applied in time are replayed
 
 
 def require_current_schema(engine: sa.Engine) -> None:

@@ -1,5 +1,6 @@
 """Group commit: many threads hand items to one writer thread, which processes whatever has
-queued up as one batch and then wakes each submitter with its own result or error.
+queued up as one batch and wakes each submitter with its own result or error, by the end of
+the batch or earlier if the work the submitter waits for is done sooner.
 
 Callbacks use it so that under load one fsync and one database transaction serve a whole
 batch, and the database round trips run on one thread instead of on every request thread
@@ -26,25 +27,31 @@ def _taken_lock() -> threading.Lock:
 class Ticket:
     """One submitted item and, once processed, its result or the error to raise. The
     submitter waits on a lock the writer releases: the cheapest hand-off there is, which
-    matters when a batch wakes dozens of request threads at once."""
+    matters when a batch wakes dozens of request threads at once. Only the writer finishes a
+    ticket, at most once; what it sets afterwards no longer reaches the submitter."""
 
     item: object
     result: object = None
     error: BaseException | None = None
+    finished: bool = False
     _pending: threading.Lock = field(default_factory=_taken_lock, repr=False)
 
     def wait(self) -> None:
         self._pending.acquire()
 
     def finish(self) -> None:
-        self._pending.release()
+        if not self.finished:
+            self.finished = True
+            self._pending.release()
 
 
 class GroupCommit:
-    """`submit(item)` blocks until `process(tickets)` has handled a batch containing it.
-    `process` sets each ticket's result or error; an exception escaping it fails every ticket
-    of the batch. Up to `writers` writer threads take batches, so that while one waits on the
-    disk or the database the next batch is already being written; they start on demand and
+    """`submit(item)` blocks until `process(tickets)` has handled a batch containing it, or
+    has finished its ticket early. `process` sets each ticket's result or error, and may
+    `finish()` a ticket before the batch is done to answer its submitter sooner; an exception
+    escaping it fails every ticket not yet finished. `drain()` waits until everything submitted
+    has been processed. Up to `writers` writer threads take batches, so that while one waits on
+    the disk or the database the next batch is already being written; they start on demand and
     exit after `idle_seconds` without work, so an idle service (or a test's) holds no thread.
     Each writer thread runs inside `writer_context()` for its life (to hold a connection, say);
     entering it should not fail, or the batches queued meanwhile wait for the next submit."""
@@ -65,7 +72,10 @@ class GroupCommit:
         self._max_writers = writers
         self._writer_context = writer_context
         self._queue: list[Ticket] = []
-        self._ready = threading.Condition()
+        lock = threading.Lock()
+        self._ready = threading.Condition(lock)  # work for the writers
+        self._settled = threading.Condition(lock)  # nothing left in flight, for drain()
+        self._in_flight = 0  # submitted and not yet processed
         self._writers = 0
         self._idle_writers = 0
         self.batches = 0
@@ -75,6 +85,7 @@ class GroupCommit:
         ticket = Ticket(item)
         with self._ready:
             self._queue.append(ticket)
+            self._in_flight += 1
             if not self._idle_writers and self._writers < self._max_writers:
                 self._start_writer()
             self._ready.notify()
@@ -101,11 +112,21 @@ class GroupCommit:
         except BaseException as error:  # noqa: BLE001 - handed to every waiting submitter
             log.exception("%s: a batch of %d failed", self._name, len(batch))
             for ticket in batch:
-                if ticket.error is None:
+                if ticket.error is None and not ticket.finished:
                     ticket.error = error
         finally:
             for ticket in batch:
                 ticket.finish()
+            with self._ready:
+                self._in_flight -= len(batch)
+                if not self._in_flight:
+                    self._settled.notify_all()
+
+    def drain(self, timeout: float | None = None) -> bool:
+        """Wait until every item submitted so far (and any submitted meanwhile) has been
+        processed, not just answered; False if `timeout` passed first."""
+        with self._settled:
+            return self._settled.wait_for(lambda: not self._in_flight, timeout)
 
     def _start_writer(self) -> None:
         self._writers += 1

@@ -234,7 +234,10 @@ def legacy_result_callback(svc: Service, limit: int):
     if not svc.settings["CALLBACK_TOKEN"]:
         token = svc.policy.token
     forwarded = bottle.request.get_header("X-Forwarded-For", "")
-    status, answer = receive_callback(svc, "b2c_result", token, body, peer_address(), forwarded)
+    # The old handler answered "processed" after processing, so this one waits until applied.
+    status, answer = receive_callback(
+        svc, "b2c_result", token, body, peer_address(), forwarded, until_applied=True
+    )
     if status != 200:
         return json_response(status, {**answer, "success": False, "message": answer["ResultDesc"]})
     parsed = parse_result_callback(json_or_problem(body.decode("utf-8", "replace"))[0])

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 
 import service
 import simulator
+from mpesa_service.callbacks import wait_applied
 from tests import http_support
 from tests.sim_support import poll
 
@@ -41,8 +42,15 @@ class Stack:
         return requests.get(self.base_url + path, headers=self.headers, timeout=30, **kwargs)
 
     def hook(self, path: str, body=None, *, token: str = TOKEN, **kwargs) -> requests.Response:
-        """POST a callback the way Daraja would (no API key)."""
-        return requests.post(f"{self.base_url}{path}/{token}", json=body, timeout=30, **kwargs)
+        """POST a callback the way Daraja would (no API key); return once it is applied too
+        (the service answers once it is journaled)."""
+        return self.post_callback(f"{path}/{token}", json=body, **kwargs)
+
+    def post_callback(self, path: str, **kwargs) -> requests.Response:
+        """POST to a callback URL as given, then wait until the service has applied it."""
+        response = requests.post(f"{self.base_url}{path}", timeout=30, **kwargs)
+        assert wait_applied(self.svc), "callbacks still being applied after 10 s"
+        return response
 
     def rows(self, table: sa.Table, *conditions) -> list:
         with self.svc.engine.connect() as conn:

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import requests
 import sqlalchemy as sa
 
 import service
@@ -20,6 +21,7 @@ from mpesa_service.callbacks import (
     apply_deliveries,
     callback_writer,
     held_connection,
+    wait_applied,
 )
 from mpesa_service.context import mark_journal_entries_applied
 from mpesa_service.groupcommit import GroupCommit
@@ -110,6 +112,42 @@ def test_an_error_reaches_only_its_own_submitter_and_a_crash_reaches_the_batch()
     with pytest.raises(RuntimeError, match="the batch broke"):
         commit.submit("crash")
     assert commit.submit("fine again") == "ok"
+
+
+def test_a_ticket_finished_early_is_answered_before_its_batch_is_done():
+    done = threading.Event()
+
+    def process(tickets):
+        for ticket in tickets:
+            ticket.result = "journaled"
+            if ticket.item == "early":
+                ticket.finish()
+        if not done.wait(5):
+            raise TimeoutError("the test never let the batch finish")
+        for ticket in tickets:
+            ticket.result = "applied"
+
+    commit = GroupCommit(process, idle_seconds=0.2)
+    assert commit.submit("early") == "journaled"
+    assert commit.drain(timeout=0.1) is False  # answered, not yet processed
+    done.set()
+    assert commit.drain(timeout=5) is True
+    assert commit.submit("late") == "applied"  # not finished early: answered at the end
+
+
+def test_a_crash_after_a_ticket_was_answered_reaches_only_the_others():
+    def process(tickets):
+        for ticket in tickets:
+            if ticket.item == "early":
+                ticket.result = "journaled"
+                ticket.finish()
+        raise RuntimeError("the batch broke")
+
+    commit = GroupCommit(process, idle_seconds=0.2)
+    assert commit.submit("early") == "journaled"
+    with pytest.raises(RuntimeError, match="the batch broke"):
+        commit.submit("late")
+    assert commit.drain(timeout=5) is True
 
 
 def test_the_writer_thread_leaves_when_idle_and_comes_back_on_demand():
@@ -473,3 +511,55 @@ def test_concurrent_deliveries_over_http_are_batched_and_all_applied(stack):
     assert sorted(row.transaction_id for row in completed) == [f"RH{n:03d}" for n in range(32)]
     assert callback_writer(stack.svc).largest_batch > 1
     assert len(stack.journal()) == 32
+
+
+@contextlib.contextmanager
+def payout_locked(engine, payout_id: str):
+    """Hold the payout's row (MariaDB) or the database's write lock (SQLite: transactions take
+    it when they begin), so that the callback writer waits."""
+    with engine.begin() as conn:
+        conn.execute(
+            sa.select(b2c_payments.c.id).where(b2c_payments.c.id == payout_id).with_for_update()
+        )
+        yield
+
+
+def payout_status(stack, payout_id: str) -> str:
+    (row,) = stack.rows(b2c_payments, b2c_payments.c.id == payout_id)
+    return row.status
+
+
+def test_a_callback_is_answered_once_journaled_and_applied_when_the_database_lets_it(stack):
+    with stack.svc.engine.begin() as conn:
+        seed(conn, "held")
+    body = json.loads(success("held", "RHELD0001")[1])
+    with payout_locked(stack.svc.engine, "id-held"):
+        response = requests.post(
+            f"{stack.base_url}/hooks/b2c/result/{TOKEN}", json=body, timeout=10
+        )
+        assert response.json() == {"ResultCode": 0, "ResultDesc": "Accepted"}
+        assert [entry["state"] for entry in stack.journal()] == ["received"]
+        assert wait_applied(stack.svc, timeout=0.3) is False  # the writer is waiting
+    assert wait_applied(stack.svc) is True
+    assert payout_status(stack, "id-held") == "completed"
+
+
+def test_the_legacy_callback_url_answers_only_once_the_callback_is_applied(stack):
+    with stack.svc.engine.begin() as conn:
+        seed(conn, "old")
+    body = json.loads(success("old", "ROLD00001")[1])
+    answers = []
+
+    def deliver():
+        url = f"{stack.base_url}/clientpaymentcallback.php?token={TOKEN}"
+        answers.append(requests.post(url, json=body, timeout=30).json())
+
+    thread = threading.Thread(target=deliver)
+    with payout_locked(stack.svc.engine, "id-old"):
+        thread.start()
+        thread.join(0.5)
+        assert answers == []  # journaled, but not applied, so not answered yet
+    thread.join(10)
+    assert answers[0]["success"] is True
+    assert answers[0]["message"] == "Callback received and processed"
+    assert payout_status(stack, "id-old") == "completed"

@@ -7,8 +7,6 @@ a non-JSON body are in test_payouts.py.)"""
 
 import copy
 
-import requests
-
 import service
 from mpesa_service.routes import CALLBACK_PATHS
 from tests.service_support import wait_until
@@ -60,7 +58,7 @@ def with_ids_and_amount(body: dict, ocid: str, conversation_id: str, amount: int
 def test_callback_without_a_token_changes_nothing(stack):
     created = silent_payout(stack)
     body = result_body(created["originator_conversation_id"])
-    response = requests.post(f"{stack.base_url}/hooks/b2c/result", json=body, timeout=30)
+    response = stack.post_callback("/hooks/b2c/result", json=body)
     assert response.status_code == 404
     assert detail(stack, created["reference_id"])["status"] == "pending"
     assert stored_callbacks(stack) == 0
@@ -69,14 +67,14 @@ def test_callback_without_a_token_changes_nothing(stack):
 def test_callback_without_a_token_is_journaled_as_rejected(stack):
     created = silent_payout(stack)
     body = result_body(created["originator_conversation_id"])
-    requests.post(f"{stack.base_url}/hooks/b2c/result", json=body, timeout=30)
+    stack.post_callback("/hooks/b2c/result", json=body)
     assert [entry["state"] for entry in stack.journal()] == ["rejected"]
 
 
 def test_legacy_url_without_its_token_is_journaled_as_rejected(stack):
     created = silent_payout(stack)
     body = result_body(created["originator_conversation_id"])
-    response = requests.post(f"{stack.base_url}/clientpaymentcallback.php", json=body, timeout=30)
+    response = stack.post_callback("/clientpaymentcallback.php", json=body)
     assert response.status_code == 404
     assert detail(stack, created["reference_id"])["status"] == "pending"
     assert [(e["state"], e["reason"]) for e in stack.journal()] == [

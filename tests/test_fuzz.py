@@ -210,11 +210,8 @@ def busy_stack(stack):
 
 
 def deliver(stack, path: str, body: bytes) -> requests.Response:
-    return requests.post(
-        f"{stack.base_url}{path}/{TOKEN}",
-        data=body,
-        headers={"Content-Type": "application/json"},
-        timeout=30,
+    return stack.post_callback(
+        f"{path}/{TOKEN}", data=body, headers={"Content-Type": "application/json"}
     )
 
 

@@ -160,11 +160,10 @@ def test_duplicate_callback_is_applied_once(stack):
 def test_twenty_concurrent_deliveries_move_the_payout_once(stack):
     created = silent_payout(stack)
     body = result_body(created["originator_conversation_id"])
-    url = f"{stack.base_url}/hooks/b2c/result/{TOKEN}"
     answers = []
 
     def deliver():
-        answers.append(requests.post(url, json=body, timeout=30).status_code)
+        answers.append(stack.hook("/hooks/b2c/result", body).status_code)
 
     threads = [threading.Thread(target=deliver) for _ in range(20)]
     for thread in threads:
