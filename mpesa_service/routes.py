@@ -6,6 +6,7 @@ import functools
 import json
 
 import bottle
+import sqlalchemy as sa
 
 from mpesa_service import PROJECT_DIR, __version__, log
 from mpesa_service.callbacks import json_or_problem, receive_callback
@@ -26,6 +27,35 @@ def json_response(status: int, body: dict) -> bottle.HTTPResponse:
     return bottle.HTTPResponse(
         json.dumps(body), status=status, headers={"Content-Type": "application/json"}
     )
+
+
+# MySQL/MariaDB errors that say the database is out of reach or busy for now, not that the
+# request or the code is wrong: too many connections, server shutting down, lock wait timeout,
+# deadlock, cannot connect (2002, 2003), server gone away, connection lost.
+UNAVAILABLE_MYSQL_CODES = {1040, 1053, 1205, 1213, 2002, 2003, 2006, 2013}
+
+
+def is_database_unavailable(error: BaseException | None) -> bool:
+    if not isinstance(error, sa.exc.OperationalError):
+        return False
+    orig = error.orig
+    code = orig.args[0] if orig is not None and orig.args else None
+    return (
+        error.connection_invalidated
+        or code in UNAVAILABLE_MYSQL_CODES
+        or "database is locked" in str(orig)  # SQLite, past its busy timeout
+    )
+
+
+def database_unavailable(error: sa.exc.OperationalError) -> str:
+    """503 with Retry-After: the request may be tried again (payout initiation is idempotent on
+    its key, and nothing is sent to Daraja before it is recorded)."""
+    log.warning(
+        "database unavailable on %s %s: %s", bottle.request.method, bottle.request.path, error.orig
+    )
+    bottle.response.status = 503
+    bottle.response.set_header("Retry-After", "5")
+    return json.dumps({"error": "the database is unavailable; try again shortly"})
 
 
 def api(handler):
@@ -179,13 +209,15 @@ def make_app(svc: Service) -> bottle.Bottle:
 
     @app.error(500)
     def crashed(error):
+        bottle.response.content_type = "application/json"
+        if is_database_unavailable(error.exception):
+            return database_unavailable(error.exception)
         log.error(
             "unhandled error on %s %s",
             bottle.request.method,
             bottle.request.path,
             exc_info=error.exception,
         )
-        bottle.response.content_type = "application/json"
         return json.dumps({"error": "internal error"})
 
     return app
