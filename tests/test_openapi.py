@@ -39,3 +39,20 @@ def test_document_is_openapi_3_with_security_on_initiation():
     spec = json.loads((ROOT / "openapi.json").read_text())
     assert spec["openapi"].startswith("3.")
     assert spec["paths"]["/payouts"]["post"]["security"] == [{"bearerAuth": []}]
+
+
+def test_every_call_with_an_api_key_documents_the_503_for_a_database_out_of_reach():
+    spec = json.loads((ROOT / "openapi.json").read_text())
+    keyed = [
+        (method, path, operation)
+        for path, item in spec["paths"].items()
+        for method, operation in item.items()
+        if operation.get("security") == [{"bearerAuth": []}]
+    ]
+    assert keyed
+    for method, path, operation in keyed:
+        assert operation["responses"].get("503") == {
+            "$ref": "#/components/responses/DatabaseUnavailable"
+        }, f"{method} {path}"
+    headers = spec["components"]["responses"]["DatabaseUnavailable"]["headers"]
+    assert "Retry-After" in headers
