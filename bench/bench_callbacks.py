@@ -18,6 +18,9 @@ callbacks/s on MariaDB, >= 1/3 of the empty handler, p99 < 100 ms, zero errors.
     python bench/bench_callbacks.py --databases sqlite --callbacks 2000 --runs 1
     python bench/bench_callbacks.py --load wrk --callbacks 12000 --seconds 5
     python bench/bench_callbacks.py --serve app --database-url ... --port N   (child mode)
+
+MariaDB scratch databases are made on BENCH_MARIADB_SERVER (default
+mysql+pymysql://root@127.0.0.1:3306, no database), which bench_initiation.py shares.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -49,7 +53,10 @@ from load import run_load, run_wrk  # noqa: E402
 import service  # noqa: E402
 from mpesa_service.storage import utcnow  # noqa: E402
 
-MARIADB_SERVER = "mysql+pymysql://root@127.0.0.1:3306"
+# The MariaDB server the benchmarks make (and drop) their scratch databases on.
+MARIADB_SERVER = sa.make_url(
+    os.environ.get("BENCH_MARIADB_SERVER", "mysql+pymysql://root@127.0.0.1:3306")
+)
 RESULT_PATH = f"/hooks/b2c/result/{CALLBACK_TOKEN}"
 HEADERS = {"Content-Type": "application/json"}
 CONNECTIONS = 32
@@ -160,7 +167,7 @@ def fresh_database(kind: str, workdir: Path) -> tuple[str, callable]:
             conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name}")
         admin.dispose()
 
-    return migrated(f"{MARIADB_SERVER}/{name}"), drop
+    return migrated(MARIADB_SERVER.set(database=name).render_as_string(False)), drop
 
 
 def seed_pending_payouts(database_url: str, count: int) -> list[tuple[str, str]]:

@@ -1,10 +1,11 @@
 """The benchmarks' own machinery, so that the figures in docs/evidence.md come from scripts that
-still run and still check what they claim: each script end to end at a tiny size (on SQLite;
-the figures themselves are not asserted), and wrk driving a real server with each prepared
-body sent once. Nothing here is timed."""
+still run and still check what they claim: each script end to end at a tiny size, on SQLite
+and on the MariaDB server the tests are given (the figures themselves are not asserted), and
+wrk driving a real server with each prepared body sent once. Nothing here is timed."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -12,8 +13,10 @@ import threading
 
 import bottle
 import pytest
+import sqlalchemy as sa
 
 from mpesa_service import PROJECT_DIR
+from tests.conftest import mariadb_server_url
 from tests.http_support import serving
 
 sys.path.insert(0, str(PROJECT_DIR / "bench"))
@@ -25,7 +28,18 @@ needs_wrk = pytest.mark.skipif(
 )
 
 
-def run_bench(script: str, *arguments: str) -> str:
+@pytest.fixture(params=["sqlite", "mariadb"])
+def bench_database(request) -> tuple[str, dict]:
+    """(the --databases value, the environment) for a run on SQLite, or on the MariaDB server
+    TEST_DATABASE_URL names (the scripts make their own scratch database there)."""
+    if request.param == "sqlite":
+        return "sqlite", {}
+    url = mariadb_server_url()
+    server = sa.URL.create(url.drivername, url.username, url.password, url.host, url.port)
+    return "mariadb", {"BENCH_MARIADB_SERVER": server.render_as_string(hide_password=False)}
+
+
+def run_bench(script: str, *arguments: str, environment: dict | None = None) -> str:
     """Run bench/<script> and return its output; fail with that output if it fails."""
     finished = subprocess.run(
         [sys.executable, str(PROJECT_DIR / "bench" / script), *arguments],
@@ -33,6 +47,7 @@ def run_bench(script: str, *arguments: str) -> str:
         text=True,
         timeout=300,
         cwd=PROJECT_DIR,
+        env={**os.environ, **(environment or {})},
     )
     assert finished.returncode == 0, finished.stdout + finished.stderr
     return finished.stdout
@@ -43,21 +58,27 @@ def figures_line(output: str, name: str) -> str:
     return line
 
 
-def test_the_callback_benchmark_checks_every_answered_result_completed_its_payout():
+def test_the_callback_benchmark_checks_every_answered_result_completed_its_payout(
+    bench_database,
+):
+    kind, environment = bench_database
     output = run_bench(
-        "bench_callbacks.py", "--databases", "sqlite", "--callbacks", "300", "--runs", "2"
+        *("bench_callbacks.py", "--databases", kind, "--callbacks", "300", "--runs", "2"),
+        environment=environment,
     )
     assert "errors 0" in figures_line(output, "empty Bottle handler")
-    line = figures_line(output, "B2C result on sqlite")
+    line = figures_line(output, f"B2C result on {kind}")
     assert "errors 0" in line and "ratio" in line
 
 
-def test_the_initiation_benchmark_runs_against_the_simulator():
+def test_the_initiation_benchmark_runs_against_the_simulator(bench_database):
+    kind, environment = bench_database
     output = run_bench(
-        "bench_initiation.py", "--databases", "sqlite", "--payouts", "60", "--runs", "1"
+        *("bench_initiation.py", "--databases", kind, "--payouts", "60", "--runs", "1"),
+        environment=environment,
     )
     assert "errors 0" in figures_line(output, "simulator B2C, direct")
-    assert "errors 0" in figures_line(output, "POST /payouts on sqlite")
+    assert "errors 0" in figures_line(output, f"POST /payouts on {kind}")
 
 
 def test_the_reconciliation_benchmark_finds_every_planted_kind_of_finding():
