@@ -119,7 +119,7 @@ class SuccessBatch:
 
     def _read_ahead(self) -> None:
         ocids = [plain.parsed.originator_conversation_id for plain in self.parsed.values()]
-        receipts = [plain.receipt for plain in self.parsed.values()]
+        receipts = [plain.parsed.receipt for plain in self.parsed.values()]
         self.matches = {
             row.attempt_ocid: row for row in self.conn.execute(MATCHES, {"ocids": ocids})
         }
@@ -143,11 +143,11 @@ class SuccessBatch:
             or match.originator_conversation_id not in (None, match.attempt_ocid)
             or match.status not in payout_sources("completed")
             or match.id in self.claimed_payouts
-            or plain.receipt.casefold() in self.claimed_receipts
+            or plain.parsed.receipt.casefold() in self.claimed_receipts
         ):
             return False
         self.claimed_payouts.add(match.id)
-        self.claimed_receipts.add(plain.receipt.casefold())
+        self.claimed_receipts.add(plain.parsed.receipt.casefold())
         self.pending.append((plain, raw, journal_id, match))
         return True
 
@@ -174,7 +174,7 @@ class SuccessBatch:
             )
         self.conn.execute(answering(len(self.pending)), answers)
         for plain, _, _, payout in self.pending:
-            flag_mismatches(self.conn, payout, plain.paid["paid_amount"], plain.receiver[0])
+            flag_mismatches(self.conn, payout, plain.paid["paid_amount"], plain.parsed.receiver[0])
         self.conn.execute(
             b2c_payment_callbacks.insert(),
             [
@@ -185,8 +185,7 @@ class SuccessBatch:
                     "result",
                     payout,
                     "applied",
-                    plain.receipt,
-                    receiver=plain.receiver,
+                    plain.parsed.receipt,
                 )
                 for plain, raw, journal_id, payout in self.pending
             ],
@@ -196,11 +195,9 @@ class SuccessBatch:
 
 @dataclass
 class PlainSuccess:
-    """A well-formed success result with what the fast path writes, each worked out once."""
+    """A well-formed success result with a receipt, and what it writes on its payout."""
 
     parsed: ResultCallback
-    receipt: str
-    receiver: tuple[str | None, str | None]
     paid: dict
 
 
@@ -217,9 +214,6 @@ def _plain_successes(
         parsed = parse_result_callback(payload)
         if problem or parsed.problems or not parsed.originator_conversation_id:
             continue
-        receipt = parsed.receipt  # None unless it succeeded
-        if receipt:
-            receiver = parsed.receiver
-            paid = paid_values(parsed, receipt, receiver)
-            plain[journal_id] = PlainSuccess(parsed, receipt, receiver, paid)
+        if parsed.receipt:  # None unless it succeeded
+            plain[journal_id] = PlainSuccess(parsed, paid_values(parsed))
     return plain

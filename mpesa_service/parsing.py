@@ -3,6 +3,7 @@ what they cannot read is listed in `problems`, and the raw body is always kept b
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass, field
@@ -66,7 +67,9 @@ def json_or_problem(raw: str):
 class ResultCallback:
     """One `Result` envelope: a B2C result or queue timeout, a Transaction Status result, or an
     Account Balance result. `parameters` holds ResultParameters and ReferenceData items by key,
-    with spaces removed from the keys ("Originator Conversation ID" -> OriginatorConversationID)."""
+    with spaces removed from the keys ("Originator Conversation ID" -> OriginatorConversationID).
+    It is not changed once parse_result_callback returns it, so the receipt and receiver, read
+    several times on the callback path, are worked out once."""
 
     result_type: str | None = None
     result_code: str | None = None
@@ -81,7 +84,7 @@ class ResultCallback:
     def succeeded(self) -> bool:
         return is_success(self.result_code)
 
-    @property
+    @functools.cached_property
     def receipt(self) -> str | None:
         """The M-Pesa receipt, only on success (failures carry a placeholder like TK50000000)."""
         if not self.succeeded:
@@ -100,7 +103,7 @@ class ResultCallback:
     def amount(self) -> Decimal | None:
         return parse_amount(self.parameters.get("TransactionAmount", self.parameters.get("Amount")))
 
-    @property
+    @functools.cached_property
     def receiver(self) -> tuple[str | None, str | None]:
         """(phone, name) from "2547... - NAME", split on the first " - "."""
         raw = text_or_none(

@@ -564,16 +564,15 @@ def _settle_paid(conn, payout, attempt, parsed: ResultCallback, current: bool) -
     return "conflict"
 
 
-def paid_values(parsed: ResultCallback, receipt=None, receiver=None) -> dict:
-    """What a success result writes on the payout it completes (`receipt` and `receiver`, when
-    given, are the parsed result's own, already worked out)."""
+def paid_values(parsed: ResultCallback) -> dict:
+    """What a success result writes on the payout it completes."""
     return dict(
-        transaction_id=receipt or parsed.receipt,
+        transaction_id=parsed.receipt,
         completed_at=parsed.completed_at or utcnow(),
         reason_code="0",
         result_desc=parsed.result_desc,
         paid_amount=parsed.amount,
-        receiver_name=(receiver or parsed.receiver)[1],
+        receiver_name=parsed.receiver[1],
         error_description=None,
     )
 
@@ -692,11 +691,9 @@ def result_callback_row(
     payout,
     outcome: str,
     receipt,
-    receiver=None,
 ) -> dict:
-    """The b2c_payment_callbacks row for one delivery, keeping `receipt` as its transaction_id
-    (`receiver`, when given, is the parsed result's own, already worked out)."""
-    phone, name = receiver or parsed.receiver
+    """The b2c_payment_callbacks row for one delivery, keeping `receipt` as its transaction_id."""
+    phone, name = parsed.receiver
     code = parsed.result_code
     return dict(
         id=new_id(),
