@@ -50,6 +50,9 @@ succeeds. Armed ones win over magic phones.
                                                                processed, no result
     accepted_no_response        254733000001   async APIs      processed and called back, but
                                                                the HTTP answer never comes
+    slow_answer                 254733000005   async APIs      processed and called back; the
+                                                               HTTP answer comes after
+                                                               slow_answer_seconds
     server_error_before_accept  254733000002   all but OAuth   HTTP 500 500.003.1001, nothing done
     spike_arrest                254733000003   all but OAuth   HTTP 500 500.003.02, nothing done
     token_expiry                254733000004   all but OAuth   every token revoked, 404.001.03
@@ -127,6 +130,8 @@ class SimulatorConfig:
     duplicate_callback_gap_seconds: float = 0.05
     # accepted_no_response holds the connection this long, then closes it unanswered.
     hang_seconds: float = 5.0
+    # slow_answer holds its HTTP answer this long.
+    slow_answer_seconds: float = 2.0
     callback_timeout_seconds: float = 5.0
     # The request and callback logs keep this many newest entries (a long demo run stays small).
     record_limit: int = 10_000
@@ -294,6 +299,13 @@ SCENARIOS = (
         "254733000001",
         "processed and called back, but the HTTP answer never comes (connection closed "
         "after hang_seconds)",
+    ),
+    Scenario(
+        "slow_answer",
+        ASYNC_APIS,
+        "254733000005",
+        "processed and called back as usual, but the HTTP answer comes only after "
+        "slow_answer_seconds",
     ),
     Scenario(
         "server_error_before_accept",
@@ -1239,6 +1251,8 @@ class Simulator:
             self.stopping.wait(self.config.hang_seconds)
             bottle.request.environ[DROP_CONNECTION] = True
             return bottle.HTTPResponse(status=200)
+        if is_named(call.scenario, "slow_answer"):
+            self.stopping.wait(self.config.slow_answer_seconds)
         if answer.body is None:
             return bottle.HTTPResponse(body="", status=answer.status)
         return json_response(answer.body, answer.status)

@@ -18,7 +18,7 @@ from mpesa_service.parsing import parse_result_callback
 from mpesa_service.payouts import initiate_payout, list_payouts, payout_detail
 from mpesa_service.settings import ApiKey
 from mpesa_service.stk import initiate_stk, query_stk
-from mpesa_service.storage import database_is_reachable
+from mpesa_service.storage import database_is_reachable, is_database_unavailable
 
 # Thin handlers: parse, call one function, answer JSON. ApiError becomes its status and message.
 
@@ -26,24 +26,6 @@ from mpesa_service.storage import database_is_reachable
 def json_response(status: int, body: dict) -> bottle.HTTPResponse:
     return bottle.HTTPResponse(
         json.dumps(body), status=status, headers={"Content-Type": "application/json"}
-    )
-
-
-# MySQL/MariaDB errors that say the database is out of reach or busy for now, not that the
-# request or the code is wrong: too many connections, server shutting down, lock wait timeout,
-# deadlock, cannot connect (2002, 2003), server gone away, connection lost.
-UNAVAILABLE_MYSQL_CODES = {1040, 1053, 1205, 1213, 2002, 2003, 2006, 2013}
-
-
-def is_database_unavailable(error: BaseException | None) -> bool:
-    if not isinstance(error, sa.exc.OperationalError):
-        return False
-    orig = error.orig
-    code = orig.args[0] if orig is not None and orig.args else None
-    return (
-        error.connection_invalidated
-        or code in UNAVAILABLE_MYSQL_CODES
-        or "database is locked" in str(orig)  # SQLite, past its busy timeout
     )
 
 
@@ -134,7 +116,8 @@ def make_app(svc: Service) -> bottle.Bottle:
     @api
     def stk_initiate():
         require("initiate")
-        return initiate_stk(svc, json_object(limit))
+        status, answer = initiate_stk(svc, json_object(limit))
+        return json_response(status, answer)
 
     @app.post("/payments/mpesa/stk-query")
     @api

@@ -84,6 +84,9 @@ SETTINGS = (
             "queried by the sweep job."),
     Setting("STK_EXPIRY_MINUTES", "10", "Age after which an STK payment with no answer is "
             "marked failed (`expired`)."),
+    Setting("STK_RECORD_RETRY_SECONDS", "15", "How long an STK push Daraja accepted keeps "
+            "trying to record its CheckoutRequestID while the database is out of reach, before "
+            "it answers 202 \"sent but not recorded: do not retry\"."),
     Setting("SWEEP_INTERVAL_SECONDS", "30", "How often the STK sweep job runs."),
     Setting("PAYOUT_PHONE_QUERY", "", "SQL finding a payee's phone by `:user_id` when a payout "
             "request has no phone, e.g. `SELECT phone FROM users WHERE id = :user_id`."),
@@ -141,6 +144,7 @@ NUMERIC_SETTINGS = (
     "CALLBACK_MAX_BYTES",
     "STK_QUERY_AFTER_SECONDS",
     "STK_EXPIRY_MINUTES",
+    "STK_RECORD_RETRY_SECONDS",
     "SWEEP_INTERVAL_SECONDS",
     "PAYOUT_MAX_AMOUNT",
     "PAYOUT_USER_DAILY_LIMIT",

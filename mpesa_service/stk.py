@@ -21,7 +21,13 @@ from mpesa_service.context import (
 )
 from mpesa_service.daraja import DarajaError, DarajaRejected, NotSent
 from mpesa_service.parsing import StkCallback
-from mpesa_service.storage import payment_flags, payments, stk_callbacks, utcnow
+from mpesa_service.storage import (
+    payment_flags,
+    payments,
+    retry_while_unavailable,
+    stk_callbacks,
+    utcnow,
+)
 from recon.codes import meaning, normalise_code
 from recon.rules import (
     STK_LIMITS,
@@ -122,28 +128,75 @@ def write_payment_ahead(svc: Service, request: StkRequest) -> str:
     return payment_id
 
 
-def initiate_stk(svc: Service, body: dict) -> dict:
-    """Write the payment row, then ask Daraja to prompt the customer."""
+NOT_RECORDED = (
+    "the prompt was sent but the database could not record it: do not send it again; the "
+    "payment will expire and its callback be flagged as an orphan for review"
+)
+
+
+def initiate_stk(svc: Service, body: dict) -> tuple[int, dict]:
+    """Write the payment row, ask Daraja to prompt the customer, record Daraja's answer.
+    Returns (HTTP status, answer): 200, or 202 when the prompt went out but could not be
+    recorded (see _record_push_answer)."""
     request = StkRequest.from_body(body)
     payment_id = write_payment_ahead(svc, request)
     answer = _send_stk_push(svc, payment_id, request)
+    sent = {
+        "payment_id": payment_id,
+        "checkout_request_id": str(answer.get("CheckoutRequestID") or ""),
+        "status": "pending",
+    }
+    if not _record_push_answer(svc, payment_id, answer):
+        return 202, {**sent, "recorded": False, "warning": NOT_RECORDED}
+    return 200, sent
+
+
+def _record_push_answer(svc: Service, payment_id: str, answer: dict) -> bool:
+    """Store the ids Daraja gave the push, then apply callbacks that came before them. The
+    prompt is out by now, so a database outage here must not become a 503: the client would
+    send the push again and the customer be prompted twice. While the database is out of
+    reach the write is tried again for STK_RECORD_RETRY_SECONDS; False if it never went in."""
     checkout_request_id = str(answer.get("CheckoutRequestID") or "")
+    try:
+        _after_sending(svc, payment_id, lambda: _store_push_ids(svc, payment_id, answer))
+    except sa.exc.SQLAlchemyError:
+        log.exception(
+            "STK push for payment %s was sent (CheckoutRequestID %s, MerchantRequestID %s) "
+            "but could not be recorded",
+            payment_id,
+            checkout_request_id,
+            answer.get("MerchantRequestID"),
+        )
+        return False
+    try:
+        apply_waiting_stk_callbacks(svc, checkout_request_id)
+    except sa.exc.SQLAlchemyError:
+        log.exception(
+            "callbacks that came before STK push %s was recorded stay orphans; the sweep's "
+            "STK Query settles payment %s",
+            checkout_request_id,
+            payment_id,
+        )
+    return True
+
+
+def _after_sending(svc: Service, payment_id: str, write) -> None:
+    """A write made after Daraja was called, retried while the database is out of reach."""
+    seconds = svc.settings.integer("STK_RECORD_RETRY_SECONDS")
+    retry_while_unavailable(write, seconds, f"recording Daraja's answer for payment {payment_id}")
+
+
+def _store_push_ids(svc: Service, payment_id: str, answer: dict) -> None:
     with svc.engine.begin() as conn:
         conn.execute(
             payments.update()
             .where(payments.c.id == payment_id)
             .values(
-                checkout_request_id=checkout_request_id or None,
+                checkout_request_id=str(answer.get("CheckoutRequestID") or "") or None,
                 merchant_request_id=answer.get("MerchantRequestID"),
                 updated_at=utcnow(),
             )
         )
-    apply_waiting_stk_callbacks(svc, checkout_request_id)
-    return {
-        "payment_id": payment_id,
-        "checkout_request_id": checkout_request_id,
-        "status": "pending",
-    }
 
 
 def _send_stk_push(svc: Service, payment_id: str, request: StkRequest) -> dict:
@@ -177,19 +230,28 @@ def _send_stk_push(svc: Service, payment_id: str, request: StkRequest) -> dict:
 
 def _close_stk_unsent(svc: Service, payment_id: str, status: str, code: str, message: str):
     """Record Daraja's refusal (`failed`) or silence (`unknown`: the sweep job expires it after
-    STK_EXPIRY_MINUTES, since without a CheckoutRequestID there is nothing to query)."""
-    with svc.engine.begin() as conn:
-        conn.execute(
-            payments.update()
-            .where(payments.c.id == payment_id)
-            .values(
-                status=status,
-                error_code=code,
-                error_message=message,
-                updated_at=utcnow(),
-                next_query_at=utcnow() if status == "unknown" else None,
+    STK_EXPIRY_MINUTES, since without a CheckoutRequestID there is nothing to query). If the
+    database will not take it, the row stays `pending`, which the sweep expires the same way,
+    and the client still gets Daraja's answer rather than a 503 inviting a second push."""
+
+    def close():
+        with svc.engine.begin() as conn:
+            conn.execute(
+                payments.update()
+                .where(payments.c.id == payment_id)
+                .values(
+                    status=status,
+                    error_code=code,
+                    error_message=message,
+                    updated_at=utcnow(),
+                    next_query_at=utcnow() if status == "unknown" else None,
+                )
             )
-        )
+
+    try:
+        _after_sending(svc, payment_id, close)
+    except sa.exc.SQLAlchemyError:
+        log.exception("payment %s could not be marked %s; the sweep expires it", payment_id, status)
 
 
 def settle_stk(

@@ -6,6 +6,7 @@ nullable or defaulted so rows written by the old system stay valid. Times are na
 from __future__ import annotations
 
 import io
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -309,6 +310,41 @@ def database_is_reachable(engine: sa.Engine) -> bool:
     except sa.exc.SQLAlchemyError as error:
         log.warning("database unreachable: %s", type(error).__name__)
         return False
+
+
+# MySQL/MariaDB errors that say the database is out of reach or busy for now, not that the
+# request or the code is wrong: too many connections, server shutting down, lock wait timeout,
+# deadlock, cannot connect (2002, 2003), server gone away, connection lost.
+UNAVAILABLE_MYSQL_CODES = {1040, 1053, 1205, 1213, 2002, 2003, 2006, 2013}
+
+
+def is_database_unavailable(error: BaseException | None) -> bool:
+    if not isinstance(error, sa.exc.OperationalError):
+        return False
+    orig = error.orig
+    code = orig.args[0] if orig is not None and orig.args else None
+    return (
+        error.connection_invalidated
+        or code in UNAVAILABLE_MYSQL_CODES
+        or "database is locked" in str(orig)  # SQLite, past its busy timeout
+    )
+
+
+def retry_while_unavailable(work, seconds: float, what: str):
+    """`work()`, run again while it fails because the database is out of reach (see
+    is_database_unavailable), waiting 0.25 s, then twice as long each time up to 4 s, for at
+    most `seconds` in all; then its last error is raised. `what` names the work in the log."""
+    deadline = time.monotonic() + seconds
+    wait = 0.25
+    while True:
+        try:
+            return work()
+        except sa.exc.OperationalError as error:
+            if not is_database_unavailable(error) or time.monotonic() + wait > deadline:
+                raise
+            log.warning("database unavailable while %s; trying again in %.2g s", what, wait)
+            time.sleep(wait)
+            wait = min(wait * 2, 4.0)
 
 
 def alembic_config(connection: sa.Connection | None = None, url: str | None = None):

@@ -549,6 +549,7 @@ MAGIC_PHONES = [
     ("queue_timeout", "254722000004", B2C_V3_PATH),
     ("queue_timeout_never", "254722000005", B2C_V3_PATH),
     ("accepted_no_response", "254733000001", B2C_V3_PATH),
+    ("slow_answer", "254733000005", B2C_V3_PATH),
     ("server_error_before_accept", "254733000002", B2C_V3_PATH),
     ("spike_arrest", "254733000003", B2C_V3_PATH),
     ("token_expiry", "254733000004", B2C_V3_PATH),
@@ -645,6 +646,20 @@ def test_accepted_no_response_closes_the_connection_after_hang_seconds(daraja, t
         push(daraja, token, hooks)
     assert 0.9 <= time.monotonic() - started < 3
     assert len(daraja.simulator.ledger()) == 1
+
+
+def test_slow_answer_processes_and_answers_after_slow_answer_seconds(start_simulator, hooks):
+    slow = start_simulator(slow_answer_seconds=1.0)
+    token = fetch_token(slow.base_url)
+    arm_over_http(slow, "slow_answer")
+    started = time.monotonic()
+    answer = push(slow, token, hooks)
+    assert 1.0 <= time.monotonic() - started < 3
+    assert answer.status_code == 200
+    assert answer.json()["ResponseCode"] == "0"
+    assert hooks.wait("stk")[0]["Body"]["stkCallback"]["ResultCode"] == 0
+    (record,) = slow.simulator.requests(STK_PUSH_PATH)
+    assert (record["status"], record["scenario"]) == (200, "slow_answer")
 
 
 def test_accepted_no_response_then_a_resend_is_a_duplicate(daraja, token, hooks):

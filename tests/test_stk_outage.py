@@ -1,0 +1,178 @@
+"""An STK push that Daraja accepted while the database went away: the service keeps trying to
+record it instead of answering 503 (which a client would retry, prompting the customer twice),
+and says "do not retry" if it cannot. The outage is real: the service reaches MariaDB through a
+TCP relay that the test cuts (refusing and dropping connections) and restores."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import threading
+import time
+
+import pytest
+import sqlalchemy as sa
+
+import service
+from tests.conftest import free_port
+from tests.service_support import start_stack, wait_until
+
+STK_PUSH_PATH = "/mpesa/stkpush/v1/processrequest"
+PUSH = {
+    "phone": "0712345678",
+    "amount": 150,
+    "account_reference": "INV10023",
+    "description": "Top up",
+}
+
+
+class CuttableRelay:
+    """Relays TCP connections from a local port to `target`; `cut()` closes the port and every
+    relayed connection (a database gone away), `restore()` opens the port again."""
+
+    def __init__(self, target: tuple[str, int]):
+        self.target = target
+        self.port = free_port()
+        self._lock = threading.Lock()
+        self._sockets: set[socket.socket] = set()
+        self._listener: socket.socket | None = None
+        self.restore()
+
+    def restore(self) -> None:
+        listener = socket.create_server(("127.0.0.1", self.port))  # SO_REUSEADDR on POSIX
+        listener.settimeout(0.05)
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def cut(self) -> None:
+        listener, self._listener = self._listener, None
+        listener.close()
+        with self._lock:
+            doomed, self._sockets = self._sockets, set()
+        for sock in doomed:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while self._listener is listener:
+            try:
+                client, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            client.settimeout(None)
+            with self._lock:
+                self._sockets.update((client, upstream))
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        for sock in (source, sink):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+@pytest.fixture
+def relayed_mariadb(mariadb_url):
+    """(relay, URL of a migrated MariaDB database reached through the relay)."""
+    engine = service.make_engine(mariadb_url)
+    service.migrate(engine)
+    engine.dispose()
+    url = sa.make_url(mariadb_url)
+    relay = CuttableRelay((url.host, url.port or 3306))
+    yield relay, url.set(host="127.0.0.1", port=relay.port).render_as_string(hide_password=False)
+    relay.cut()
+
+
+@pytest.fixture
+def outage_stack(relayed_mariadb, tmp_path):
+    """Start the service through the relay with extra settings; the simulator answers an STK
+    push only `slow_answer_seconds` after taking it, and the customer pays after 4 s."""
+    _, url = relayed_mariadb
+    stops = []
+
+    def start(settings: dict):
+        stack, stop = start_stack(
+            url, tmp_path, settings, {"slow_answer_seconds": 1.0, "stk_answer_delay_seconds": 4}
+        )
+        stops.append(stop)
+        stack.sim.arm("slow_answer", path=STK_PUSH_PATH)
+        return stack
+
+    yield start
+    for stop in stops:
+        stop()
+
+
+def push_during_an_outage(stack, relay, outage_seconds: float):
+    """Send an STK push; once Daraja has it (and will answer a second later), cut the database
+    for `outage_seconds`. Returns the service's answer."""
+    answers = []
+    client = threading.Thread(
+        target=lambda: answers.append(stack.post("/payments/mpesa/stk-initiate", PUSH))
+    )
+    client.start()
+    wait_until(lambda: stack.sim_requests(STK_PUSH_PATH), interval=0.01)
+    relay.cut()
+    try:
+        time.sleep(outage_seconds)
+    finally:
+        relay.restore()
+    client.join(30)
+    return answers[0]
+
+
+def test_a_push_is_recorded_when_the_database_comes_back_within_the_retry_time(
+    relayed_mariadb, outage_stack
+):
+    relay, _ = relayed_mariadb
+    stack = outage_stack({"STK_RECORD_RETRY_SECONDS": "20"})
+
+    answer = push_during_an_outage(stack, relay, outage_seconds=2.5)
+
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["status"] == "pending" and body["checkout_request_id"]
+    assert len(stack.sim_requests(STK_PUSH_PATH)) == 1  # the customer was prompted once
+    checkout = body["checkout_request_id"]
+    paid = wait_until(
+        lambda: stack.rows(
+            service.payments,
+            service.payments.c.checkout_request_id == checkout,
+            service.payments.c.status == "completed",
+        )
+    )
+    assert [row.id for row in paid] == [body["payment_id"]]
+
+
+def test_a_push_not_recorded_in_time_is_202_saying_not_to_retry(
+    relayed_mariadb, outage_stack, caplog
+):
+    relay, _ = relayed_mariadb
+    stack = outage_stack({"STK_RECORD_RETRY_SECONDS": "1"})
+
+    with caplog.at_level(logging.ERROR, logger="mpesa"):
+        answer = push_during_an_outage(stack, relay, outage_seconds=4)
+
+    assert answer.status_code == 202, answer.text
+    body = answer.json()
+    assert body["recorded"] is False
+    assert "do not send it again" in body["warning"]
+    assert body["checkout_request_id"]
+    assert len(stack.sim_requests(STK_PUSH_PATH)) == 1
+    (row,) = stack.rows(service.payments, service.payments.c.id == body["payment_id"])
+    assert (row.status, row.checkout_request_id) == ("pending", None)
+    assert row.next_query_at is not None  # so the sweep expires it
+    logged = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert any(
+        body["payment_id"] in message and body["checkout_request_id"] in message
+        for message in logged
+    ), logged
