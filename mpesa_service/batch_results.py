@@ -26,33 +26,56 @@ from mpesa_service.payouts import (
     payout_sources,
     result_callback_row,
 )
-from mpesa_service.storage import b2c_payment_callbacks, b2c_payments, b2c_payout_attempts, utcnow
+from mpesa_service.storage import (
+    b2c_payment_callbacks,
+    b2c_payments,
+    b2c_payout_attempts,
+    execute_precompiled,
+    inserting,
+    utcnow,
+)
 
 payouts, attempts = b2c_payments.c, b2c_payout_attempts.c
 
-MATCHES = (
-    sa.select(
-        # Only what the fast path reads: a whole payout row costs more to decode than to fetch.
-        payouts.id,
-        payouts.status,
-        payouts.originator_conversation_id,
-        payouts.amount,
-        payouts.phone_number,
-        payouts.reference_id,
-        attempts.id.label("attempt_id"),
-        attempts.originator_conversation_id.label("attempt_ocid"),
+
+@functools.cache
+def matching(count: int) -> sa.Select:
+    """The payouts and attempts of `count` OriginatorConversationIDs (ocid_<i>), only what the
+    fast path reads: a whole payout row costs more to decode than to fetch. One statement per
+    count, with single parameters, so that it compiles once (see execute_precompiled)."""
+    ocids = [
+        sa.bindparam(f"ocid_{index}", type_=attempts.originator_conversation_id.type)
+        for index in range(count)
+    ]
+    return (
+        sa.select(
+            payouts.id,
+            payouts.status,
+            payouts.originator_conversation_id,
+            payouts.amount,
+            payouts.phone_number,
+            payouts.reference_id,
+            attempts.id.label("attempt_id"),
+            attempts.originator_conversation_id.label("attempt_ocid"),
+        )
+        .join(b2c_payout_attempts, attempts.payout_id == payouts.id)
+        .where(attempts.originator_conversation_id.in_(ocids))
     )
-    .join(b2c_payout_attempts, attempts.payout_id == payouts.id)
-    .where(attempts.originator_conversation_id.in_(sa.bindparam("ocids", expanding=True)))
-)
-KNOWN_RECEIPTS = sa.union_all(
-    sa.select(payouts.transaction_id).where(
-        payouts.transaction_id.in_(sa.bindparam("paid", expanding=True))
-    ),
-    sa.select(b2c_payment_callbacks.c.transaction_id).where(
-        b2c_payment_callbacks.c.transaction_id.in_(sa.bindparam("stored", expanding=True))
-    ),
-)
+
+
+@functools.cache
+def known_receipts(count: int) -> sa.CompoundSelect:
+    """Which of `count` receipts (receipt_<i>) a payout or a stored callback already has."""
+    receipts = [
+        sa.bindparam(f"receipt_{index}", type_=payouts.transaction_id.type)
+        for index in range(count)
+    ]
+    return sa.union_all(
+        sa.select(payouts.transaction_id).where(payouts.transaction_id.in_(receipts)),
+        sa.select(b2c_payment_callbacks.c.transaction_id).where(
+            b2c_payment_callbacks.c.transaction_id.in_(receipts)
+        ),
+    )
 
 
 @functools.cache
@@ -63,7 +86,11 @@ def completing(count: int, columns: tuple[str, ...]) -> sa.Update:
     ids = [sa.bindparam(f"id_{index}", type_=payouts.id.type) for index in range(count)]
     return (
         b2c_payments.update()
-        .where(payouts.id.in_(ids), payouts.status.in_(payout_sources("completed")))
+        # The states as single parameters, not an expanding IN, so that it compiles once.
+        .where(
+            payouts.id.in_(ids),
+            payouts.status.in_([sa.literal(state) for state in payout_sources("completed")]),
+        )
         .values(
             status="completed",
             updated_at=sa.bindparam("now", type_=payouts.updated_at.type),
@@ -120,10 +147,17 @@ class SuccessBatch:
     def _read_ahead(self) -> None:
         ocids = [plain.parsed.originator_conversation_id for plain in self.parsed.values()]
         receipts = [plain.parsed.receipt for plain in self.parsed.values()]
-        self.matches = {
-            row.attempt_ocid: row for row in self.conn.execute(MATCHES, {"ocids": ocids})
-        }
-        known = self.conn.execute(KNOWN_RECEIPTS, {"paid": receipts, "stored": receipts})
+        matches = execute_precompiled(
+            self.conn,
+            matching(len(ocids)),
+            {f"ocid_{index}": ocid for index, ocid in enumerate(ocids)},
+        )
+        self.matches = {row.attempt_ocid: row for row in matches}
+        known = execute_precompiled(
+            self.conn,
+            known_receipts(len(receipts)),
+            {f"receipt_{index}": receipt for index, receipt in enumerate(receipts)},
+        )
         # Casefolded: MySQL compares receipts without case, so a receipt differing only in
         # case from a known one goes the general way, which asks the database itself.
         self.claimed_receipts.update(receipt.casefold() for receipt in known.scalars())
@@ -166,30 +200,22 @@ class SuccessBatch:
             answers[f"error_message_{index}"] = plain.parsed.result_desc
         columns = tuple(self.pending[0][0].paid)
         statement = completing(len(self.pending), columns)
-        moved = self.conn.execute(statement, completions).rowcount
+        moved = execute_precompiled(self.conn, statement, completions).rowcount
         if moved != len(self.pending):
             raise PayoutMoved(
                 f"{len(self.pending) - moved} of {len(self.pending)} payouts moved while their "
                 "results were read"
             )
-        self.conn.execute(answering(len(self.pending)), answers)
+        execute_precompiled(self.conn, answering(len(self.pending)), answers)
         for plain, _, _, payout in self.pending:
             flag_mismatches(self.conn, payout, plain.paid["paid_amount"], plain.parsed.receiver[0])
-        self.conn.execute(
-            b2c_payment_callbacks.insert(),
-            [
-                result_callback_row(
-                    plain.parsed,
-                    raw,
-                    journal_id,
-                    "result",
-                    payout,
-                    "applied",
-                    plain.parsed.receipt,
-                )
-                for plain, raw, journal_id, payout in self.pending
-            ],
-        )
+        rows = [
+            result_callback_row(
+                plain.parsed, raw, journal_id, "result", payout, "applied", plain.parsed.receipt
+            )
+            for plain, raw, journal_id, payout in self.pending
+        ]
+        execute_precompiled(self.conn, inserting(b2c_payment_callbacks, tuple(rows[0])), rows)
         self.pending = []
 
 

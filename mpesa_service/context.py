@@ -20,7 +20,13 @@ import sqlalchemy as sa
 from mpesa_service import PROJECT_DIR, log
 from mpesa_service.daraja import DarajaClient, DarajaError, DarajaRejected
 from mpesa_service.settings import ROLES, ApiKey, Settings, parse_api_keys
-from mpesa_service.storage import callback_journal, payment_flags, utcnow
+from mpesa_service.storage import (
+    callback_journal,
+    execute_precompiled,
+    inserting,
+    payment_flags,
+    utcnow,
+)
 
 
 class ApiError(Exception):
@@ -309,14 +315,14 @@ def mark_journal_applied(conn: sa.Connection, journal_id: str, kind: str) -> boo
 def mark_journal_entries_applied(conn: sa.Connection, entries: list[tuple[str, str]]) -> None:
     """Record (journal id, kind) entries journaled just now as applied, in one statement. Should
     a replay have raced one of them there, the unique key fails the transaction."""
+    if not entries:
+        return
     now = utcnow()
-    conn.execute(
-        callback_journal.insert(),
-        [
-            dict(id=journal_id, kind=kind, state="applied", received_at=now, applied_at=now)
-            for journal_id, kind in entries
-        ],
-    )
+    rows = [
+        dict(id=journal_id, kind=kind, state="applied", received_at=now, applied_at=now)
+        for journal_id, kind in entries
+    ]
+    execute_precompiled(conn, inserting(callback_journal, tuple(rows[0])), rows)
 
 
 def money(value: Decimal | int | None) -> str:

@@ -5,6 +5,7 @@ nullable or defaulted so rows written by the old system stay valid. Times are na
 
 from __future__ import annotations
 
+import functools
 import io
 import time
 from datetime import UTC, datetime
@@ -345,6 +346,46 @@ def retry_while_unavailable(work, seconds: float, what: str):
             log.warning("database unavailable while %s; trying again in %.2g s", what, wait)
             time.sleep(wait)
             wait = min(wait * 2, 4.0)
+
+
+@functools.cache
+def inserting(table: sa.Table, columns: tuple[str, ...]) -> sa.Insert:
+    """INSERT of rows with exactly these `columns`, one statement per table and columns (so
+    that execute_precompiled compiles it once)."""
+    return table.insert().values(
+        {name: sa.bindparam(name, type_=table.c[name].type) for name in columns}
+    )
+
+
+def execute_precompiled(conn: sa.Connection, statement: sa.Executable, params: dict | list):
+    """`conn.execute(statement, params)` without SQLAlchemy's per-call work (cache key,
+    parameter processing) where the dialect allows: compiled once, then run as driver SQL.
+    For the callback writer's batch statements, whose hundreds of parameters made that work
+    a seventh of the writer's CPU on MariaDB (issue 9). Elsewhere it is plain `execute`."""
+    driver_form = _driver_form(statement, conn.dialect)
+    if driver_form is None:
+        return conn.execute(statement, params)
+    sql, own_values = driver_form
+    if isinstance(params, list):
+        return conn.exec_driver_sql(sql, [{**own_values, **row} for row in params])
+    return conn.exec_driver_sql(sql, {**own_values, **params})
+
+
+@functools.cache
+def _driver_form(statement: sa.Executable, dialect: sa.Dialect) -> tuple[str, dict] | None:
+    """(SQL, the values the statement carries itself) for named parameters needing no
+    conversion (MySQL's); None if one needs converting (SQLite's times) or is an expanding IN,
+    if the parameters are positional, or if SQLAlchemy would work out a column default."""
+    compiled = statement.compile(dialect=dialect)
+    if compiled.positiontup is not None or compiled.insert_prefetch or compiled.update_prefetch:
+        return None
+    own_values = {}
+    for bind, name in compiled.bind_names.items():
+        if bind.expanding or bind.type.dialect_impl(dialect).bind_processor(dialect):
+            return None
+        if not bind.required:
+            own_values[name] = bind.value
+    return compiled.string, own_values
 
 
 def alembic_config(connection: sa.Connection | None = None, url: str | None = None):
