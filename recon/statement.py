@@ -489,8 +489,8 @@ def _local_times(values: pd.Series, shapes: list[str] | None = None) -> pd.Serie
     if pd.api.types.infer_dtype(values, skipna=True) in ("string", "empty"):
         is_datetime = pd.Series(False, index=values.index)
     else:
-        is_datetime = values.map(lambda v: isinstance(v, datetime), na_action="ignore")
-        is_datetime = is_datetime.fillna(False).astype(bool)
+        # NaT is a datetime too, and not one to keep.
+        is_datetime = values.map(lambda v: isinstance(v, datetime) and not pd.isna(v)).astype(bool)
     if is_datetime.any():
         result[is_datetime] = pd.to_datetime(values[is_datetime]).astype("datetime64[us]")
         remaining &= ~is_datetime
