@@ -95,16 +95,17 @@ def relayed_mariadb(mariadb_url):
 @pytest.fixture
 def outage_stack(relayed_mariadb, tmp_path):
     """Start the service through the relay with extra settings; the simulator answers an STK
-    push only `slow_answer_seconds` after taking it, and the customer pays after 4 s."""
+    push only `slow_answer_seconds` after taking it (or as `scenario` says), and the customer
+    pays after 4 s."""
     _, url = relayed_mariadb
     stops = []
 
-    def start(settings: dict):
+    def start(settings: dict, scenario: str = "slow_answer"):
         stack, stop = start_stack(
             url, tmp_path, settings, {"slow_answer_seconds": 1.0, "stk_answer_delay_seconds": 4}
         )
         stops.append(stop)
-        stack.sim.arm("slow_answer", path=STK_PUSH_PATH)
+        stack.sim.arm(scenario, path=STK_PUSH_PATH)
         return stack
 
     yield start
@@ -176,3 +177,18 @@ def test_a_push_not_recorded_in_time_is_202_saying_not_to_retry(
         body["payment_id"] in message and body["checkout_request_id"] in message
         for message in logged
     ), logged
+
+
+def test_a_push_daraja_never_answered_is_504_not_503_when_the_database_is_down(
+    relayed_mariadb, outage_stack
+):
+    relay, _ = relayed_mariadb
+    # Daraja takes the push and never answers; the service gives up after 2 s.
+    stack = outage_stack({"STK_RECORD_RETRY_SECONDS": "1"}, scenario="accepted_no_response")
+
+    answer = push_during_an_outage(stack, relay, outage_seconds=5)
+
+    assert answer.status_code == 504, answer.text  # "may or may not have been sent"
+    assert len(stack.sim_requests(STK_PUSH_PATH)) == 1
+    (row,) = stack.rows(service.payments, service.payments.c.id == answer.json()["payment_id"])
+    assert row.status == "pending" and row.next_query_at is not None  # the sweep expires it
