@@ -46,10 +46,10 @@ class CuttableRelay:
         threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
 
     def cut(self) -> None:
-        listener, self._listener = self._listener, None
-        listener.close()
         with self._lock:
+            listener, self._listener = self._listener, None
             doomed, self._sockets = self._sockets, set()
+        listener.close()
         for sock in doomed:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
@@ -66,6 +66,10 @@ class CuttableRelay:
             upstream = socket.create_connection(self.target)
             client.settimeout(None)
             with self._lock:
+                if self._listener is not listener:  # cut meanwhile: this one goes too
+                    client.close()
+                    upstream.close()
+                    return
                 self._sockets.update((client, upstream))
             for source, sink in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
