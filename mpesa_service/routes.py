@@ -31,7 +31,7 @@ def json_response(status: int, body: dict) -> bottle.HTTPResponse:
 
 def database_unavailable(error: sa.exc.OperationalError) -> str:
     """503 with Retry-After: the request may be tried again (payout initiation is idempotent on
-    its key, and nothing is sent to Daraja before it is recorded)."""
+    its key, and an STK push gets here only before its prompt is sent)."""
     log.warning(
         "database unavailable on %s %s: %s", bottle.request.method, bottle.request.path, error.orig
     )

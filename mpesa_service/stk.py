@@ -141,31 +141,47 @@ def initiate_stk(svc: Service, body: dict) -> tuple[int, dict]:
     request = StkRequest.from_body(body)
     payment_id = write_payment_ahead(svc, request)
     answer = _send_stk_push(svc, payment_id, request)
+    checkout_request_id = str(answer.get("CheckoutRequestID") or "")
+    merchant_request_id = answer.get("MerchantRequestID")
     sent = {
         "payment_id": payment_id,
-        "checkout_request_id": str(answer.get("CheckoutRequestID") or ""),
+        "checkout_request_id": checkout_request_id,
         "status": "pending",
     }
-    if not _record_push_answer(svc, payment_id, answer):
+    if not _record_push_answer(svc, payment_id, checkout_request_id, merchant_request_id):
         return 202, {**sent, "recorded": False, "warning": NOT_RECORDED}
     return 200, sent
 
 
-def _record_push_answer(svc: Service, payment_id: str, answer: dict) -> bool:
+def _record_push_answer(
+    svc: Service, payment_id: str, checkout_request_id: str, merchant_request_id: str | None
+) -> bool:
     """Store the ids Daraja gave the push, then apply callbacks that came before them. The
     prompt is out by now, so a database outage here must not become a 503: the client would
     send the push again and the customer be prompted twice. While the database is out of
     reach the write is tried again for STK_RECORD_RETRY_SECONDS; False if it never went in."""
-    checkout_request_id = str(answer.get("CheckoutRequestID") or "")
+
+    def store_push_ids():
+        with svc.engine.begin() as conn:
+            conn.execute(
+                payments.update()
+                .where(payments.c.id == payment_id)
+                .values(
+                    checkout_request_id=checkout_request_id or None,
+                    merchant_request_id=merchant_request_id,
+                    updated_at=utcnow(),
+                )
+            )
+
     try:
-        _after_sending(svc, payment_id, lambda: _store_push_ids(svc, payment_id, answer))
+        _after_sending(svc, payment_id, store_push_ids)
     except sa.exc.SQLAlchemyError:
         log.exception(
             "STK push for payment %s was sent (CheckoutRequestID %s, MerchantRequestID %s) "
             "but could not be recorded",
             payment_id,
             checkout_request_id,
-            answer.get("MerchantRequestID"),
+            merchant_request_id,
         )
         return False
     try:
@@ -184,19 +200,6 @@ def _after_sending(svc: Service, payment_id: str, write) -> None:
     """A write made after Daraja was called, retried while the database is out of reach."""
     seconds = svc.settings.integer("STK_RECORD_RETRY_SECONDS")
     retry_while_unavailable(write, seconds, f"recording Daraja's answer for payment {payment_id}")
-
-
-def _store_push_ids(svc: Service, payment_id: str, answer: dict) -> None:
-    with svc.engine.begin() as conn:
-        conn.execute(
-            payments.update()
-            .where(payments.c.id == payment_id)
-            .values(
-                checkout_request_id=str(answer.get("CheckoutRequestID") or "") or None,
-                merchant_request_id=answer.get("MerchantRequestID"),
-                updated_at=utcnow(),
-            )
-        )
 
 
 def _send_stk_push(svc: Service, payment_id: str, request: StkRequest) -> dict:
