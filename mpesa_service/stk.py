@@ -161,20 +161,13 @@ def _record_push_answer(
     send the push again and the customer be prompted twice. While the database is out of
     reach the write is tried again for STK_RECORD_RETRY_SECONDS; False if it never went in."""
 
-    def store_push_ids():
-        with svc.engine.begin() as conn:
-            conn.execute(
-                payments.update()
-                .where(payments.c.id == payment_id)
-                .values(
-                    checkout_request_id=checkout_request_id or None,
-                    merchant_request_id=merchant_request_id,
-                    updated_at=utcnow(),
-                )
-            )
-
     try:
-        _after_sending(svc, payment_id, store_push_ids)
+        _update_after_sending(
+            svc,
+            payment_id,
+            checkout_request_id=checkout_request_id or None,
+            merchant_request_id=merchant_request_id,
+        )
     except sa.exc.SQLAlchemyError:
         log.exception(
             "STK push for payment %s was sent (CheckoutRequestID %s, MerchantRequestID %s) "
@@ -196,10 +189,20 @@ def _record_push_answer(
     return True
 
 
-def _after_sending(svc: Service, payment_id: str, write) -> None:
-    """A write made after Daraja was called, retried while the database is out of reach."""
+def _update_after_sending(svc: Service, payment_id: str, **values) -> None:
+    """Set `values` on the payment once Daraja was called, trying again while the database is
+    out of reach, for up to STK_RECORD_RETRY_SECONDS."""
+
+    def update():
+        with svc.engine.begin() as conn:
+            conn.execute(
+                payments.update()
+                .where(payments.c.id == payment_id)
+                .values(updated_at=utcnow(), **values)
+            )
+
     seconds = svc.settings.integer("STK_RECORD_RETRY_SECONDS")
-    retry_while_unavailable(write, seconds, f"recording Daraja's answer for payment {payment_id}")
+    retry_while_unavailable(update, seconds, f"recording Daraja's answer for payment {payment_id}")
 
 
 def _send_stk_push(svc: Service, payment_id: str, request: StkRequest) -> dict:
@@ -237,22 +240,15 @@ def _close_stk_unsent(svc: Service, payment_id: str, status: str, code: str, mes
     database will not take it, the row stays `pending`, which the sweep expires the same way,
     and the client still gets Daraja's answer rather than a 503 inviting a second push."""
 
-    def close():
-        with svc.engine.begin() as conn:
-            conn.execute(
-                payments.update()
-                .where(payments.c.id == payment_id)
-                .values(
-                    status=status,
-                    error_code=code,
-                    error_message=message,
-                    updated_at=utcnow(),
-                    next_query_at=utcnow() if status == "unknown" else None,
-                )
-            )
-
     try:
-        _after_sending(svc, payment_id, close)
+        _update_after_sending(
+            svc,
+            payment_id,
+            status=status,
+            error_code=code,
+            error_message=message,
+            next_query_at=utcnow() if status == "unknown" else None,
+        )
     except sa.exc.SQLAlchemyError:
         log.exception("payment %s could not be marked %s; the sweep expires it", payment_id, status)
 
