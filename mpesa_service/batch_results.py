@@ -30,8 +30,8 @@ from mpesa_service.storage import (
     b2c_payment_callbacks,
     b2c_payments,
     b2c_payout_attempts,
-    execute_precompiled,
     inserting,
+    run_together,
     utcnow,
 )
 
@@ -132,9 +132,16 @@ class PayoutMoved(Exception):
 
 class SuccessBatch:
     """The leading run of plain success results of one batch, read in one go and written
-    together by `flush`."""
+    together by `flush`. The `leading` (statement, params) pairs run first, in the same round
+    trip as the reads where the connection allows (see storage.run_together)."""
 
-    def __init__(self, conn: sa.Connection, deliveries: list[tuple[str, str, str]], payloads=None):
+    def __init__(
+        self,
+        conn: sa.Connection,
+        deliveries: list[tuple[str, str, str]],
+        payloads=None,
+        leading: list | None = None,
+    ):
         self.conn = conn
         self.parsed = _plain_successes(deliveries, payloads or {})
         self.pending: list[tuple[PlainSuccess, str, str, object]] = []
@@ -142,25 +149,31 @@ class SuccessBatch:
         self.claimed_receipts: set[str] = set()
         self.open = bool(self.parsed)
         if self.open:
-            self._read_ahead()
+            self._read_ahead(leading or [])
+        elif leading:
+            run_together(conn, leading)
 
-    def _read_ahead(self) -> None:
+    def _read_ahead(self, leading) -> None:
         ocids = [plain.parsed.originator_conversation_id for plain in self.parsed.values()]
         receipts = [plain.parsed.receipt for plain in self.parsed.values()]
-        matches = execute_precompiled(
+        *_, matches, known = run_together(
             self.conn,
-            matching(len(ocids)),
-            {f"ocid_{index}": ocid for index, ocid in enumerate(ocids)},
+            [
+                *leading,
+                (
+                    matching(len(ocids)),
+                    {f"ocid_{index}": ocid for index, ocid in enumerate(ocids)},
+                ),
+                (
+                    known_receipts(len(receipts)),
+                    {f"receipt_{index}": receipt for index, receipt in enumerate(receipts)},
+                ),
+            ],
         )
-        self.matches = {row.attempt_ocid: row for row in matches}
-        known = execute_precompiled(
-            self.conn,
-            known_receipts(len(receipts)),
-            {f"receipt_{index}": receipt for index, receipt in enumerate(receipts)},
-        )
+        self.matches = {row.attempt_ocid: row for row in matches.rows}
         # Casefolded: MySQL compares receipts without case, so a receipt differing only in
         # case from a known one goes the general way, which asks the database itself.
-        self.claimed_receipts.update(receipt.casefold() for receipt in known.scalars())
+        self.claimed_receipts.update(row[0].casefold() for row in known.rows)
 
     def take(self, kind: str, raw: str, journal_id: str) -> bool:
         """Collect this delivery if it qualifies and no earlier one has failed to; False means
@@ -199,23 +212,28 @@ class SuccessBatch:
             answers[f"id_{index}"] = payout.attempt_id
             answers[f"error_message_{index}"] = plain.parsed.result_desc
         columns = tuple(self.pending[0][0].paid)
-        statement = completing(len(self.pending), columns)
-        moved = execute_precompiled(self.conn, statement, completions).rowcount
-        if moved != len(self.pending):
-            raise PayoutMoved(
-                f"{len(self.pending) - moved} of {len(self.pending)} payouts moved while their "
-                "results were read"
-            )
-        execute_precompiled(self.conn, answering(len(self.pending)), answers)
-        for plain, _, _, payout in self.pending:
-            flag_mismatches(self.conn, payout, plain.paid["paid_amount"], plain.parsed.receiver[0])
         rows = [
             result_callback_row(
                 plain.parsed, raw, journal_id, "result", payout, "applied", plain.parsed.receipt
             )
             for plain, raw, journal_id, payout in self.pending
         ]
-        execute_precompiled(self.conn, inserting(b2c_payment_callbacks, tuple(rows[0])), rows)
+        completed, *_ = run_together(
+            self.conn,
+            [
+                (completing(len(self.pending), columns), completions),
+                (answering(len(self.pending)), answers),
+                (inserting(b2c_payment_callbacks, tuple(rows[0])), rows),
+            ],
+        )
+        # Checked once all three have run: raising rolls the whole transaction back.
+        if completed.rowcount != len(self.pending):
+            raise PayoutMoved(
+                f"{len(self.pending) - completed.rowcount} of {len(self.pending)} payouts moved "
+                "while their results were read"
+            )
+        for plain, _, _, payout in self.pending:
+            flag_mismatches(self.conn, payout, plain.paid["paid_amount"], plain.parsed.receiver[0])
         self.pending = []
 
 

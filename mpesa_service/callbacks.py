@@ -16,9 +16,9 @@ from mpesa_service.context import (
     Service,
     add_flag,
     client_address,
+    journal_entries_applied,
     journal_entry_body,
     mark_journal_applied,
-    mark_journal_entries_applied,
     new_id,
 )
 from mpesa_service.groupcommit import GroupCommit, Ticket
@@ -38,6 +38,7 @@ from mpesa_service.storage import (
     b2c_payment_callbacks,
     b2c_payments,
     b2c_payout_attempts,
+    batch_engine,
     callback_journal,
     status_queries,
     utcnow,
@@ -275,9 +276,10 @@ _writer_thread = threading.local()
 
 @contextlib.contextmanager
 def held_connection(engine: sa.Engine):
-    """For a callback writer thread's life, one pooled connection that its batches reuse, so
-    that a batch does not pay the pool's checkout ping and return rollback (two of its nine or
-    so round trips). It is taken on first use, so entering cannot fail."""
+    """For a callback writer thread's life, one connection (from storage.batch_engine) that
+    its batches reuse, so that a batch does not pay the pool's checkout ping and return
+    rollback (two of its nine or so round trips). It is taken on first use, so entering
+    cannot fail."""
     _writer_thread.engine, _writer_thread.connection = engine, None
     try:
         yield
@@ -291,14 +293,13 @@ def held_connection(engine: sa.Engine):
 @contextlib.contextmanager
 def batch_transaction(engine: sa.Engine):
     """A transaction on the writer thread's held connection, or on a pooled one elsewhere.
-    After any failure the held connection is given back (a broken one is discarded by the
-    pool) and the next batch takes a fresh one."""
+    After any failure the held connection is closed and the next batch takes a fresh one."""
     if getattr(_writer_thread, "engine", None) is not engine:
         with engine.begin() as conn:
             yield conn
         return
     if _writer_thread.connection is None:
-        _writer_thread.connection = engine.connect()
+        _writer_thread.connection = batch_engine(engine).connect()
     conn = _writer_thread.connection
     try:
         with conn.begin():
@@ -369,8 +370,8 @@ def apply_deliveries(
 def _apply_together(svc: Service, deliveries: list[tuple[str, str, str]], payloads) -> bool:
     try:
         with batch_transaction(svc.engine) as conn:
-            mark_journal_entries_applied(conn, [(jid, kind) for kind, _, jid in deliveries])
-            successes = SuccessBatch(conn, deliveries, payloads)
+            journaled = journal_entries_applied([(jid, kind) for kind, _, jid in deliveries])
+            successes = SuccessBatch(conn, deliveries, payloads, leading=[journaled])
             for kind, raw, journal_id in deliveries:
                 if successes.take(kind, raw, journal_id):
                     continue

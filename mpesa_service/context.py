@@ -315,14 +315,18 @@ def mark_journal_applied(conn: sa.Connection, journal_id: str, kind: str) -> boo
 def mark_journal_entries_applied(conn: sa.Connection, entries: list[tuple[str, str]]) -> None:
     """Record (journal id, kind) entries journaled just now as applied, in one statement. Should
     a replay have raced one of them there, the unique key fails the transaction."""
-    if not entries:
-        return
+    if entries:
+        execute_precompiled(conn, *journal_entries_applied(entries))
+
+
+def journal_entries_applied(entries: list[tuple[str, str]]) -> tuple[sa.Insert, list[dict]]:
+    """The statement and rows of mark_journal_entries_applied, to run with others."""
     now = utcnow()
     rows = [
         dict(id=journal_id, kind=kind, state="applied", received_at=now, applied_at=now)
         for journal_id, kind in entries
     ]
-    execute_precompiled(conn, inserting(callback_journal, tuple(rows[0])), rows)
+    return inserting(callback_journal, tuple(rows[0])), rows
 
 
 def money(value: Decimal | int | None) -> str:

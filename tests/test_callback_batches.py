@@ -37,9 +37,11 @@ from mpesa_service.storage import (
     b2c_payment_callbacks,
     b2c_payments,
     b2c_payout_attempts,
+    batch_engine,
     callback_journal,
     inserting,
     payment_flags,
+    run_together,
     utcnow,
 )
 from tests.service_support import TOKEN
@@ -426,6 +428,64 @@ def test_the_batch_statements_compile_once_on_mariadb_only(engine):
         sql, own_values = forms[0]
         assert "POSTCOMPILE" not in sql
         assert own_values["status"] == "completed"
+
+
+RELABEL = (
+    callback_journal.update()
+    .where(callback_journal.c.id == sa.bindparam("journal_id"))
+    .values(kind=sa.bindparam("kind"))
+)
+BY_KIND = (
+    sa.select(callback_journal.c.id, callback_journal.c.state)
+    .where(callback_journal.c.kind == sa.bindparam("kind"))
+    .order_by(callback_journal.c.id)
+)
+
+
+def journal_statements(ids: list[str]) -> list:
+    now = utcnow()
+    rows = [
+        dict(id=journal_id, kind="b2c_result", state="applied", received_at=now, applied_at=now)
+        for journal_id in ids
+    ]
+    return [
+        (inserting(callback_journal, tuple(rows[0])), rows),
+        (RELABEL, {"journal_id": ids[0], "kind": "b2c_timeout"}),
+        (BY_KIND, {"kind": "b2c_result"}),
+    ]
+
+
+def test_statements_run_together_read_and_write_as_one_by_one(engine):
+    """The writer's connection (one round trip for all of them, on MariaDB) and a pooled one
+    (one statement at a time) give the same outcomes."""
+    outcomes = []
+    for source in (batch_engine(engine), engine):
+        with source.connect() as conn, conn.begin():
+            outcomes.append(run_together(conn, journal_statements(["rt-a", "rt-b", "rt-c"])))
+            conn.rollback()
+    assert outcomes[0] == outcomes[1]
+    inserted, relabelled, read = outcomes[0]
+    assert (inserted.rowcount, relabelled.rowcount) == (3, 1)
+    assert [(row.id, row.state) for row in read.rows] == [("rt-b", "applied"), ("rt-c", "applied")]
+
+
+def test_only_the_writers_connection_takes_several_statements_at_once(engine):
+    if engine.dialect.name == "sqlite":
+        assert batch_engine(engine) is engine
+        return
+    with batch_engine(engine).connect() as conn:
+        assert conn.exec_driver_sql("SELECT 1; SELECT 2").scalar() == 1
+    with engine.connect() as conn, pytest.raises(sa.exc.ProgrammingError):
+        conn.exec_driver_sql("SELECT 1; SELECT 2")  # stacked statements refused on the pool
+
+
+def test_a_statement_failing_among_others_raises_as_sqlalchemy_would_and_writes_nothing(engine):
+    statements = journal_statements(["rt-x", "rt-x"])  # the second row repeats the first key
+    with batch_engine(engine).connect() as conn:
+        with pytest.raises(sa.exc.IntegrityError) as raised, conn.begin():
+            run_together(conn, statements)
+        assert "rt-x" not in raised.value.statement  # the statement, not the values
+        assert conn.execute(sa.select(sa.func.count()).select_from(callback_journal)).scalar() == 0
 
 
 def test_only_the_leading_run_of_plain_successes_takes_the_short_path(engine):
