@@ -239,10 +239,11 @@ def receive_callback(
     return 200, dict(ACKNOWLEDGED)
 
 
-# One writer thread on every database. On MariaDB a second one (writing a batch while the other
-# waited on the server) left both with batches of 8-10 and cost 15% more CPU per callback for
-# no more callbacks a second: issue 9's A/B under wrk, 1.06 against 1.25 ms and 781 against
-# 732/s (medians of five alternating rounds, 2026-11-26).
+# One writer thread on every database (and one applying thread after it). Before the two stages
+# were split, a second writer on MariaDB (writing a batch while the other waited on the server)
+# left both with batches of 8-10 and cost 15% more CPU per callback for no more callbacks a
+# second: issue 9's A/B under wrk, 1.06 against 1.25 ms and 781 against 732/s (medians of five
+# alternating rounds, 2026-11-26).
 CALLBACK_WRITERS = 1
 _WRITER_LOCK = threading.Lock()
 
@@ -250,16 +251,18 @@ _WRITER_LOCK = threading.Lock()
 def callback_writer(svc: Service) -> GroupCommit:
     """The service's one callback writer (see groupcommit): concurrent deliveries are journaled
     with one fsync and applied in one transaction, each request answered as soon as its batch
-    is journaled (see journal_and_apply)."""
+    is journaled (journal_batch), the batch applied on a second thread (apply_batch) that holds
+    one connection while it is busy."""
     if svc.callback_writer is not None:  # every callback asks: no lock once it exists
         return svc.callback_writer
     with _WRITER_LOCK:
         if svc.callback_writer is None:
             svc.callback_writer = GroupCommit(
-                lambda tickets: journal_and_apply(svc, tickets),
+                lambda tickets: journal_batch(svc, tickets),
                 name="callback-writer",
                 writers=CALLBACK_WRITERS,
-                writer_context=lambda: held_connection(svc.engine),
+                then=lambda tickets: apply_batch(svc, tickets),
+                then_context=lambda: held_connection(svc.engine),
             )
         return svc.callback_writer
 
@@ -310,27 +313,34 @@ def batch_transaction(engine: sa.Engine):
         raise
 
 
-def journal_and_apply(svc: Service, tickets: list[Ticket]) -> None:
-    """Journal a batch of (kind, body, address, until_applied) deliveries, answer each one
-    (its ticket's result: what is wrong with its body as JSON, or None), then apply them.
+def journal_batch(svc: Service, tickets: list[Ticket]) -> None:
+    """The writer's first stage: journal a batch of (kind, body, address, until_applied)
+    deliveries with one fsync, parse each body once, and answer each ticket (its result: what
+    is wrong with its body as JSON, or None) unless it waits `until_applied`. Each ticket's
+    handover, (kind, raw body, journal id) and the parsed body, goes on to apply_batch.
 
     A callback is answered once it is journaled, before it is applied: the journal is durable,
     and one not applied is replayed (the same rule as when the database is down). Answering
-    first lets the answered connections send the next batch while this one is written, which
-    doubles the batches under load (issue 9: 30 callbacks a batch instead of 16, and about a
-    quarter more callbacks a second on MariaDB). A ticket `until_applied` is answered after,
-    with what applying it raised as its error; otherwise that is logged, and it stays in the
-    journal for replay. Each body is parsed once, here."""
+    first lets the answered connections send the next batch while this one is applied, and
+    with the two stages on two threads the next batch is journaled meanwhile too (issue 9: on
+    MariaDB about a quarter more callbacks a second than one thread doing both)."""
     journal_ids = svc.journal.append_many([ticket.item[:3] for ticket in tickets])
-    deliveries, payloads = [], {}
     for ticket, journal_id in zip(tickets, journal_ids, strict=True):
         kind, body, _, until_applied = ticket.item
         raw = body.decode("utf-8", errors="replace")
-        payloads[journal_id] = json_or_problem(raw)
-        ticket.result = payloads[journal_id][1]
-        deliveries.append((kind, raw, journal_id))
+        parsed = json_or_problem(raw)
+        ticket.result = parsed[1]
+        ticket.handover = ((kind, raw, journal_id), parsed)
         if not until_applied:
             ticket.finish()
+
+
+def apply_batch(svc: Service, tickets: list[Ticket]) -> None:
+    """The writer's second stage: apply what journal_batch handed over. A ticket waiting
+    `until_applied` gets what applying it raised as its error; for the others, already
+    answered, that is logged, and the callback stays in the journal for replay."""
+    deliveries = [ticket.handover[0] for ticket in tickets]
+    payloads = {ticket.handover[0][2]: ticket.handover[1] for ticket in tickets}
     errors = apply_deliveries(svc, deliveries, payloads)
     for ticket, error, (kind, _, journal_id) in zip(tickets, errors, deliveries, strict=True):
         if error is not None and ticket.finished:

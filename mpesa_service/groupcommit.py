@@ -1,6 +1,7 @@
 """Group commit: many threads hand items to one writer thread, which processes whatever has
 queued up as one batch and wakes each submitter with its own result or error, by the end of
-the batch or earlier if the work the submitter waits for is done sooner.
+the batch or earlier if the work the submitter waits for is done sooner. A second stage may
+follow on a thread of its own, taking processed batches while the writer processes the next.
 
 Callbacks use it so that under load one fsync and one database transaction serve a whole
 batch, and the database round trips run on one thread instead of on every request thread
@@ -34,6 +35,7 @@ class Ticket:
     result: object = None
     error: BaseException | None = None
     finished: bool = False
+    handover: object = None  # what `process` leaves for `then`
     _pending: threading.Lock = field(default_factory=_taken_lock, repr=False)
 
     def wait(self) -> None:
@@ -54,7 +56,14 @@ class GroupCommit:
     the disk or the database the next batch is already being written; they start on demand and
     exit after `idle_seconds` without work, so an idle service (or a test's) holds no thread.
     Each writer thread runs inside `writer_context()` for its life (to hold a connection, say);
-    entering it should not fail, or the batches queued meanwhile wait for the next submit."""
+    entering it should not fail, or the batches queued meanwhile wait for the next submit.
+
+    With `then`, a ticket that `process` leaves without an error is not done yet: it goes on
+    to `then(tickets)`, run on one further thread (inside `then_context()`, started and idle
+    the same way) in batches of up to `then_max_batch`, in the order processed, while the
+    writers process what came next. `then` may set results and errors as `process` does, and
+    `drain()` waits for it too. A writer with a full batch's worth already waiting for `then`
+    waits before handing on more, so that a slow second stage slows the first."""
 
     def __init__(
         self,
@@ -64,6 +73,9 @@ class GroupCommit:
         name: str = "group-commit",
         writers: int = 1,
         writer_context: Callable[[], AbstractContextManager] = contextlib.nullcontext,
+        then: Callable[[list[Ticket]], None] | None = None,
+        then_context: Callable[[], AbstractContextManager] = contextlib.nullcontext,
+        then_max_batch: int = 64,
     ):
         self._process = process
         self._max_batch = max_batch
@@ -78,6 +90,13 @@ class GroupCommit:
         self._in_flight = 0  # submitted and not yet processed
         self._writers = 0
         self._idle_writers = 0
+        self._then = then
+        self._then_context = then_context
+        self._then_max_batch = then_max_batch
+        self._handed: list[Ticket] = []  # through process, waiting for then
+        self._handed_ready = threading.Condition(lock)
+        self._room = threading.Condition(lock)
+        self._then_running = False
         self.batches = 0
         self.largest_batch = 0
 
@@ -107,20 +126,73 @@ class GroupCommit:
                     self._writers -= 1
 
     def _process_batch(self, batch: list[Ticket]) -> None:
+        onward: list[Ticket] = []
         try:
             self._process(batch)
+            if self._then is not None:
+                onward = [ticket for ticket in batch if ticket.error is None]
         except BaseException as error:  # noqa: BLE001 - handed to every waiting submitter
             log.exception("%s: a batch of %d failed", self._name, len(batch))
             for ticket in batch:
                 if ticket.error is None and not ticket.finished:
                     ticket.error = error
         finally:
-            for ticket in batch:
-                ticket.finish()
+            self._settle([ticket for ticket in batch if ticket.error is not None or not onward])
+            if onward:
+                self._hand_on(onward)
+
+    def _settle(self, batch: list[Ticket]) -> None:
+        """Finish these tickets and count them out of the work in flight."""
+        for ticket in batch:
+            ticket.finish()
+        with self._ready:
+            self._in_flight -= len(batch)
+            self._room.notify_all()
+            if not self._in_flight:
+                self._settled.notify_all()
+
+    def _hand_on(self, tickets: list[Ticket]) -> None:
+        with self._ready:
+            while len(self._handed) >= self._then_max_batch:
+                self._room.wait()
+            self._handed.extend(tickets)
+            if not self._then_running:
+                self._start_then()
+            self._handed_ready.notify()
+
+    def _start_then(self) -> None:
+        self._then_running = True
+        threading.Thread(target=self._then_loop, name=f"{self._name}-then", daemon=True).start()
+
+    def _then_loop(self) -> None:
+        try:
+            with self._then_context():
+                while batch := self._next_handed():
+                    self._run_then(batch)
+        finally:
             with self._ready:
-                self._in_flight -= len(batch)
-                if not self._in_flight:
-                    self._settled.notify_all()
+                self._then_running = False
+                if self._handed:  # handed on just as this thread gave up
+                    self._start_then()
+
+    def _next_handed(self) -> list[Ticket]:
+        with self._ready:
+            if not self._handed:
+                self._handed_ready.wait(self._idle_seconds)
+            batch = self._handed[: self._then_max_batch]
+            del self._handed[: self._then_max_batch]
+            return batch
+
+    def _run_then(self, batch: list[Ticket]) -> None:
+        try:
+            self._then(batch)
+        except BaseException as error:  # noqa: BLE001 - handed to every waiting submitter
+            log.exception("%s: a batch of %d failed after processing", self._name, len(batch))
+            for ticket in batch:
+                if ticket.error is None and not ticket.finished:
+                    ticket.error = error
+        finally:
+            self._settle(batch)
 
     def drain(self, timeout: float | None = None) -> bool:
         """Wait until every item submitted so far (and any submitted meanwhile) has been

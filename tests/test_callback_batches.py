@@ -201,6 +201,111 @@ def test_each_writer_thread_holds_its_context_for_its_whole_life():
     assert events[0][1] == events[1][1]
 
 
+def answered_early(tickets):
+    """A first stage that answers every ticket at once, as the journal stage does."""
+    for ticket in tickets:
+        ticket.result = f"journaled {ticket.item}"
+        ticket.handover = ticket.item
+        ticket.finish()
+
+
+def test_a_second_stage_runs_on_its_own_thread_after_the_answer_and_drain_waits_for_it():
+    release, applied, threads = threading.Event(), [], set()
+
+    def apply(tickets):
+        threads.add(threading.current_thread().name)
+        if not release.wait(5):
+            raise TimeoutError("the test never let the second stage finish")
+        applied.extend(ticket.handover for ticket in tickets)
+
+    commit = GroupCommit(answered_early, idle_seconds=0.2, name="two-stage", then=apply)
+    assert commit.submit("a") == "journaled a"  # answered while `apply` is held
+    assert commit.submit("b") == "journaled b"  # and the first stage goes on meanwhile
+    assert applied == [] and commit.drain(timeout=0.1) is False
+    release.set()
+    assert commit.drain(timeout=5) is True
+    assert applied == ["a", "b"]
+    assert threads == {"two-stage-then"}
+
+
+def test_the_second_stage_answers_what_the_first_left_unanswered_with_its_error():
+    def journal(tickets):
+        for ticket in tickets:
+            if ticket.item == "unreadable":
+                ticket.error = ValueError("not journaled")
+            ticket.handover = ticket.item
+            if ticket.item.startswith("early"):
+                ticket.finish()
+
+    def apply(tickets):
+        for ticket in tickets:
+            if "broken" in ticket.item:
+                raise RuntimeError("applying broke")
+            ticket.result = f"applied {ticket.item}"
+
+    commit = GroupCommit(journal, idle_seconds=0.2, then=apply)
+    assert commit.submit("late") == "applied late"
+    with pytest.raises(RuntimeError, match="applying broke"):
+        commit.submit("late broken")
+    assert commit.submit("early broken") is None  # answered before applying broke
+    with pytest.raises(ValueError, match="not journaled"):
+        commit.submit("unreadable")  # never reaches the second stage
+    assert commit.drain(timeout=5) is True
+
+
+def test_a_full_second_stage_holds_back_the_first():
+    release, answered = threading.Event(), []
+
+    def apply(tickets):
+        release.wait(5)
+
+    commit = GroupCommit(answered_early, idle_seconds=0.2, then=apply, then_max_batch=1)
+
+    def submit_all():
+        for number in range(8):
+            answered.append(commit.submit(number))
+
+    submitter = threading.Thread(target=submit_all)
+    submitter.start()
+    deadline = time.monotonic() + 5
+    while len(answered) < 3 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.2)  # time enough for more, were nothing holding them back
+    # One item being applied, one waiting for it, and one journaled but not yet handed on.
+    assert len(answered) == 3
+    release.set()
+    submitter.join(5)
+    assert len(answered) == 8 and commit.drain(timeout=5) is True
+
+
+def test_the_second_stage_thread_holds_its_context_and_leaves_when_idle():
+    events = []
+
+    @contextlib.contextmanager
+    def context():
+        events.append(("enter", threading.current_thread().name))
+        yield
+        events.append(("exit", threading.current_thread().name))
+
+    commit = GroupCommit(
+        answered_early,
+        idle_seconds=0.1,
+        name="ctx",
+        then=lambda tickets: None,
+        then_context=context,
+    )
+    for number in range(3):
+        commit.submit(number)
+    assert commit.drain(timeout=5) is True
+    deadline = time.monotonic() + 5
+    while len(events) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert events == [("enter", "ctx-then"), ("exit", "ctx-then")]
+    commit.submit("again")
+    assert commit.drain(timeout=5) is True
+    assert events[2] == ("enter", "ctx-then")  # a new second-stage thread, on demand
+
+
 # --- batches against the database --------------------------------------------------------------
 
 AMOUNT = 1000
