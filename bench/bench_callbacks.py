@@ -109,14 +109,17 @@ def serve(which: str, port: int, database_url: str, journal: str, daraja_url: st
 
 
 class ServedApp:
-    """This script in child mode serving one app; `peak_mib()` reads its VmHWM."""
+    """This script (or `script`, another tree's copy of it) in child mode serving one app;
+    `peak_mib()` reads its VmHWM and `cpu_seconds()` the CPU it has used."""
 
-    def __init__(self, which: str, database_url: str = "", journal: str = "", daraja_url=""):
+    def __init__(
+        self, which: str, database_url="", journal="", daraja_url="", script: str = __file__
+    ):
         self.port = free_port()
         self.process = subprocess.Popen(
             [
                 sys.executable,
-                __file__,
+                script,
                 "--serve",
                 which,
                 "--port",
@@ -145,6 +148,11 @@ class ServedApp:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) / 1024
         return float("nan")
+
+    def cpu_seconds(self) -> float:
+        """User and system CPU of all its threads so far (Linux's /proc/<pid>/stat)."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:
         self.process.terminate()

@@ -71,6 +71,19 @@ def test_the_callback_benchmark_checks_every_answered_result_completed_its_payou
     assert "errors 0" in line and "ratio" in line
 
 
+def test_the_ab_benchmark_alternates_two_trees_on_one_database(bench_database):
+    kind, environment = bench_database
+    arguments = ("--database", kind, "--rounds", "2", "--seconds", "1", "--callbacks", "150")
+    output = run_bench(
+        *("ab_callbacks.py", str(PROJECT_DIR), str(PROJECT_DIR), *arguments, "--load", "python"),
+        environment=environment,
+    )
+    rounds = [line.split(":")[0] for line in output.splitlines() if line.startswith("round")]
+    assert rounds == ["round 1 A", "round 1 B", "round 2 B", "round 2 A"]
+    assert "errors 0" in figures_line(output, "A (") and "errors 0" in figures_line(output, "B (")
+    assert "B faster in" in figures_line(output, "B/A:")
+
+
 def test_the_initiation_benchmark_runs_against_the_simulator(bench_database):
     kind, environment = bench_database
     output = run_bench(
