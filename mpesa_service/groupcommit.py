@@ -126,20 +126,26 @@ class GroupCommit:
                     self._writers -= 1
 
     def _process_batch(self, batch: list[Ticket]) -> None:
-        onward: list[Ticket] = []
+        processed = self._run_stage(self._process, batch, "")
+        onward = []
+        if processed and self._then is not None:
+            onward = [ticket for ticket in batch if ticket.error is None]
+        self._settle([ticket for ticket in batch if ticket.error is not None or not onward])
+        if onward:
+            self._hand_on(onward)
+
+    def _run_stage(self, stage, batch: list[Ticket], which: str) -> bool:
+        """`stage(batch)`; False if it raised, its error then failing every ticket not yet
+        answered or failed."""
         try:
-            self._process(batch)
-            if self._then is not None:
-                onward = [ticket for ticket in batch if ticket.error is None]
+            stage(batch)
+            return True
         except BaseException as error:  # noqa: BLE001 - handed to every waiting submitter
-            log.exception("%s: a batch of %d failed", self._name, len(batch))
+            log.exception("%s: a batch of %d failed%s", self._name, len(batch), which)
             for ticket in batch:
                 if ticket.error is None and not ticket.finished:
                     ticket.error = error
-        finally:
-            self._settle([ticket for ticket in batch if ticket.error is not None or not onward])
-            if onward:
-                self._hand_on(onward)
+            return False
 
     def _settle(self, batch: list[Ticket]) -> None:
         """Finish these tickets and count them out of the work in flight."""
@@ -184,15 +190,8 @@ class GroupCommit:
             return batch
 
     def _run_then(self, batch: list[Ticket]) -> None:
-        try:
-            self._then(batch)
-        except BaseException as error:  # noqa: BLE001 - handed to every waiting submitter
-            log.exception("%s: a batch of %d failed after processing", self._name, len(batch))
-            for ticket in batch:
-                if ticket.error is None and not ticket.finished:
-                    ticket.error = error
-        finally:
-            self._settle(batch)
+        self._run_stage(self._then, batch, " after processing")
+        self._settle(batch)
 
     def drain(self, timeout: float | None = None) -> bool:
         """Wait until every item submitted so far (and any submitted meanwhile) has been
