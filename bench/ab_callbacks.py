@@ -12,7 +12,9 @@ it), with 32 keep-alive connections of wrk (default) or the Python generator. Ev
 is a genuine success result for its own pending payout; a round ends once the server has
 applied what it answered, so its CPU covers the whole work, and the run fails unless every
 answered result completed its payout. The figure is B's median rate and CPU per callback as a
-ratio of A's, measured in the same run, with both servers' peak memory.
+ratio of A's, measured in the same run, with both servers' peak memory. All the payouts are
+seeded first (2 x rounds x --callbacks): past a few hundred thousand they outgrow MariaDB's
+default 128 MB buffer pool and each round runs slower than the last, for both trees alike.
 """
 
 from __future__ import annotations
