@@ -309,6 +309,10 @@ def batch_engine(engine: sa.Engine) -> sa.Engine:
         _batch_engines[engine] = sa.create_engine(
             url.update_query_dict({"client_flag": str(flags)}),
             poolclass=sa.pool.NullPool,
+            # Every batch commits or rolls back itself, and a connection given back is closed:
+            # the rollback on return would only be one more round trip, and a failing one (and
+            # logged as such) when the server went away while the writer was idle.
+            pool_reset_on_return=None,
             **MYSQL_SESSION,
         )
     return _batch_engines[engine]
