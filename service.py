@@ -20,6 +20,7 @@ Routes (JSON; initiation and reads need `Authorization: Bearer <API key>`)
     GET  /payouts?status=&since=          list payouts
     POST /api.php                         old front end: action b2c_payment_initiate
     POST /hooks/stk/<token>               STK Push callback
+    POST /hooks/stk/<token>/<payment_id>  the same, naming its payment (the CallBackURL sent)
     POST /hooks/b2c/result/<token>        B2C result callback
     POST /hooks/b2c/timeout/<token>       B2C queue-timeout callback (outcome unknown)
     POST /hooks/status/result/<token>     Transaction Status result callback

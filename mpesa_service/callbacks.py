@@ -45,15 +45,15 @@ from mpesa_service.storage import (
 )
 
 
-def _handle_stk(svc: Service, conn, raw: str, journal_id: str, kind: str) -> str:
+def _handle_stk(svc: Service, conn, raw: str, journal_id: str, kind: str, payment_id="") -> str:
     payload, problem = json_or_problem(raw)
     parsed = parse_stk_callback(payload)
     if problem:
         parsed.problems.insert(0, problem)
-    return apply_stk_callback(conn, parsed, raw, journal_id)
+    return apply_stk_callback(conn, parsed, raw, journal_id, payment_id)
 
 
-def _handle_result(svc: Service, conn, raw: str, journal_id: str, kind: str) -> str:
+def _handle_result(svc: Service, conn, raw: str, journal_id: str, kind: str, payment_id="") -> str:
     payload, problem = json_or_problem(raw)
     parsed = parse_result_callback(payload)
     if problem:
@@ -222,10 +222,12 @@ def receive_callback(
     peer: str,
     forwarded_for: str = "",
     until_applied: bool = False,
+    payment_id: str = "",
 ) -> tuple[int, dict]:
     """Check, journal, answer, apply. The answer is (HTTP status, JSON body), given once the
     callback is journaled (durably: from then on it is applied or replayed), or with
-    `until_applied` once it is applied too, with what applying it raised."""
+    `until_applied` once it is applied too, with what applying it raised. `payment_id` is the
+    payment the callback's URL names, journaled with it (see stk.apply_stk_callback)."""
     refusal = svc.policy.refusal(token, peer, forwarded_for)
     if refusal:
         status, reason = refusal
@@ -233,7 +235,7 @@ def receive_callback(
         log.warning("callback refused (%s): %s", kind, reason)
         return status, {"ResultCode": 1, "ResultDesc": "Rejected"}
     address = client_address(peer, forwarded_for, svc.policy.trusted_proxies)
-    problem = callback_writer(svc).submit((kind, body, address, until_applied))
+    problem = callback_writer(svc).submit((kind, body, address, payment_id, until_applied))
     if problem:
         return 400, {"ResultCode": 1, "ResultDesc": problem}
     return 200, dict(ACKNOWLEDGED)
@@ -314,23 +316,24 @@ def batch_transaction(engine: sa.Engine):
 
 
 def journal_batch(svc: Service, tickets: list[Ticket]) -> None:
-    """The writer's first stage: journal a batch of (kind, body, address, until_applied)
-    deliveries with one fsync, parse each body once, and answer each ticket (its result: what
-    is wrong with its body as JSON, or None) unless it waits `until_applied`. Each ticket's
-    handover, (kind, raw body, journal id) and the parsed body, goes on to apply_batch.
+    """The writer's first stage: journal a batch of (kind, body, address, payment id,
+    until_applied) deliveries with one fsync, parse each body once, and answer each ticket (its
+    result: what is wrong with its body as JSON, or None) unless it waits `until_applied`. Each
+    ticket's handover, (kind, raw body, journal id), the parsed body and the payment id, goes
+    on to apply_batch.
 
     A callback is answered once it is journaled, before it is applied: the journal is durable,
     and one not applied is replayed (the same rule as when the database is down). Answering
     first lets the answered connections send the next batch while this one is applied, and
     with the two stages on two threads the next batch is journaled meanwhile too (issue 9: on
     MariaDB about a quarter more callbacks a second than one thread doing both)."""
-    journal_ids = svc.journal.append_many([ticket.item[:3] for ticket in tickets])
+    journal_ids = svc.journal.append_many([ticket.item[:4] for ticket in tickets])
     for ticket, journal_id in zip(tickets, journal_ids, strict=True):
-        kind, body, _, until_applied = ticket.item
+        kind, body, _, payment_id, until_applied = ticket.item
         raw = body.decode("utf-8", errors="replace")
         parsed = json_or_problem(raw)
         ticket.result = parsed[1]
-        ticket.handover = ((kind, raw, journal_id), parsed)
+        ticket.handover = ((kind, raw, journal_id), parsed, payment_id)
         if not until_applied:
             ticket.finish()
 
@@ -339,9 +342,14 @@ def apply_batch(svc: Service, tickets: list[Ticket]) -> None:
     """The writer's second stage: apply what journal_batch handed over. A ticket waiting
     `until_applied` gets what applying it raised as its error; for the others, already
     answered, that is logged, and the callback stays in the journal for replay."""
-    deliveries = [ticket.handover[0] for ticket in tickets]
-    payloads = {ticket.handover[0][2]: ticket.handover[1] for ticket in tickets}
-    errors = apply_deliveries(svc, deliveries, payloads)
+    deliveries, payloads, named = [], {}, {}
+    for ticket in tickets:
+        delivery, parsed, payment_id = ticket.handover
+        deliveries.append(delivery)
+        payloads[delivery[2]] = parsed
+        if payment_id:
+            named[delivery[2]] = payment_id
+    errors = apply_deliveries(svc, deliveries, payloads, named)
     for ticket, error, (kind, _, journal_id) in zip(tickets, errors, deliveries, strict=True):
         if error is not None and ticket.finished:
             log.error(
@@ -354,20 +362,25 @@ def apply_batch(svc: Service, tickets: list[Ticket]) -> None:
 
 
 def apply_deliveries(
-    svc: Service, deliveries: list[tuple[str, str, str]], payloads: dict | None = None
+    svc: Service,
+    deliveries: list[tuple[str, str, str]],
+    payloads: dict | None = None,
+    named: dict | None = None,
 ) -> list:
     """Apply journaled (kind, raw body, journal id) deliveries: together in one transaction,
     or, if any of them fails there, each on its own so that one bad callback neither holds
     back nor undoes the others. A database failure leaves a callback in the journal for
-    replay. `payloads` may hold bodies already parsed, as {journal id: json_or_problem(raw)}.
-    Returns, per delivery, the other error it raised, or None."""
-    if deliveries and _apply_together(svc, deliveries, payloads or {}):
+    replay. `payloads` may hold bodies already parsed, as {journal id: json_or_problem(raw)},
+    and `named` the payments their URLs named, as {journal id: payment id}. Returns, per
+    delivery, the other error it raised, or None."""
+    named = named or {}
+    if deliveries and _apply_together(svc, deliveries, payloads or {}, named):
         return [None] * len(deliveries)
     errors = []
     for kind, raw, journal_id in deliveries:
         errors.append(None)
         try:
-            apply_callback(svc, kind, raw, journal_id)
+            apply_callback(svc, kind, raw, journal_id, named.get(journal_id, ""))
         except sa.exc.SQLAlchemyError:
             log.exception(
                 "callback %s kept in the journal for replay: the database failed", journal_id
@@ -377,7 +390,9 @@ def apply_deliveries(
     return errors
 
 
-def _apply_together(svc: Service, deliveries: list[tuple[str, str, str]], payloads) -> bool:
+def _apply_together(
+    svc: Service, deliveries: list[tuple[str, str, str]], payloads: dict, named: dict
+) -> bool:
     try:
         with batch_transaction(svc.engine) as conn:
             journaled = journal_entries_applied([(jid, kind) for kind, _, jid in deliveries])
@@ -386,7 +401,8 @@ def _apply_together(svc: Service, deliveries: list[tuple[str, str, str]], payloa
                 if successes.take(kind, raw, journal_id):
                     continue
                 successes.flush()
-                CALLBACK_HANDLERS[kind](svc, conn, raw, journal_id, kind)
+                payment_id = named.get(journal_id, "")
+                CALLBACK_HANDLERS[kind](svc, conn, raw, journal_id, kind, payment_id)
             successes.flush()
         return True
     except Exception as error:  # noqa: BLE001 - every one of them is applied again on its own
@@ -398,15 +414,16 @@ def _apply_together(svc: Service, deliveries: list[tuple[str, str, str]], payloa
         return False
 
 
-def apply_callback(svc: Service, kind: str, raw: str, journal_id: str) -> str:
+def apply_callback(svc: Service, kind: str, raw: str, journal_id: str, payment_id="") -> str:
     """Apply one journaled callback in one transaction, once: the journal id is recorded in
-    the same transaction. A unique-key race with a concurrent delivery is retried."""
+    the same transaction. A unique-key race with a concurrent delivery is retried.
+    `payment_id` is the payment its URL named, if any."""
     for attempt in range(3):
         try:
             with svc.engine.begin() as conn:
                 if not mark_journal_applied(conn, journal_id, kind):
                     return "already_applied"
-                return CALLBACK_HANDLERS[kind](svc, conn, raw, journal_id, kind)
+                return CALLBACK_HANDLERS[kind](svc, conn, raw, journal_id, kind, payment_id)
         except (sa.exc.IntegrityError, sa.exc.OperationalError) as error:
             if attempt == 2 or not _is_retryable(error):
                 raise
@@ -432,7 +449,9 @@ def replay_journal(svc: Service) -> int:
             continue
         raw = journal_entry_body(entry).decode("utf-8", errors="replace")
         try:
-            outcome = apply_callback(svc, entry["kind"], raw, entry["id"])
+            outcome = apply_callback(
+                svc, entry["kind"], raw, entry["id"], entry.get("payment_id", "")
+            )
         except sa.exc.SQLAlchemyError:
             # One entry the database refuses must not hold back the ones after it.
             log.exception("journal entry %s could not be replayed; moving on", entry["id"])

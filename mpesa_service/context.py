@@ -54,16 +54,17 @@ class Journal:
         self.path.parent.mkdir(parents=True, exist_ok=True)
 
     def append(self, kind: str, body: bytes, remote_addr: str, rejected: str = "") -> str:
-        return self.append_many([(kind, body, remote_addr)], rejected)[0]
+        return self.append_many([(kind, body, remote_addr, "")], rejected)[0]
 
     def append_many(
-        self, deliveries: list[tuple[str, bytes, str]], rejected: str = ""
+        self, deliveries: list[tuple[str, bytes, str, str]], rejected: str = ""
     ) -> list[str]:
-        """Journal (kind, body, remote address) deliveries with one write and one fsync; their
-        entry ids, in order."""
+        """Journal (kind, body, remote address, payment id) deliveries with one write and one
+        fsync; their entry ids, in order. The payment id is the one the callback's URL named
+        (an STK push's own, see stk.initiate_stk), or ""."""
         received_at = datetime.now(UTC).isoformat()
         ids, lines = [], []
-        for kind, body, remote_addr in deliveries:
+        for kind, body, remote_addr, payment_id in deliveries:
             ids.append(new_id())
             entry = {
                 "id": ids[-1],
@@ -72,6 +73,7 @@ class Journal:
                 "remote_addr": remote_addr,
                 "state": "rejected" if rejected else "received",
                 "reason": rejected,
+                **({"payment_id": payment_id} if payment_id else {}),
                 **_journal_body(body),
             }
             lines.append(json.dumps(entry, separators=(",", ":")) + "\n")

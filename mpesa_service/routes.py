@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 
 import bottle
 import sqlalchemy as sa
@@ -177,6 +178,11 @@ def make_app(svc: Service) -> bottle.Bottle:
         handler = _callback_route(svc, kind, limit)
         app.post(f"{path}/<token>", callback=handler)
         app.post(path, callback=handler)  # no token at all: refused, but journaled
+    # An STK push's CallBackURL names its payment, for when its CheckoutRequestID never got
+    # recorded (see stk.apply_stk_callback).
+    app.post(
+        f"{CALLBACK_PATHS['stk']}/<token>/<payment_id>", callback=_callback_route(svc, "stk", limit)
+    )
 
     @app.post("/clientpaymentcallback.php")
     def legacy_callback():
@@ -219,13 +225,34 @@ CALLBACK_PATHS = {
 
 def _callback_route(svc: Service, kind: str, limit: int):
     @api
-    def handle(token=""):
+    def handle(token="", payment_id=""):
         body = _callback_body(svc, kind, limit)
         forwarded = bottle.request.get_header("X-Forwarded-For", "")
-        status, answer = receive_callback(svc, kind, token, body, peer_address(), forwarded)
+        status, answer = receive_callback(
+            svc,
+            kind,
+            token,
+            body,
+            peer_address(),
+            forwarded,
+            payment_id=_plausible_id(payment_id),
+        )
         return json_response(status, answer)
 
     return handle
+
+
+def _plausible_id(payment_id: str) -> str:
+    """A payment id from a callback URL if it looks like one (this service's are UUIDs), else
+    "": the callback is still taken, matched by its CheckoutRequestID alone."""
+    if PAYMENT_ID.fullmatch(payment_id):
+        return payment_id
+    if payment_id:
+        log.warning("callback URL names no plausible payment id: %.80r", payment_id)
+    return ""
+
+
+PAYMENT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 def _callback_body(svc: Service, kind: str, limit: int) -> bytes:

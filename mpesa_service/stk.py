@@ -210,7 +210,7 @@ def _send_stk_push(svc: Service, payment_id: str, request: StkRequest) -> dict:
         return svc.client.stk_push(
             phone=request.phone,
             amount=request.amount,
-            callback_url=svc.hook_url("stk"),
+            callback_url=f"{svc.hook_url('stk')}/{payment_id}",
             account_reference=request.account_reference,
             description=request.description,
         )
@@ -350,12 +350,17 @@ def _fill_stk_receipt(conn, payment, values, mismatch, amount) -> str:
     return "applied"
 
 
-def apply_stk_callback(conn: sa.Connection, parsed: StkCallback, raw: str, journal_id: str) -> str:
+def apply_stk_callback(
+    conn: sa.Connection, parsed: StkCallback, raw: str, journal_id: str, payment_id: str = ""
+) -> str:
+    """Match the callback to its payment by CheckoutRequestID, or else to the payment its URL
+    names (`payment_id`, see initiate_stk) if that one has no CheckoutRequestID yet, and
+    settle it; store the callback with its outcome either way."""
     payment = None
     if parsed.checkout_request_id:
-        payment = conn.execute(
-            sa.select(payments).where(payments.c.checkout_request_id == parsed.checkout_request_id)
-        ).first()
+        payment = _payment_by_checkout(conn, parsed.checkout_request_id)
+        if payment is None and payment_id:
+            payment = _adopted_by_named_payment(conn, parsed, payment_id)
     if parsed.problems and (payment is None or parsed.result_code is None):
         outcome = "malformed"
     elif payment is None:
@@ -399,6 +404,33 @@ def apply_stk_callback(conn: sa.Connection, parsed: StkCallback, raw: str, journ
             + ("; ".join(parsed.problems) or "no such payment"),
         )
     return outcome
+
+
+def _adopted_by_named_payment(conn: sa.Connection, parsed: StkCallback, payment_id: str):
+    """The payment the callback's URL names, once it has taken the callback's CheckoutRequestID
+    and MerchantRequestID if it had none yet; None if no payment then holds that id (the named
+    one has its own, or there is no such payment). Without this, a push Daraja accepted
+    but whose answer never reached the database (Daraja silent, the database out of reach, the
+    process killed in between) ends `expired` while its callback waits as an orphan. Looked up
+    again after the update, so that a twin of the callback adopted concurrently (the replay job
+    beside the writer) makes this one a duplicate, not an orphan."""
+    adopted = conn.execute(
+        payments.update()
+        .where(payments.c.id == payment_id, payments.c.checkout_request_id.is_(None))
+        .values(
+            checkout_request_id=parsed.checkout_request_id,
+            merchant_request_id=parsed.merchant_request_id,
+            updated_at=utcnow(),
+        )
+    ).rowcount
+    if adopted:
+        log.warning(
+            "STK callback %s matched payment %s by its callback URL: the push's answer had not "
+            "been recorded",
+            parsed.checkout_request_id,
+            payment_id,
+        )
+    return _payment_by_checkout(conn, parsed.checkout_request_id)
 
 
 def apply_waiting_stk_callbacks(svc: Service, checkout_request_id: str) -> None:

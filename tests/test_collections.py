@@ -6,6 +6,7 @@ import pytest
 import sqlalchemy as sa
 
 import service
+from mpesa_service.callbacks import replay_journal
 from mpesa_service.stk import sweep_stk
 from tests.service_support import TOKEN, wait_until
 
@@ -284,3 +285,64 @@ def test_push_with_no_answer_is_504_then_expires(make_stack):
     (row,) = stack.rows(service.payments, service.payments.c.id == payment_id)
     assert row.status == "failed"
     assert len(stack.sim_requests("/mpesa/stkpush/v1/processrequest")) == 1
+
+
+def unrecorded_push(make_stack, **simulator):
+    """An STK push Daraja took but never answered (504): its payment has no CheckoutRequestID.
+    Returns (stack, payment id)."""
+    stack = make_stack({"DARAJA_TIMEOUT_SECONDS": "1"}, hang_seconds=3, **simulator)
+    response = initiate(stack, phone="254733000001")
+    assert response.status_code == 504
+    payment_id = response.json()["payment_id"]
+    (row,) = stack.rows(service.payments, service.payments.c.id == payment_id)
+    assert (row.status, row.checkout_request_id) == ("unknown", None)
+    return stack, payment_id
+
+
+def test_a_push_whose_answer_never_came_is_settled_by_the_callback_its_url_names(make_stack):
+    stack, payment_id = unrecorded_push(make_stack, callback_delay_seconds=2)
+    (push,) = stack.sim_requests("/mpesa/stkpush/v1/processrequest")
+    assert push["body"]["CallBackURL"].endswith(f"/hooks/stk/{TOKEN}/{payment_id}")
+
+    def completed():
+        (row,) = stack.rows(service.payments, service.payments.c.id == payment_id)
+        return row if row.status == "completed" else None
+
+    row = wait_until(completed)
+    (callback,) = stk_callbacks(stack, row.checkout_request_id)
+    assert (callback.outcome, callback.payment_id) == ("applied", payment_id)
+    assert row.mpesa_receipt and row.mpesa_receipt == callback.mpesa_receipt
+    assert stack.rows(service.payment_flags) == []  # no orphan
+    (entry,) = [e for e in stack.journal() if e["kind"] == "stk"]
+    assert entry["payment_id"] == payment_id
+
+
+def test_the_payment_a_callback_url_names_is_kept_when_replayed_from_the_journal(make_stack):
+    stack, payment_id = unrecorded_push(make_stack, callback_delay_seconds=60)
+    body = json.dumps(stk_success_body("ws_CO_replayed")).encode()
+    stack.svc.journal.append_many([("stk", body, "127.0.0.1", payment_id)])
+    assert replay_journal(stack.svc) == 1
+    (row,) = stack.rows(service.payments, service.payments.c.id == payment_id)
+    assert (row.status, row.checkout_request_id) == ("completed", "ws_CO_replayed")
+
+
+def test_a_callback_url_naming_a_payment_that_has_its_own_checkout_id_changes_nothing(stack):
+    started = initiate(stack).json()
+    settled(stack, started["checkout_request_id"], receipt=True)
+    forged = stk_success_body("ws_CO_forged", amount=1)
+    response = stack.post_callback(f"/hooks/stk/{TOKEN}/{started['payment_id']}", json=forged)
+    assert response.json() == {"ResultCode": 0, "ResultDesc": "Accepted"}
+    (callback,) = stk_callbacks(stack, "ws_CO_forged")
+    assert (callback.outcome, callback.payment_id) == ("orphan", None)
+    row = payment_row(stack, started["checkout_request_id"])
+    assert (row.status, row.paid_amount) == ("completed", 150)
+
+
+def test_a_callback_url_naming_no_plausible_payment_is_still_taken(stack):
+    odd = "x" * 65
+    response = stack.post_callback(f"/hooks/stk/{TOKEN}/{odd}", json=stk_success_body("ws_CO_odd"))
+    assert response.status_code == 200
+    (entry,) = stack.journal()
+    assert "payment_id" not in entry
+    (callback,) = stk_callbacks(stack, "ws_CO_odd")
+    assert callback.outcome == "orphan"

@@ -100,14 +100,13 @@ def relayed_mariadb(mariadb_url):
 def outage_stack(relayed_mariadb, tmp_path):
     """Start the service through the relay with extra settings; the simulator answers an STK
     push only `slow_answer_seconds` after taking it (or as `scenario` says), and the customer
-    pays after 4 s."""
+    pays `pay_after` seconds after the push."""
     _, url = relayed_mariadb
     stops = []
 
-    def start(settings: dict, scenario: str = "slow_answer"):
-        stack, stop = start_stack(
-            url, tmp_path, settings, {"slow_answer_seconds": 1.0, "stk_answer_delay_seconds": 4}
-        )
+    def start(settings: dict, scenario: str = "slow_answer", pay_after: float = 4):
+        simulator = {"slow_answer_seconds": 1.0, "stk_answer_delay_seconds": pay_after}
+        stack, stop = start_stack(url, tmp_path, settings, simulator)
         stops.append(stop)
         stack.sim.arm(scenario, path=STK_PUSH_PATH)
         return stack
@@ -158,11 +157,22 @@ def test_a_push_is_recorded_when_the_database_comes_back_within_the_retry_time(
     assert [row.id for row in paid] == [body["payment_id"]]
 
 
+def paid_by_its_callback(stack, payment_id: str):
+    """The payment, once the customer's payment has come in by the callback that names it."""
+
+    def completed():
+        (row,) = stack.rows(service.payments, service.payments.c.id == payment_id)
+        return row if row.status == "completed" else None
+
+    return wait_until(completed, timeout=15)
+
+
 def test_a_push_not_recorded_in_time_is_202_saying_not_to_retry(
     relayed_mariadb, outage_stack, caplog
 ):
     relay, _ = relayed_mariadb
-    stack = outage_stack({"STK_RECORD_RETRY_SECONDS": "1"})
+    # The customer pays once the database is back, well after the answer.
+    stack = outage_stack({"STK_RECORD_RETRY_SECONDS": "1"}, pay_after=8)
 
     with caplog.at_level(logging.ERROR, logger="mpesa"):
         answer = push_during_an_outage(stack, relay, outage_seconds=4)
@@ -181,6 +191,9 @@ def test_a_push_not_recorded_in_time_is_202_saying_not_to_retry(
         body["payment_id"] in message and body["checkout_request_id"] in message
         for message in logged
     ), logged
+    # Its CallBackURL names the payment, so the callback completes it all the same.
+    paid = paid_by_its_callback(stack, body["payment_id"])
+    assert paid.checkout_request_id == body["checkout_request_id"]
 
 
 def test_a_push_daraja_never_answered_is_504_not_503_when_the_database_is_down(
@@ -188,11 +201,15 @@ def test_a_push_daraja_never_answered_is_504_not_503_when_the_database_is_down(
 ):
     relay, _ = relayed_mariadb
     # Daraja takes the push and never answers; the service gives up after 2 s.
-    stack = outage_stack({"STK_RECORD_RETRY_SECONDS": "1"}, scenario="accepted_no_response")
+    stack = outage_stack(
+        {"STK_RECORD_RETRY_SECONDS": "1"}, scenario="accepted_no_response", pay_after=8
+    )
 
     answer = push_during_an_outage(stack, relay, outage_seconds=5)
 
     assert answer.status_code == 504, answer.text  # "may or may not have been sent"
     assert len(stack.sim_requests(STK_PUSH_PATH)) == 1
-    (row,) = stack.rows(service.payments, service.payments.c.id == answer.json()["payment_id"])
+    payment_id = answer.json()["payment_id"]
+    (row,) = stack.rows(service.payments, service.payments.c.id == payment_id)
     assert row.status == "pending" and row.next_query_at is not None  # the sweep expires it
+    assert paid_by_its_callback(stack, payment_id).checkout_request_id  # unless it is paid
