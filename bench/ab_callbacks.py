@@ -27,16 +27,17 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_callbacks import (  # noqa: E402
-    CONNECTIONS,
     ServedApp,
     callback_requests,
+    check_completed,
     completed_payouts,
     completions_settled,
     fresh_database,
     measure,
+    medians,
     seed_pending_payouts,
 )
-from common import machine, median  # noqa: E402
+from common import machine  # noqa: E402
 
 
 def serve_tree(tree: Path, name: str, database_url: str, workdir: Path) -> ServedApp:
@@ -73,24 +74,15 @@ def run_rounds(servers: dict, ids: list, args, database_url: str) -> dict:
                 f"errors {figures['errors']:.0f}",
                 flush=True,
             )
-    check_all_completed(database_url, answered, args)
+    rounds = args.rounds * 2
+    check_completed(args.database, answered, completed_payouts(database_url), args.load, rounds)
     return results
 
 
-def check_all_completed(database_url: str, answered: int, args) -> None:
-    """As bench_callbacks.check_completed: wrk may leave one request per connection per round
-    applied but unanswered."""
-    unanswered = CONNECTIONS * args.rounds * 2 if args.load == "wrk" else 0
-    completed = completed_payouts(database_url)
-    if not answered <= completed <= answered + unanswered:
-        raise SystemExit(f"{answered} results answered but {completed} payouts completed")
-
-
 def summary(results: dict, servers: dict, trees: dict) -> None:
-    medians = {}
+    by_tree = {}
     for name, runs in results.items():
-        medians[name] = {key: median([run[key] for run in runs]) for key in runs[0]}
-        figures = medians[name]
+        figures = by_tree[name] = medians(runs)
         print(
             f"{name} ({trees[name]}): median {figures['rate']:.0f}/s, {figures['cpu_ms']:.3f} ms "
             f"CPU per callback, p99 {figures['p99_ms']:.1f} ms (worst "
@@ -100,8 +92,8 @@ def summary(results: dict, servers: dict, trees: dict) -> None:
         )
     wins = sum(b["rate"] > a["rate"] for a, b in zip(results["A"], results["B"], strict=True))
     print(
-        f"B/A: rate {medians['B']['rate'] / medians['A']['rate']:.3f}, CPU per callback "
-        f"{medians['B']['cpu_ms'] / medians['A']['cpu_ms']:.3f}; B faster in {wins} of "
+        f"B/A: rate {by_tree['B']['rate'] / by_tree['A']['rate']:.3f}, CPU per callback "
+        f"{by_tree['B']['cpu_ms'] / by_tree['A']['cpu_ms']:.3f}; B faster in {wins} of "
         f"{len(results['A'])} rounds"
     )
 

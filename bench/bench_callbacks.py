@@ -292,10 +292,10 @@ def completions_settled(database_url: str, answered: int, timeout: float = 10) -
     return completed_payouts(database_url)
 
 
-def check_completed(kind: str, answered: int, completed: int, args) -> None:
+def check_completed(kind: str, answered: int, completed: int, load: str, runs: int) -> None:
     """Every answered result completed its payout. wrk stops on time with requests still in
     flight, which the server may complete unanswered: at most one per connection per run."""
-    unanswered = CONNECTIONS * args.runs if args.load == "wrk" else 0
+    unanswered = CONNECTIONS * runs if load == "wrk" else 0
     if not answered <= completed <= answered + unanswered:
         raise SystemExit(f"{kind}: {answered} results answered but {completed} payouts completed")
 
@@ -327,7 +327,8 @@ def bench_service(kind: str, args, workdir: Path) -> dict:
                 batch = ids[first : first + args.callbacks]
                 runs.append(measure(app, callback_requests(batch, first), args))
                 sent += runs[-1]["requests"]
-            check_completed(kind, sent, completions_settled(database_url, sent), args)
+            completed = completions_settled(database_url, sent)
+            check_completed(kind, sent, completed, args.load, args.runs)
             return {**medians(runs), "peak_mib": app.peak_mib()}
         finally:
             app.stop()

@@ -68,6 +68,16 @@ def wait_until(probe, timeout: float = 10.0, interval: float = 0.05):
     return poll(probe, timeout=timeout, interval=interval)
 
 
+def payment_completed(stack, payment_id: str, timeout: float = 10.0):
+    """The STK payment's row once it is `completed` (its callback applied), or AssertionError."""
+
+    def completed():
+        (row,) = stack.rows(service.payments, service.payments.c.id == payment_id)
+        return row if row.status == "completed" else None
+
+    return wait_until(completed, timeout=timeout)
+
+
 def start_stack(database_url: str, tmp_path: Path, settings: dict, sim_config: dict):
     """Start a simulator and the service against `database_url`; return (stack, stop)."""
     running = simulator.start(config=simulator.SimulatorConfig(**{**FAST_SIMULATOR, **sim_config}))

@@ -8,7 +8,7 @@ import sqlalchemy as sa
 import service
 from mpesa_service.callbacks import replay_journal
 from mpesa_service.stk import sweep_stk
-from tests.service_support import TOKEN, wait_until
+from tests.service_support import TOKEN, payment_completed, wait_until
 
 PAYER = "0712345678"
 
@@ -303,12 +303,7 @@ def test_a_push_whose_answer_never_came_is_settled_by_the_callback_its_url_names
     stack, payment_id = unrecorded_push(make_stack, callback_delay_seconds=2)
     (push,) = stack.sim_requests("/mpesa/stkpush/v1/processrequest")
     assert push["body"]["CallBackURL"].endswith(f"/hooks/stk/{TOKEN}/{payment_id}")
-
-    def completed():
-        (row,) = stack.rows(service.payments, service.payments.c.id == payment_id)
-        return row if row.status == "completed" else None
-
-    row = wait_until(completed)
+    row = payment_completed(stack, payment_id)
     (callback,) = stk_callbacks(stack, row.checkout_request_id)
     assert (callback.outcome, callback.payment_id) == ("applied", payment_id)
     assert row.mpesa_receipt and row.mpesa_receipt == callback.mpesa_receipt

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 import service
 from tests.conftest import free_port
-from tests.service_support import start_stack, wait_until
+from tests.service_support import payment_completed, start_stack, wait_until
 
 STK_PUSH_PATH = "/mpesa/stkpush/v1/processrequest"
 PUSH = {
@@ -157,16 +157,6 @@ def test_a_push_is_recorded_when_the_database_comes_back_within_the_retry_time(
     assert [row.id for row in paid] == [body["payment_id"]]
 
 
-def paid_by_its_callback(stack, payment_id: str):
-    """The payment, once the customer's payment has come in by the callback that names it."""
-
-    def completed():
-        (row,) = stack.rows(service.payments, service.payments.c.id == payment_id)
-        return row if row.status == "completed" else None
-
-    return wait_until(completed, timeout=15)
-
-
 def test_a_push_not_recorded_in_time_is_202_saying_not_to_retry(
     relayed_mariadb, outage_stack, caplog
 ):
@@ -192,7 +182,7 @@ def test_a_push_not_recorded_in_time_is_202_saying_not_to_retry(
         for message in logged
     ), logged
     # Its CallBackURL names the payment, so the callback completes it all the same.
-    paid = paid_by_its_callback(stack, body["payment_id"])
+    paid = payment_completed(stack, body["payment_id"], timeout=15)
     assert paid.checkout_request_id == body["checkout_request_id"]
 
 
@@ -212,4 +202,4 @@ def test_a_push_daraja_never_answered_is_504_not_503_when_the_database_is_down(
     payment_id = answer.json()["payment_id"]
     (row,) = stack.rows(service.payments, service.payments.c.id == payment_id)
     assert row.status == "pending" and row.next_query_at is not None  # the sweep expires it
-    assert paid_by_its_callback(stack, payment_id).checkout_request_id  # unless it is paid
+    assert payment_completed(stack, payment_id, timeout=15).checkout_request_id  # unless it is paid
