@@ -4,13 +4,16 @@ journal, callback authenticity (token, IP allowlist, proxies), API keys and flag
 from __future__ import annotations
 
 import base64
+import contextlib
 import hmac
 import ipaddress
 import json
 import os
 import secrets
 import threading
+import time
 import uuid
+import weakref
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -70,11 +73,24 @@ os.register_at_fork(after_in_child=lambda: _random_pool.__init__())
 class Journal:
     """The append-only JSON-lines file every callback is written to (and flushed to disk) before
     any database work: the old system's `b2c_callbacks.log`. A callback whose database work did
-    not finish is applied later from here by `replay`."""
+    not finish is applied later from here by `replay`.
+
+    The file stays open between appends: opening and closing it for each batch each let go of
+    the GIL, and under load each time the callback writer then queued to take it back (issue
+    9: in two A/Bs under wrk, 6.5-7% less server CPU per callback, 4-6% more callbacks). If
+    the path comes to name another file (the journal was rotated, moved or deleted), appends
+    go to the new one from the next check, at most RECHECK_SECONDS later; the entries written
+    meanwhile are in the old file, on disk."""
+
+    RECHECK_SECONDS = 1.0
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._descriptor: int | None = None
+        self._close_descriptor = None  # a weakref.finalize closing it, also when collected
+        self._checked_at = 0.0
 
     def append(self, kind: str, body: bytes, remote_addr: str, rejected: str = "") -> str:
         return self.append_many([(kind, body, remote_addr, "")], rejected)[0]
@@ -104,17 +120,48 @@ class Journal:
         return ids
 
     def _write_durably(self, data: bytes) -> None:
-        # One O_APPEND write keeps concurrent entries whole without a Python lock, and the fsync
-        # after it covers them whoever else wrote meanwhile. (A lock held across write and fsync
-        # queued every callback thread behind the others' disk wait and GIL hand-over.)
-        descriptor = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        # Under the lock, which only the callback writer and the rare rejected callback take: a
+        # descriptor is never replaced while another thread writes to it. One O_APPEND write
+        # keeps entries whole beside other processes appending to the same file.
+        with self._lock:
+            descriptor = self._open_descriptor()
+            try:
+                written = os.write(descriptor, data)
+                if written != len(data):
+                    raise OSError(
+                        f"journal {self.path}: short write ({written} of {len(data)} bytes)"
+                    )
+                os.fsync(descriptor)
+            except OSError:
+                self._forget_descriptor()  # the next append starts on a fresh one
+                raise
+
+    def _open_descriptor(self) -> int:
+        now = time.monotonic()
+        if self._descriptor is not None and now - self._checked_at >= self.RECHECK_SECONDS:
+            self._checked_at = now
+            if not self._still_at_path(self._descriptor):
+                self._forget_descriptor()
+        if self._descriptor is None:
+            descriptor = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            self._descriptor, self._checked_at = descriptor, now
+            self._close_descriptor = weakref.finalize(self, os.close, descriptor)
+        return self._descriptor
+
+    def _still_at_path(self, descriptor: int) -> bool:
         try:
-            written = os.write(descriptor, data)
-            if written != len(data):
-                raise OSError(f"journal {self.path}: short write ({written} of {len(data)} bytes)")
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
+            named = os.stat(self.path)
+        except FileNotFoundError:
+            return False
+        held = os.fstat(descriptor)
+        return (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino)
+
+    def _forget_descriptor(self) -> None:
+        close = self._close_descriptor
+        self._descriptor = self._close_descriptor = None
+        if close is not None:
+            with contextlib.suppress(OSError):  # a descriptor gone bad may not close either
+                close()
 
     def entries(self):
         if not self.path.exists():

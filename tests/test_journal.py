@@ -1,0 +1,72 @@
+"""The callback journal file: entries survive, in order, whatever happens to the file; it
+stays open between appends, yet follows its path when the file is rotated or deleted, and
+starts afresh after a failed write."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from mpesa_service.context import Journal
+
+
+def kinds(path) -> list[str]:
+    return [entry["kind"] for entry in Journal(path).entries()]
+
+
+def test_entries_are_read_back_in_order_with_their_bodies(tmp_path):
+    journal = Journal(tmp_path / "b2c_callbacks.log")
+    ids = journal.append_many(
+        [("b2c_result", b'{"a": 1}', "10.0.0.1", ""), ("stk", b"\xff", "10.0.0.2", "p1")]
+    )
+    journal.append("b2c_timeout", b"{}", "10.0.0.3", rejected="wrong callback token")
+    entries = list(journal.entries())
+    assert [entry["id"] for entry in entries[:2]] == ids
+    assert [entry["kind"] for entry in entries] == ["b2c_result", "stk", "b2c_timeout"]
+    assert entries[0]["body"] == '{"a": 1}'
+    assert "body_base64" in entries[1] and entries[1]["payment_id"] == "p1"
+    assert (entries[2]["state"], entries[2]["reason"]) == ("rejected", "wrong callback token")
+
+
+def test_a_rotated_journal_is_followed_to_the_new_file(tmp_path):
+    path = tmp_path / "b2c_callbacks.log"
+    journal = Journal(path)
+    journal.RECHECK_SECONDS = 0  # check the path at every append
+    journal.append("first", b"{}", "")
+    path.rename(tmp_path / "b2c_callbacks.log.1")  # as logrotate does
+    journal.append("second", b"{}", "")
+    assert kinds(tmp_path / "b2c_callbacks.log.1") == ["first"]
+    assert kinds(path) == ["second"]
+
+
+def test_a_deleted_journal_is_made_again(tmp_path):
+    path = tmp_path / "b2c_callbacks.log"
+    journal = Journal(path)
+    journal.RECHECK_SECONDS = 0
+    journal.append("first", b"{}", "")
+    path.unlink()
+    journal.append("second", b"{}", "")
+    assert kinds(path) == ["second"]
+
+
+def test_between_checks_appends_go_to_the_file_already_open(tmp_path):
+    path = tmp_path / "b2c_callbacks.log"
+    journal = Journal(path)
+    journal.RECHECK_SECONDS = 3600
+    journal.append("first", b"{}", "")
+    path.rename(tmp_path / "moved.log")
+    journal.append("second", b"{}", "")
+    assert kinds(tmp_path / "moved.log") == ["first", "second"]
+    assert not path.exists()
+
+
+def test_after_a_failed_write_the_next_append_opens_the_file_again(tmp_path):
+    path = tmp_path / "b2c_callbacks.log"
+    journal = Journal(path)
+    journal.append("first", b"{}", "")
+    os.close(journal._descriptor)  # the descriptor goes bad under the journal's feet
+    with pytest.raises(OSError):
+        journal.append("lost", b"{}", "")
+    journal.append("second", b"{}", "")
+    assert kinds(path) == ["first", "second"]
