@@ -29,25 +29,19 @@ def test_entries_are_read_back_in_order_with_their_bodies(tmp_path):
     assert (entries[2]["state"], entries[2]["reason"]) == ("rejected", "wrong callback token")
 
 
-def test_a_rotated_journal_is_followed_to_the_new_file(tmp_path):
-    path = tmp_path / "b2c_callbacks.log"
+@pytest.mark.parametrize("gone", ["rotated", "deleted"])
+def test_a_journal_rotated_or_deleted_is_followed_to_the_new_file(tmp_path, gone):
+    path, rotated = tmp_path / "b2c_callbacks.log", tmp_path / "b2c_callbacks.log.1"
     journal = Journal(path)
     journal.RECHECK_SECONDS = 0  # check the path at every append
     journal.append("first", b"{}", "")
-    path.rename(tmp_path / "b2c_callbacks.log.1")  # as logrotate does
-    journal.append("second", b"{}", "")
-    assert kinds(tmp_path / "b2c_callbacks.log.1") == ["first"]
-    assert kinds(path) == ["second"]
-
-
-def test_a_deleted_journal_is_made_again(tmp_path):
-    path = tmp_path / "b2c_callbacks.log"
-    journal = Journal(path)
-    journal.RECHECK_SECONDS = 0
-    journal.append("first", b"{}", "")
-    path.unlink()
+    if gone == "rotated":
+        path.rename(rotated)  # as logrotate does
+    else:
+        path.unlink()
     journal.append("second", b"{}", "")
     assert kinds(path) == ["second"]
+    assert kinds(rotated) == (["first"] if gone == "rotated" else [])
 
 
 def test_between_checks_appends_go_to_the_file_already_open(tmp_path):
