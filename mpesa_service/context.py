@@ -124,8 +124,8 @@ class Journal:
         # descriptor is never replaced while another thread writes to it. One O_APPEND write
         # keeps entries whole beside other processes appending to the same file.
         with self._lock:
-            descriptor = self._open_descriptor()
             try:
+                descriptor = self._open_descriptor()
                 written = os.write(descriptor, data)
                 if written != len(data):
                     raise OSError(

@@ -55,9 +55,11 @@ def test_between_checks_appends_go_to_the_file_already_open(tmp_path):
     assert not path.exists()
 
 
-def test_after_a_failed_write_the_next_append_opens_the_file_again(tmp_path):
+@pytest.mark.parametrize("recheck_seconds", [3600, 0])  # failing in write, or in the check
+def test_after_a_failed_write_the_next_append_opens_the_file_again(tmp_path, recheck_seconds):
     path = tmp_path / "b2c_callbacks.log"
     journal = Journal(path)
+    journal.RECHECK_SECONDS = recheck_seconds
     journal.append("first", b"{}", "")
     os.close(journal._descriptor)  # the descriptor goes bad under the journal's feet
     with pytest.raises(OSError):
