@@ -66,3 +66,14 @@ def test_after_a_failed_write_the_next_append_opens_the_file_again(tmp_path, rec
         journal.append("lost", b"{}", "")
     journal.append("second", b"{}", "")
     assert kinds(path) == ["first", "second"]
+
+
+def test_an_entry_after_a_torn_line_is_kept_and_the_torn_line_reported(tmp_path, caplog):
+    path = tmp_path / "b2c_callbacks.log"
+    Journal(path).append("before", b"{}", "")
+    with path.open("ab") as journal:
+        journal.write(b'{"id": "x", "kind": "b2c_res')  # a write cut short
+    Journal(path).append("after", b"{}", "")  # as a service started again would
+    with caplog.at_level("ERROR"):
+        assert kinds(path) == ["before", "after"]
+    assert "unreadable journal line skipped" in caplog.text
