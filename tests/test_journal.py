@@ -1,6 +1,6 @@
 """The callback journal file: entries survive, in order, whatever happens to the file; it
-stays open between appends, yet follows its path when the file is rotated or deleted, and
-starts afresh after a failed write."""
+stays open between appends, yet follows its path when the file is rotated or deleted, starts
+afresh after a failed write, and does not let a torn last line swallow the next entry."""
 
 from __future__ import annotations
 
