@@ -41,6 +41,13 @@ succeeds. Armed ones win over magic phones.
     b2c_unregistered_recipient  254711002040   B2C             result ResultCode 2040
     b2c_credential_locked       254711008006   B2C             result ResultCode 8006
     b2c_invalid_recipient       254711000003   B2C             result ResultCode SFC_IC0003
+    b2c_system_busy             254711000026   B2C             result ResultCode 26 (retryable)
+    duplicate_originator_id     254733000006   B2C             processed, but answered 500.002.1001
+                                                               "Duplicate OriginatorConversationID"
+    status_initiator_invalid    (armed only)   Trans. Status   result ResultCode 2001: about the
+                                                               query, not the transaction
+    status_without_details      (armed only)   Trans. Status   result ResultCode 0 without
+                                                               ResultParameters
     callback_dropped            254722000001   async APIs      paid, callback never sent
     callback_twice              254722000002   async APIs      the same callback sent twice
     callback_delayed            254722000003   async APIs      callback after
@@ -62,6 +69,10 @@ succeeds. Armed ones win over magic phones.
 three (those with a QueueTimeOutURL). OAuth only takes server_error_before_accept and
 spike_arrest, and only when armed with `"path": "/oauth/v1/generate"`. The token_expiry magic
 phone fires once after start or reset, so a client's refresh-and-retry then succeeds.
+
+With `SimulatorConfig(hold_callbacks=True)` no callback is sent by itself: each is kept
+(`held()`) until the caller delivers it (`deliver(index)`), in any order and as often as it
+likes, so a test can choose the order in which Daraja's callbacks arrive.
 
 Run it
     python simulator.py --port 9000 [--host 127.0.0.1] [--callback-delay 0.2]
@@ -143,6 +154,8 @@ class SimulatorConfig:
     codes_as_strings: bool = False
     result_parameter_as_object: bool = False
     include_balance_item: bool = True
+    # Keep every callback for the caller to deliver (held(), deliver()) instead of sending it.
+    hold_callbacks: bool = False
 
 
 # ============================================================================================
@@ -267,6 +280,37 @@ SCENARIOS = (
         "recipient number does not exist: ResultCode SFC_IC0003",
         result_code="SFC_IC0003",
         result_desc="The operator does not exist.",
+    ),
+    Scenario(
+        "b2c_system_busy",
+        frozenset({B2C}),
+        "254711000026",
+        "M-Pesa too busy to process it: ResultCode 26 (worth a new attempt)",
+        result_code=26,
+        result_desc="System is busy. Please try again in few minutes.",
+    ),
+    Scenario(
+        "duplicate_originator_id",
+        frozenset({B2C}),
+        "254733000006",
+        "processed (as an earlier request with the same id was), but answered HTTP 500 "
+        "500.002.1001 Duplicate OriginatorConversationID",
+    ),
+    Scenario(
+        "status_initiator_invalid",
+        frozenset({STATUS}),
+        None,
+        "the query itself is refused: result ResultCode 2001, nothing about the transaction",
+        result_code=2001,
+        result_desc="The initiator information is invalid.",
+    ),
+    Scenario(
+        "status_without_details",
+        frozenset({STATUS}),
+        None,
+        "result ResultCode 0 without ResultParameters: no TransactionStatus, no ReceiptNo",
+        result_code=0,
+        result_desc="The service request is processed successfully.",
     ),
     Scenario(
         "callback_dropped",
@@ -916,17 +960,25 @@ def status_parameters(txn: Transaction, now: datetime, config: SimulatorConfig) 
         ("OriginatorConversationID", txn.originator_conversation_id or txn.merchant_request_id),
         ("InitiatedTime", int(daraja_timestamp(txn.accepted_at))),
         ("DebitAccountType", account),
-        ("DebitPartyCharges", charges),
-        ("TransactionReason", NO_VALUE),
+        ("DebitPartyCharges", charges if txn.succeeded else ""),
+        ("TransactionReason", NO_VALUE if txn.succeeded else txn.result_desc),
         ("ReasonType", reason),
-        ("TransactionStatus", "Completed" if complete else "Initiated"),
+        ("TransactionStatus", transaction_status(txn, now)),
         ("FinalisedTime", int(daraja_timestamp(txn.completes_at)) if complete else NO_VALUE),
         ("Amount", txn.paid_amount),
         ("ConversationID", txn.conversation_id or txn.checkout_request_id),
     ]
-    if complete:
+    if txn.moved_money(now):
         pairs.append(("ReceiptNo", txn.receipt))
     return pairs
+
+
+def transaction_status(txn: Transaction, now: datetime) -> str:
+    """What Transaction Status says of a transaction (REFERENCE 6.3): Completed when it paid,
+    Declined when it failed (its reason in TransactionReason), Initiated until then."""
+    if not txn.is_complete(now):
+        return "Initiated"
+    return "Completed" if txn.succeeded else "Declined"
 
 
 def status_result_body(
@@ -935,13 +987,16 @@ def status_result_body(
     occasion: str | None,
     config: SimulatorConfig,
     now: datetime,
+    scenario: Scenario | None = None,
 ) -> dict:
     reference = {"Key": "Occasion"} if occasion is None else {"Key": "Occasion", "Value": occasion}
     shape = ResultShape.of(config)
+    if scenario is not None and scenario.result_code is not None:
+        # An answer about the query itself, saying nothing of the transaction.
+        desc = scenario.result_desc or ""
+        return result_body(ids, scenario.result_code, desc, None, reference, shape)
     if txn is None or not txn.processed:
         return result_body(ids, NOT_FOUND_CODE, NOT_FOUND_DESC, None, reference, shape)
-    if txn.is_complete(now) and not txn.succeeded:
-        return result_body(ids, txn.result_code, txn.result_desc, None, reference, shape)
     parameters = status_parameters(txn, now, config)
     return result_body(ids, 0, SUCCESS_DESC, parameters, reference, shape)
 
@@ -980,6 +1035,9 @@ class Delivery:
     purpose: str  # "stk_callback", "result" or "queue_timeout"
     build_body: Callable[[], dict]
     generation: int
+    # The id of what it reports on: the B2C OriginatorConversationID, the STK
+    # CheckoutRequestID, the id a status query asked about.
+    subject: str = ""
 
 
 class CallbackDispatcher:
@@ -1125,6 +1183,7 @@ class Simulator:
         self._request_log: deque[dict] = deque(maxlen=self.config.record_limit)
         self._callback_log: deque[dict] = deque(maxlen=self.config.record_limit)
         self.transactions: list[Transaction] = []
+        self._held: list[Delivery] = []
         self.originator_ids: set[str] = set()
         self.receipts: set[str] = set()
         self.generation = 0
@@ -1146,6 +1205,30 @@ class Simulator:
     def callbacks(self) -> list[dict]:
         with self.lock:
             return [dict(c) for c in self._callback_log]
+
+    def held(self) -> list[dict]:
+        """The callbacks kept under hold_callbacks, oldest first: index (for deliver),
+        purpose, url and subject (the id of the transaction or query it reports on)."""
+        with self.lock:
+            return [
+                {"index": index, "purpose": d.purpose, "url": d.url, "subject": d.subject}
+                for index, d in enumerate(self._held)
+            ]
+
+    def held_body(self, index: int) -> dict:
+        """The body held callback `index` would carry if delivered now."""
+        with self.lock:
+            delivery = self._held[index]
+        return delivery.build_body()
+
+    def deliver(self, index: int, url: str | None = None) -> dict:
+        """POST held callback `index` now (to `url` if given) and keep it, so it can be
+        delivered again; returns its callbacks() entry (status or error)."""
+        with self.lock:
+            delivery = self._held[index]
+        if url is not None:
+            delivery = Delivery(url, delivery.purpose, delivery.build_body, delivery.generation)
+        return self._deliver(delivery)
 
     def armed(self) -> list[dict]:
         with self.lock:
@@ -1177,6 +1260,7 @@ class Simulator:
             self._request_log.clear()
             self._callback_log.clear()
             self.transactions.clear()
+            self._held.clear()
             self.originator_ids.clear()
             self.scenarios.clear()
             self.generation += 1
@@ -1360,6 +1444,7 @@ class Simulator:
             push.callback_url,
             "stk_callback",
             after_answer,
+            subject=txn.checkout_request_id or "",
         )
         body = {
             "MerchantRequestID": txn.merchant_request_id,
@@ -1427,7 +1512,10 @@ class Simulator:
                 payment.queue_timeout_url,
                 lambda: queue_timeout_body(ids, B2C, self.config),
             ),
+            subject=originator_id,
         )
+        if is_named(scenario, "duplicate_originator_id"):
+            raise DarajaError("500.002.1001", "Duplicate OriginatorConversationID.")
         return Answer(200, accepted_body(ids), is_named(scenario, "accepted_no_response"))
 
     # ---------------------------------------------------------------- Transaction Status, Balance
@@ -1440,14 +1528,21 @@ class Simulator:
         def build() -> dict:
             with self.lock:
                 txn = self._find_transaction(query.transaction_id, query.original_conversation_id)
-            return status_result_body(ids, txn, query.occasion, self.config, utc_now())
+            return status_result_body(
+                ids, txn, query.occasion, self.config, utc_now(), scenario
+            )
 
         timeout_body = (
             query.queue_timeout_url,
             lambda: queue_timeout_body(ids, STATUS, self.config),
         )
         self._schedule_result(
-            scenario, build, query.result_url, "result", queue_timeout=timeout_body
+            scenario,
+            build,
+            query.result_url,
+            "result",
+            queue_timeout=timeout_body,
+            subject=query.original_conversation_id or query.transaction_id or "",
         )
         return Answer(200, accepted_body(ids), is_named(scenario, "accepted_no_response"))
 
@@ -1516,41 +1611,43 @@ class Simulator:
         purpose: str,
         offset: float = 0.0,
         queue_timeout: tuple[str, Callable[[], dict]] | None = None,
+        subject: str = "",
     ) -> None:
         """Schedule the result callback(s) the way the scenario says they go."""
         name = scenario.name if scenario else "success"
         config = self.config
+
+        def schedule(delay: float, url: str, purpose: str, build: Callable[[], dict]) -> None:
+            with self.lock:
+                delivery = Delivery(url, purpose, build, self.generation, subject)
+                if config.hold_callbacks:
+                    self._held.append(delivery)
+                    return
+            self.dispatcher.schedule(offset + delay, delivery)
+
         if name == "callback_dropped":
             return
         if name in ("queue_timeout", "queue_timeout_never") and queue_timeout:
             timeout_url, timeout_body = queue_timeout
-            self._schedule(
-                offset + config.callback_delay_seconds, timeout_url, "queue_timeout", timeout_body
-            )
+            schedule(config.callback_delay_seconds, timeout_url, "queue_timeout", timeout_body)
             if name == "queue_timeout_never":
                 return
-            self._schedule(offset + config.delayed_callback_seconds, url, purpose, build_body)
+            schedule(config.delayed_callback_seconds, url, purpose, build_body)
             return
         delay = (
             config.delayed_callback_seconds
             if name == "callback_delayed"
             else config.callback_delay_seconds
         )
-        self._schedule(offset + delay, url, purpose, build_body)
+        schedule(delay, url, purpose, build_body)
         if name == "callback_twice":
-            again = offset + delay + config.duplicate_callback_gap_seconds
-            self._schedule(again, url, purpose, build_body)
+            schedule(delay + config.duplicate_callback_gap_seconds, url, purpose, build_body)
 
-    def _schedule(self, delay: float, url: str, purpose: str, build_body: Callable[[], dict]):
-        with self.lock:
-            delivery = Delivery(url, purpose, build_body, self.generation)
-        self.dispatcher.schedule(delay, delivery)
-
-    def _deliver(self, delivery: Delivery) -> None:
-        """POST one callback; failures are recorded, never raised."""
+    def _deliver(self, delivery: Delivery) -> dict:
+        """POST one callback; failures are recorded, never raised. Returns the record."""
         with self.lock:
             if delivery.generation != self.generation:
-                return
+                return {"status": None, "error": "reset since it was scheduled"}
         entry: dict[str, Any] = {
             "time": utc_now().isoformat(timespec="milliseconds"),
             "purpose": delivery.purpose,
@@ -1571,6 +1668,7 @@ class Simulator:
         with self.lock:
             if delivery.generation == self.generation:
                 self._callback_log.append(entry)
+        return entry
 
     # ---------------------------------------------------------------- control routes
 

@@ -258,7 +258,7 @@ def test_query_transport_failure_is_unavailable_not_unknown():
     ("phone", "expected"),
     [
         ("254712345678", ("0", "Completed")),
-        ("254711002001", ("2001", None)),
+        ("254711002001", ("0", "Declined")),
     ],
 )
 def test_transaction_status_reflects_what_happened(daraja, sink, phone, expected):

@@ -503,6 +503,7 @@ B2C_FAILURES = [
     ("b2c_unregistered_recipient", 2040, "254711002040"),
     ("b2c_credential_locked", 8006, "254711008006"),
     ("b2c_invalid_recipient", "SFC_IC0003", "254711000003"),
+    ("b2c_system_busy", 26, "254711000026"),
 ]
 
 
@@ -551,6 +552,7 @@ MAGIC_PHONES = [
     ("accepted_no_response", "254733000001", B2C_V3_PATH),
     ("slow_answer", "254733000005", B2C_V3_PATH),
     ("server_error_before_accept", "254733000002", B2C_V3_PATH),
+    ("duplicate_originator_id", "254733000006", B2C_V3_PATH),
     ("spike_arrest", "254733000003", B2C_V3_PATH),
     ("token_expiry", "254733000004", B2C_V3_PATH),
     ("amount_mismatch", "254744000001", B2C_V3_PATH),
@@ -871,12 +873,52 @@ def test_transaction_status_of_a_paid_stk_push(daraja, token, hooks):
     )
 
 
-def test_transaction_status_of_a_failed_payout_carries_its_code(daraja, token, hooks):
+def test_transaction_status_of_a_failed_payout_states_it_declined_and_why(daraja, token, hooks):
     arm_over_http(daraja, "b2c_credential_locked")
     pay_out(daraja, token, hooks, originator_id="b2c-locked")
     result = query_status(daraja, token, hooks, OriginalConversationID="b2c-locked")
-    assert result["ResultCode"] == 8006
+    assert result["ResultCode"] == 0
+    values = parameters(result)
+    assert values["TransactionStatus"] == "Declined"
+    assert values["TransactionReason"] == "The security credential is locked."
+    assert "ReceiptNo" not in values
+
+
+@pytest.mark.parametrize(
+    ("scenario", "code"), [("status_initiator_invalid", 2001), ("status_without_details", 0)]
+)
+def test_status_scenarios_answer_about_the_query_not_the_transaction(
+    daraja, token, hooks, scenario, code
+):
+    pay_out(daraja, token, hooks, originator_id="b2c-asked")
+    hooks.wait("result")
+    daraja.simulator.arm(scenario, path=STATUS_PATH)
+    result = query_status(daraja, token, hooks, OriginalConversationID="b2c-asked")
+    assert result["ResultCode"] == code
     assert "ResultParameters" not in result
+
+
+def test_a_duplicate_originator_id_answer_can_hide_a_processed_payout(daraja, token, hooks):
+    answer = pay_out(daraja, token, hooks, phone="254733000006", originator_id="b2c-dup")
+    assert error_of(answer) == (500, "500.002.1001", "Duplicate OriginatorConversationID.")
+    (paid,) = daraja.simulator.ledger()
+    assert paid["originator_conversation_id"] == "b2c-dup"
+
+
+def test_held_callbacks_wait_to_be_delivered_in_any_order_and_again(hooks):
+    config = simulator.SimulatorConfig(hold_callbacks=True, callback_delay_seconds=0)
+    with simulator.start(config=config) as held:
+        token = fetch_token(held.base_url)
+        pay_out(held, token, hooks, originator_id="b2c-first")
+        pay_out(held, token, hooks, originator_id="b2c-second")
+        assert hooks.received("result") == []
+        listed = held.simulator.held()
+        assert [entry["subject"] for entry in listed] == ["b2c-first", "b2c-second"]
+        for index in (1, 0, 1):
+            assert held.simulator.deliver(index)["status"] == 200
+        bodies = hooks.wait("result", count=3)
+    ids = [body["Result"]["OriginatorConversationID"] for body in bodies]
+    assert ids == ["b2c-second", "b2c-first", "b2c-second"]
 
 
 def test_transaction_status_of_a_never_received_request_is_404(daraja, token, hooks):
