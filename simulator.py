@@ -1528,9 +1528,7 @@ class Simulator:
         def build() -> dict:
             with self.lock:
                 txn = self._find_transaction(query.transaction_id, query.original_conversation_id)
-            return status_result_body(
-                ids, txn, query.occasion, self.config, utc_now(), scenario
-            )
+            return status_result_body(ids, txn, query.occasion, self.config, utc_now(), scenario)
 
         timeout_body = (
             query.queue_timeout_url,

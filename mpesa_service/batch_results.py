@@ -3,7 +3,8 @@ instead of a dozen each: the common case of a callback batch (see callbacks.appl
 
 A result takes this path only while it is plainly the first word on its payout: a well-formed
 success with a receipt, matched by its attempt's OriginatorConversationID, that attempt
-current, the payout in a state a success may complete, the receipt unknown to every payout
+current and still open, the payout still awaiting its result (so no belief is contradicted and
+no other attempt carries evidence of payment), the receipt unknown to every payout
 and stored callback, and no earlier delivery in the batch touching the same payout or receipt.
 It then gets exactly what payouts.apply_b2c_callback would write for it, with one statement
 per table for the whole run. The path covers only the leading run of such results in a batch:
@@ -21,9 +22,10 @@ import sqlalchemy as sa
 
 from mpesa_service.parsing import ResultCallback, json_or_problem, parse_result_callback
 from mpesa_service.payouts import (
+    AWAITING_RESULT,
+    OPEN_ATTEMPT_STATES,
     flag_mismatches,
     paid_values,
-    payout_sources,
     result_callback_row,
 )
 from mpesa_service.storage import (
@@ -57,6 +59,7 @@ def matching(count: int) -> sa.Select:
             payouts.reference_id,
             attempts.id.label("attempt_id"),
             attempts.originator_conversation_id.label("attempt_ocid"),
+            attempts.status.label("attempt_status"),
         )
         .join(b2c_payout_attempts, attempts.payout_id == payouts.id)
         .where(attempts.originator_conversation_id.in_(ocids))
@@ -81,7 +84,7 @@ def known_receipts(count: int) -> sa.CompoundSelect:
 @functools.cache
 def completing(count: int, columns: tuple[str, ...]) -> sa.Update:
     """One UPDATE completing `count` payouts, each with its own paid values (a CASE on the id
-    per column), only from the states a success may leave: one round trip for a whole run.
+    per column), only while they await their result: one round trip for a whole run.
     Parameters: now, and id_<i> plus <column>_<i> for each of `columns` (paid_values' keys)."""
     ids = [sa.bindparam(f"id_{index}", type_=payouts.id.type) for index in range(count)]
     return (
@@ -89,7 +92,7 @@ def completing(count: int, columns: tuple[str, ...]) -> sa.Update:
         # The states as single parameters, not an expanding IN, so that it compiles once.
         .where(
             payouts.id.in_(ids),
-            payouts.status.in_([sa.literal(state) for state in payout_sources("completed")]),
+            payouts.status.in_([sa.literal(state) for state in AWAITING_RESULT]),
         )
         .values(
             status="completed",
@@ -101,16 +104,20 @@ def completing(count: int, columns: tuple[str, ...]) -> sa.Update:
 
 @functools.cache
 def answering(count: int) -> sa.Update:
-    """One UPDATE marking `count` attempts completed, each with its own description.
-    Parameters: now, and id_<i> plus error_message_<i>."""
+    """One UPDATE marking `count` open attempts paid, each with its own receipt and
+    description. Parameters: now, and id_<i>, receipt_<i> and error_message_<i>."""
     ids = [sa.bindparam(f"id_{index}", type_=attempts.id.type) for index in range(count)]
     return (
         b2c_payout_attempts.update()
-        .where(attempts.id.in_(ids))
+        .where(
+            attempts.id.in_(ids),
+            attempts.status.in_([sa.literal(state) for state in OPEN_ATTEMPT_STATES]),
+        )
         .values(
             status="completed",
             response_code="0",
             answered_at=sa.bindparam("now", type_=attempts.answered_at.type),
+            receipt=_per_row(attempts.id, ids, attempts.receipt),
             error_message=_per_row(attempts.id, ids, attempts.error_message),
         )
     )
@@ -188,7 +195,8 @@ class SuccessBatch:
         if (
             match is None
             or match.originator_conversation_id not in (None, match.attempt_ocid)
-            or match.status not in payout_sources("completed")
+            or match.status not in AWAITING_RESULT
+            or match.attempt_status not in OPEN_ATTEMPT_STATES
             or match.id in self.claimed_payouts
             or plain.parsed.receipt.casefold() in self.claimed_receipts
         ):
@@ -210,6 +218,7 @@ class SuccessBatch:
             for name, value in plain.paid.items():
                 completions[f"{name}_{index}"] = value
             answers[f"id_{index}"] = payout.attempt_id
+            answers[f"receipt_{index}"] = plain.parsed.receipt
             answers[f"error_message_{index}"] = plain.parsed.result_desc
         columns = tuple(self.pending[0][0].paid)
         rows = [
@@ -218,7 +227,7 @@ class SuccessBatch:
             )
             for plain, raw, journal_id, payout in self.pending
         ]
-        completed, *_ = run_together(
+        completed, answered, _ = run_together(
             self.conn,
             [
                 (completing(len(self.pending), columns), completions),
@@ -227,10 +236,11 @@ class SuccessBatch:
             ],
         )
         # Checked once all three have run: raising rolls the whole transaction back.
-        if completed.rowcount != len(self.pending):
+        expected = len(self.pending)
+        if completed.rowcount != expected or answered.rowcount != expected:
             raise PayoutMoved(
-                f"{len(self.pending) - completed.rowcount} of {len(self.pending)} payouts moved "
-                "while their results were read"
+                f"of {expected} results, {completed.rowcount} payouts and {answered.rowcount} "
+                "attempts were still as read"
             )
         for plain, _, _, payout in self.pending:
             flag_mismatches(self.conn, payout, plain.paid["paid_amount"], plain.parsed.receiver[0])

@@ -452,8 +452,7 @@ def replay_journal(svc: Service) -> int:
             outcome = apply_callback(
                 svc, entry["kind"], raw, entry["id"], entry.get("payment_id", "")
             )
-        except sa.exc.SQLAlchemyError:
-            # One entry the database refuses must not hold back the ones after it.
+        except Exception:  # noqa: BLE001 - one entry must not hold back the ones after it
             log.exception("journal entry %s could not be replayed; moving on", entry["id"])
             continue
         if outcome != "already_applied":

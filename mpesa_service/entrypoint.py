@@ -96,7 +96,7 @@ def build_service(settings: Settings, *, simulator_url: str = "", public_url: st
         client=DarajaClient(
             daraja_base_url(settings, simulator_url),
             daraja_account(settings),
-            timeout=settings.integer("DARAJA_TIMEOUT_SECONDS"),
+            timeout=settings.seconds("DARAJA_TIMEOUT_SECONDS"),
         ),
         journal=Journal(settings["CALLBACK_JOURNAL_PATH"]),
         policy=callback_policy(settings, callback_token(settings)),

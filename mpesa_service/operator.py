@@ -2,10 +2,11 @@
 
 A payout in `review` or `unknown` is resolved as paid (with the M-Pesa receipt, which must not
 belong to another payout) or not paid (it becomes `failed` with the code `not_paid`, which the
-retry job treats as retryable: a new attempt, because a person decided so). A status conflict is
-acknowledged with a note. Every action is a row in `payout_audit`: who (the API key's name),
-when, why, the status before and after. The API, the CLI and the console all call these.
-"""
+retry job treats as retryable: a new attempt, because a person decided so), never once an
+attempt carries evidence that it was paid (evidence beats belief; see payouts). A status
+conflict is acknowledged with a note. Every action is a row in `payout_audit`: who (the API
+key's name), when, why, the status before and after. The API, the CLI and the console all call
+these."""
 
 from __future__ import annotations
 
@@ -13,10 +14,18 @@ import re
 
 import sqlalchemy as sa
 
-from mpesa_service.context import ApiError, Service, new_id
-from mpesa_service.payouts import current_attempt, payout_by, set_attempt, transition
+from mpesa_service.context import ApiError, Service
+from mpesa_service.payouts import (
+    NO_EVIDENCE,
+    audit,
+    close_attempt,
+    current_attempt,
+    paid_attempts,
+    payout_by,
+    transition,
+)
 from mpesa_service.resolution import ask_status
-from mpesa_service.storage import b2c_payments, payment_flags, payout_audit, utcnow
+from mpesa_service.storage import b2c_payments, payment_flags, utcnow
 
 RESOLVABLE = ("review", "unknown")
 RECEIPT = re.compile(r"^[A-Z0-9]{10}$")
@@ -96,24 +105,36 @@ def _resolve_paid(conn: sa.Connection, payout, receipt: str) -> str:
     )
     if not moved:
         raise ApiError(409, f"payout {payout.reference_id} changed while resolving; look again")
-    set_attempt(conn, current_attempt(conn, payout), "completed", "0", None)
     return "completed"
 
 
 def _resolve_not_paid(conn: sa.Connection, payout) -> str:
     _require_resolvable(payout)
+    _refuse_against_evidence(conn, payout)
     moved = transition(
         conn,
         payout.id,
         "failed",
+        NO_EVIDENCE,
         only_from=RESOLVABLE,
         reason_code=NOT_PAID_CODE,
         error_description="resolved as not paid by an operator",
     )
     if not moved:
         raise ApiError(409, f"payout {payout.reference_id} changed while resolving; look again")
-    set_attempt(conn, current_attempt(conn, payout), "failed", NOT_PAID_CODE, None)
+    close_attempt(conn, current_attempt(conn, payout), "failed", NOT_PAID_CODE, None)
     return "failed"
+
+
+def _refuse_against_evidence(conn: sa.Connection, payout) -> None:
+    paid = paid_attempts(conn, payout.id)
+    if paid:
+        receipts = ", ".join(f"attempt {a.attempt_no}: {a.receipt}" for a in paid)
+        raise ApiError(
+            409,
+            f"payout {payout.reference_id} cannot be resolved as not paid: Daraja reported it "
+            f"paid ({receipts})",
+        )
 
 
 def _close_review_flags(conn: sa.Connection, payout_id: str) -> None:
@@ -137,31 +158,6 @@ def _acknowledge(conn: sa.Connection, payout) -> str:
     if not acknowledged:
         raise ApiError(409, f"payout {payout.reference_id} has no open conflict to acknowledge")
     return payout.status
-
-
-def audit(
-    conn: sa.Connection,
-    payout,
-    actor: str,
-    action: str,
-    status_after: str,
-    *,
-    receipt: str | None = None,
-    note: str = "",
-) -> None:
-    conn.execute(
-        payout_audit.insert().values(
-            id=new_id(),
-            payout_id=payout.id,
-            actor=actor,
-            action=action,
-            status_before=payout.status,
-            status_after=status_after,
-            receipt=receipt or None,
-            note=note,
-            created_at=utcnow(),
-        )
-    )
 
 
 def requery_payout(svc: Service, reference_id: str, *, actor: str) -> dict:

@@ -4,10 +4,7 @@ one send per attempt with three outcomes, and results applied once by compare-an
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 import re
-import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -15,7 +12,7 @@ from decimal import Decimal
 
 import sqlalchemy as sa
 
-from mpesa_service import log
+from mpesa_service import idempotency, log
 from mpesa_service.context import (
     ApiError,
     Service,
@@ -34,11 +31,11 @@ from mpesa_service.storage import (
     b2c_payment_callbacks,
     b2c_payments,
     b2c_payout_attempts,
-    idempotency_keys,
+    lock_named_row,
     payout_audit,
     utcnow,
 )
-from recon.codes import lookup
+from recon.codes import integer_code, lookup
 from recon.rules import (
     B2C_LIMITS,
     NAIROBI,
@@ -49,13 +46,25 @@ from recon.rules import (
 
 # --- B2C payouts: the state machine ----------------------------------------------------------
 # Every status change is a compare-and-set: UPDATE ... WHERE status IN (the states allowed to
-# move to the target). `pending`, `completed` and `failed` keep the old system's meanings.
+# move to the target), and, for a result, WHERE its attempt is still the payout's current one.
+# `pending`, `completed` and `failed` keep the old system's meanings.
+#
+# Evidence beats belief. A success result for any attempt, or a Transaction Status answer
+# stating that the original transaction Completed with its receipt, is evidence that money
+# moved; it is recorded on its attempt (status `completed`, with the receipt). A payout with
+# evidence is never eligible for a new attempt, whatever its status, codes or an operator's
+# decision say (start_new_attempt's compare-and-set checks it, and `failed` and "not paid"
+# need its absence). Evidence makes the payout `completed` with that receipt, flagged
+# `status_conflict` (with an audit row and an alert) when that contradicts an earlier belief
+# (`failed`, or an operator's receipt); when two attempts carry evidence it goes to `review`,
+# flagged `possible_double_payout`. `completed` is never unpaid again: its only move is to
+# `review` on a second attempt's evidence.
 
 PAYOUT_STATES = {
     # status: (meaning, statuses it may move to)
     "submitting": (
         "written ahead (payout and attempt committed); the B2C request is being sent",
-        ("pending", "unknown", "failed", "completed"),
+        ("pending", "unknown", "failed", "completed", "review"),
     ),
     "pending": (
         "accepted by Daraja (ResponseCode 0); waiting for the result callback",
@@ -67,13 +76,29 @@ PAYOUT_STATES = {
         ("completed", "failed", "review"),
     ),
     "failed": (
-        "not paid; a retryable result code may be re-sent as a new attempt",
-        ("submitting",),
+        "believed not paid (a failure result, a refusal, no such transaction, an operator); a "
+        "retryable code gets a new attempt, unless evidence says it was paid after all",
+        ("submitting", "completed", "review"),
     ),
-    "review": ("automation could not resolve it; a person decides", ("completed", "failed")),
-    "completed": ("paid; terminal", ()),
+    "review": (
+        "automation could not resolve it, or two attempts were paid; a person decides",
+        ("completed", "failed"),
+    ),
+    "completed": (
+        "paid; never unpaid again (a second attempt's evidence sends it to review)",
+        ("review",),
+    ),
 }
 B2C_COMMANDS = ("BusinessPayment", "SalaryPayment", "PromotionPayment")
+# Attempts whose outcome no answer has settled yet.
+OPEN_ATTEMPT_STATES = ("sending", "accepted", "unknown")
+attempts_c = b2c_payout_attempts.c
+# A payout none of whose attempts carries evidence that money moved.
+NO_EVIDENCE = ~(
+    sa.exists()
+    .where(attempts_c.payout_id == b2c_payments.c.id)
+    .where(attempts_c.status == "completed")
+)
 
 
 def payout_sources(target: str) -> list[str]:
@@ -95,6 +120,13 @@ def transition(
         .values(status=target, updated_at=utcnow(), **values)
     )
     return conn.execute(statement).rowcount == 1
+
+
+def on_attempt(ocid: str | None):
+    """The condition that the payout's current attempt is the one with `ocid` (or, for the old
+    system's rows, that it has none)."""
+    column = b2c_payments.c.originator_conversation_id
+    return column.is_(None) if ocid is None else column == ocid
 
 
 @dataclass(frozen=True)
@@ -161,7 +193,9 @@ def payout_phone(svc: Service, body: dict) -> str:
 
 
 def check_payout_limits(conn: sa.Connection, settings: Settings, request: PayoutRequest) -> None:
-    """The configured limits (0 means none); 422 naming the one exceeded."""
+    """The configured limits (0 means none); 422 naming the one exceeded. The daily totals are
+    read under a lock per user (and one for all payouts), held until the payout written in the
+    same transaction commits, so concurrent payouts cannot pass a limit together."""
     maximum = settings.integer("PAYOUT_MAX_AMOUNT")
     if maximum and request.amount > maximum:
         raise ApiError(
@@ -174,6 +208,7 @@ def check_payout_limits(conn: sa.Connection, settings: Settings, request: Payout
     today = sa.and_(b2c_payments.c.initiated_at >= day_start, counted)
     user_limit = settings.integer("PAYOUT_USER_DAILY_LIMIT")
     if user_limit and request.user_id:
+        lock_named_row(conn, f"user:{request.user_id}")
         total = _sum_amount(conn, sa.and_(today, b2c_payments.c.user_id == request.user_id))
         if total + request.amount > user_limit:
             raise ApiError(
@@ -184,6 +219,7 @@ def check_payout_limits(conn: sa.Connection, settings: Settings, request: Payout
             )
     daily_limit = settings.integer("PAYOUT_DAILY_LIMIT")
     if daily_limit:
+        lock_named_row(conn, "all payouts")
         total = _sum_amount(conn, today)
         if total + request.amount > daily_limit:
             raise ApiError(
@@ -206,65 +242,45 @@ def nairobi_day_start_utc() -> datetime:
     return local.astimezone(UTC).replace(tzinfo=None)
 
 
-def request_fingerprint(body: dict) -> str:
-    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
-
-
 def initiate_payout(svc: Service, body: dict, idempotency_key: str) -> tuple[int, dict]:
     """Create one payout for one idempotency key and send its first attempt.
 
     The key, the payout and the attempt (with a fresh OriginatorConversationID) are committed
     together before Daraja is called; the key's primary key makes concurrent requests with one
-    key create one payout. Returns (201, answer) for a new payout, (200, first answer) for a
-    replay; 409 when the key was used with another body."""
-    if not idempotency_key or len(idempotency_key) > 255:
-        raise ApiError(
-            400, "Idempotency-Key header: required, at most 255 characters", field="Idempotency-Key"
-        )
-    fingerprint = request_fingerprint(body)
-    replay = replay_payout(svc, idempotency_key, fingerprint)
+    key create one payout, and the unique reference_id one payout per reference. Returns (201,
+    answer) for a new payout, (200, first answer) for a replay; 409 when the key was used with
+    another body, or the reference by another payout."""
+    key = idempotency.require_key(idempotency_key)
+    request_hash = idempotency.fingerprint(body)
+    replay = replay_payout(svc, key, request_hash)
     if replay:
         return replay
     request = PayoutRequest.from_body(body, payout_phone(svc, body))
     try:
-        payout_id, attempt = write_ahead(svc, request, idempotency_key, fingerprint)
+        payout_id, attempt = write_ahead(svc, request, key, request_hash)
     except sa.exc.IntegrityError:
-        return replay_payout(svc, idempotency_key, fingerprint, wait=True)
+        replay = replay_payout(svc, key, request_hash, wait=True)
+        if replay is None:  # the key is free: the reference was taken meanwhile
+            raise reference_taken(svc, request.reference_id) from None
+        return replay
     send_attempt(svc, payout_id, attempt)
     answer = payout_summary(svc, payout_id)
-    with svc.engine.begin() as conn:
-        conn.execute(
-            idempotency_keys.update()
-            .where(idempotency_keys.c.idempotency_key == idempotency_key)
-            .values(response_status=201, response_body=json.dumps(answer))
-        )
+    idempotency.remember(svc, key, 201, answer)
     return 201, answer
 
 
-def replay_payout(svc: Service, key: str, fingerprint: str, wait: bool = False):
-    """(200, first answer) for a key seen before; None for a new key. A request racing the
-    first one waits for its answer rather than sending anything itself."""
-    deadline = time.monotonic() + (
-        svc.settings.integer("DARAJA_TIMEOUT_SECONDS") + 5 if wait else 0
+def replay_payout(svc: Service, key: str, request_hash: str, wait: bool = False):
+    """(200, first answer) for a key seen before; None for a new key (see idempotency.replay)."""
+    replayed = idempotency.replay(
+        svc,
+        key,
+        "payout",
+        request_hash,
+        in_flight=lambda payout_id: (200, payout_summary(svc, payout_id)),
+        conflict_details=lambda payout_id: {"reference_id": _reference_of(svc, payout_id)},
+        wait=wait,
     )
-    while True:
-        with svc.engine.connect() as conn:
-            row = conn.execute(
-                sa.select(idempotency_keys).where(idempotency_keys.c.idempotency_key == key)
-            ).first()
-        if row is None:
-            return None
-        if row.request_hash != fingerprint:
-            raise ApiError(
-                409,
-                f"Idempotency-Key {key!r} was already used with a different request body",
-                reference_id=_reference_of(svc, row.subject_id),
-            )
-        if row.response_body:
-            return 200, json.loads(row.response_body)
-        if time.monotonic() >= deadline:
-            return 200, payout_summary(svc, row.subject_id)
-        time.sleep(0.05)
+    return None if replayed is None else (200, replayed[1])
 
 
 def _reference_of(svc: Service, payout_id: str) -> str | None:
@@ -273,19 +289,25 @@ def _reference_of(svc: Service, payout_id: str) -> str | None:
     return payout.reference_id if payout else None
 
 
-def write_ahead(svc, request: PayoutRequest, key: str, fingerprint: str) -> tuple[str, dict]:
+def reference_taken(svc: Service, reference_id: str | None) -> ApiError:
+    return ApiError(
+        409,
+        f"reference_id {reference_id!r} already belongs to another payout; "
+        "a reference pays one payout",
+        field="reference_id",
+        reference_id=reference_id,
+    )
+
+
+def write_ahead(svc, request: PayoutRequest, key: str, request_hash: str) -> tuple[str, dict]:
     payout_id, now = new_id(), utcnow()
     attempt = {"id": new_id(), "originator_conversation_id": f"b2c-{uuid.uuid4()}"}
     with svc.engine.begin() as conn:
-        conn.execute(
-            idempotency_keys.insert().values(
-                idempotency_key=key,
-                scope="payout",
-                request_hash=fingerprint,
-                subject_id=payout_id,
-                created_at=now,
-            )
-        )
+        idempotency.claim(conn, key, "payout", request_hash, payout_id)
+        if request.reference_id and payout_by(
+            conn, b2c_payments.c.reference_id, request.reference_id
+        ):
+            raise reference_taken(svc, request.reference_id)
         check_payout_limits(conn, svc.settings, request)
         conn.execute(
             b2c_payments.insert().values(
@@ -326,15 +348,18 @@ def current_attempt(conn: sa.Connection, payout) -> PayoutAttempt | None:
 def start_new_attempt(svc: Service, payout) -> dict | None:
     """Move a failed payout back to `submitting` with a new attempt and a new
     OriginatorConversationID. None when the payout is no longer `failed` (another process, or
-    another run, got there first)."""
+    another run, got there first) or when any attempt of it carries evidence that it was paid."""
     number = payout.attempt_count + 1
     attempt = {"id": new_id(), "originator_conversation_id": f"b2c-{uuid.uuid4()}"}
     with svc.engine.begin() as conn:
+        if not _within_limits_again(conn, svc.settings, payout):
+            return None
         moved = transition(
             conn,
             payout.id,
             "submitting",
             b2c_payments.c.attempt_count == payout.attempt_count,
+            NO_EVIDENCE,
             attempt_count=number,
             originator_conversation_id=attempt["originator_conversation_id"],
             conversation_id=None,
@@ -344,8 +369,28 @@ def start_new_attempt(svc: Service, payout) -> dict | None:
         if not moved:
             return None
         _insert_attempt(conn, payout.id, number, attempt)
-    log.info("payout %s: attempt %d after %s", payout.id, number, payout.reason_code)
+    log.info("payout %s: attempt %d after %s", payout.reference_id, number, payout.reason_code)
     return attempt
+
+
+def _within_limits_again(conn: sa.Connection, settings: Settings, payout) -> bool:
+    """A failed payout stopped counting against the daily limits; sending it again must fit
+    them once more (other payouts may have taken the room meanwhile)."""
+    again = PayoutRequest(
+        user_id=payout.user_id,
+        user_type=payout.user_type,
+        phone=payout.phone_number,
+        amount=int(payout.amount),
+        reason=payout.reason or "",
+        description=payout.description or "",
+        command_id=payout.command_id or "BusinessPayment",
+    )
+    try:
+        check_payout_limits(conn, settings, again)
+    except ApiError as error:
+        log.warning("payout %s not retried now: %s", payout.reference_id, error.message)
+        return False
+    return True
 
 
 def _insert_attempt(conn: sa.Connection, payout_id: str, number: int, attempt: dict) -> None:
@@ -364,19 +409,8 @@ def _insert_attempt(conn: sa.Connection, payout_id: str, number: int, attempt: d
 def send_attempt(svc: Service, payout_id: str, attempt: dict) -> str:
     """Send one attempt's B2C request, once, and record which of the three outcomes it had:
     accepted -> pending; provably not accepted -> failed; anything else -> unknown."""
-    with svc.engine.connect() as conn:
-        payout = conn.execute(sa.select(b2c_payments).where(b2c_payments.c.id == payout_id)).one()
     try:
-        answer = svc.client.b2c_payment(
-            originator_conversation_id=attempt["originator_conversation_id"],
-            phone=payout.phone_number,
-            amount=int(payout.amount),
-            command_id=payout.command_id or "BusinessPayment",
-            remarks=payout.description or "Payout",
-            result_url=svc.b2c_result_url,
-            queue_timeout_url=svc.hook_url("b2c", "timeout"),
-            occasion=(payout.reason or "")[:100],
-        )
+        answer = post_attempt(svc, payout_id, attempt)
     except DarajaRejected as error:
         if error.proves_not_accepted:
             return _record_attempt(svc, payout_id, attempt, "failed", "rejected", error)
@@ -392,15 +426,35 @@ def send_attempt(svc: Service, payout_id: str, attempt: dict) -> str:
     return _record_accepted(svc, payout_id, attempt, answer)
 
 
+def post_attempt(svc: Service, payout_id: str, attempt: dict) -> dict:
+    """The B2C request of one attempt, sent once; Daraja's answer, or the client's error."""
+    with svc.engine.connect() as conn:
+        payout = conn.execute(sa.select(b2c_payments).where(b2c_payments.c.id == payout_id)).one()
+    return svc.client.b2c_payment(
+        originator_conversation_id=attempt["originator_conversation_id"],
+        phone=payout.phone_number,
+        amount=int(payout.amount),
+        command_id=payout.command_id or "BusinessPayment",
+        remarks=payout.description or "Payout",
+        result_url=svc.b2c_result_url,
+        queue_timeout_url=svc.hook_url("b2c", "timeout"),
+        occasion=(payout.reason or "")[:100],
+    )
+
+
 def _record_accepted(svc: Service, payout_id: str, attempt: dict, answer: dict) -> str:
+    """Record Daraja's acceptance. A result that came first (the answer was slow) has settled
+    the attempt already: only the ConversationID is added to it then."""
     conversation_id = answer.get("ConversationID")
-    now = utcnow()
+    ocid, now = attempt["originator_conversation_id"], utcnow()
     with svc.engine.begin() as conn:
         conn.execute(
             b2c_payout_attempts.update()
-            .where(b2c_payout_attempts.c.id == attempt["id"])
+            .where(attempts_c.id == attempt["id"])
             .values(
-                status="accepted",
+                status=sa.case(
+                    (attempts_c.status == "sending", "accepted"), else_=attempts_c.status
+                ),
                 conversation_id=conversation_id,
                 response_code=str(answer.get("ResponseCode", "0")),
                 sent_at=now,
@@ -409,13 +463,14 @@ def _record_accepted(svc: Service, payout_id: str, attempt: dict, answer: dict) 
         )
         conn.execute(
             b2c_payments.update()
-            .where(b2c_payments.c.id == payout_id)
+            .where(b2c_payments.c.id == payout_id, on_attempt(ocid))
             .values(conversation_id=conversation_id)
         )
         transition(
             conn,
             payout_id,
             "pending",
+            on_attempt(ocid),
             only_from=("submitting",),
             next_check_at=now
             + timedelta(seconds=svc.settings.integer("RESOLVE_PENDING_AFTER_SECONDS")),
@@ -424,12 +479,14 @@ def _record_accepted(svc: Service, payout_id: str, attempt: dict, answer: dict) 
 
 
 def _record_attempt(svc, payout_id, attempt, payout_status, attempt_status, error) -> str:
+    """Record a refusal (`failed`) or a call that proved nothing (`unknown`), unless a result
+    has settled the attempt meanwhile."""
     code, message = daraja_error_fields(error)
-    now = utcnow()
+    ocid, now = attempt["originator_conversation_id"], utcnow()
     with svc.engine.begin() as conn:
         conn.execute(
             b2c_payout_attempts.update()
-            .where(b2c_payout_attempts.c.id == attempt["id"])
+            .where(attempts_c.id == attempt["id"], attempts_c.status == "sending")
             .values(
                 status=attempt_status,
                 error_code=code,
@@ -445,7 +502,15 @@ def _record_attempt(svc, payout_id, attempt, payout_status, attempt_status, erro
                 "next_check_at": now
                 + timedelta(seconds=svc.settings.integer("RESOLVE_UNKNOWN_AFTER_SECONDS")),
             }
-        transition(conn, payout_id, payout_status, only_from=("submitting",), **values)
+        transition(
+            conn,
+            payout_id,
+            payout_status,
+            on_attempt(ocid),
+            NO_EVIDENCE,
+            only_from=("submitting",),
+            **values,
+        )
     return payout_status
 
 
@@ -498,26 +563,54 @@ RECEIPT_OWNER = (
 
 
 def settle_payout(conn: sa.Connection, payout, attempt, parsed: ResultCallback) -> str:
-    """Apply a B2C (or status-query) result once. Returns applied / duplicate / stale / conflict."""
-    current = attempt is None or payout.originator_conversation_id in (
+    """Apply a B2C (or status-query) result once. Returns applied / duplicate / stale /
+    recorded / conflict. `attempt` is the attempt it answers (None for the old system's rows)."""
+    if parsed.succeeded:
+        return _settle_paid(conn, payout, attempt, parsed)
+    return _settle_failed(conn, payout, attempt, parsed)
+
+
+def _is_current(payout, attempt) -> bool:
+    return attempt is None or payout.originator_conversation_id in (
         None,
         attempt.originator_conversation_id,
     )
-    if parsed.succeeded:
-        return _settle_paid(conn, payout, attempt, parsed, current)
-    moved = current and transition(
+
+
+def _ocid_of(payout, attempt) -> str | None:
+    return attempt.originator_conversation_id if attempt else payout.originator_conversation_id
+
+
+def _settle_failed(conn, payout, attempt, parsed: ResultCallback) -> str:
+    """A failure result fails the payout only while its attempt is the current one and no
+    attempt carries evidence of payment; otherwise it is recorded on its attempt."""
+    closed = close_attempt(conn, attempt, "failed", parsed.result_code, parsed.result_desc)
+    moved = transition(
         conn,
         payout.id,
         "failed",
+        on_attempt(_ocid_of(payout, attempt)),
+        NO_EVIDENCE,
         reason_code=parsed.result_code,
         error_description=parsed.result_desc,
         result_desc=parsed.result_desc,
     )
     if moved:
-        set_attempt(conn, attempt, "failed", parsed.result_code, parsed.result_desc)
         return "applied"
+    if attempt is not None and attempt.status == "completed":
+        add_flag(
+            conn,
+            "payout",
+            payout.id,
+            "status_conflict",
+            f"failure result {parsed.result_code} for attempt {attempt.attempt_no}, which a "
+            f"success result said paid (receipt {attempt.receipt}): not applied",
+        )
+        return "conflict"
     fresh = payout_by(conn, b2c_payments.c.id, payout.id)
-    if fresh.status == "completed" and current:
+    believed_paid = fresh.status == "completed" and not paid_attempts(conn, payout.id)
+    if believed_paid and _is_current(payout, attempt):
+        # Completed by an operator (or the old system) with no result: Daraja disagrees.
         add_flag(
             conn,
             "payout",
@@ -526,11 +619,14 @@ def settle_payout(conn: sa.Connection, payout, attempt, parsed: ResultCallback) 
             f"failure result {parsed.result_code} for a payout already completed",
         )
         return "conflict"
-    return "duplicate" if current else "stale"
+    if closed:
+        return "recorded"
+    return "duplicate" if _is_current(payout, attempt) else "stale"
 
 
-def _settle_paid(conn, payout, attempt, parsed: ResultCallback, current: bool) -> str:
-    phone, _ = parsed.receiver
+def _settle_paid(conn, payout, attempt, parsed: ResultCallback) -> str:
+    """Evidence that money moved: recorded on its attempt, then the payout is completed with
+    it (whatever it was believed to be), or sent to review if another attempt was paid too."""
     receipt = parsed.receipt
     owner = conn.execute(RECEIPT_OWNER, {"receipt": receipt}).first() if receipt else None
     if owner is not None and owner.id != payout.id:
@@ -544,24 +640,166 @@ def _settle_paid(conn, payout, attempt, parsed: ResultCallback, current: bool) -
             f"{owner.reference_id}: not applied",
         )
         return "conflict"
-    moved = current and transition(conn, payout.id, "completed", **paid_values(parsed))
-    if moved:
-        set_attempt(conn, attempt, "completed", "0", parsed.result_desc)
-        flag_mismatches(conn, payout, parsed.amount, phone)
+    if attempt is not None and not record_evidence(conn, attempt, receipt, parsed.result_desc):
+        return _repeated_evidence(conn, payout, attempt, parsed)
+    # The first word on a payout still waiting for it: no belief to contradict, and no other
+    # attempt can carry evidence (such a payout is completed or in review).
+    if _is_current(payout, attempt) and transition(
+        conn, payout.id, "completed", only_from=AWAITING_RESULT, **paid_values(parsed)
+    ):
+        flag_mismatches(conn, payout, parsed.amount, parsed.receiver[0])
+        return "applied"
+    return _settle_paid_against_belief(conn, payout, attempt, parsed)
+
+
+AWAITING_RESULT = ("submitting", "pending", "unknown")
+
+
+def _settle_paid_against_belief(conn, payout, attempt, parsed: ResultCallback) -> str:
+    """Evidence for a payout believed failed, in review, completed, or on another attempt."""
+    before = payout_by(conn, b2c_payments.c.id, payout.id)
+    if len(paid_attempts(conn, payout.id)) > 1:
+        return _double_payout(conn, before, paid_attempts(conn, payout.id))
+    if transition(conn, payout.id, "completed", **paid_values(parsed)):
+        _flag_completion(conn, before, attempt, parsed)
+        flag_mismatches(conn, payout, parsed.amount, parsed.receiver[0])
         return "applied"
     fresh = payout_by(conn, b2c_payments.c.id, payout.id)
-    if fresh.status == "completed" and (fresh.transaction_id == receipt or receipt is None):
+    paid = paid_attempts(conn, payout.id)
+    if len(paid) > 1:  # another attempt's evidence committed meanwhile
+        return _double_payout(conn, fresh, paid)
+    if fresh.status == "completed" and fresh.transaction_id in (parsed.receipt, None):
+        if fresh.transaction_id is None and parsed.receipt:
+            _fill_receipt(conn, fresh, parsed)
+            return "applied"
         return _repeated_result(conn, fresh, parsed)
+    if fresh.status == "completed":
+        return _replace_believed_receipt(conn, fresh, parsed)
+    return "duplicate"  # in review already
+
+
+def record_evidence(conn, attempt, receipt: str | None, desc: str | None) -> bool:
+    """Mark `attempt` paid, with its receipt; False if it was already."""
+    return (
+        conn.execute(
+            b2c_payout_attempts.update()
+            .where(attempts_c.id == attempt.id, attempts_c.status != "completed")
+            .values(
+                status="completed",
+                receipt=receipt,
+                response_code="0",
+                error_message=desc,
+                answered_at=utcnow(),
+            )
+        ).rowcount
+        == 1
+    )
+
+
+def paid_attempts(conn, payout_id: str) -> list:
+    """The payout's attempts that carry evidence of payment, oldest first."""
+    return conn.execute(
+        sa.select(b2c_payout_attempts)
+        .where(attempts_c.payout_id == payout_id, attempts_c.status == "completed")
+        .order_by(attempts_c.attempt_no)
+    ).all()
+
+
+def _repeated_evidence(conn, payout, attempt, parsed: ResultCallback) -> str:
+    """A success for an attempt already known paid: the same receipt again is a duplicate;
+    another receipt for the same attempt cannot be, and is flagged."""
+    known = conn.execute(sa.select(attempts_c.receipt).where(attempts_c.id == attempt.id)).scalar()
+    if parsed.receipt and known and parsed.receipt != known:
+        add_flag(
+            conn,
+            "payout",
+            payout.id,
+            "status_conflict",
+            f"success result with receipt {parsed.receipt} for attempt {attempt.attempt_no}, "
+            f"which receipt {known} already paid: not applied",
+        )
+        return "conflict"
+    fresh = payout_by(conn, b2c_payments.c.id, payout.id)
+    return _repeated_result(conn, fresh, parsed) if fresh.status == "completed" else "duplicate"
+
+
+def _double_payout(conn, before, paid: list) -> str:
+    """Two attempts were paid: a person must recover one payment."""
+    receipts = ", ".join(f"attempt {a.attempt_no} receipt {a.receipt}" for a in paid)
+    payout = before
+    moved = transition(conn, payout.id, "review")
+    if not moved and before.status != "review":
+        return "conflict"
     add_flag(
         conn,
         "payout",
         payout.id,
-        "status_conflict",
-        f"success result (receipt {receipt}) for attempt "
-        f"{getattr(attempt, 'attempt_no', '?')} but the payout is {fresh.status}"
-        + (f" with receipt {fresh.transaction_id}" if fresh.transaction_id else ""),
+        "possible_double_payout",
+        f"payout {payout.reference_id} was paid by {len(paid)} attempts ({receipts}): "
+        "recover the extra payment, then resolve it",
     )
-    return "conflict"
+    audit(conn, before, SYSTEM_ACTOR, "double_payout", "review", note=receipts)
+    return "applied"
+
+
+def _flag_completion(conn, before, attempt, parsed: ResultCallback) -> None:
+    """Evidence that contradicts a belief (`failed`), or that arrives for an attempt other than
+    the one still out, is flagged for a person and audited."""
+    number = attempt.attempt_no if attempt is not None else "?"
+    note = f"success result (receipt {parsed.receipt}) for attempt {number}"
+    if before.status == "failed":
+        note += (
+            f" of a payout believed not paid ({before.reason_code}: "
+            f"{before.error_description or before.result_desc})"
+        )
+    elif attempt is not None and not _is_current(before, attempt):
+        note += f" while attempt {before.attempt_count} is still out: check it does not pay too"
+    else:
+        return
+    add_flag(conn, "payout", before.id, "status_conflict", note)
+    audit(
+        conn,
+        before,
+        SYSTEM_ACTOR,
+        "evidence_of_payment",
+        "completed",
+        receipt=parsed.receipt,
+        note=note,
+    )
+
+
+def _fill_receipt(conn, payout, parsed: ResultCallback) -> None:
+    """A payout completed without a receipt (the old system's rows) takes the one that came."""
+    conn.execute(
+        b2c_payments.update()
+        .where(b2c_payments.c.id == payout.id, b2c_payments.c.transaction_id.is_(None))
+        .values(transaction_id=parsed.receipt, paid_amount=parsed.amount, updated_at=utcnow())
+    )
+
+
+def _replace_believed_receipt(conn, payout, parsed: ResultCallback) -> str:
+    """A payout an operator completed with one receipt, which Daraja's evidence contradicts:
+    the evidence's receipt replaces it, flagged and audited with both."""
+    note = (
+        f"success result says receipt {parsed.receipt} paid it; it was completed with "
+        f"receipt {payout.transaction_id}"
+    )
+    conn.execute(
+        b2c_payments.update()
+        .where(b2c_payments.c.id == payout.id, b2c_payments.c.status == "completed")
+        .values(**paid_values(parsed), updated_at=utcnow())
+    )
+    add_flag(conn, "payout", payout.id, "status_conflict", note)
+    audit(
+        conn,
+        payout,
+        SYSTEM_ACTOR,
+        "evidence_of_payment",
+        "completed",
+        receipt=parsed.receipt,
+        note=note,
+    )
+    return "applied"
 
 
 def paid_values(parsed: ResultCallback) -> dict:
@@ -595,13 +833,19 @@ def _repeated_result(conn, payout, parsed: ResultCallback) -> str:
     return "duplicate"
 
 
-def set_attempt(conn, attempt, status: str, code: str | None, desc: str | None) -> None:
-    if attempt is not None:
+def close_attempt(conn, attempt, status: str, code: str | None, desc: str | None) -> bool:
+    """Record how an open attempt ended (failed, unknown, not_found); an attempt an answer has
+    settled already is left as it is. True if it changed."""
+    if attempt is None:
+        return False
+    return (
         conn.execute(
             b2c_payout_attempts.update()
-            .where(b2c_payout_attempts.c.id == attempt.id)
+            .where(attempts_c.id == attempt.id, attempts_c.status.in_(OPEN_ATTEMPT_STATES))
             .values(status=status, response_code=code, error_message=desc, answered_at=utcnow())
-        )
+        ).rowcount
+        == 1
+    )
 
 
 def flag_mismatches(conn, payout, amount: Decimal | None, phone: str | None) -> None:
@@ -626,16 +870,47 @@ def flag_mismatches(conn, payout, amount: Decimal | None, phone: str | None) -> 
 
 def mark_queue_timeout(conn: sa.Connection, payout, attempt) -> str:
     """A queue timeout says the outcome is unknown, never that the payout failed."""
-    current = attempt is None or payout.originator_conversation_id in (
-        None,
-        attempt.originator_conversation_id,
+    moved = transition(
+        conn,
+        payout.id,
+        "unknown",
+        on_attempt(_ocid_of(payout, attempt)),
+        only_from=("submitting", "pending"),
+        next_check_at=utcnow(),
     )
-    if current and transition(
-        conn, payout.id, "unknown", only_from=("submitting", "pending"), next_check_at=utcnow()
-    ):
-        set_attempt(conn, attempt, "unknown", None, "queue timeout")
+    if moved:
+        close_attempt(conn, attempt, "unknown", None, "queue timeout")
         return "applied"
     return "duplicate"
+
+
+SYSTEM_ACTOR = "system"
+
+
+def audit(
+    conn: sa.Connection,
+    payout,
+    actor: str,
+    action: str,
+    status_after: str,
+    *,
+    receipt: str | None = None,
+    note: str = "",
+) -> None:
+    """One row of the payout's append-only audit trail: who did what, from which status."""
+    conn.execute(
+        payout_audit.insert().values(
+            id=new_id(),
+            payout_id=payout.id,
+            actor=actor,
+            action=action,
+            status_before=payout.status,
+            status_after=status_after,
+            receipt=receipt or None,
+            note=note,
+            created_at=utcnow(),
+        )
+    )
 
 
 def apply_b2c_callback(
@@ -700,7 +975,7 @@ def result_callback_row(
         transaction_id=receipt,
         originator_conversation_id=parsed.originator_conversation_id,
         conversation_id=parsed.conversation_id,
-        result_code=int(code) if code and code.isdigit() and len(code) < 10 else None,
+        result_code=integer_code(code),
         result_code_text=code,
         result_description=parsed.result_desc,
         result_type=parsed.result_type,

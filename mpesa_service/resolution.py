@@ -23,10 +23,12 @@ from mpesa_service.context import Service, add_flag, daraja_error_fields, new_id
 from mpesa_service.daraja import DarajaError
 from mpesa_service.parsing import ResultCallback, text_or_none
 from mpesa_service.payouts import (
+    NO_EVIDENCE,
     PayoutAttempt,
+    close_attempt,
     current_attempt,
+    on_attempt,
     send_attempt,
-    set_attempt,
     settle_payout,
     start_new_attempt,
     transition,
@@ -36,9 +38,7 @@ from mpesa_service.storage import b2c_payments, status_queries, utcnow
 from recon.codes import default_retryable
 
 OPEN_FOR_RESOLUTION = ("pending", "unknown")
-# Non-zero Transaction Status codes that describe the original transaction's failure; others
-# (an invalid initiator, say) may be about the query itself and prove nothing about the payout.
-TRANSACTION_FAILURE_CODES = frozenset({"1", "2", "3", "4", "8", "11", "2040", "SFC_IC0003"})
+# TransactionStatus values (REFERENCE 6.3) that say the original transaction did not pay.
 FAILED_STATES = frozenset({"declined", "cancelled", "expired", "failed"})
 SAFE_TO_RETRY = frozenset({"500.003.02", "500.003.03", "NotSent"})
 
@@ -168,7 +168,7 @@ def send_to_review(svc: Service, payout, queries: int) -> None:
 def expire_stuck_submissions(svc: Service) -> None:
     """A payout left `submitting` (the process died between writing it and recording Daraja's
     answer) may have been sent: it becomes `unknown`, to be resolved by asking."""
-    cutoff = utcnow() - timedelta(seconds=svc.settings.integer("DARAJA_TIMEOUT_SECONDS") + 60)
+    cutoff = utcnow() - timedelta(seconds=svc.settings.seconds("SUBMITTING_STUCK_AFTER_SECONDS"))
     with svc.engine.begin() as conn:
         stuck = (
             conn.execute(
@@ -196,34 +196,42 @@ def expire_stuck_submissions(svc: Service) -> None:
 def apply_status_answer(
     svc: Service, conn: sa.Connection, payout, attempt: PayoutAttempt | None, parsed: ResultCallback
 ) -> str:
-    """What a Transaction Status result says about the payout, applied once."""
+    """What a Transaction Status result says about the payout, applied once. Only an answer
+    that states the original transaction's status decides anything: `Completed` with its
+    receipt (evidence of payment), a failed state, or "no such transaction". Any other answer
+    (a code about the query itself, such as a bad initiator or identifier, or code 0 without a
+    TransactionStatus) is "no answer yet": the payout is asked about again on its schedule."""
     code = parsed.result_code
-    if code == "0":
-        return _apply_found(conn, payout, attempt, parsed)
     if code in not_found_codes(svc.settings):
         return _apply_not_found(svc, conn, payout, attempt, parsed)
-    if code in TRANSACTION_FAILURE_CODES:
-        return settle_payout(conn, payout, attempt, _as_original(parsed, payout, attempt))
+    state = stated_status(parsed)
+    original = _as_original(parsed, payout, attempt)
+    if state == "completed" and original.receipt:
+        return settle_payout(conn, payout, attempt, original)
+    if state in FAILED_STATES:
+        reason = text_or_none(parsed.parameters.get("TransactionReason"))
+        failed = dataclasses.replace(
+            original,
+            result_code=state,
+            result_desc=f"transaction {state}" + (f": {reason}" if reason else ""),
+        )
+        return settle_payout(conn, payout, attempt, failed)
     return "recorded"
 
 
-def _apply_found(conn, payout, attempt, parsed: ResultCallback) -> str:
-    state = (text_or_none(parsed.parameters.get("TransactionStatus")) or "completed").lower()
-    if state == "completed":
-        return settle_payout(conn, payout, attempt, _as_original(parsed, payout, attempt))
-    if state in FAILED_STATES:
-        failed = dataclasses.replace(
-            _as_original(parsed, payout, attempt),
-            result_code=state,
-            result_desc=f"transaction {state}",
-        )
-        return settle_payout(conn, payout, attempt, failed)
-    return "recorded"  # initiated, pending authorisation...: ask again later
+def stated_status(parsed: ResultCallback) -> str | None:
+    """The original transaction's TransactionStatus, lower-cased, from an answer whose own
+    ResultCode is 0; None when the answer states none."""
+    if parsed.result_code != "0":
+        return None
+    state = text_or_none(parsed.parameters.get("TransactionStatus"))
+    return state.lower() if state else None
 
 
 def _apply_not_found(svc, conn, payout, attempt, parsed: ResultCallback) -> str:
     """'No such transaction' proves the attempt never arrived only for an `unknown` payout whose
-    attempt went out long enough ago; then it has failed and may be retried."""
+    attempt went out long enough ago (and is still its current one, with no attempt paid);
+    then it has failed and may be retried."""
     grace = timedelta(seconds=svc.settings.integer("STATUS_NOT_FOUND_AFTER_SECONDS"))
     sent_at = attempt.sent_at if attempt else None
     if payout.status != "unknown" or sent_at is None or utcnow() - sent_at < grace:
@@ -232,18 +240,21 @@ def _apply_not_found(svc, conn, payout, attempt, parsed: ResultCallback) -> str:
         conn,
         payout.id,
         "failed",
+        on_attempt(attempt.originator_conversation_id),
+        NO_EVIDENCE,
         only_from=("unknown",),
         reason_code=parsed.result_code,
         error_description="no such transaction at M-Pesa: the request never reached it",
     )
     if moved:
-        set_attempt(conn, attempt, "not_found", parsed.result_code, parsed.result_desc)
+        close_attempt(conn, attempt, "not_found", parsed.result_code, parsed.result_desc)
     return "applied" if moved else "recorded"
 
 
 def _as_original(parsed: ResultCallback, payout, attempt) -> ResultCallback:
-    """The status answer read as a result of the original attempt (its OCID, its receipt)."""
-    receipt = text_or_none(parsed.parameters.get("ReceiptNo")) or parsed.transaction_id
+    """The status answer read as a result of the original attempt: its OCID, and its receipt,
+    which only ReceiptNo states (the answer's own TransactionID is the query's)."""
+    receipt = text_or_none(parsed.parameters.get("ReceiptNo"))
     ocid = attempt.originator_conversation_id if attempt else payout.originator_conversation_id
     return dataclasses.replace(parsed, originator_conversation_id=ocid, transaction_id=receipt)
 
@@ -263,6 +274,7 @@ def retry_failed_payouts(svc: Service) -> int:
             .where(b2c_payments.c.attempt_count >= 1)  # never the old system's rows
             .where(b2c_payments.c.attempt_count < settings.integer("PAYOUT_MAX_ATTEMPTS"))
             .where(b2c_payments.c.updated_at <= cutoff)
+            .where(NO_EVIDENCE)
             .limit(100)
         ).all()
     sent = 0

@@ -117,7 +117,8 @@ def make_app(svc: Service) -> bottle.Bottle:
     @api
     def stk_initiate():
         require("initiate")
-        status, answer = initiate_stk(svc, json_object(limit))
+        key = bottle.request.get_header("Idempotency-Key", "")
+        status, answer = initiate_stk(svc, json_object(limit), key)
         return json_response(status, answer)
 
     @app.post("/payments/mpesa/stk-query")

@@ -4,6 +4,7 @@ read from the environment and an optional `.env`, checked before anything starts
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,7 +80,11 @@ SETTINGS = (
     Setting("CALLBACK_MAX_BYTES", "65536", "Largest callback body accepted (413 above)."),
     Setting("CALLBACK_JOURNAL_PATH", "data/b2c_callbacks.log",
             "JSON-lines journal every callback is appended to before any database work."),
-    Setting("DARAJA_TIMEOUT_SECONDS", "30", "Timeout of every HTTP call to Daraja."),
+    Setting("DARAJA_TIMEOUT_SECONDS", "30", "Timeout of every HTTP call to Daraja (seconds, "
+            "decimals allowed)."),
+    Setting("SUBMITTING_STUCK_AFTER_SECONDS", "90", "Age after which a payout still "
+            "`submitting` (the process died while sending it) becomes `unknown`, to be resolved "
+            "by asking; more than DARAJA_TIMEOUT_SECONDS (decimals allowed)."),
     Setting("STK_QUERY_AFTER_SECONDS", "120", "Age after which a pending STK payment is "
             "queried by the sweep job."),
     Setting("STK_EXPIRY_MINUTES", "10", "Age after which an STK payment with no answer is "
@@ -140,7 +145,6 @@ SETTINGS = (
 # fmt: on
 NUMERIC_SETTINGS = (
     "PORT",
-    "DARAJA_TIMEOUT_SECONDS",
     "CALLBACK_MAX_BYTES",
     "STK_QUERY_AFTER_SECONDS",
     "STK_EXPIRY_MINUTES",
@@ -214,6 +218,9 @@ class Settings:
     def integer(self, name: str) -> int:
         return int(self._values[name])
 
+    def seconds(self, name: str) -> float:
+        return float(self._values[name])
+
     def listing(self, name: str) -> list[str]:
         return [item.strip() for item in self._values[name].split(",") if item.strip()]
 
@@ -271,13 +278,30 @@ def _setting_problems(values: dict[str, str], given: dict[str, str]) -> list[str
             "with MPESA_CERT_PATH"
         )
     schedule = values["RESOLVE_SCHEDULE_SECONDS"].replace(" ", "").split(",")
-    if not all(step.isdigit() for step in schedule):
+    if not all(WHOLE.fullmatch(step) for step in schedule):
         problems.append(
             "RESOLVE_SCHEDULE_SECONDS must be comma-separated whole seconds, "
             f"not {values['RESOLVE_SCHEDULE_SECONDS']!r}"
         )
     problems += _api_key_problems(values["API_KEYS"])
     for name in NUMERIC_SETTINGS:
-        if not values[name].isdigit():
+        if not WHOLE.fullmatch(values[name]):
             problems.append(f"{name} must be a whole number, not {values[name]!r}")
-    return problems
+    return problems + _timeout_problems(values)
+
+
+WHOLE = re.compile(r"[0-9]+")  # not str.isdigit, which takes "²"
+DECIMAL = re.compile(r"[0-9]+(\.[0-9]+)?")
+
+
+def _timeout_problems(values: dict[str, str]) -> list[str]:
+    for name in ("DARAJA_TIMEOUT_SECONDS", "SUBMITTING_STUCK_AFTER_SECONDS"):
+        if not DECIMAL.fullmatch(values[name]) or float(values[name]) <= 0:
+            return [f"{name} must be a positive number of seconds, not {values[name]!r}"]
+    timeout, stuck = values["DARAJA_TIMEOUT_SECONDS"], values["SUBMITTING_STUCK_AFTER_SECONDS"]
+    if float(stuck) <= float(timeout):
+        return [
+            f"SUBMITTING_STUCK_AFTER_SECONDS ({stuck}) must be more than "
+            f"DARAJA_TIMEOUT_SECONDS ({timeout}): a payout still being sent is not stuck"
+        ]
+    return []

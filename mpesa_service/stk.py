@@ -9,7 +9,7 @@ from decimal import Decimal
 
 import sqlalchemy as sa
 
-from mpesa_service import log
+from mpesa_service import idempotency, log
 from mpesa_service.context import (
     ApiError,
     Service,
@@ -102,13 +102,16 @@ def optional_text(body: dict, name: str, limit: int) -> str | None:
     return text
 
 
-def write_payment_ahead(svc: Service, request: StkRequest) -> str:
-    """Commit the `payments` row before Daraja is called; returns its id."""
+def write_payment_ahead(svc: Service, request: StkRequest, key: KeyClaim | None = None) -> str:
+    """Commit the `payments` row (and the caller's idempotency key, if any) before Daraja is
+    called; returns its id. IntegrityError when another request holds the key."""
     payment_id, now = new_id(), utcnow()
     # Due for the sweep from the start: if the process dies before Daraja's answer is stored,
     # the sweep still finds the payment and expires it after STK_EXPIRY_MINUTES.
     first_query = now + timedelta(seconds=svc.settings.integer("STK_QUERY_AFTER_SECONDS"))
     with svc.engine.begin() as conn:
+        if key is not None:
+            idempotency.claim(conn, key.key, SCOPE, key.request_hash, payment_id)
         conn.execute(
             payments.insert().values(
                 id=payment_id,
@@ -134,12 +137,65 @@ NOT_RECORDED = (
 )
 
 
-def initiate_stk(svc: Service, body: dict) -> tuple[int, dict]:
+@dataclass(frozen=True)
+class KeyClaim:
+    """A caller's idempotency key and the fingerprint of the body it came with."""
+
+    key: str
+    request_hash: str
+
+
+SCOPE = "collection"
+
+
+def initiate_stk(svc: Service, body: dict, idempotency_key: str = "") -> tuple[int, dict]:
     """Write the payment row, ask Daraja to prompt the customer, record Daraja's answer.
     Returns (HTTP status, answer): 200, or 202 when the prompt went out but could not be
-    recorded (see _record_push_answer)."""
+    recorded (see _record_push_answer). With an idempotency key, the same key and body get the
+    first answer again (one prompt, even for concurrent requests); another body is a 409."""
     request = StkRequest.from_body(body)
-    payment_id = write_payment_ahead(svc, request)
+    if not idempotency_key:
+        return push_stk(svc, request, write_payment_ahead(svc, request))
+    claim = KeyClaim(idempotency.require_key(idempotency_key), idempotency.fingerprint(body))
+    replayed = _replay_push(svc, claim)
+    if replayed:
+        return replayed
+    try:
+        payment_id = write_payment_ahead(svc, request, claim)
+    except sa.exc.IntegrityError:
+        return _replay_push(svc, claim, wait=True)
+    try:
+        status, answer = push_stk(svc, request, payment_id)
+    except ApiError as error:
+        idempotency.remember(svc, claim.key, error.status, {"error": error.message, **error.extra})
+        raise
+    idempotency.remember(svc, claim.key, status, answer)
+    return status, answer
+
+
+def _replay_push(svc: Service, claim: KeyClaim, wait: bool = False):
+    return idempotency.replay(
+        svc,
+        claim.key,
+        SCOPE,
+        claim.request_hash,
+        in_flight=lambda payment_id: (200, _push_as_it_stands(svc, payment_id)),
+        wait=wait,
+    )
+
+
+def _push_as_it_stands(svc: Service, payment_id: str) -> dict:
+    with svc.engine.connect() as conn:
+        payment = conn.execute(sa.select(payments).where(payments.c.id == payment_id)).one()
+    return {
+        "payment_id": payment.id,
+        "checkout_request_id": payment.checkout_request_id or "",
+        "status": payment.status,
+    }
+
+
+def push_stk(svc: Service, request: StkRequest, payment_id: str) -> tuple[int, dict]:
+    """Ask Daraja to prompt the customer for the payment written ahead, and record its answer."""
     answer = _send_stk_push(svc, payment_id, request)
     checkout_request_id = str(answer.get("CheckoutRequestID") or "")
     merchant_request_id = answer.get("MerchantRequestID")
@@ -189,15 +245,15 @@ def _record_push_answer(
     return True
 
 
-def _update_after_sending(svc: Service, payment_id: str, **values) -> None:
-    """Set `values` on the payment once Daraja was called, trying again while the database is
-    out of reach, for up to STK_RECORD_RETRY_SECONDS."""
+def _update_after_sending(svc: Service, payment_id: str, *conditions, **values) -> None:
+    """Set `values` on the payment once Daraja was called (if `conditions` hold), trying again
+    while the database is out of reach, for up to STK_RECORD_RETRY_SECONDS."""
 
     def update():
         with svc.engine.begin() as conn:
             conn.execute(
                 payments.update()
-                .where(payments.c.id == payment_id)
+                .where(payments.c.id == payment_id, *conditions)
                 .values(updated_at=utcnow(), **values)
             )
 
@@ -236,14 +292,17 @@ def _send_stk_push(svc: Service, payment_id: str, request: StkRequest) -> dict:
 
 def _close_stk_unsent(svc: Service, payment_id: str, status: str, code: str, message: str):
     """Record Daraja's refusal (`failed`) or silence (`unknown`: the sweep job expires it after
-    STK_EXPIRY_MINUTES, since without a CheckoutRequestID there is nothing to query). If the
-    database will not take it, the row stays `pending`, which the sweep expires the same way,
-    and the client still gets Daraja's answer rather than a 503 inviting a second push."""
+    STK_EXPIRY_MINUTES, since without a CheckoutRequestID there is nothing to query), unless
+    the push's callback, naming the payment, has settled it meanwhile (a compare-and-set on
+    `pending`). If the database will not take it, the row stays `pending`, which the sweep
+    expires the same way, and the client still gets Daraja's answer rather than a 503 inviting
+    a second push."""
 
     try:
         _update_after_sending(
             svc,
             payment_id,
+            payments.c.status == "pending",
             status=status,
             error_code=code,
             error_message=message,
@@ -286,6 +345,10 @@ def settle_stk(
 
 
 def _settle_stk_paid(conn, payment, desc, amount, receipt, completed_at) -> str:
+    """Evidence that the customer paid: it completes the payment from any state but paid,
+    flagged when it contradicts an earlier belief (`failed`: expired, or a failure result).
+    A paid payment never loses its receipt or amount: an answer without them (STK Query's)
+    leaves the ones it has."""
     if receipt and _receipt_owner(conn, receipt, payment.id):
         add_flag(
             conn,
@@ -299,34 +362,43 @@ def _settle_stk_paid(conn, payment, desc, amount, receipt, completed_at) -> str:
     values = {
         "result_code": "0",
         "result_desc": desc,
-        "paid_amount": amount,
-        "mpesa_receipt": receipt,
-        "transaction_reference": receipt,
         "completed_at": completed_at or utcnow(),
         "updated_at": utcnow(),
     }
+    if receipt:
+        values.update(mpesa_receipt=receipt, transaction_reference=receipt)
+    if amount is not None:
+        values["paid_amount"] = amount
     changed = conn.execute(
         payments.update()
-        .where(payments.c.id == payment.id, payments.c.status.in_(STK_OPEN_STATES))
+        .where(payments.c.id == payment.id, payments.c.status.in_(UNPAID_STATES))
         .values(status="amount_mismatch" if mismatch else "completed", **values)
     ).rowcount
     if changed:
-        if mismatch:
-            flag = "underpaid" if amount < payment.amount else "overpaid"
-            add_flag(conn, "payment", payment.id, flag, amount_difference(payment.amount, amount))
+        if payment.status == "failed":
+            add_flag(
+                conn,
+                "payment",
+                payment.id,
+                "status_conflict",
+                f"paid (receipt {receipt or 'not given'}) after it was failed "
+                f"({payment.result_code or payment.error_code}: {payment.result_desc})",
+            )
+        _flag_paid_amount(conn, payment, amount)
         return "applied"
-    if payment.status in ("completed", "amount_mismatch"):
-        if payment.mpesa_receipt is None and receipt:
-            return _fill_stk_receipt(conn, payment, values, mismatch, amount)
-        return "duplicate"
-    add_flag(
-        conn,
-        "payment",
-        payment.id,
-        "status_conflict",
-        f"paid (receipt {receipt}) but the payment is already {payment.status}",
-    )
-    return "conflict"
+    if payment.mpesa_receipt is None and receipt:
+        return _fill_stk_receipt(conn, payment, receipt, amount)
+    return "duplicate"
+
+
+STK_PAID_STATES = ("completed", "amount_mismatch")
+UNPAID_STATES = (*STK_OPEN_STATES, "failed")
+
+
+def _flag_paid_amount(conn, payment, amount: Decimal | None) -> None:
+    if amount is not None and amount != payment.amount:
+        flag = "underpaid" if amount < payment.amount else "overpaid"
+        add_flag(conn, "payment", payment.id, flag, amount_difference(payment.amount, amount))
 
 
 def _receipt_owner(conn, receipt: str, payment_id: str) -> str | None:
@@ -338,15 +410,26 @@ def _receipt_owner(conn, receipt: str, payment_id: str) -> str | None:
     ).scalar()
 
 
-def _fill_stk_receipt(conn, payment, values, mismatch, amount) -> str:
+def _fill_stk_receipt(conn, payment, receipt: str, amount: Decimal | None) -> str:
     """A callback after a query settled the payment: add the receipt and amount it carries."""
-    status = "amount_mismatch" if mismatch else payment.status
-    conn.execute(
-        payments.update().where(payments.c.id == payment.id).values(status=status, **values)
-    )
-    if mismatch:
-        flag = "underpaid" if amount < payment.amount else "overpaid"
-        add_flag(conn, "payment", payment.id, flag, amount_difference(payment.amount, amount))
+    values = {"mpesa_receipt": receipt, "transaction_reference": receipt, "updated_at": utcnow()}
+    if amount is not None:
+        values.update(
+            paid_amount=amount,
+            status="amount_mismatch" if amount != payment.amount else payment.status,
+        )
+    filled = conn.execute(
+        payments.update()
+        .where(
+            payments.c.id == payment.id,
+            payments.c.status.in_(STK_PAID_STATES),
+            payments.c.mpesa_receipt.is_(None),
+        )
+        .values(**values)
+    ).rowcount
+    if not filled:
+        return "duplicate"
+    _flag_paid_amount(conn, payment, amount)
     return "applied"
 
 

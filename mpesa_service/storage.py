@@ -98,7 +98,7 @@ b2c_payments = sa.Table(
     sa.Column("claim_owner", sa.String(64)),
     sa.Column("claim_expires_at", sa.DateTime),
     sa.Index("ix_b2c_payments_user_id", "user_id"),
-    sa.Index("ix_b2c_payments_reference_id", "reference_id"),
+    sa.Index("uq_b2c_payments_reference_id", "reference_id", unique=True),
     sa.Index("ix_b2c_payments_transaction_id", "transaction_id"),
     sa.Index("ix_b2c_payments_status", "status"),
     sa.Index("ix_b2c_payments_initiated_at", "initiated_at"),
@@ -151,6 +151,9 @@ b2c_payout_attempts = sa.Table(
     sa.Column("created_at", sa.DateTime, nullable=False),
     sa.Column("sent_at", sa.DateTime),
     sa.Column("answered_at", sa.DateTime),
+    # The receipt of a success result (or of a status answer saying Completed) for this attempt:
+    # the evidence that money moved.
+    sa.Column("receipt", sa.String(255)),
     sa.UniqueConstraint("originator_conversation_id", name="uq_b2c_payout_attempts_ocid"),
     sa.UniqueConstraint("payout_id", "attempt_no", name="uq_b2c_payout_attempts_number"),
     sa.Index("ix_b2c_payout_attempts_conversation_id", "conversation_id"),
@@ -252,6 +255,14 @@ payout_audit = sa.Table(
     sa.Index("ix_payout_audit_payout_id", "payout_id"),
 )
 
+# One row per name ("user:<user_id>", "all payouts"), locked for the rest of a transaction to
+# serialise the daily-limit checks of concurrent payouts (see payouts.check_payout_limits).
+payout_limit_locks = sa.Table(
+    "payout_limit_locks",
+    metadata,
+    sa.Column("name", sa.String(100), primary_key=True),
+)
+
 account_balances = sa.Table(
     "account_balances",
     metadata,
@@ -336,6 +347,18 @@ def _sqlite_engine(url: sa.URL) -> sa.Engine:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+def lock_named_row(conn: sa.Connection, name: str) -> None:
+    """Hold the `payout_limit_locks` row `name` (made if missing) until the transaction ends, so
+    that transactions locking the same name run one after the other. On MySQL an INSERT ... ON
+    DUPLICATE KEY UPDATE locks the row exclusively at once (a plain read under READ COMMITTED
+    would not serialise anything); SQLite's write transactions are serialised already by BEGIN
+    IMMEDIATE (see make_engine)."""
+    if conn.dialect.name != "mysql":
+        return
+    statement = mysql.insert(payout_limit_locks).values(name=name)
+    conn.execute(statement.on_duplicate_key_update(name=statement.inserted.name))
 
 
 def database_is_reachable(engine: sa.Engine) -> bool:

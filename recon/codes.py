@@ -7,6 +7,7 @@ Meanings follow REFERENCE sections 3.1 and 4.6.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 
@@ -76,9 +77,20 @@ def normalise_code(code: object) -> str | None:
     if code is None:
         return None
     text = str(code).strip()
-    if text.endswith(".0") and text[:-2].isdigit():
+    if text.endswith(".0") and ASCII_DIGITS.fullmatch(text[:-2]):
         text = text[:-2]
     return text or None
+
+
+ASCII_DIGITS = re.compile(r"[0-9]+")  # not str.isdigit, which also takes "²"
+
+
+def integer_code(code: str | None) -> int | None:
+    """A code as the old INT column holds it ("2001" -> 2001); None for codes that are not a
+    number of at most nine ASCII digits ("SFC_IC0003", "²")."""
+    if code is None or not ASCII_DIGITS.fullmatch(code) or len(code) > 9:
+        return None
+    return int(code)
 
 
 def lookup(code: object, product: str) -> ResultCode | None:

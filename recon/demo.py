@@ -30,7 +30,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from recon.codes import meaning
+from recon.codes import integer_code, meaning
 from recon.load import make_engine
 from recon.statement import PORTAL_HEADER
 
@@ -349,7 +349,7 @@ class _Generator:
                 transaction_id=receipt if index == 0 else None,
                 originator_conversation_id=ocid,
                 conversation_id=conversation,
-                result_code=int(code) if code.isdigit() else None,
+                result_code=integer_code(code),
                 result_code_text=code,
                 result_description=desc,
                 result_type="0",

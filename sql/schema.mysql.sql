@@ -295,3 +295,18 @@ CREATE INDEX ix_payout_audit_payout_id ON payout_audit (payout_id);
 
 UPDATE alembic_version SET version_num='0004' WHERE alembic_version.version_num = '0003';
 
+-- Running upgrade 0004 -> 0005
+
+DROP INDEX ix_b2c_payments_reference_id ON b2c_payments;
+
+CREATE UNIQUE INDEX uq_b2c_payments_reference_id ON b2c_payments (reference_id);
+
+ALTER TABLE b2c_payout_attempts ADD COLUMN receipt VARCHAR(255);
+
+CREATE TABLE payout_limit_locks (
+    name VARCHAR(100) NOT NULL, 
+    PRIMARY KEY (name)
+);
+
+UPDATE alembic_version SET version_num='0005' WHERE alembic_version.version_num = '0004';
+

@@ -69,12 +69,23 @@ def test_production_starts_when_everything_required_is_set(tmp_path):
     [
         ({"MPESA_ENVIRONMENT": "live"}, "MPESA_ENVIRONMENT must be one of"),
         ({"PORT": "eighty"}, "PORT must be a whole number, not 'eighty'"),
-        ({"DARAJA_TIMEOUT_SECONDS": "1.5"}, "DARAJA_TIMEOUT_SECONDS must be a whole number"),
+        ({"PORT": "\u00b2"}, "PORT must be a whole number, not '\u00b2'"),
+        ({"DARAJA_TIMEOUT_SECONDS": "0"}, "DARAJA_TIMEOUT_SECONDS must be a positive number"),
+        ({"DARAJA_TIMEOUT_SECONDS": "1,5"}, "DARAJA_TIMEOUT_SECONDS must be a positive number"),
+        (
+            {"DARAJA_TIMEOUT_SECONDS": "120"},
+            "SUBMITTING_STUCK_AFTER_SECONDS \\(90\\) must be more than DARAJA_TIMEOUT_SECONDS",
+        ),
     ],
 )
 def test_bad_values_are_named(tmp_path, environ, message):
     with pytest.raises(SettingsError, match=message):
         load_settings(environ, env_file=tmp_path / "none")
+
+
+def test_daraja_timeout_may_be_a_fraction_of_a_second(tmp_path):
+    settings = load_settings({"DARAJA_TIMEOUT_SECONDS": "0.25"}, env_file=tmp_path / "none")
+    assert settings.seconds("DARAJA_TIMEOUT_SECONDS") == 0.25
 
 
 @pytest.mark.parametrize(

@@ -4,8 +4,9 @@ MariaDB at once, and its four claims: nothing paid twice, no answered callback m
 database, every payout settled or in review, every completed payout agreeing with the money
 the simulator moved.
 
-Both soaks run concurrently in the background (each waits about a minute for payouts left
-`submitting` by a kill to be resolved); each test reads the figures of its database."""
+Both soaks run concurrently in the background (each waits SUBMITTING_STUCK_AFTER_SECONDS, 5 s
+here, before payouts left `submitting` by a kill are resolved, and STK_EXPIRY_MINUTES for
+pushes a kill left open); each test reads the figures of its database."""
 
 from __future__ import annotations
 

@@ -8,13 +8,15 @@ from mpesa_service.payouts import PAYOUT_STATES, transition
 
 STATES = list(PAYOUT_STATES)
 
+# Evidence of payment completes a payout from any state, or sends it to review when a second
+# attempt was paid too; `completed` is never unpaid again.
 EXPECTED = {
-    "submitting": {"pending", "unknown", "failed", "completed"},
+    "submitting": {"pending", "unknown", "failed", "completed", "review"},
     "pending": {"completed", "failed", "unknown", "review"},
     "unknown": {"completed", "failed", "review"},
-    "failed": {"submitting"},
+    "failed": {"submitting", "completed", "review"},
     "review": {"completed", "failed"},
-    "completed": set(),
+    "completed": {"review"},
 }
 
 
