@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: run test lint format schema bench notebooks demo clean
+.PHONY: run test verify lint format schema bench notebooks demo clean
 
 run: $(VENV)/.runtime
 	$(BIN)/python service.py migrate
@@ -12,6 +12,15 @@ run: $(VENV)/.runtime
 
 test: $(VENV)/.dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The money model at length (MONEY_MODEL_EXAMPLES per database, on SQLite and on the MariaDB at
+# TEST_DATABASE_URL), printing its figures; `make test` runs it at a small budget.
+MONEY_MODEL_EXAMPLES ?= 2000
+TEST_DATABASE_URL ?= mysql+pymysql://root@127.0.0.1:3306/test
+verify: $(VENV)/.dev
+	MONEY_MODEL_EXAMPLES=$(MONEY_MODEL_EXAMPLES) TEST_DATABASE_URL=$(TEST_DATABASE_URL) \
+		REQUIRE_MARIADB=1 $(BIN)/python -m pytest tests/test_money_model.py -p no:cacheprovider \
+		-s -q --log-level=CRITICAL --hypothesis-show-statistics
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .

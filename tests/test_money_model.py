@@ -1,0 +1,746 @@
+"""A model of the money: a stateful property test (Hypothesis) of payouts and collections.
+
+Hypothesis plays Daraja, the platform calling the API, the operators, the jobs and the
+machine the service runs on, in any order: payouts and STK pushes initiated (keys repeated, a
+body changed, one key sent by three callers at once); Daraja answering each request in every
+way it can (paid, failed, refused, a 500, a reset or a timeout after processing, a duplicate
+id, a queue timeout); the simulator holding every callback (results, queue timeouts, status
+answers, STK callbacks) until a rule delivers one, again, late or out of order, and Daraja
+contradicting itself; status answers of every kind (completed, declined, not found, about the
+query itself, with no details, never); operators resolving paid, not paid or acknowledging;
+every job (resolve, retry, sweep, replay); a crash between any two steps, while a payout is
+being sent, or after a callback was journaled and before it was applied.
+
+The real service runs over real HTTP against the simulator, on SQLite and MariaDB. Beside it
+a simple model keeps what is true and what the service was told, and after every step:
+  1. no payout gets a new attempt once the service holds evidence that it was paid;
+  2. money moved at most once per payout, unless a wrong belief the model can name (an
+     operator's "not paid", a failure Daraja sent for a transaction that paid) let a new
+     attempt out before any evidence arrived;
+  3. a payout once completed is never unpaid again (`review` only after a double payment);
+  4. a paid collection keeps its receipt, paid amount and status;
+  5. every callback the service acknowledged is stored and marked applied;
+  6. the API's status agrees with the evidence: one paid attempt is `completed` with its
+     receipt, two are `review` flagged `possible_double_payout`; no evidence and no
+     operator's "paid" is never `completed`; a collection whose success was delivered is paid
+     with that receipt.
+
+CI runs a small budget on each database; `make verify` runs MONEY_MODEL_EXAMPLES (2,000) per
+database and prints the figures. docs/evidence.md says what it found."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+import requests
+import sqlalchemy as sa
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    invariant,
+    rule,
+    run_state_machine_as_test,
+)
+
+import service
+import simulator
+from mpesa_service import idempotency
+from mpesa_service.callbacks import replay_journal, wait_applied
+from mpesa_service.payouts import (
+    PayoutRequest,
+    nairobi_day_start_utc,
+    payout_phone,
+    post_attempt,
+    write_ahead,
+)
+from mpesa_service.resolution import resolve_payouts, retry_failed_payouts
+from mpesa_service.routes import CALLBACK_PATHS
+from mpesa_service.stk import StkRequest, sweep_stk, write_payment_ahead
+from mpesa_service.storage import utcnow
+from tests import http_support
+from tests.service_support import TOKEN
+from tests.test_operator import KEYS, OPERATOR, as_key
+from tests.test_payouts import result_body
+
+EXAMPLES = int(os.environ.get("MONEY_MODEL_EXAMPLES", "15"))
+STEPS = int(os.environ.get("MONEY_MODEL_STEPS", "30"))
+B2C_PATH, STK_PATH = simulator.B2C_V3_PATH, simulator.STK_PUSH_PATH
+STATUS_PATH = simulator.STATUS_PATH
+TIMEOUT = 0.2  # DARAJA_TIMEOUT_SECONDS
+STUCK = 0.25  # SUBMITTING_STUCK_AFTER_SECONDS
+SHARED_REFERENCE = "INV-SHARED"
+LIMIT, BURST_AMOUNT, BURST_USER = 1000, 400, "trainer-burst"  # PAYOUT_USER_DAILY_LIMIT
+SETTINGS = {
+    "API_KEYS": KEYS,
+    "CALLBACK_TOKEN": TOKEN,
+    "DARAJA_TIMEOUT_SECONDS": str(TIMEOUT),
+    "SUBMITTING_STUCK_AFTER_SECONDS": str(STUCK),
+    "RESOLVE_PENDING_AFTER_SECONDS": "0",
+    "RESOLVE_UNKNOWN_AFTER_SECONDS": "0",
+    "RESOLVE_SCHEDULE_SECONDS": "0,0,0",
+    "STATUS_NOT_FOUND_AFTER_SECONDS": "0",
+    "RETRY_DELAY_SECONDS": "0",
+    "STK_QUERY_AFTER_SECONDS": "0",
+    "STK_EXPIRY_MINUTES": "0",
+    "PAYOUT_USER_DAILY_LIMIT": str(LIMIT),
+}
+# How Daraja answers a B2C request: (scenario armed for it, seconds the answer is held back).
+B2C_ANSWERS = {
+    "paid": ("success", 0),
+    "paid_short": ("amount_mismatch", 0),
+    "failed_busy": ("b2c_system_busy", 0),  # 26: worth a new attempt
+    "failed_funds": ("b2c_insufficient_funds", 0),
+    "refused": ("spike_arrest", 0),
+    "server_error": ("server_error_before_accept", 0),
+    "reset_after_processing": ("accepted_no_response", 0),
+    "timeout_after_processing": ("accepted_no_response", TIMEOUT + 0.1),
+    "duplicate_id": ("duplicate_originator_id", 0),
+    "queue_timeout": ("queue_timeout", 0),
+    "queue_timeout_never": ("queue_timeout_never", 0),
+}
+STK_ANSWERS = {
+    "paid": ("success", 0),
+    "paid_short": ("amount_mismatch", 0),
+    "cancelled": ("stk_cancelled", 0),
+    "refused": ("spike_arrest", 0),
+    "server_error": ("server_error_before_accept", 0),
+    "reset_after_processing": ("accepted_no_response", 0),
+    "timeout_after_processing": ("accepted_no_response", TIMEOUT + 0.1),
+}
+STATUS_ANSWERS = {
+    "the truth": None,
+    "about the query": "status_initiator_invalid",
+    "without details": "status_without_details",
+    "never": "queue_timeout_never",
+}
+KEYS_USED = ("key-a", "key-b", "key-c", "key-d")
+# Which of the payouts or callbacks there are: drawn whatever there is, so that a replayed
+# example draws the same data even if timing changed what there is.
+PICK = st.integers(0, 255)
+# The body a key is sent with: mostly the same one again (a replay), sometimes another (a 409),
+# sometimes the one with the shared reference_id.
+VARIANT = st.sampled_from([0, 0, 0, 1, 2])
+KINDS_BY_PATH = {path: kind for kind, path in CALLBACK_PATHS.items()}
+
+
+def payout_body(variant: int, user: str = "trainer-1") -> dict:
+    """Two plain bodies; the third carries a reference_id every key that sends it shares."""
+    body = {"user_id": user, "phone": "0712345678", "amount": 100 * (variant + 1)}
+    return {**body, "reference_id": SHARED_REFERENCE} if variant == 2 else body
+
+
+def stk_body(variant: int) -> dict:
+    return {"phone": "0708374149", "amount": 50 * (variant + 1), "account_reference": "INV7"}
+
+
+@dataclass
+class Truth:
+    """What the model knows: what happened, and what the service was told."""
+
+    evidence: dict = field(default_factory=dict)  # payout id -> {receipts delivered}
+    attempts_at_evidence: dict = field(default_factory=dict)  # payout id -> {its OCIDs then}
+    excused: set = field(default_factory=set)  # payouts a wrong belief may have paid twice
+    operator_paid: set = field(default_factory=set)
+    double_resolved: set = field(default_factory=set)
+    ever_completed: set = field(default_factory=set)
+    stk_evidence: dict = field(default_factory=dict)  # payment id -> receipt delivered
+    stk_paid: dict = field(default_factory=dict)  # payment id -> (receipt, paid amount)
+    references: list = field(default_factory=list)  # the payouts made, oldest first
+    payout_keys: dict = field(default_factory=dict)  # key -> (variant, first answer)
+    stk_keys: dict = field(default_factory=dict)  # key -> (variant, first status, answer)
+
+
+class World:
+    """The simulator (holding callbacks), the migrated database and a restartable service."""
+
+    def __init__(self, database_url: str, workdir: Path):
+        self.database_url = database_url
+        self.journal_path = workdir / "b2c_callbacks.log"
+        config = simulator.SimulatorConfig(
+            hold_callbacks=True, callback_delay_seconds=0, stk_answer_delay_seconds=0
+        )
+        self.daraja = simulator.start(config=config)
+        self.sim = self.daraja.simulator
+        self.svc = self.serving = None
+        self.figures: Counter = Counter()
+
+    def fresh(self) -> None:
+        """An empty database, journal and simulator, and a service started on them."""
+        self.stop_service()
+        engine = service.make_engine(self.database_url)
+        with engine.begin() as conn:
+            for table in reversed(service.metadata.sorted_tables):
+                conn.execute(table.delete())
+        engine.dispose()
+        self.journal_path.write_bytes(b"")
+        self.sim.reset()
+        self.start_service()
+
+    def start_service(self) -> None:
+        environ = {
+            "DATABASE_URL": self.database_url,
+            "CALLBACK_JOURNAL_PATH": str(self.journal_path),
+            **SETTINGS,
+        }
+        loaded = service.load_settings(environ, env_file=self.journal_path.parent / "no.env")
+        self.svc = service.build_service(loaded, simulator_url=self.daraja.base_url)
+        self.serving = http_support.serving(service.make_app(self.svc), threads=8)
+        self.svc.public_base_url = self.base_url = self.serving.__enter__()
+
+    def stop_service(self) -> None:
+        if self.svc is None:
+            return
+        wait_applied(self.svc)
+        self.serving.__exit__(None, None, None)
+        self.svc.engine.dispose()
+        self.svc = self.serving = None
+
+    def restart(self) -> None:
+        """The process dies and starts again: nothing in memory survives; start-up replays the
+        journal, as `python service.py` does."""
+        self.stop_service()
+        self.start_service()
+        replay_journal(self.svc)
+
+    def close(self) -> None:
+        self.stop_service()
+        self.daraja.stop()
+
+    # --- talking to the service -----------------------------------------------------------
+
+    def post(self, path: str, body: dict, key: str | None = None, secret: str = "test-key"):
+        headers = as_key(secret)
+        if key:
+            headers["Idempotency-Key"] = key
+        return requests.post(self.base_url + path, json=body, headers=headers, timeout=30)
+
+    def payout(self, reference_id: str) -> dict:
+        answer = requests.get(
+            f"{self.base_url}/payouts/{reference_id}", headers=as_key(OPERATOR), timeout=30
+        )
+        assert answer.status_code == 200, answer.text
+        return answer.json()
+
+    def rows(self, table: sa.Table, *conditions) -> list:
+        with self.svc.engine.connect() as conn:
+            return conn.execute(sa.select(table).where(*conditions)).all()
+
+    def arm(self, scenario: str | None, path: str, hang: float = 0, times: int = 1) -> None:
+        self.sim.clear_scenarios()
+        self.sim.config.hang_seconds = hang
+        if scenario:
+            self.sim.arm(scenario, times=times, path=path)
+
+    def deliver(self, index: int) -> dict:
+        """Deliver held callback `index` to this service (its URL may name one that died)."""
+        held = self.sim.held()[index]
+        entry = self.sim.deliver(index, url=self.base_url + urlsplit(held["url"]).path)
+        assert wait_applied(self.svc), "callbacks still being applied after 10 s"
+        return {**held, **entry}
+
+
+class MoneyModel(RuleBasedStateMachine):
+    world: World  # set by the test
+
+    def __init__(self):
+        super().__init__()
+        self.world.fresh()
+        self.truth = Truth()
+
+    @property
+    def svc(self):
+        return self.world.svc
+
+    # --- payouts ------------------------------------------------------------------------------
+
+    @rule(
+        key=st.sampled_from(KEYS_USED),
+        variant=VARIANT,
+        answer=st.sampled_from(sorted(B2C_ANSWERS)),
+    )
+    def initiate_payout(self, key, variant, answer):
+        self.world.arm(*self._b2c_scenario(answer))
+        response = self.world.post("/payouts", payout_body(variant, key), key)
+        self.world.sim.clear_scenarios()
+        self._check_payout_answer(key, variant, response)
+        self.world.figures[f"payout answered {response.status_code}"] += 1
+
+    @rule(key=st.sampled_from(KEYS_USED), variant=VARIANT)
+    def initiate_payout_three_times_at_once(self, key, variant):
+        before = len(self.world.sim.requests(B2C_PATH))
+        body = payout_body(variant, key)
+        responses = self._at_once(3, lambda: self.world.post("/payouts", body, key))
+        for response in sorted(responses, key=lambda r: r.status_code != 201):
+            self._check_payout_answer(key, variant, response)
+        assert len(self.world.sim.requests(B2C_PATH)) - before <= 1, "one key sent twice"
+
+    @rule(answer=st.sampled_from(sorted(B2C_ANSWERS)))
+    def three_payouts_for_one_user_at_once(self, answer):
+        """Three keys, one user, each payout alone within PAYOUT_USER_DAILY_LIMIT, together
+        over it: the limit holds however they interleave."""
+        scenario, hang = B2C_ANSWERS[answer]
+        self.world.arm(scenario, B2C_PATH, hang, times=3)
+        room = max(0, LIMIT - self._counted_today(BURST_USER))
+        body = {"user_id": BURST_USER, "phone": "0712345678", "amount": BURST_AMOUNT}
+        keys = iter([f"burst-{uuid.uuid4().hex[:8]}" for _ in range(3)])
+        lock = threading.Lock()
+
+        def one():
+            with lock:
+                key = next(keys)
+            return self.world.post("/payouts", body, key)
+
+        responses = self._at_once(3, one)
+        self.world.sim.clear_scenarios()
+        made = [r for r in responses if r.status_code == 201]
+        assert {r.status_code for r in responses} <= {201, 422}, [r.text for r in responses]
+        # One refused at once (failed) stops counting, and makes room for the next.
+        counted = [r for r in made if r.json()["status"] != "failed"]
+        assert len(counted) * BURST_AMOUNT <= room, "the daily limit was passed"
+        self.truth.references += [r.json()["reference_id"] for r in made]
+
+    @rule(variant=st.integers(0, 1))
+    def payout_whose_result_beats_its_answer(self, variant):
+        """Daraja answers slowly; the result callback arrives (and is applied) first."""
+        self.world.sim.config.slow_answer_seconds = TIMEOUT / 2
+        self.world.arm("slow_answer", B2C_PATH)
+        key = f"slow-{uuid.uuid4().hex[:8]}"
+        answers = []
+        paying = threading.Thread(
+            target=lambda: answers.append(
+                self.world.post("/payouts", payout_body(variant, key), key)
+            )
+        )
+        paying.start()
+        held = self._wait_for_held(lambda c: c["purpose"] == "result")
+        if held is not None:
+            self._deliver(held)
+        paying.join()
+        self.world.sim.clear_scenarios()
+        assert answers[0].status_code == 201, answers[0].text
+        self.truth.references.append(answers[0].json()["reference_id"])
+
+    @rule(variant=st.integers(0, 1), processed=st.booleans())
+    def crash_while_sending_a_payout(self, variant, processed):
+        """The process dies after Daraja got the request and before its answer was stored."""
+        world, key = self.world, f"crash-{uuid.uuid4().hex[:8]}"
+        body = payout_body(variant, key)
+        request = PayoutRequest.from_body(body, payout_phone(self.svc, body))
+        payout_id, attempt = write_ahead(self.svc, request, key, idempotency.fingerprint(body))
+        (payout,) = world.rows(service.b2c_payments, service.b2c_payments.c.id == payout_id)
+        self.truth.references.append(payout.reference_id)
+        world.arm(None if processed else "server_error_before_accept", B2C_PATH)
+        with contextlib.suppress(Exception):  # whatever Daraja said, nobody recorded it
+            post_attempt(self.svc, payout_id, attempt)
+        world.sim.clear_scenarios()
+        world.restart()
+
+    @rule()
+    def time_passes(self):
+        """Long enough for the payouts left `submitting` by a crash to count as stuck."""
+        since = self._submitting_since()
+        if since is not None:
+            time.sleep(max(0.0, STUCK - (utcnow() - since).total_seconds()))
+
+    # --- collections --------------------------------------------------------------------------
+
+    @rule(
+        key=st.one_of(st.none(), st.sampled_from(KEYS_USED)),
+        variant=st.integers(0, 1),
+        answer=st.sampled_from(sorted(STK_ANSWERS)),
+    )
+    def initiate_stk_push(self, key, variant, answer):
+        scenario, hang = STK_ANSWERS[answer]
+        self.world.arm(scenario, STK_PATH, hang)
+        response = self.world.post("/payments/mpesa/stk-initiate", stk_body(variant), key)
+        self.world.sim.clear_scenarios()
+        assert response.status_code in (200, 409, 502, 504), response.text
+        if key:
+            self._check_stk_answer(key, variant, response)
+
+    @rule(variant=st.integers(0, 1))
+    def stk_push_whose_callback_beats_its_timeout(self, variant):
+        """The push's answer never comes; its callback (naming the payment) is applied before
+        the service gives up waiting."""
+        self.world.arm("accepted_no_response", STK_PATH, hang=TIMEOUT + 0.2)
+        answers = []
+        pushing = threading.Thread(
+            target=lambda: answers.append(
+                self.world.post("/payments/mpesa/stk-initiate", stk_body(variant))
+            )
+        )
+        pushing.start()
+        held = self._wait_for_held(lambda c: c["purpose"] == "stk_callback")
+        if held is not None:
+            self._deliver(held)
+        pushing.join()
+        self.world.sim.clear_scenarios()
+        assert answers[0].status_code == 504, answers[0].text
+
+    @rule(processed=st.booleans())
+    def crash_while_pushing(self, processed):
+        """The process dies after writing the payment ahead and sending the push."""
+        request = StkRequest.from_body(stk_body(0))
+        payment_id = write_payment_ahead(self.svc, request)
+        self.world.arm(None if processed else "server_error_before_accept", STK_PATH)
+        with contextlib.suppress(Exception):  # whatever Daraja said, nobody recorded it
+            self.svc.client.stk_push(
+                phone=request.phone,
+                amount=request.amount,
+                callback_url=f"{self.svc.hook_url('stk')}/{payment_id}",
+                account_reference=request.account_reference,
+                description=request.description,
+            )
+        self.world.sim.clear_scenarios()
+        self.world.restart()
+
+    # --- Daraja's callbacks ---------------------------------------------------------------------
+
+    @rule(pick=PICK)
+    def deliver_a_held_callback(self, pick):
+        held = self.world.sim.held()
+        if held:
+            self._deliver(pick % len(held))
+
+    @rule(pick=PICK)
+    def daraja_says_a_paid_payout_failed(self, pick):
+        """Daraja contradicts itself: a retryable failure for a transaction that paid."""
+        paid = [e for e in self.world.sim.ledger() if e["kind"] == "b2c"]
+        if not paid:
+            return
+        entry = paid[pick % len(paid)]
+        payout_id = self._payout_of_ocid(entry["originator_conversation_id"])
+        self.truth.excused.add(payout_id)
+        body = result_body(entry["originator_conversation_id"], code=26)
+        answer = requests.post(
+            f"{self.world.base_url}/hooks/b2c/result/{TOKEN}", json=body, timeout=30
+        )
+        assert answer.status_code == 200
+        assert wait_applied(self.svc)
+
+    @rule(pick=PICK)
+    def crash_after_journaling_a_callback(self, pick):
+        """A callback is journaled and acknowledged; the process dies before applying it."""
+        held = self.world.sim.held()
+        if not held:
+            return
+        chosen = held[pick % len(held)]
+        body = self.world.sim.held_body(chosen["index"])
+        path = urlsplit(chosen["url"]).path
+        kind, payment_id = self._kind_of(path)
+        self.svc.journal.append_many(
+            [(kind, requests.compat.json.dumps(body).encode(), "127.0.0.1", payment_id)]
+        )
+        self._note_evidence(chosen, body)
+        self.world.figures["crashed after journaling"] += 1
+        self.world.restart()
+
+    # --- operators and jobs ----------------------------------------------------------------------
+
+    @rule(pick=PICK, outcome=st.sampled_from(["paid", "not_paid", "acknowledge"]))
+    def operator_resolves(self, pick, outcome):
+        if not self.truth.references:
+            return
+        reference = self.truth.references[pick % len(self.truth.references)]
+        payouts = service.b2c_payments
+        (payout,) = self.world.rows(payouts, payouts.c.reference_id == reference)
+        receipt = self._receipt_an_operator_would_type(payout)
+        answer = requests.post(
+            f"{self.world.base_url}/payouts/{payout.reference_id}/resolve",
+            json={"outcome": outcome, "receipt": receipt, "note": "model"},
+            headers=as_key(OPERATOR),
+            timeout=30,
+        )
+        assert answer.status_code in (200, 400, 409), answer.text
+        self.world.figures[f"operator {outcome} answered {answer.status_code}"] += 1
+        if answer.status_code != 200:
+            return
+        if outcome == "not_paid" and self._money_moved_for(payout.id):
+            self.truth.excused.add(payout.id)
+        if outcome == "paid":
+            self.truth.operator_paid.add(payout.id)
+            if len(self.truth.evidence.get(payout.id, ())) > 1:
+                self.truth.double_resolved.add(payout.id)
+
+    @rule(answer=st.sampled_from(sorted(STATUS_ANSWERS)))
+    def resolve_job(self, answer):
+        self.world.arm(STATUS_ANSWERS[answer], STATUS_PATH, times=1000)
+        resolve_payouts(self.svc)
+        self.world.sim.clear_scenarios()
+
+    @rule(answer=st.sampled_from(sorted(B2C_ANSWERS)))
+    def retry_job(self, answer):
+        scenario, hang = B2C_ANSWERS[answer]
+        self.world.arm(scenario, B2C_PATH, hang, times=1000)
+        before = self._counted_today(BURST_USER)
+        self.world.figures["new attempts"] += retry_failed_payouts(self.svc)
+        self.world.sim.clear_scenarios()
+        after = self._counted_today(BURST_USER)
+        assert after == before or after <= LIMIT, "a retry passed the daily limit"
+
+    @rule()
+    def sweep_job(self):
+        sweep_stk(self.svc)
+
+    @rule()
+    def journal_replay_job(self):
+        replay_journal(self.svc)
+
+    @rule()
+    def crash_and_restart(self):
+        self.world.restart()
+
+    # --- what must hold after every step ---------------------------------------------------------
+
+    @invariant()
+    def no_new_attempt_after_evidence(self):
+        for payout_id, ocids in self.truth.attempts_at_evidence.items():
+            now = {a.originator_conversation_id for a in self._attempts(payout_id)}
+            assert now <= ocids, f"payout {payout_id}: a new attempt after evidence of payment"
+
+    @invariant()
+    def money_moved_at_most_once_per_payout(self):
+        paid = Counter(
+            self._payout_of_ocid(entry["originator_conversation_id"])
+            for entry in self.world.sim.ledger()
+            if entry["kind"] == "b2c"
+        )
+        for payout_id, times in paid.items():
+            if times > 1:
+                self.world.figures["paid twice, excused"] += 1
+                assert payout_id in self.truth.excused, f"payout {payout_id} paid {times} times"
+
+    @invariant()
+    def completed_is_never_unpaid_again(self):
+        for payout in self.world.rows(service.b2c_payments):
+            if payout.status == "completed":
+                self.truth.ever_completed.add(payout.id)
+            elif payout.id in self.truth.ever_completed:
+                assert payout.status == "review", (
+                    f"payout {payout.id} completed, now {payout.status}"
+                )
+                assert len(self.truth.evidence.get(payout.id, ())) > 1
+
+    @invariant()
+    def a_paid_collection_stays_paid(self):
+        for payment in self.world.rows(service.payments):
+            known = self.truth.stk_paid.get(payment.id)
+            if known is not None:
+                assert payment.status in ("completed", "amount_mismatch"), payment.status
+                receipt, amount = known
+                assert receipt is None or payment.mpesa_receipt == receipt
+                assert amount is None or payment.paid_amount == amount
+            if payment.status in ("completed", "amount_mismatch"):
+                self.truth.stk_paid[payment.id] = (payment.mpesa_receipt, payment.paid_amount)
+            evidence = self.truth.stk_evidence.get(payment.id)
+            if evidence is not None:
+                assert payment.status in ("completed", "amount_mismatch"), payment.status
+                assert payment.mpesa_receipt == evidence
+
+    @invariant()
+    def every_acknowledged_callback_is_stored(self):
+        received = {e["id"] for e in self.svc.journal.entries() if e["state"] == "received"}
+        applied = {row.id for row in self.world.rows(service.callback_journal)}
+        stored = {row.journal_id for row in self.world.rows(service.b2c_payment_callbacks)}
+        stored |= {row.journal_id for row in self.world.rows(service.stk_callbacks)}
+        assert received <= applied, f"journaled, not applied: {received - applied}"
+        assert received <= stored, f"journaled, not stored: {received - stored}"
+
+    @invariant()
+    def the_api_agrees_with_the_evidence(self):
+        for payout in self.world.rows(service.b2c_payments):
+            shown = self.world.payout(payout.reference_id)
+            receipts = self.truth.evidence.get(payout.id, set())
+            if len(receipts) > 1 and payout.id not in self.truth.double_resolved:
+                assert shown["status"] == "review", shown
+                assert "possible_double_payout" in shown["flags"]
+            elif len(receipts) == 1:
+                assert shown["status"] == "completed", shown
+                assert shown["transaction_id"] in receipts
+            elif payout.id not in self.truth.operator_paid:
+                assert shown["status"] != "completed", shown
+
+    # --- helpers ---------------------------------------------------------------------------------
+
+    def teardown(self):
+        wait_applied(self.svc)
+        self.world.figures["examples"] += 1
+        self.world.figures["payouts"] += len(self.world.rows(service.b2c_payments))
+        self.world.figures["collections"] += len(self.world.rows(service.payments))
+        self.world.figures["paid payouts"] += len(self.truth.evidence)
+
+    def _b2c_scenario(self, answer: str) -> tuple[str, str, float]:
+        scenario, hang = B2C_ANSWERS[answer]
+        return scenario, B2C_PATH, hang
+
+    def _check_payout_answer(self, key, variant, response):
+        """A new key makes one payout (201); the same key and body replay it (200); another
+        body, a key an STK push used, or a reference another payout has, is a 409."""
+        code, first = response.status_code, self.truth.payout_keys.get(key)
+        taken = variant == 2 and any(v == 2 for v, _ in self.truth.payout_keys.values())
+        if key in self.truth.stk_keys or (first is not None and first[0] != variant):
+            assert code == 409, response.text
+        elif first is None and taken:
+            assert code == 409, response.text
+            assert SHARED_REFERENCE in response.json()["error"]
+        elif first is None:
+            assert code == 201, response.text
+            self.truth.payout_keys[key] = (variant, response.json())
+            self.truth.references.append(response.json()["reference_id"])
+        else:
+            assert code == 200, response.text
+            assert response.json()["reference_id"] == first[1]["reference_id"]
+
+    def _check_stk_answer(self, key, variant, response):
+        """The same for pushes: the first answer, whatever it was, again; one prompt."""
+        code, first = response.status_code, self.truth.stk_keys.get(key)
+        if key in self.truth.payout_keys or (first is not None and first[0] != variant):
+            assert code == 409, response.text
+        elif first is None:
+            self.truth.stk_keys[key] = (variant, code, response.json())
+        else:
+            assert (code, response.json()) == first[1:], response.text
+
+    def _counted_today(self, user: str) -> int:
+        """What counts against the user's daily limit now: today's payouts not failed."""
+        payouts = service.b2c_payments
+        rows = self.world.rows(
+            payouts,
+            payouts.c.user_id == user,
+            payouts.c.status != "failed",
+            payouts.c.initiated_at >= nairobi_day_start_utc(),
+        )
+        return sum(int(row.amount) for row in rows)
+
+    def _submitting_since(self):
+        """When the newest payout still `submitting` was last touched; None if there is none."""
+        payouts = service.b2c_payments
+        rows = self.world.rows(payouts, payouts.c.status == "submitting")
+        return max((row.updated_at for row in rows), default=None)
+
+    def _at_once(self, count: int, call) -> list:
+        barrier, answers = threading.Barrier(count), []
+
+        def one():
+            barrier.wait()
+            answers.append(call())
+
+        threads = [threading.Thread(target=one) for _ in range(count)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return answers
+
+    def _wait_for_held(self, matches) -> int | None:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            found = [c["index"] for c in self.world.sim.held() if matches(c)]
+            if found:
+                return found[-1]
+            time.sleep(0.01)
+        return None
+
+    def _deliver(self, index: int) -> None:
+        delivered = self.world.deliver(index)
+        assert delivered["status"] in (200, 400), delivered
+        self.world.figures[f"delivered {delivered['purpose']}"] += 1
+        self._note_evidence(delivered, delivered["body"])
+
+    def _note_evidence(self, held: dict, body: dict) -> None:
+        """Record what a delivered callback told the service: evidence of payment or not."""
+        if held["purpose"] == "stk_callback":
+            callback = body["Body"]["stkCallback"]
+            if callback["ResultCode"] == 0:
+                items = {i["Name"]: i.get("Value") for i in callback["CallbackMetadata"]["Item"]}
+                payment_id = self._kind_of(urlsplit(held["url"]).path)[1]
+                self.truth.stk_evidence[payment_id] = items["MpesaReceiptNumber"]
+            return
+        result = body["Result"]
+        receipt = _receipt_stated(result)
+        if held["purpose"] != "result" or receipt is None:
+            return
+        payout_id = self._payout_of_ocid(held["subject"])
+        if payout_id is None:
+            return
+        self.truth.evidence.setdefault(payout_id, set()).add(receipt)
+        ocids = {a.originator_conversation_id for a in self._attempts(payout_id)}
+        self.truth.attempts_at_evidence.setdefault(payout_id, ocids)
+
+    def _kind_of(self, path: str) -> tuple[str, str]:
+        """The callback kind a hook path names, and the payment id an STK URL carries."""
+        for prefix, kind in KINDS_BY_PATH.items():
+            if path.startswith(prefix + "/"):
+                rest = path[len(prefix) + 1 :].split("/")
+                return kind, rest[1] if kind == "stk" and len(rest) > 1 else ""
+        raise AssertionError(f"no callback kind for {path}")
+
+    def _attempts(self, payout_id: str) -> list:
+        attempts = service.b2c_payout_attempts
+        return self.world.rows(attempts, attempts.c.payout_id == payout_id)
+
+    def _payout_of_ocid(self, ocid: str) -> str | None:
+        attempts = service.b2c_payout_attempts
+        rows = self.world.rows(attempts, attempts.c.originator_conversation_id == ocid)
+        return rows[0].payout_id if rows else None
+
+    def _money_moved_for(self, payout_id: str) -> bool:
+        ocids = {a.originator_conversation_id for a in self._attempts(payout_id)}
+        return any(e["originator_conversation_id"] in ocids for e in self.world.sim.ledger())
+
+    def _receipt_an_operator_would_type(self, payout) -> str:
+        """The receipt the statement shows when the payout was paid, else a made-up one."""
+        ocids = {a.originator_conversation_id for a in self._attempts(payout.id)}
+        for entry in self.world.sim.ledger():
+            if entry["originator_conversation_id"] in ocids:
+                return entry["receipt"]
+        return "OP" + uuid.uuid4().hex[:8].upper()
+
+
+def _receipt_stated(result: dict) -> str | None:
+    """The receipt a B2C result or a status answer states as paid; None when it states none."""
+    items = result.get("ResultParameters", {}).get("ResultParameter", [])
+    items = [items] if isinstance(items, dict) else items
+    values = {item["Key"]: item.get("Value") for item in items}
+    if str(result.get("ResultCode")) != "0":
+        return None
+    if "TransactionReceipt" in values:
+        return values["TransactionReceipt"]
+    if values.get("TransactionStatus") == "Completed":
+        return values.get("ReceiptNo")
+    return None
+
+
+@pytest.fixture
+def world(database_url, tmp_path):
+    made = World(database_url, tmp_path)
+    yield made
+    made.close()
+
+
+def test_the_money_model_holds(world, request):
+    MoneyModel.world = world
+    started = time.monotonic()
+    run_state_machine_as_test(
+        MoneyModel,
+        settings=settings(
+            max_examples=EXAMPLES,
+            stateful_step_count=STEPS,
+            deadline=None,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+        ),
+    )
+    figures = dict(sorted(world.figures.items()))
+    figures["seconds"] = round(time.monotonic() - started, 1)
+    print(f"\nmoney model on {request.node.callspec.id}: {figures}")
