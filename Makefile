@@ -25,6 +25,7 @@ verify: $(VENV)/.dev
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/bandit --quiet --recursive mpesa_service recon service.py simulator.py
 
 format: $(VENV)/.dev
 	$(BIN)/ruff format .

@@ -11,7 +11,7 @@ Commands
 
 Routes (JSON; initiation and reads need `Authorization: Bearer <API key>`)
     GET  /healthz                         version, environment, database reachability (503 down)
-    GET  /metrics                         Prometheus text: payouts by status, oldest open ages, jobs
+    GET  /metrics                         Prometheus text, with a read key: payouts by status, ages
     GET  /openapi.json                    the OpenAPI 3 description of this API
     POST /payments/mpesa/stk-initiate     start an STK Push collection (old front end's URL)
     POST /payments/mpesa/stk-query        a collection's status; asks Daraja while it is open
@@ -56,6 +56,7 @@ from mpesa_service.storage import (
     b2c_payments,
     b2c_payout_attempts,
     callback_journal,
+    console_sessions,
     head_revision,
     idempotency_keys,
     make_engine,
@@ -63,6 +64,8 @@ from mpesa_service.storage import (
     migrate,
     payment_flags,
     payments,
+    payout_audit,
+    payout_limit_locks,
     render_mysql_schema,
     schema_revision,
     status_queries,
@@ -81,6 +84,7 @@ __all__ = [
     "b2c_payout_attempts",
     "build_service",
     "callback_journal",
+    "console_sessions",
     "head_revision",
     "idempotency_keys",
     "load_settings",
@@ -91,6 +95,8 @@ __all__ = [
     "migrate",
     "payment_flags",
     "payments",
+    "payout_audit",
+    "payout_limit_locks",
     "render_mysql_schema",
     "schema_revision",
     "stk_callbacks",

@@ -229,16 +229,21 @@ def receive_callback(
     `until_applied` once it is applied too, with what applying it raised. `payment_id` is the
     payment the callback's URL names, journaled with it (see stk.apply_stk_callback)."""
     refusal = svc.policy.refusal(token, peer, forwarded_for)
+    address = client_address(peer, forwarded_for, svc.policy.trusted_proxies)
     if refusal:
         status, reason = refusal
-        svc.journal.append(kind, body, peer, rejected=reason)
-        log.warning("callback refused (%s): %s", kind, reason)
+        refuse_delivery(svc, kind, body, len(body), address, reason)
         return status, {"ResultCode": 1, "ResultDesc": "Rejected"}
-    address = client_address(peer, forwarded_for, svc.policy.trusted_proxies)
     problem = callback_writer(svc).submit((kind, body, address, payment_id, until_applied))
     if problem:
         return 400, {"ResultCode": 1, "ResultDesc": problem}
     return 200, dict(ACKNOWLEDGED)
+
+
+def refuse_delivery(svc: Service, kind: str, body: bytes, size: int, sender: str, reason: str):
+    """Keep a bounded record of a delivery that was refused (see Journal.append_refused)."""
+    if svc.journal.append_refused(kind, body, size, sender, reason):
+        log.warning("callback refused (%s) from %s: %s", kind, sender, reason)
 
 
 # One writer thread on every database (and one applying thread after it). Before the two stages

@@ -1,8 +1,10 @@
 """The operator console: a server-rendered status page (Bottle templates, no JavaScript).
 
-An operator signs in once with an API key that has the `operator` role; the session is a cookie
-signed with CONSOLE_SECRET (HttpOnly, SameSite=Strict, Secure behind HTTPS), and every form
-carries a CSRF token derived from it. Resolutions go through `mpesa_service.operator`, the same
+An operator signs in once with an API key that has the `operator` role. The session is kept on
+the server (`console_sessions`), and its cookie carries a random token signed with
+CONSOLE_SECRET (HttpOnly, SameSite=Strict, Secure behind HTTPS): signing out, staying idle for
+CONSOLE_IDLE_SECONDS or 8 hours end it, even for a copied cookie. Every form carries a CSRF
+token derived from the cookie. Resolutions go through `mpesa_service.operator`, the same
 functions as the API and the CLI, so the audit trail names the key that signed in.
 """
 
@@ -12,7 +14,8 @@ import csv
 import hashlib
 import hmac
 import json
-import time
+import re
+import secrets
 from datetime import timedelta
 from pathlib import Path
 from urllib.parse import quote
@@ -28,6 +31,7 @@ from mpesa_service.storage import (
     account_balances,
     b2c_payment_callbacks,
     b2c_payments,
+    console_sessions,
     payment_flags,
     payments,
     status_queries,
@@ -47,23 +51,55 @@ def sign(secret: str, text: str) -> str:
     return hmac.new(secret.encode(), text.encode(), hashlib.sha256).hexdigest()
 
 
-def session_cookie(secret: str, key: ApiKey, now: float | None = None) -> str:
-    payload = f"{key.name}|{int((now or time.time()) + SESSION_SECONDS)}".encode().hex()
-    return f"{payload}.{sign(secret, payload)}"
+def start_session(svc: Service, secret: str, key: ApiKey) -> str:
+    """Record a new session for `key`; the cookie that names it."""
+    token, now = secrets.token_urlsafe(32), utcnow()
+    with svc.engine.begin() as conn:
+        conn.execute(
+            console_sessions.insert().values(
+                id=_session_id(token),
+                key_name=key.name,
+                created_at=now,
+                last_seen_at=now,
+                expires_at=now + timedelta(seconds=SESSION_SECONDS),
+            )
+        )
+    return f"{token}.{sign(secret, token)}"
 
 
-def session_key(secret: str, cookie: str, keys: list[ApiKey]) -> ApiKey | None:
-    """The operator key a valid, unexpired cookie names (None for anything else)."""
-    payload, _, signature = cookie.partition(".")
-    if not payload or not hmac.compare_digest(signature, sign(secret, payload)):
+def _session_id(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def session_key(svc: Service, secret: str, cookie: str) -> ApiKey | None:
+    """The operator key of the live session a validly signed cookie names (None for anything
+    else: a forged, ended, expired or idle session, or a key no longer configured)."""
+    token, _, signature = cookie.partition(".")
+    if not token or not hmac.compare_digest(signature, sign(secret, token)):
         return None
-    try:
-        name, expires = bytes.fromhex(payload).decode().split("|")
-    except ValueError:
-        return None
-    if int(expires) < time.time():
-        return None
-    return next((k for k in keys if k.name == name and "operator" in k.roles), None)
+    now, sessions = utcnow(), console_sessions.c
+    idle = timedelta(seconds=svc.settings.integer("CONSOLE_IDLE_SECONDS"))
+    live = (
+        sessions.id == _session_id(token),
+        sessions.ended_at.is_(None),
+        sessions.expires_at > now,
+        sessions.last_seen_at > now - idle,
+    )
+    with svc.engine.begin() as conn:
+        name = conn.execute(sa.select(sessions.key_name).where(*live)).scalar()
+        if name is not None:
+            conn.execute(console_sessions.update().where(*live).values(last_seen_at=now))
+    return next((k for k in svc.keys if k.name == name and "operator" in k.roles), None)
+
+
+def end_session(svc: Service, cookie: str) -> None:
+    token = cookie.partition(".")[0]
+    with svc.engine.begin() as conn:
+        conn.execute(
+            console_sessions.update()
+            .where(console_sessions.c.id == _session_id(token))
+            .values(ended_at=utcnow())
+        )
 
 
 def csrf_token(secret: str, cookie: str) -> str:
@@ -75,6 +111,15 @@ def csrf_token(secret: str, cookie: str) -> str:
 
 def mask_phone(phone: str | None) -> str:
     return f"{phone[:4]}****{phone[-4:]}" if phone and len(phone) >= 10 else (phone or "")
+
+
+PHONE_IN_TEXT = re.compile(r"(?<![0-9])(?:254|0)[17][0-9]{8}(?![0-9])")
+
+
+def mask_phones(text: str) -> str:
+    """Every Kenyan mobile number in `text` (2547..., 2541..., 07..., 01...) masked, for raw
+    bodies shown on a page; the database keeps them whole."""
+    return PHONE_IN_TEXT.sub(lambda found: mask_phone(found.group(0)), text)
 
 
 def totals(conn, table, time_column, since, *conditions) -> list[dict]:
@@ -223,7 +268,7 @@ def payout_page(svc: Service, reference_id: str) -> dict:
             .order_by(status_queries.c.requested_at)
         ).all()
     detail["phone_masked"] = mask_phone(detail["phone_number"])
-    detail["callbacks"] = [(row, pretty_json(row.raw_response)) for row in callbacks]
+    detail["callbacks"] = [(row, mask_phones(pretty_json(row.raw_response))) for row in callbacks]
     detail["queries"] = queries
     return detail
 
@@ -243,11 +288,11 @@ def add_console(app: bottle.Bottle, svc: Service) -> None:
     secure = svc.public_base_url.startswith("https://")
 
     def render(name: str, **values) -> str:
-        return bottle.template(name, template_lookup=TEMPLATES, **values)
+        return bottle.template(name, template_lookup=TEMPLATES, url=url_segment, **values)
 
     def current() -> tuple[ApiKey | None, str]:
         cookie = bottle.request.get_cookie(COOKIE) or ""
-        return session_key(secret, cookie, svc.keys), cookie
+        return session_key(svc, secret, cookie), cookie
 
     def signed_in() -> tuple[ApiKey, str]:
         key, cookie = current()
@@ -272,7 +317,7 @@ def add_console(app: bottle.Bottle, svc: Service) -> None:
             bottle.redirect("/console/login?error=" + quote("not an operator key"), 303)
         bottle.response.set_cookie(
             COOKIE,
-            session_cookie(secret, key),
+            start_session(svc, secret, key),
             httponly=True,
             samesite="strict",
             secure=secure,
@@ -285,6 +330,7 @@ def add_console(app: bottle.Bottle, svc: Service) -> None:
     def logout():
         _, cookie = signed_in()
         checked_form(cookie)
+        end_session(svc, cookie)
         bottle.response.delete_cookie(COOKIE, path="/console")
         bottle.redirect("/console/login", 303)
 
@@ -338,12 +384,35 @@ def add_console(app: bottle.Bottle, svc: Service) -> None:
     @app.get("/console/reports/<run>/<name>")
     def report_file(run, name):
         signed_in()
-        return bottle.static_file(name, root=str(REPORTS_DIR / run))
+        folder = report_file_folder(run, name)
+        if folder is None:
+            bottle.abort(404, "no such report file")
+        return bottle.static_file(name, root=str(folder))
+
+
+def report_file_folder(run: str, name: str) -> Path | None:
+    """The folder of report run `run` if `name` is a file in it. Both are looked up in the
+    listings of REPORTS_DIR and of the run, never joined onto a path: nothing from the URL can
+    reach outside the reports the runs wrote."""
+    if not REPORTS_DIR.is_dir():
+        return None
+    runs = {entry.name: entry for entry in REPORTS_DIR.iterdir() if entry.is_dir()}
+    folder = runs.get(run)
+    if folder is None or name not in {f.name for f in folder.iterdir() if f.is_file()}:
+        return None
+    return folder
+
+
+def url_segment(value: object) -> str:
+    """A value as one URL path segment: every character that could end it (/ ? #) or change
+    its meaning (%, quotes, spaces) percent-encoded. Templates put every value that goes into
+    a link or a form action through this (the HTML escaping of {{...}} comes on top)."""
+    return quote(str(value), safe="")
 
 
 def act(reference_id: str, action) -> None:
     """Run an operator action and go back to the payout's page saying how it went."""
-    target = f"/console/payouts/{quote(reference_id)}"
+    target = f"/console/payouts/{url_segment(reference_id)}"
     try:
         result = action()
     except ApiError as error:

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import hmac
 import ipaddress
 import json
 import os
 import secrets
+import shutil
 import threading
 import time
 import uuid
@@ -86,21 +88,20 @@ class Journal:
 
     RECHECK_SECONDS = 1.0
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, refused_per_minute: int = 20):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.refusals = RefusalLimiter(refused_per_minute)
         self._lock = threading.Lock()
         self._descriptor: int | None = None
         self._close_descriptor = None  # a weakref.finalize closing it, also when collected
         self._checked_at = 0.0
         self._torn_tail = False
 
-    def append(self, kind: str, body: bytes, remote_addr: str, rejected: str = "") -> str:
-        return self.append_many([(kind, body, remote_addr, "")], rejected)[0]
+    def append(self, kind: str, body: bytes, remote_addr: str) -> str:
+        return self.append_many([(kind, body, remote_addr, "")])[0]
 
-    def append_many(
-        self, deliveries: list[tuple[str, bytes, str, str]], rejected: str = ""
-    ) -> list[str]:
+    def append_many(self, deliveries: list[tuple[str, bytes, str, str]]) -> list[str]:
         """Journal (kind, body, remote address, payment id) deliveries with one write and one
         fsync; their entry ids, in order. The payment id is the one the callback's URL named
         (an STK push's own, see stk.initiate_stk), or ""."""
@@ -113,14 +114,45 @@ class Journal:
                 "kind": kind,
                 "received_at": received_at,
                 "remote_addr": remote_addr,
-                "state": "rejected" if rejected else "received",
-                "reason": rejected,
+                "state": "received",
+                "reason": "",
                 **({"payment_id": payment_id} if payment_id else {}),
                 **_journal_body(body),
             }
             lines.append(json.dumps(entry, separators=(",", ":")) + "\n")
         self._write_durably("".join(lines).encode("utf-8"))
         return ids
+
+    def append_refused(
+        self, kind: str, body: bytes, size: int, remote_addr: str, reason: str
+    ) -> str | None:
+        """A bounded record of a refused delivery (`body`: what of it was read, `size` bytes
+        long in all): why, from whom, its size and SHA-256 (when it was read whole), and at
+        most its first REFUSED_HEAD_BYTES, never the whole body; and at most
+        `refused_per_minute` records per sender (the rest are counted, and the count goes into
+        that sender's next record), so that forged deliveries cannot fill the disk the
+        genuine ones are journaled on. Its id, or None when the sender is over its quota."""
+        allowed, suppressed = self.refusals.allow(remote_addr)
+        if not allowed:
+            return None
+        entry = {
+            "id": new_id(),
+            "kind": kind,
+            "received_at": datetime.now(UTC).isoformat(),
+            "remote_addr": remote_addr,
+            "state": "rejected",
+            "reason": reason,
+            "size": size,
+            "sha256": hashlib.sha256(body).hexdigest() if size == len(body) else None,
+            "body_head": body[:REFUSED_HEAD_BYTES].decode("utf-8", errors="replace"),
+            **({"not_journaled_before": suppressed} if suppressed else {}),
+        }
+        self._write_durably((json.dumps(entry, separators=(",", ":")) + "\n").encode("utf-8"))
+        return entry["id"]
+
+    def free_bytes(self) -> int:
+        """Free space on the journal's filesystem."""
+        return shutil.disk_usage(self.path.parent).free
 
     def _write_durably(self, data: bytes) -> None:
         # Under the lock, which only the callback writer and the rare rejected callback take: a
@@ -183,6 +215,44 @@ class Journal:
                     yield json.loads(line)
                 except ValueError:
                     log.error("unreadable journal line skipped: %.80s", line)
+
+
+REFUSED_HEAD_BYTES = 2048
+
+
+class RefusalLimiter:
+    """How many refused deliveries each sender may have journaled per minute."""
+
+    WINDOW_SECONDS = 60.0
+    MAX_SENDERS = 10_000
+
+    def __init__(self, per_window: int):
+        self.per_window = per_window
+        self._lock = threading.Lock()
+        self._senders: dict[str, list] = {}  # sender -> [window start, journaled, suppressed]
+
+    def allow(self, sender: str) -> tuple[bool, int]:
+        """(whether to journal this one, how many were not journaled before it)."""
+        now = time.monotonic()
+        with self._lock:
+            if len(self._senders) > self.MAX_SENDERS:
+                self._forget_old(now)
+            window = self._senders.setdefault(sender, [now, 0, 0])
+            if now - window[0] >= self.WINDOW_SECONDS:
+                window[0], window[1] = now, 0
+            if window[1] >= self.per_window:
+                window[2] += 1
+                if window[2] == 1:
+                    log.warning("refused deliveries from %s are no longer journaled", sender)
+                return False, 0
+            window[1] += 1
+            suppressed, window[2] = window[2], 0
+            return True, suppressed
+
+    def _forget_old(self, now: float) -> None:
+        for sender, window in list(self._senders.items()):
+            if now - window[0] >= self.WINDOW_SECONDS:
+                del self._senders[sender]
 
 
 def _journal_body(body: bytes) -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import base64
 import getpass
+import ipaddress
 import logging
 import sys
 
@@ -83,8 +84,17 @@ def daraja_base_url(settings: Settings, simulator_url: str = "") -> str:
 def public_base_url(settings: Settings) -> str:
     if settings["PUBLIC_BASE_URL"]:
         return settings["PUBLIC_BASE_URL"].rstrip("/")
-    host = settings["HOST"] if settings["HOST"] not in ("0.0.0.0", "::", "") else "127.0.0.1"
+    host = settings["HOST"]
+    if not host or _is_unspecified(host):  # listening on every address: call back on loopback
+        host = "127.0.0.1"
     return f"http://{host}:{settings['PORT']}"
+
+
+def _is_unspecified(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:  # a host name
+        return False
 
 
 def build_service(settings: Settings, *, simulator_url: str = "", public_url: str = "") -> Service:
@@ -98,7 +108,9 @@ def build_service(settings: Settings, *, simulator_url: str = "", public_url: st
             daraja_account(settings),
             timeout=settings.seconds("DARAJA_TIMEOUT_SECONDS"),
         ),
-        journal=Journal(settings["CALLBACK_JOURNAL_PATH"]),
+        journal=Journal(
+            settings["CALLBACK_JOURNAL_PATH"], settings.integer("REFUSED_JOURNAL_PER_MINUTE")
+        ),
         policy=callback_policy(settings, callback_token(settings)),
         keys=api_keys(settings),
         public_base_url=public_url or public_base_url(settings),

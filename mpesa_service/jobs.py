@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from mpesa_service import log
 from mpesa_service.callbacks import replay_journal
-from mpesa_service.context import REPORTS_DIR, Service
+from mpesa_service.context import REPORTS_DIR, Service, add_flag
 from mpesa_service.resolution import resolve_payouts, retry_failed_payouts
 from mpesa_service.stk import sweep_stk
 from mpesa_service.storage import b2c_payments, payment_flags, utcnow
@@ -72,7 +72,9 @@ def run_job(job, svc: Service, job_id: str):
 
 def send_alerts(svc: Service) -> int:
     """One email for every flag raised since the last one (review, mismatches, orphans,
-    conflicts, low balance). Flags are marked notified only once the email went out."""
+    conflicts, low balance, low space for the journal). Flags are marked notified only once
+    the email went out."""
+    flag_journal_space(svc)
     with svc.engine.connect() as conn:
         flags = conn.execute(
             sa.select(payment_flags)
@@ -98,6 +100,32 @@ def send_alerts(svc: Service) -> int:
             .values(notified_at=utcnow())
         )
     return len(flags)
+
+
+def journal_space_problem(svc: Service) -> str | None:
+    """What is wrong with the journal's free space (below JOURNAL_MIN_FREE_MB), or None."""
+    minimum = svc.settings.integer("JOURNAL_MIN_FREE_MB")
+    free = svc.journal.free_bytes() // 2**20
+    if minimum and free < minimum:
+        return (
+            f"low on space: {free:,} MB free on the journal's filesystem, under "
+            f"JOURNAL_MIN_FREE_MB {minimum:,}; callbacks cannot be journaled once it is full"
+        )
+    return None
+
+
+def flag_journal_space(svc: Service) -> None:
+    """Raise `journal_space_low` once while space is low; close it when space comes back."""
+    problem = journal_space_problem(svc)
+    is_open = sa.and_(
+        payment_flags.c.flag == "journal_space_low", payment_flags.c.resolved_at.is_(None)
+    )
+    with svc.engine.begin() as conn:
+        raised = conn.execute(sa.select(payment_flags.c.id).where(is_open)).first()
+        if problem and not raised:
+            add_flag(conn, "journal", "journal", "journal_space_low", problem)
+        elif raised and not problem:
+            conn.execute(payment_flags.update().where(is_open).values(resolved_at=utcnow()))
 
 
 def alert_message(flags, recipients: list[str], sender: str) -> EmailMessage:

@@ -162,8 +162,24 @@ class PayoutRequest:
             reason=reason,
             description=payout_remarks(body.get("description"), reason),
             command_id=command_id,
-            reference_id=optional_text(body, "reference_id", 255),
+            reference_id=payout_reference(body),
         )
+
+
+REFERENCE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]*")
+
+
+def payout_reference(body: dict) -> str | None:
+    """The caller's reference_id, if any: letters, digits and _ . : - (it names the payout in
+    URLs, links and forms, so nothing that could end or bend one is taken)."""
+    reference = optional_text(body, "reference_id", 255)
+    if reference is not None and not REFERENCE.fullmatch(reference):
+        raise ApiError(
+            400,
+            f"reference_id: letters, digits and _ . : - only, not {reference!r}",
+            field="reference_id",
+        )
+    return reference
 
 
 def payout_remarks(description: object, reason: str) -> str:

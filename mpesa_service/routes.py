@@ -10,10 +10,10 @@ import bottle
 import sqlalchemy as sa
 
 from mpesa_service import PROJECT_DIR, __version__, log
-from mpesa_service.callbacks import json_or_problem, receive_callback
+from mpesa_service.callbacks import json_or_problem, receive_callback, refuse_delivery
 from mpesa_service.console import add_console
-from mpesa_service.context import ApiError, Service, bearer_key
-from mpesa_service.jobs import prometheus_text
+from mpesa_service.context import REFUSED_HEAD_BYTES, ApiError, Service, bearer_key, client_address
+from mpesa_service.jobs import journal_space_problem, prometheus_text
 from mpesa_service.operator import requery_payout, resolve_payout
 from mpesa_service.parsing import parse_result_callback
 from mpesa_service.payouts import initiate_payout, list_payouts, payout_detail
@@ -96,16 +96,21 @@ def make_app(svc: Service) -> bottle.Bottle:
     @app.get("/healthz")
     def healthz():
         reachable = database_is_reachable(svc.engine)
-        bottle.response.status = 200 if reachable else 503
+        space = journal_space_problem(svc)
+        healthy = reachable and space is None
+        bottle.response.status = 200 if healthy else 503
         return {
-            "status": "ok" if reachable else "degraded",
+            "status": "ok" if healthy else "degraded",
             "version": __version__,
             "environment": svc.settings.environment,
             "database": "ok" if reachable else "unreachable",
+            "journal": space or "ok",
         }
 
     @app.get("/metrics")
+    @api
     def metrics():
+        require("read", "operator")  # payout volumes are the business's, not the public's
         bottle.response.content_type = "text/plain; version=0.0.4"
         return prometheus_text(svc)
 
@@ -182,7 +187,8 @@ def make_app(svc: Service) -> bottle.Bottle:
     # An STK push's CallBackURL names its payment, for when its CheckoutRequestID never got
     # recorded (see stk.apply_stk_callback).
     app.post(
-        f"{CALLBACK_PATHS['stk']}/<token>/<payment_id>", callback=_callback_route(svc, "stk", limit)
+        f"{CALLBACK_PATHS['stk']}/<token>/<payment_id>",
+        callback=_callback_route(svc, "stk", limit),
     )
 
     @app.post("/clientpaymentcallback.php")
@@ -226,13 +232,15 @@ CALLBACK_PATHS = {
 
 def _callback_route(svc: Service, kind: str, limit: int):
     @api
-    def handle(token="", payment_id=""):
+    def handle(**segments):
+        """`segments`: the URL's token and payment id, those it has."""
         body = _callback_body(svc, kind, limit)
         forwarded = bottle.request.get_header("X-Forwarded-For", "")
+        payment_id = segments.get("payment_id", "")
         status, answer = receive_callback(
             svc,
             kind,
-            token,
+            segments.get("token", ""),
             body,
             peer_address(),
             forwarded,
@@ -257,12 +265,18 @@ PAYMENT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 def _callback_body(svc: Service, kind: str, limit: int) -> bytes:
-    """The body, journaled as rejected (its first `limit` bytes) when it is over the cap."""
+    """The body; a bounded record of it is journaled as refused when it is over the cap."""
     try:
         return read_body(limit)
     except ApiError:
-        partial = bottle.request.body.read(limit) if bottle.request.content_length else b""
-        svc.journal.append(kind, partial, peer_address(), rejected="body over the size limit")
+        head = bottle.request.body.read(REFUSED_HEAD_BYTES)
+        size = max(bottle.request.content_length, len(head))
+        sender = client_address(
+            peer_address(),
+            bottle.request.get_header("X-Forwarded-For", ""),
+            svc.policy.trusted_proxies,
+        )
+        refuse_delivery(svc, kind, head, size, sender, "body over the size limit")
         raise
 
 

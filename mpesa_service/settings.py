@@ -70,6 +70,8 @@ SETTINGS = (
     Setting("CONSOLE_SECRET", "", "Secret that signs the operator console's cookies and CSRF "
             "tokens; empty outside production means a random one kept in `data/console_secret`.",
             PROD),
+    Setting("CONSOLE_IDLE_SECONDS", "1800", "A console session unused this long ends (a "
+            "session ends anyway 8 hours after sign-in, and at once on signing out)."),
     Setting("CALLBACK_TOKEN", "", "Secret token in every callback URL; empty outside "
             "production means a random one kept in `data/callback_token`.", PROD),
     Setting("CALLBACK_ALLOWED_IPS", "", "Comma-separated addresses/CIDRs callbacks may come "
@@ -80,6 +82,12 @@ SETTINGS = (
     Setting("CALLBACK_MAX_BYTES", "65536", "Largest callback body accepted (413 above)."),
     Setting("CALLBACK_JOURNAL_PATH", "data/b2c_callbacks.log",
             "JSON-lines journal every callback is appended to before any database work."),
+    Setting("JOURNAL_MIN_FREE_MB", "100", "Free space on the journal's filesystem below "
+            "which /healthz answers 503 and an alert (`journal_space_low`) is raised; 0 means "
+            "never."),
+    Setting("REFUSED_JOURNAL_PER_MINUTE", "20", "Refused callback deliveries (wrong token, "
+            "foreign sender, oversized) journaled per sender per minute, each as a bounded "
+            "record (reason, sender, size, SHA-256, first 2 KB); the rest are only counted."),
     Setting("DARAJA_TIMEOUT_SECONDS", "30", "Timeout of every HTTP call to Daraja (seconds, "
             "decimals allowed)."),
     Setting("SUBMITTING_STUCK_AFTER_SECONDS", "90", "Age after which a payout still "
@@ -145,6 +153,9 @@ SETTINGS = (
 # fmt: on
 NUMERIC_SETTINGS = (
     "PORT",
+    "CONSOLE_IDLE_SECONDS",
+    "JOURNAL_MIN_FREE_MB",
+    "REFUSED_JOURNAL_PER_MINUTE",
     "CALLBACK_MAX_BYTES",
     "STK_QUERY_AFTER_SECONDS",
     "STK_EXPIRY_MINUTES",

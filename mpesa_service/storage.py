@@ -263,6 +263,19 @@ payout_limit_locks = sa.Table(
     sa.Column("name", sa.String(100), primary_key=True),
 )
 
+# Operator console sessions: `id` is the SHA-256 of the token the cookie carries (a copy of the
+# table is no use for signing in); a session ends at `ended_at` (signed out) or `expires_at`.
+console_sessions = sa.Table(
+    "console_sessions",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("key_name", sa.String(100), nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("last_seen_at", sa.DateTime, nullable=False),
+    sa.Column("expires_at", sa.DateTime, nullable=False),
+    sa.Column("ended_at", sa.DateTime),
+)
+
 account_balances = sa.Table(
     "account_balances",
     metadata,

@@ -197,7 +197,8 @@ class DemoData:
 
 class _Generator:
     def __init__(self, seed: int, start: datetime, end: datetime):
-        self.rng = random.Random(seed)
+        # Reproducible demo data, not a secret.
+        self.rng = random.Random(seed)  # nosec B311
         self.data = DemoData(start=start, end=end)
         self.receipts: set[str] = set()
         self.customers = [self._customer(number) for number in range(1, CUSTOMERS + 1)]

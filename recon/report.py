@@ -214,8 +214,9 @@ class Report:
     # -- files ------------------------------------------------------------------------------
 
     def findings_table(self) -> pd.DataFrame:
-        """Findings as written to CSV/XLSX: amounts as two-place Decimals."""
-        return self.findings.frame.copy()
+        """Findings as written to CSV/XLSX: amounts as two-place Decimals, and text a
+        spreadsheet would run as a formula made inert (see _inert_text)."""
+        return _inert_text(self.findings.frame.copy())
 
     def findings_csv(self) -> bytes:
         return self.findings_table().to_csv(index=False, date_format="%Y-%m-%d %H:%M:%S").encode()
@@ -267,6 +268,23 @@ def _tr(cells, *, numbers=frozenset(), flagged: bool = False) -> str:
         for index, cell in enumerate(cells)
     )
     return f'  <tr class="flagged">{tds}</tr>' if flagged else f"  <tr>{tds}</tr>"
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _inert_text(frame: pd.DataFrame) -> pd.DataFrame:
+    """Text cells that a spreadsheet would read as a formula (beginning =, +, -, @, a tab or a
+    carriage return: a reference, a receiver's name or a callback's field written by anyone)
+    get a leading ' so they show as text (OWASP's advice against CSV injection)."""
+    for column in frame.columns:
+        values = frame[column]
+        if not pd.api.types.is_string_dtype(values) and values.dtype != "object":
+            continue
+        risky = values.map(lambda v: isinstance(v, str) and v.startswith(FORMULA_STARTS))
+        if risky.any():
+            frame[column] = values.where(~risky, "'" + values.astype(str))
+    return frame
 
 
 def _e(value: object) -> str:

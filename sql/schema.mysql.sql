@@ -310,3 +310,17 @@ CREATE TABLE payout_limit_locks (
 
 UPDATE alembic_version SET version_num='0005' WHERE alembic_version.version_num = '0004';
 
+-- Running upgrade 0005 -> 0006
+
+CREATE TABLE console_sessions (
+    id VARCHAR(64) NOT NULL, 
+    key_name VARCHAR(100) NOT NULL, 
+    created_at DATETIME NOT NULL, 
+    last_seen_at DATETIME NOT NULL, 
+    expires_at DATETIME NOT NULL, 
+    ended_at DATETIME, 
+    PRIMARY KEY (id)
+);
+
+UPDATE alembic_version SET version_num='0006' WHERE alembic_version.version_num = '0005';
+

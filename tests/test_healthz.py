@@ -26,6 +26,7 @@ def test_healthz_reports_version_environment_and_database(database_url, tmp_path
         "version": service.__version__,
         "environment": "simulator",
         "database": "ok",
+        "journal": "ok",
     }
 
 

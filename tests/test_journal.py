@@ -20,13 +20,25 @@ def test_entries_are_read_back_in_order_with_their_bodies(tmp_path):
     ids = journal.append_many(
         [("b2c_result", b'{"a": 1}', "10.0.0.1", ""), ("stk", b"\xff", "10.0.0.2", "p1")]
     )
-    journal.append("b2c_timeout", b"{}", "10.0.0.3", rejected="wrong callback token")
+    journal.append_refused("b2c_timeout", b"{}", 2, "10.0.0.3", "wrong callback token")
     entries = list(journal.entries())
     assert [entry["id"] for entry in entries[:2]] == ids
     assert [entry["kind"] for entry in entries] == ["b2c_result", "stk", "b2c_timeout"]
     assert entries[0]["body"] == '{"a": 1}'
     assert "body_base64" in entries[1] and entries[1]["payment_id"] == "p1"
     assert (entries[2]["state"], entries[2]["reason"]) == ("rejected", "wrong callback token")
+    assert (entries[2]["body_head"], entries[2]["size"]) == ("{}", 2)
+
+
+def test_a_sender_over_its_quota_of_refusals_is_counted_not_journaled(tmp_path):
+    journal = Journal(tmp_path / "b2c_callbacks.log", refused_per_minute=2)
+    written = [journal.append_refused("stk", b"x", 1, "10.0.0.9", "wrong token") for _ in range(5)]
+    assert [bool(entry_id) for entry_id in written] == [True, True, False, False, False]
+    assert journal.append_refused("stk", b"x", 1, "10.0.0.8", "wrong token")  # another sender
+    journal.refusals.WINDOW_SECONDS = 0  # the minute is over
+    journal.append_refused("stk", b"x", 1, "10.0.0.9", "wrong token")
+    last = list(journal.entries())[-1]
+    assert (last["remote_addr"], last["not_journaled_before"]) == ("10.0.0.9", 3)
 
 
 @pytest.mark.parametrize("gone", ["rotated", "deleted"])

@@ -5,7 +5,6 @@ reconciliation and /metrics."""
 import email
 from email import policy
 
-import requests
 import sqlalchemy as sa
 
 import service
@@ -198,7 +197,7 @@ def test_metrics_report_statuses_ages_and_jobs(make_stack):
     stack = make_stack(RESULTS_LOST)
     pay(stack)
     run_job(resolve_payouts, stack.svc, "resolve")
-    text = requests.get(f"{stack.base_url}/metrics", timeout=10).text
+    text = stack.get("/metrics").text
     assert text == prometheus_text(stack.svc)
     assert 'mpesa_job_last_run_ok{job="resolve"} 1' in text
     assert "mpesa_payouts{status=" in text

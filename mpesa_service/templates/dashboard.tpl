@@ -6,7 +6,7 @@
 <h2>Search: {{q}}</h2>
 <table><tr><th>reference</th><th>status</th><th>amount</th><th>receipt</th><th>user</th></tr>
 % for row in found:
-<tr><td><a href="/console/payouts/{{row.reference_id}}">{{row.reference_id}}</a></td><td>{{row.status}}</td><td class="num">{{money(row.amount or 0)}}</td><td>{{row.transaction_id or ''}}</td><td>{{row.user_id or ''}}</td></tr>
+<tr><td><a href="/console/payouts/{{url(row.reference_id)}}">{{row.reference_id}}</a></td><td>{{row.status}}</td><td class="num">{{money(row.amount or 0)}}</td><td>{{row.transaction_id or ''}}</td><td>{{row.user_id or ''}}</td></tr>
 % end
 </table>
 % if not found:
@@ -34,11 +34,11 @@
 <table><tr><th>reference</th><th>status</th><th>age (h)</th><th>amount</th><th>phone</th><th>last status answer</th><th>resolve</th></tr>
 % for item in review:
 <tr>
-  <td><a href="/console/payouts/{{item['reference_id']}}">{{item['reference_id']}}</a></td>
+  <td><a href="/console/payouts/{{url(item['reference_id'])}}">{{item['reference_id']}}</a></td>
   <td>{{item['status']}}</td><td class="num">{{item['age_hours']}}</td>
   <td class="num">{{money(item['amount'] or 0)}}</td><td>{{item['phone']}}</td><td>{{item['last_answer']}}</td>
   <td>
-    <form method="post" action="/console/payouts/{{item['reference_id']}}/resolve">
+    <form method="post" action="/console/payouts/{{url(item['reference_id'])}}/resolve">
       <input type="hidden" name="csrf" value="{{csrf}}">
       <select name="outcome"><option value="paid">paid</option><option value="not_paid">not paid</option></select>
       <input name="receipt" placeholder="receipt (if paid)" size="12">
@@ -71,7 +71,7 @@
 % end
 <h2>Last reconciliation</h2>
 % if recon:
-<p>Run {{recon['run']}} · <a href="/console/reports/{{recon['run']}}/report.html">report</a></p>
+<p>Run {{recon['run']}} · <a href="/console/reports/{{url(recon['run'])}}/report.html">report</a></p>
 <table><tr>
 % for name in recon['rows'][0].keys() if recon['rows'] else []:
 <th>{{name}}</th>
@@ -96,7 +96,7 @@
 % for flag in flags:
 <tr><td>{{flag.created_at}}</td><td>{{flag.flag}}</td>
 % if flag.reference_id:
-<td>payout <a href="/console/payouts/{{flag.reference_id}}">{{flag.reference_id}}</a></td>
+<td>payout <a href="/console/payouts/{{url(flag.reference_id)}}">{{flag.reference_id}}</a></td>
 % else:
 <td>{{flag.subject_type}} {{flag.subject_id}}</td>
 % end

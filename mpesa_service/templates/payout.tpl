@@ -10,7 +10,7 @@
 
 % if p['status'] in ('review', 'unknown'):
 <h2>Resolve</h2>
-<form method="post" action="/console/payouts/{{p['reference_id']}}/resolve" id="resolve">
+<form method="post" action="/console/payouts/{{url(p['reference_id'])}}/resolve" id="resolve">
   <input type="hidden" name="csrf" value="{{csrf}}">
   <label><input type="radio" name="outcome" value="paid" checked> paid, receipt</label>
   <input name="receipt" size="12" placeholder="e.g. TK58QW1RTY">
@@ -20,13 +20,13 @@
 </form>
 % end
 % if 'status_conflict' in p['flags']:
-<form method="post" action="/console/payouts/{{p['reference_id']}}/resolve">
+<form method="post" action="/console/payouts/{{url(p['reference_id'])}}/resolve">
   <input type="hidden" name="csrf" value="{{csrf}}"><input type="hidden" name="outcome" value="acknowledge">
   <label>Acknowledge the conflict: <input name="note" size="50" required></label> <button>Acknowledge</button>
 </form>
 % end
 % if p['status'] in ('pending', 'unknown', 'review'):
-<form method="post" action="/console/payouts/{{p['reference_id']}}/requery" class="inline">
+<form method="post" action="/console/payouts/{{url(p['reference_id'])}}/requery" class="inline">
   <input type="hidden" name="csrf" value="{{csrf}}"><button>Ask M-Pesa again now</button>
 </form>
 % end
