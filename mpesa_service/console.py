@@ -52,9 +52,13 @@ def sign(secret: str, text: str) -> str:
 
 
 def start_session(svc: Service, secret: str, key: ApiKey) -> str:
-    """Record a new session for `key`; the cookie that names it."""
+    """Record a new session for `key` (and forget those expired a day ago); the cookie
+    that names it."""
     token, now = secrets.token_urlsafe(32), utcnow()
     with svc.engine.begin() as conn:
+        conn.execute(
+            console_sessions.delete().where(console_sessions.c.expires_at < now - timedelta(days=1))
+        )
         conn.execute(
             console_sessions.insert().values(
                 id=_session_id(token),
