@@ -16,6 +16,15 @@ from tests.sim_support import poll
 
 API_KEY = "test-key"
 TOKEN = "test-callback-token"
+# Every wait of the jobs zero, so that a test runs each job when it chooses.
+JOBS_WITHOUT_WAITS = {
+    "RESOLVE_PENDING_AFTER_SECONDS": "0",
+    "RESOLVE_UNKNOWN_AFTER_SECONDS": "0",
+    "RESOLVE_SCHEDULE_SECONDS": "0,0,0",
+    "STATUS_NOT_FOUND_AFTER_SECONDS": "0",
+    "RETRY_DELAY_SECONDS": "0",
+    "STK_QUERY_AFTER_SECONDS": "0",
+}
 FAST_SIMULATOR = dict(
     callback_delay_seconds=0.05,
     stk_answer_delay_seconds=0.05,

@@ -68,7 +68,7 @@ from mpesa_service.routes import CALLBACK_PATHS
 from mpesa_service.stk import StkRequest, sweep_stk, write_payment_ahead
 from mpesa_service.storage import utcnow
 from tests import http_support
-from tests.service_support import TOKEN
+from tests.service_support import JOBS_WITHOUT_WAITS, TOKEN
 from tests.test_operator import KEYS, OPERATOR, as_key
 from tests.test_payouts import result_body
 
@@ -85,12 +85,7 @@ SETTINGS = {
     "CALLBACK_TOKEN": TOKEN,
     "DARAJA_TIMEOUT_SECONDS": str(TIMEOUT),
     "SUBMITTING_STUCK_AFTER_SECONDS": str(STUCK),
-    "RESOLVE_PENDING_AFTER_SECONDS": "0",
-    "RESOLVE_UNKNOWN_AFTER_SECONDS": "0",
-    "RESOLVE_SCHEDULE_SECONDS": "0,0,0",
-    "STATUS_NOT_FOUND_AFTER_SECONDS": "0",
-    "RETRY_DELAY_SECONDS": "0",
-    "STK_QUERY_AFTER_SECONDS": "0",
+    **JOBS_WITHOUT_WAITS,
     "STK_EXPIRY_MINUTES": "0",
     "PAYOUT_USER_DAILY_LIMIT": str(LIMIT),
 }
@@ -315,20 +310,11 @@ class MoneyModel(RuleBasedStateMachine):
         self.world.sim.config.slow_answer_seconds = TIMEOUT / 2
         self.world.arm("slow_answer", B2C_PATH)
         key = f"slow-{uuid.uuid4().hex[:8]}"
-        answers = []
-        paying = threading.Thread(
-            target=lambda: answers.append(
-                self.world.post("/payouts", payout_body(variant, key), key)
-            )
+        answer = self._delivering_while(
+            lambda: self.world.post("/payouts", payout_body(variant, key), key), "result"
         )
-        paying.start()
-        held = self._wait_for_held(lambda c: c["purpose"] == "result")
-        if held is not None:
-            self._deliver(held)
-        paying.join()
-        self.world.sim.clear_scenarios()
-        assert answers[0].status_code == 201, answers[0].text
-        self.truth.references.append(answers[0].json()["reference_id"])
+        assert answer.status_code == 201, answer.text
+        self.truth.references.append(answer.json()["reference_id"])
 
     @rule(variant=st.integers(0, 1), processed=st.booleans())
     def crash_while_sending_a_payout(self, variant, processed):
@@ -373,19 +359,11 @@ class MoneyModel(RuleBasedStateMachine):
         """The push's answer never comes; its callback (naming the payment) is applied before
         the service gives up waiting."""
         self.world.arm("accepted_no_response", STK_PATH, hang=TIMEOUT + 0.2)
-        answers = []
-        pushing = threading.Thread(
-            target=lambda: answers.append(
-                self.world.post("/payments/mpesa/stk-initiate", stk_body(variant))
-            )
+        answer = self._delivering_while(
+            lambda: self.world.post("/payments/mpesa/stk-initiate", stk_body(variant)),
+            "stk_callback",
         )
-        pushing.start()
-        held = self._wait_for_held(lambda c: c["purpose"] == "stk_callback")
-        if held is not None:
-            self._deliver(held)
-        pushing.join()
-        self.world.sim.clear_scenarios()
-        assert answers[0].status_code == 504, answers[0].text
+        assert answer.status_code == 504, answer.text
 
     @rule(processed=st.booleans())
     def crash_while_pushing(self, processed):
@@ -642,10 +620,23 @@ class MoneyModel(RuleBasedStateMachine):
             thread.join()
         return answers
 
-    def _wait_for_held(self, matches) -> int | None:
+    def _delivering_while(self, call, purpose: str) -> requests.Response:
+        """Make `call` on a thread, and while its request waits for Daraja's (held back)
+        answer, deliver the callback of that request; `call`'s answer."""
+        answers = []
+        calling = threading.Thread(target=lambda: answers.append(call()))
+        calling.start()
+        held = self._wait_for_held(purpose)
+        if held is not None:
+            self._deliver(held)
+        calling.join()
+        self.world.sim.clear_scenarios()
+        return answers[0]
+
+    def _wait_for_held(self, purpose: str) -> int | None:
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
-            found = [c["index"] for c in self.world.sim.held() if matches(c)]
+            found = [c["index"] for c in self.world.sim.held() if c["purpose"] == purpose]
             if found:
                 return found[-1]
             time.sleep(0.01)

@@ -20,7 +20,7 @@ from mpesa_service.parsing import parse_result_callback
 from mpesa_service.payouts import payout_by, settle_payout
 from mpesa_service.resolution import resolve_payouts, retry_failed_payouts
 from mpesa_service.stk import sweep_stk
-from tests.service_support import wait_until
+from tests.service_support import JOBS_WITHOUT_WAITS, wait_until
 from tests.test_operator import KEYS, OPERATOR, as_key
 from tests.test_payouts import result_body
 
@@ -28,16 +28,7 @@ B2C_PATH = "/mpesa/b2c/v3/paymentrequest"
 STATUS_PATH = "/mpesa/transactionstatus/v1/query"
 STK_PATH = "/mpesa/stkpush/v1/processrequest"
 STK_PRE = "/payments/mpesa/stk-"
-# Every wait of the jobs is zero, so a test runs them when it chooses.
-AT_ONCE = {
-    "API_KEYS": KEYS,
-    "RESOLVE_PENDING_AFTER_SECONDS": "0",
-    "RESOLVE_UNKNOWN_AFTER_SECONDS": "0",
-    "RESOLVE_SCHEDULE_SECONDS": "0,0,0",
-    "STATUS_NOT_FOUND_AFTER_SECONDS": "0",
-    "RETRY_DELAY_SECONDS": "0",
-    "STK_QUERY_AFTER_SECONDS": "0",
-}
+AT_ONCE = {"API_KEYS": KEYS, **JOBS_WITHOUT_WAITS}
 HELD = {"hold_callbacks": True, "callback_delay_seconds": 0, "stk_answer_delay_seconds": 0}
 
 
