@@ -1128,6 +1128,7 @@ class Call:
     phone: str | None = None
     scenario: Scenario | None = None
     arming: Arming | None = None
+    generation: int = 0  # the reset() it arrived after
 
 
 class DarajaBottle(bottle.Bottle):
@@ -1324,7 +1325,7 @@ class Simulator:
         }
         with self.lock:
             self._request_log.append(record)
-        return Call(kind, request.path, record)
+            return Call(kind, request.path, record, generation=self.generation)
 
     def _finish(self, call: Call, answer: Answer) -> bottle.HTTPResponse:
         with self.lock:
@@ -1386,8 +1387,12 @@ class Simulator:
         return DarajaError("500.003.1001", "Internal Server Error")
 
     def _accept(self, call: Call) -> Scenario | None:
-        """Use up the request's outcome scenario now that it passed validation."""
+        """Use up the request's outcome scenario now that it passed validation. A request
+        still being answered when reset() forgot everything is refused, processing nothing:
+        it must not add a transaction to the new era (its client has given up on it)."""
         with self.lock:
+            if call.generation != self.generation:
+                raise DarajaError("500.003.1001", "Internal Server Error")
             if call.scenario is not None:
                 self.scenarios.use(call.scenario, call.arming, call.phone)
         return call.scenario

@@ -33,6 +33,7 @@ from mpesa_service.storage import (
     b2c_payout_attempts,
     lock_named_row,
     payout_audit,
+    retry_deadlocked,
     utcnow,
 )
 from recon.codes import integer_code, lookup
@@ -273,7 +274,7 @@ def initiate_payout(svc: Service, body: dict, idempotency_key: str) -> tuple[int
         return replay
     request = PayoutRequest.from_body(body, payout_phone(svc, body))
     try:
-        payout_id, attempt = write_ahead(svc, request, key, request_hash)
+        payout_id, attempt = retry_deadlocked(lambda: write_ahead(svc, request, key, request_hash))
     except sa.exc.IntegrityError:
         replay = replay_payout(svc, key, request_hash, wait=True)
         if replay is None:  # the key is free: the reference was taken meanwhile

@@ -402,6 +402,25 @@ def is_database_unavailable(error: BaseException | None) -> bool:
     )
 
 
+MYSQL_DEADLOCK = 1213
+
+
+def retry_deadlocked(work, attempts: int = 3):
+    """`work()` (one transaction), run again when MySQL chose it as a deadlock's victim: its
+    transaction was rolled back whole, so running it again is safe. Concurrent inserts of one
+    idempotency key deadlock so when the transaction holding it rolls back (it answered 409 or
+    422) while two others wait to insert the same key."""
+    for attempt in range(attempts):
+        try:
+            return work()
+        except sa.exc.OperationalError as error:
+            code = error.orig.args[0] if error.orig is not None and error.orig.args else None
+            if code != MYSQL_DEADLOCK or attempt + 1 == attempts:
+                raise
+            log.info("deadlock victim, trying again: %s", error.orig)
+    raise AssertionError("unreachable")
+
+
 def retry_while_unavailable(work, seconds: float, what: str):
     """`work()`, run again while it fails because the database is out of reach (see
     is_database_unavailable), waiting 0.25 s, then twice as long each time up to 4 s, for at

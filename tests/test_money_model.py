@@ -179,6 +179,7 @@ class World:
         engine.dispose()
         self.journal_path.write_bytes(b"")
         self.sim.reset()
+        self.started_at = utcnow().isoformat()
         self.start_service()
 
     def start_service(self) -> None:
@@ -488,11 +489,11 @@ class MoneyModel(RuleBasedStateMachine):
 
     @invariant()
     def money_moved_at_most_once_per_payout(self):
-        paid = Counter(
-            self._payout_of_ocid(entry["originator_conversation_id"])
-            for entry in self.world.sim.ledger()
-            if entry["kind"] == "b2c"
-        )
+        moved = [
+            e["originator_conversation_id"] for e in self.world.sim.ledger() if e["kind"] == "b2c"
+        ]
+        paid = Counter(self._payout_of_ocid(ocid) for ocid in moved)
+        assert None not in paid, self._explain_unknown_attempts(moved)
         for payout_id, times in paid.items():
             if times > 1:
                 self.world.figures["paid twice, excused"] += 1
@@ -667,6 +668,20 @@ class MoneyModel(RuleBasedStateMachine):
         self.truth.evidence.setdefault(payout_id, set()).add(receipt)
         ocids = {a.originator_conversation_id for a in self._attempts(payout_id)}
         self.truth.attempts_at_evidence.setdefault(payout_id, ocids)
+
+    def _explain_unknown_attempts(self, moved: list[str]) -> str:
+        unknown = [ocid for ocid in moved if self._payout_of_ocid(ocid) is None]
+        sent = [
+            (r["time"], r["scenario"], r["status"], r["body"].get("OriginatorConversationID"))
+            for r in self.world.sim.requests(B2C_PATH)
+        ]
+        attempts = [
+            a.originator_conversation_id for a in self.world.rows(service.b2c_payout_attempts)
+        ]
+        return (
+            f"money moved for attempts no payout has: {unknown}; example started at "
+            f"{self.world.started_at}; B2C requests: {sent}; attempts: {attempts}"
+        )
 
     def _kind_of(self, path: str) -> tuple[str, str]:
         """The callback kind a hook path names, and the payment id an STK URL carries."""

@@ -9,6 +9,7 @@ that it did not."""
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 
 import pytest
@@ -20,6 +21,7 @@ from mpesa_service.parsing import parse_result_callback
 from mpesa_service.payouts import payout_by, settle_payout
 from mpesa_service.resolution import resolve_payouts, retry_failed_payouts
 from mpesa_service.stk import sweep_stk
+from mpesa_service.storage import utcnow
 from tests.service_support import JOBS_WITHOUT_WAITS, wait_until
 from tests.test_operator import KEYS, OPERATOR, as_key
 from tests.test_payouts import result_body
@@ -209,6 +211,37 @@ def test_a_second_payout_with_a_used_reference_is_409_and_not_sent(held):
     second = pay(held, reference_id="INV-2026-0001", amount=2000)
     assert second.status_code == 409
     assert "INV-2026-0001" in second.json()["error"]
+    assert len(b2c_requests(held)) == 1
+
+
+def test_requests_queued_behind_a_key_that_is_rolled_back_get_one_payout_no_503(held):
+    """Found by the money model on MariaDB: when the transaction holding a key rolls back (its
+    request was answered 409 or 422), two requests waiting to insert the same key deadlock,
+    and the loser was answered 503. Here the first holder is a transaction of the test's own."""
+    keys = service.idempotency_keys
+    with held.svc.engine.connect() as blocker:
+        holding = blocker.begin()
+        blocker.execute(
+            keys.insert().values(
+                idempotency_key="k-queued",
+                scope="payout",
+                request_hash="0" * 64,
+                created_at=utcnow(),
+            )
+        )
+        answers = []
+        threads = [
+            threading.Thread(target=lambda: answers.append(pay(held, key="k-queued")))
+            for _ in range(3)
+        ]
+        for thread in threads:
+            thread.start()
+        time.sleep(1)  # all three wait on the key the blocker holds
+        holding.rollback()
+        for thread in threads:
+            thread.join()
+    assert sorted(answer.status_code for answer in answers) == [200, 200, 201]
+    assert len({answer.json()["reference_id"] for answer in answers}) == 1
     assert len(b2c_requests(held)) == 1
 
 
