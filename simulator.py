@@ -1797,10 +1797,11 @@ class BackgroundServer:
         self._thread = threading.Thread(target=self.server.run, name="waitress", daemon=True)
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, drain_seconds: float = 3) -> None:
+        """Stop, waiting up to `drain_seconds` for the requests being answered to finish."""
         # Workers first, so none pulls the trigger after it is closed; then the sockets, closed
         # from the loop's own thread so asyncore.loop ends at once.
-        self.server.task_dispatcher.shutdown(timeout=3)
+        self.server.task_dispatcher.shutdown(timeout=drain_seconds)
         try:
             self.server.trigger.pull_trigger(self._close_sockets)
         except OSError:  # the trigger pipe is already gone: close from here instead

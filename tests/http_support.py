@@ -12,12 +12,13 @@ from mpesa_service.entrypoint import WAITRESS_OPTIONS
 
 
 @contextlib.contextmanager
-def serving(app, threads: int = 8):
-    """Yield the base URL of `app` served by waitress on 127.0.0.1 and a free port."""
+def serving(app, threads: int = 8, drain_seconds: float = 3):
+    """Yield the base URL of `app` served by waitress on 127.0.0.1 and a free port; on the way
+    out, wait up to `drain_seconds` for the requests being answered."""
     server = simulator.BackgroundServer(
         app, threads=threads, create_server=waitress_server.create, **WAITRESS_OPTIONS
     )
     try:
         yield server.base_url
     finally:
-        server.stop()
+        server.stop(drain_seconds)

@@ -156,29 +156,33 @@ class Truth:
 
 
 class World:
-    """The simulator (holding callbacks), the migrated database and a restartable service."""
+    """A simulator (holding callbacks), the migrated database and a restartable service, made
+    afresh for every example."""
 
     def __init__(self, database_url: str, workdir: Path):
         self.database_url = database_url
         self.journal_path = workdir / "b2c_callbacks.log"
-        config = simulator.SimulatorConfig(
-            hold_callbacks=True, callback_delay_seconds=0, stk_answer_delay_seconds=0
-        )
-        self.daraja = simulator.start(config=config)
-        self.sim = self.daraja.simulator
-        self.svc = self.serving = None
+        self.daraja = self.sim = self.svc = self.serving = None
         self.figures: Counter = Counter()
 
     def fresh(self) -> None:
-        """An empty database, journal and simulator, and a service started on them."""
+        """An empty database and journal, a new simulator, and a service started on them. The
+        last example's service is stopped only once its requests are done, and its simulator
+        stopped, so that nothing it left running can reach this example."""
         self.stop_service()
+        if self.daraja is not None:
+            self.daraja.stop()
         engine = service.make_engine(self.database_url)
         with engine.begin() as conn:
             for table in reversed(service.metadata.sorted_tables):
                 conn.execute(table.delete())
         engine.dispose()
         self.journal_path.write_bytes(b"")
-        self.sim.reset()
+        config = simulator.SimulatorConfig(
+            hold_callbacks=True, callback_delay_seconds=0, stk_answer_delay_seconds=0
+        )
+        self.daraja = simulator.start(config=config)
+        self.sim = self.daraja.simulator
         self.started_at = utcnow().isoformat()
         self.start_service()
 
@@ -190,7 +194,7 @@ class World:
         }
         loaded = service.load_settings(environ, env_file=self.journal_path.parent / "no.env")
         self.svc = service.build_service(loaded, simulator_url=self.daraja.base_url)
-        self.serving = http_support.serving(service.make_app(self.svc), threads=8)
+        self.serving = http_support.serving(service.make_app(self.svc), threads=8, drain_seconds=60)
         self.svc.public_base_url = self.base_url = self.serving.__enter__()
 
     def stop_service(self) -> None:
@@ -210,7 +214,8 @@ class World:
 
     def close(self) -> None:
         self.stop_service()
-        self.daraja.stop()
+        if self.daraja is not None:
+            self.daraja.stop()
 
     # --- talking to the service -----------------------------------------------------------
 
@@ -627,11 +632,13 @@ class MoneyModel(RuleBasedStateMachine):
         answers = []
         calling = threading.Thread(target=lambda: answers.append(call()))
         calling.start()
-        held = self._wait_for_held(purpose)
-        if held is not None:
-            self._deliver(held)
-        calling.join()
-        self.world.sim.clear_scenarios()
+        try:
+            held = self._wait_for_held(purpose)
+            if held is not None:
+                self._deliver(held)
+        finally:
+            calling.join()
+            self.world.sim.clear_scenarios()
         return answers[0]
 
     def _wait_for_held(self, purpose: str) -> int | None:
