@@ -461,37 +461,42 @@ def post_attempt(svc: Service, payout_id: str, attempt: dict) -> dict:
 
 def _record_accepted(svc: Service, payout_id: str, attempt: dict, answer: dict) -> str:
     """Record Daraja's acceptance. A result that came first (the answer was slow) has settled
-    the attempt already: only the ConversationID is added to it then."""
+    the attempt already: only the ConversationID is added to it then. On MySQL a result being
+    applied at the same moment can make this the victim of a deadlock; it is run again."""
     conversation_id = answer.get("ConversationID")
     ocid, now = attempt["originator_conversation_id"], utcnow()
-    with svc.engine.begin() as conn:
-        conn.execute(
-            b2c_payout_attempts.update()
-            .where(attempts_c.id == attempt["id"])
-            .values(
-                status=sa.case(
-                    (attempts_c.status == "sending", "accepted"), else_=attempts_c.status
-                ),
-                conversation_id=conversation_id,
-                response_code=str(answer.get("ResponseCode", "0")),
-                sent_at=now,
-                answered_at=now,
+
+    def record() -> None:
+        with svc.engine.begin() as conn:
+            conn.execute(
+                b2c_payout_attempts.update()
+                .where(attempts_c.id == attempt["id"])
+                .values(
+                    status=sa.case(
+                        (attempts_c.status == "sending", "accepted"), else_=attempts_c.status
+                    ),
+                    conversation_id=conversation_id,
+                    response_code=str(answer.get("ResponseCode", "0")),
+                    sent_at=now,
+                    answered_at=now,
+                )
             )
-        )
-        conn.execute(
-            b2c_payments.update()
-            .where(b2c_payments.c.id == payout_id, on_attempt(ocid))
-            .values(conversation_id=conversation_id)
-        )
-        transition(
-            conn,
-            payout_id,
-            "pending",
-            on_attempt(ocid),
-            only_from=("submitting",),
-            next_check_at=now
-            + timedelta(seconds=svc.settings.integer("RESOLVE_PENDING_AFTER_SECONDS")),
-        )
+            conn.execute(
+                b2c_payments.update()
+                .where(b2c_payments.c.id == payout_id, on_attempt(ocid))
+                .values(conversation_id=conversation_id)
+            )
+            transition(
+                conn,
+                payout_id,
+                "pending",
+                on_attempt(ocid),
+                only_from=("submitting",),
+                next_check_at=now
+                + timedelta(seconds=svc.settings.integer("RESOLVE_PENDING_AFTER_SECONDS")),
+            )
+
+    retry_deadlocked(record)
     return "pending"
 
 
@@ -500,34 +505,38 @@ def _record_attempt(svc, payout_id, attempt, payout_status, attempt_status, erro
     has settled the attempt meanwhile."""
     code, message = daraja_error_fields(error)
     ocid, now = attempt["originator_conversation_id"], utcnow()
-    with svc.engine.begin() as conn:
-        conn.execute(
-            b2c_payout_attempts.update()
-            .where(attempts_c.id == attempt["id"], attempts_c.status == "sending")
-            .values(
-                status=attempt_status,
-                error_code=code,
-                error_message=message,
-                sent_at=now,
-                answered_at=now,
+
+    def record() -> None:
+        with svc.engine.begin() as conn:
+            conn.execute(
+                b2c_payout_attempts.update()
+                .where(attempts_c.id == attempt["id"], attempts_c.status == "sending")
+                .values(
+                    status=attempt_status,
+                    error_code=code,
+                    error_message=message,
+                    sent_at=now,
+                    answered_at=now,
+                )
             )
-        )
-        values = {"error_description": message, "reason_code": code}
-        if payout_status == "unknown":
-            values = {
-                "error_description": f"outcome unknown: {message}",
-                "next_check_at": now
-                + timedelta(seconds=svc.settings.integer("RESOLVE_UNKNOWN_AFTER_SECONDS")),
-            }
-        transition(
-            conn,
-            payout_id,
-            payout_status,
-            on_attempt(ocid),
-            NO_EVIDENCE,
-            only_from=("submitting",),
-            **values,
-        )
+            values = {"error_description": message, "reason_code": code}
+            if payout_status == "unknown":
+                values = {
+                    "error_description": f"outcome unknown: {message}",
+                    "next_check_at": now
+                    + timedelta(seconds=svc.settings.integer("RESOLVE_UNKNOWN_AFTER_SECONDS")),
+                }
+            transition(
+                conn,
+                payout_id,
+                payout_status,
+                on_attempt(ocid),
+                NO_EVIDENCE,
+                only_from=("submitting",),
+                **values,
+            )
+
+    retry_deadlocked(record)
     return payout_status
 
 

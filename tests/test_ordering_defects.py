@@ -245,6 +245,63 @@ def test_requests_queued_behind_a_key_that_is_rolled_back_get_one_payout_no_503(
     assert len(b2c_requests(held)) == 1
 
 
+def fresh_read(conn, query):
+    """The first value `query` reads in a transaction of its own (a new snapshot each time)."""
+    value = conn.execute(query).scalar()
+    conn.rollback()
+    return value
+
+
+@pytest.fixture
+def mariadb_slow_answers(mariadb_url, tmp_path):
+    """The service on MariaDB (the deadlock below is InnoDB's) with a simulator whose B2C
+    answers take a second."""
+    from tests.service_support import start_stack
+
+    engine = service.make_engine(mariadb_url)
+    service.migrate(engine)
+    engine.dispose()
+    stack, stop = start_stack(mariadb_url, tmp_path, AT_ONCE, {**HELD, "slow_answer_seconds": 1.0})
+    stack.sim.arm("slow_answer", path=B2C_PATH)
+    yield stack
+    stop()
+
+
+def test_recording_an_accepted_answer_survives_a_deadlock_with_a_result(mariadb_slow_answers):
+    """Found by the money model on MariaDB: a result applied while the answer was recorded
+    (they lock the payout and its attempt in opposite orders) made the payout's creation the
+    deadlock's victim, answered 503 though Daraja had accepted it. Here the other transaction is
+    the test's own: heavier, so InnoDB rolls back the service's; it must run again."""
+    stack = mariadb_slow_answers
+    answers = []
+    paying = threading.Thread(target=lambda: answers.append(pay(stack)))
+    paying.start()
+    payouts, attempts = service.b2c_payments, service.b2c_payout_attempts
+    with stack.svc.engine.connect() as blocker:
+        payout_id = wait_until(lambda: fresh_read(blocker, sa.select(payouts.c.id)))
+        holding = blocker.begin()
+        for number in range(30):  # weight, so that InnoDB picks the service as the victim
+            blocker.execute(
+                service.idempotency_keys.insert().values(
+                    idempotency_key=f"weight-{number}",
+                    scope="payout",
+                    request_hash="0" * 64,
+                    created_at=utcnow(),
+                )
+            )
+        blocker.execute(
+            payouts.update().where(payouts.c.id == payout_id).values(updated_at=utcnow())
+        )
+        time.sleep(1.5)  # the answer came; the service holds the attempt, waits for the payout
+        blocker.execute(
+            attempts.update().where(attempts.c.payout_id == payout_id).values(error_message="x")
+        )
+        holding.rollback()
+    paying.join()
+    assert answers[0].status_code == 201, answers[0].text
+    assert detail(stack, answers[0].json()["reference_id"])["status"] == "pending"
+
+
 def test_migrate_names_references_shared_by_payouts_and_stops(empty_database_url):
     from alembic import command
 
