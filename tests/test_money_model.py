@@ -549,7 +549,7 @@ class MoneyModel(RuleBasedStateMachine):
                 assert shown["status"] == "review", shown
                 assert "possible_double_payout" in shown["flags"]
             elif len(receipts) == 1:
-                assert shown["status"] == "completed", shown
+                assert shown["status"] == "completed", self._explain_payout(payout.id, shown)
                 assert shown["transaction_id"] in receipts
             elif payout.id not in self.truth.operator_paid:
                 assert shown["status"] != "completed", shown
@@ -675,6 +675,37 @@ class MoneyModel(RuleBasedStateMachine):
         self.truth.evidence.setdefault(payout_id, set()).add(receipt)
         ocids = {a.originator_conversation_id for a in self._attempts(payout_id)}
         self.truth.attempts_at_evidence.setdefault(payout_id, ocids)
+
+    def _explain_payout(self, payout_id: str, shown: dict) -> str:
+        """Everything the database holds about a payout, for a failure message."""
+        callbacks = service.b2c_payment_callbacks.c
+        held = [
+            (row.kind, row.outcome, row.result_code_text, row.transaction_id, row.received_at)
+            for row in self.world.rows(
+                service.b2c_payment_callbacks, callbacks.payout_id == payout_id
+            )
+        ]
+        attempts = [
+            (row.attempt_no, row.originator_conversation_id, row.status, row.receipt)
+            for row in self._attempts(payout_id)
+        ]
+        flags = [
+            (row.flag, row.detail)
+            for row in self.world.rows(
+                service.payment_flags, service.payment_flags.c.subject_id == payout_id
+            )
+        ]
+        audit = [
+            (row.actor, row.action, row.status_before, row.status_after, row.note)
+            for row in self.world.rows(
+                service.payout_audit, service.payout_audit.c.payout_id == payout_id
+            )
+        ]
+        return (
+            f"{shown}; attempts {attempts}; callbacks {held}; flags {flags}; audit {audit}; "
+            f"evidence {self.truth.evidence.get(payout_id)}; example started at "
+            f"{self.world.started_at}"
+        )
 
     def _explain_unknown_attempts(self, moved: list[str]) -> str:
         unknown = [ocid for ocid in moved if self._payout_of_ocid(ocid) is None]
