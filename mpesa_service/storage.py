@@ -65,6 +65,7 @@ payments = sa.Table(
     sa.Index("uq_payments_checkout_request_id", "checkout_request_id", unique=True),
     sa.Index("ix_payments_mpesa_receipt", "mpesa_receipt"),
     sa.Index("ix_payments_status", "status"),
+    sa.Index("ix_payments_completed_at", "completed_at"),
 )
 
 b2c_payments = sa.Table(
@@ -102,6 +103,7 @@ b2c_payments = sa.Table(
     sa.Index("ix_b2c_payments_transaction_id", "transaction_id"),
     sa.Index("ix_b2c_payments_status", "status"),
     sa.Index("ix_b2c_payments_initiated_at", "initiated_at"),
+    sa.Index("ix_b2c_payments_completed_at", "completed_at"),
     sa.Index("ix_b2c_payments_originator_conversation_id", "originator_conversation_id"),
     sa.Index("ix_b2c_payments_conversation_id", "conversation_id"),
 )

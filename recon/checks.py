@@ -22,8 +22,9 @@ import numpy as np
 import pandas as pd
 
 from recon.codes import meaning
-from recon.frames import Frames, flags_per_unique
+from recon.frames import Frames
 from recon.money import decimal_from_cents, format_cents
+from recon.statement import ROLE_PAYMENT, ROLE_REVERSAL
 
 FINDING_COLUMNS = [
     "check",
@@ -43,7 +44,6 @@ COMPLETED_STATUSES = frozenset({"completed", "success", "successful", "paid"})
 FAILED_STATUSES = frozenset({"failed"})
 # `submitting` too: a payout left mid-send (the process died) is as open as one awaiting its result.
 OPEN_STATUSES = frozenset({"submitting", "pending", "unknown"})
-INTERNAL_TRANSFER = r"settlement|transfer of funds|funds transfer"
 DIRECTIONS = ("withdrawn", "paid in")
 
 
@@ -71,6 +71,7 @@ class Findings:
     frame: pd.DataFrame
     checks: tuple[str, ...]
     match: dict[str, tuple[int, int]] = field(default_factory=dict)
+    scope: list[str] = field(default_factory=list)  # what was checked and what was not
 
     def __len__(self) -> int:
         return len(self.frame)
@@ -149,7 +150,13 @@ def matched_results(frames: Frames) -> pd.DataFrame:
     if "matched_results" in frames.cache:
         return frames.cache["matched_results"]
     results = frames.results.copy(deep=False)  # copy-on-write: the new columns stay here
-    results["is_success"] = (results["result_code"] == "0") & (results["kind"] != "timeout")
+    # A status answer's ResultCode says whether the query worked, not whether the money moved;
+    # what it states about the payment reaches us as its attempt's receipt (payout_evidence).
+    results["is_success"] = (results["result_code"] == "0") & (results["kind"] == "result")
+    # A status answer row that carries a receipt states the payment with it.
+    results["states_receipt"] = results["transaction_id"].notna() & (
+        results["is_success"] | ((results["result_code"] == "0") & (results["kind"] == "status"))
+    )
     payout_ref = np.full(len(results), np.nan, dtype=object)
     matched_by = payout_ref.copy()
     position = np.full(len(results), -1, dtype=np.int64)
@@ -234,28 +241,28 @@ def payouts_at(frames: Frames, targets: np.ndarray) -> np.ndarray:
 
 
 def _answers(results: pd.DataFrame) -> np.ndarray:
-    """Matched results that answer their payout (not timeouts)."""
-    return (results["payout_ref"].notna() & (results["kind"] != "timeout")).to_numpy()
+    """Matched results that answer their payout (not timeouts, not status answers)."""
+    return (results["payout_ref"].notna() & (results["kind"] == "result")).to_numpy()
 
 
 def payout_receipts(frames: Frames) -> pd.DataFrame:
     """Completed payouts with their receipt (the payout's transaction_id, else its successful
-    result's), amount and completion time."""
+    result's), the amount requested, the amount paid (the payout's paid_amount, else its
+    successful result's amount, else the amount requested) and completion time."""
     if "payout_receipts" in frames.cache:
         return frames.cache["payout_receipts"]
     completed = frames.payouts["status"].isin(COMPLETED_STATUSES).to_numpy()
-    columns = ["id", "transaction_id", "amount_cents", "phone", "completed_at", "initiated_at"]
-    payouts = frames.payouts.loc[completed, columns]
-    receipts = payouts["transaction_id"]
-    without = receipts.isna().to_numpy()
-    if without.any():
-        rows = np.flatnonzero(completed)[without]
-        receipts = receipts.fillna(_result_receipts(frames, rows, payouts.index[without]))
+    columns = ["id", "transaction_id", "amount_cents", "paid_amount_cents", "phone"]
+    payouts = frames.payouts.loc[completed, [*columns, "completed_at", "initiated_at"]]
+    success = _first_success(frames, np.flatnonzero(completed), payouts.index)
     frame = pd.DataFrame(
         {
             "id": payouts["id"],
-            "receipt": receipts,
-            "amount_cents": payouts["amount_cents"],
+            "receipt": payouts["transaction_id"].fillna(success["transaction_id"]),
+            "requested_cents": payouts["amount_cents"],
+            "amount_cents": payouts["paid_amount_cents"]
+            .fillna(success["amount_cents"])
+            .fillna(payouts["amount_cents"]),
             "phone": payouts["phone"],
             "occurred_at": payouts["completed_at"].fillna(payouts["initiated_at"]),
         }
@@ -264,19 +271,55 @@ def payout_receipts(frames: Frames) -> pd.DataFrame:
     return frame
 
 
-def _result_receipts(frames: Frames, rows: np.ndarray, index: pd.Index) -> pd.Series:
-    """The receipt of the first successful result matched to each payout row in `rows`."""
+def _first_success(frames: Frames, rows: np.ndarray, index: pd.Index) -> pd.DataFrame:
+    """The receipt and amount of the first successful result matched to each payout row in
+    `rows` (missing where it has none)."""
     results = matched_results(frames)
     wanted = payout_rows(frames)[rows]
     answer_to = results["payout_pos"].to_numpy()
     useful = results["is_success"].to_numpy() & pointing_at(answer_to, wanted, len(frames.payouts))
-    first = results.loc[useful, ["payout_pos", "transaction_id"]].drop_duplicates("payout_pos")
-    receipt = first.set_index("payout_pos")["transaction_id"]
-    return lookup_values(pd.Series(wanted, index=index), receipt)
+    first = results.loc[useful, ["payout_pos", "transaction_id", "amount_cents"]]
+    first = first.drop_duplicates("payout_pos").set_index("payout_pos")
+    keys = pd.Series(wanted, index=index)
+    return pd.DataFrame(
+        {
+            "transaction_id": lookup_values(keys, first["transaction_id"]),
+            "amount_cents": lookup_values(keys, first["amount_cents"]),
+        },
+        index=index,
+    )
+
+
+def payout_evidence(frames: Frames) -> pd.DataFrame:
+    """Every distinct (payout row, receipt) that says a payout's money moved: the payout's own
+    transaction_id, the receipts its successful results and status answers state, and the
+    receipts its attempts recorded (from either). `payout_pos` is the payout's first row."""
+    if "payout_evidence" in frames.cache:
+        return frames.cache["payout_evidence"]
+    payouts, attempts = frames.payouts, frames.attempts
+    results = matched_results(frames)
+    stated = results["states_receipt"].to_numpy() & (results["payout_pos"] >= 0).to_numpy()
+    success = results[stated]
+    attempt_rows = _payout_ids(frames).find(attempts["payout_id"].to_numpy())
+    evidence = pd.concat(
+        [
+            pd.DataFrame({"payout_pos": payout_rows(frames), "receipt": payouts["transaction_id"]}),
+            pd.DataFrame(
+                {"payout_pos": success["payout_pos"], "receipt": success["transaction_id"]}
+            ),
+            pd.DataFrame({"payout_pos": attempt_rows, "receipt": attempts["receipt"]}),
+        ],
+        ignore_index=True,
+    )
+    evidence = evidence[(evidence["payout_pos"] >= 0) & evidence["receipt"].notna()]
+    evidence = evidence.drop_duplicates(["payout_pos", "receipt"]).reset_index(drop=True)
+    frames.cache["payout_evidence"] = evidence
+    return evidence
 
 
 def collection_receipts(frames: Frames) -> pd.DataFrame:
-    """Completed STK collections with their receipt, amount paid and completion time."""
+    """Completed STK collections with their receipt, the amount requested and paid, and the
+    completion time."""
     stk = frames.stk
     completed = stk["status"].isin(COMPLETED_STATUSES) | (stk["result_code"] == "0")
     stk = stk[completed]
@@ -284,6 +327,7 @@ def collection_receipts(frames: Frames) -> pd.DataFrame:
         {
             "id": stk["id"],
             "receipt": stk["receipt"],
+            "requested_cents": stk["amount_cents"],
             "amount_cents": stk["paid_amount_cents"].fillna(stk["amount_cents"]),
             "phone": stk["phone"],
             "occurred_at": stk["completed_at"].fillna(stk["created_at"]),
@@ -293,43 +337,38 @@ def collection_receipts(frames: Frames) -> pd.DataFrame:
 
 def statement_payments(frames: Frames) -> pd.DataFrame:
     """Statement rows that are payouts (`withdrawn_cents` > 0) or collections (`paid_in_cents`
-    > 0): not charges, not internal transfers, not failed, one row per receipt and direction
-    (the first), the payouts first."""
+    > 0): rows of the payment role (not charges, reversals, internal transfers or money that did
+    not move) with a receipt, one row per receipt and direction (the first), the payouts first.
+    The later rows of a receipt and direction are kept aside for `duplicate_receipt`."""
     if "statement_payments" in frames.cache:
         return frames.cache["statement_payments"]
     entries = frames.statement.entries
-    usable = _usable_entries(entries)
+    usable = entries["receipt"].notna().to_numpy() & (entries["role"] == ROLE_PAYMENT).to_numpy()
     paid_in = (entries["paid_in_cents"].fillna(0) > 0).to_numpy()
-    picked, receipts = [], {}
+    picked, repeated, receipts = [], [], {}
     for direction, side in zip(DIRECTIONS, (~paid_in, paid_in), strict=True):
         candidates = np.flatnonzero(usable & side)
         receipts[direction] = FirstRows.of(entries["receipt"].iloc[candidates])
-        picked.append(candidates[receipts[direction].rows])
-    rows = entries.iloc[np.concatenate(picked)]
-    payouts_first = np.repeat(DIRECTIONS, [len(part) for part in picked])
-    rows["direction"] = pd.Series(payouts_first, index=rows.index, dtype="str")
-    rows["amount_cents"] = rows["withdrawn_cents"].where(
-        rows["direction"] == "withdrawn", rows["paid_in_cents"]
-    )
+        first = candidates[receipts[direction].rows]
+        picked.append(first)
+        repeated.append(np.setdiff1d(candidates, first, assume_unique=True))
+    rows = _with_direction(entries, picked)
     frames.cache["statement_payments"] = rows
     frames.cache["statement_receipts"] = receipts
+    frames.cache["statement_repeats"] = _with_direction(entries, repeated)
     return rows
 
 
-def _usable_entries(entries: pd.DataFrame) -> np.ndarray:
-    """Entries with a receipt that are not charges, internal transfers or failed."""
-
-    def internal(texts: pd.Series) -> pd.Series:
-        return texts.str.contains(INTERNAL_TRANSFER, case=False, regex=True)
-
-    def completed(texts: pd.Series) -> pd.Series:
-        return texts.str.lower() == "completed"
-
-    transfer = flags_per_unique(entries["reason_type"], internal)
-    transfer |= flags_per_unique(entries["details"], internal)
-    status_ok = flags_per_unique(entries["transaction_status"], completed, missing=True)
-    has_receipt = entries["receipt"].notna().to_numpy()
-    return has_receipt & ~entries["is_charge"].to_numpy() & ~transfer & status_ok
+def _with_direction(entries: pd.DataFrame, parts: list[np.ndarray]) -> pd.DataFrame:
+    """The entries at the positions in `parts` (withdrawn ones, then paid-in ones) with their
+    `direction` and `amount_cents`."""
+    rows = entries.iloc[np.concatenate(parts)]
+    directions = np.repeat(DIRECTIONS, [len(part) for part in parts])
+    rows["direction"] = pd.Series(directions, index=rows.index, dtype="str")
+    rows["amount_cents"] = rows["withdrawn_cents"].where(
+        rows["direction"] == "withdrawn", rows["paid_in_cents"]
+    )
+    return rows
 
 
 def statement_matches(frames: Frames) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -341,13 +380,8 @@ def statement_matches(frames: Frames) -> tuple[pd.DataFrame, pd.DataFrame]:
         return frames.cache["statement_matches"]
     statement = statement_payments(frames).copy(deep=False)
     receipts = frames.cache["statement_receipts"]
-    ours = pd.concat(
-        [
-            payout_receipts(frames).assign(kind="payout", direction="withdrawn"),
-            collection_receipts(frames).assign(kind="payment", direction="paid in"),
-        ],
-        ignore_index=True,
-    )
+    ours = our_records(frames)
+    ours = ours[~ours["repeat"].to_numpy()]
     cents = np.zeros(len(ours), dtype=np.int64)
     absent = np.ones(len(ours), dtype=bool)
     recorded = np.zeros(len(statement), dtype=bool)
@@ -364,6 +398,36 @@ def statement_matches(frames: Frames) -> tuple[pd.DataFrame, pd.DataFrame]:
     statement["recorded"] = recorded
     frames.cache["statement_matches"] = (ours, statement)
     return ours, statement
+
+
+def our_records(frames: Frames) -> pd.DataFrame:
+    """Our completed payouts and collections (payout_receipts and collection_receipts, with
+    `kind` and `direction`), and `repeat`: the record holds a receipt that an earlier one (by
+    completion time, then id) already holds. A repeat is a duplicate_receipt finding and is
+    not compared with the statement again."""
+    if "our_records" in frames.cache:
+        return frames.cache["our_records"]
+    ours = pd.concat(
+        [
+            payout_receipts(frames).assign(kind="payout", direction="withdrawn"),
+            collection_receipts(frames).assign(kind="payment", direction="paid in"),
+        ],
+        ignore_index=True,
+    )
+    shared = ours[ours["receipt"].notna() & ours["receipt"].duplicated(keep=False)]
+    shared = shared.sort_values(["occurred_at", "id"], kind="stable")
+    ours["repeat"] = ours.index.isin(shared.index[shared["receipt"].duplicated()])
+    frames.cache["our_records"] = ours
+    return ours
+
+
+def in_period(rows: pd.DataFrame, options: Options) -> pd.DataFrame:
+    """Statement rows completed inside the period checked."""
+    if options.since is not None:
+        rows = rows[rows["completed_at"] >= pd.Timestamp(options.since)]
+    if options.until is not None:
+        rows = rows[rows["completed_at"] < pd.Timestamp(options.until)]
+    return rows
 
 
 # -- building findings --------------------------------------------------------------------------
@@ -538,7 +602,6 @@ def check_failed_result(frames: Frames, *, options: Options) -> pd.DataFrame:
         result_code=code,
         occurred_at=when.fillna(rows["initiated_at"]),
         expected_cents=rows["amount_cents"],
-        at_risk_cents=rows["amount_cents"],
     )
 
 
@@ -570,7 +633,8 @@ def check_stale_pending(frames: Frames, *, options: Options) -> pd.DataFrame:
 
 
 def check_duplicate_callback(frames: Frames, *, options: Options) -> pd.DataFrame:
-    """Payouts with more than one result for the same attempt (legacy rows: the same payout)."""
+    """Payouts with more than one result for the same attempt (legacy rows: the same payout).
+    A redelivery moves no money: a second receipt is counted by paid_twice."""
     results = matched_results(frames)
     candidates = np.flatnonzero(results["payout_ref"].notna() & (results["kind"] == "result"))
     answer_to = pd.Series(results["payout_pos"].to_numpy()[candidates])
@@ -591,7 +655,6 @@ def check_duplicate_callback(frames: Frames, *, options: Options) -> pd.DataFram
         .reset_index()
     )
     rows = counted[counted["received"] > 1]
-    extra_paid = (rows["successes"] - 1).clip(lower=0)
     reasons = [
         f"duplicate callback: expected 1 result != {received} received ({received - 1} extra)"
         for received in rows["received"]
@@ -607,37 +670,68 @@ def check_duplicate_callback(frames: Frames, *, options: Options) -> pd.DataFram
         phone=rows["phone"],
         occurred_at=rows["last_at"],
         expected_cents=rows["amount_cents"],
-        at_risk_cents=rows["amount_cents"].fillna(0) * extra_paid,
+    )
+
+
+def check_paid_twice(frames: Frames, *, options: Options) -> pd.DataFrame:
+    """Payouts with evidence of payment under more than one receipt: two attempts paid, or a
+    Transaction Status answer names a receipt other than the result's."""
+    evidence = payout_evidence(frames)
+    repeated = evidence[evidence["payout_pos"].duplicated(keep=False).to_numpy()]
+    receipts = repeated.groupby("payout_pos", sort=True)["receipt"].agg(
+        lambda values: sorted(values)
+    )
+    rows = frames.payouts.iloc[receipts.index.to_numpy()]
+    counts = pd.Series([len(names) for names in receipts], index=rows.index)
+    reasons = [
+        f"paid twice: expected 1 receipt != {count} ({', '.join(names)}; "
+        f"{format_cents(amount * (count - 1) if pd.notna(amount) else None)} paid over)"
+        for count, names, amount in zip(counts, receipts, rows["amount_cents"], strict=True)
+    ]
+    return make_findings(
+        "paid_twice",
+        rows,
+        options=options,
+        subject="payout " + rows["id"],
+        reasons=reasons,
+        reference_id=rows["id"],
+        transaction_id=pd.Series([", ".join(names) for names in receipts], index=rows.index),
+        phone=rows["phone"],
+        occurred_at=rows["completed_at"].fillna(rows["initiated_at"]),
+        expected_cents=rows["amount_cents"],
+        actual_cents=rows["amount_cents"] * counts,
+        at_risk_cents=rows["amount_cents"] * (counts - 1),
     )
 
 
 def check_status_conflict(frames: Frames, *, options: Options) -> pd.DataFrame:
-    """Payouts whose final status contradicts their results: marked failed although a result
-    says paid, or marked completed although every result failed."""
+    """Payouts whose final status contradicts their results: marked failed although a result,
+    a status answer or an attempt states a receipt, or marked completed although every result
+    failed and nothing states a receipt."""
+    payouts, attempts = frames.payouts, frames.attempts
     results = matched_results(frames)
-    answers = _answers(results)
-    success = results["is_success"].to_numpy()
-    paid = answers & success & results["payout_status"].isin(FAILED_STATUSES).to_numpy()
-    unpaid = answers & ~success & results["payout_status"].isin(COMPLETED_STATUSES).to_numpy()
     answer_to = results["payout_pos"].to_numpy()
-    in_doubt = pointing_at(answer_to, answer_to[paid | unpaid], len(frames.payouts))
-    evidence = results[answers & in_doubt]
-    proof = evidence.groupby("payout_ref").agg(
-        paid=("is_success", "any"), last_at=("received_at", "max"), row=("payout_pos", "first")
-    )
-    success = evidence[evidence["is_success"]].drop_duplicates("payout_ref")
-    proof["receipt"] = success.set_index("payout_ref")["transaction_id"]
-    doubtful = results.loc[unpaid, "payout_ref"].unique()
-    conflicting = proof.index.isin(results.loc[paid, "payout_ref"].unique()) | (
-        ~proof["paid"] & proof.index.isin(doubtful)
-    )
-    rows = frames.payouts[payouts_at(frames, proof.loc[conflicting, "row"].to_numpy())]
-    proof = proof.drop(columns="row").reindex(rows["id"]).set_index(rows.index)
+    stated = results["states_receipt"].to_numpy() & (answer_to >= 0)
+    attempt_rows = _payout_ids(frames).find(attempts["payout_id"].to_numpy())
+    proven = np.concatenate([answer_to[stated], attempt_rows[attempts["receipt"].notna()]])
+    refused = _answers(results) & ~results["is_success"].to_numpy()
+    paid = payouts_at(frames, proven)
+    denied = payouts_at(frames, answer_to[refused])
+    status = payouts["status"]
+    paid_but_failed = status.isin(FAILED_STATUSES).to_numpy() & paid
+    unpaid_but_completed = status.isin(COMPLETED_STATUSES).to_numpy() & denied & ~paid
+    rows = payouts[paid_but_failed | unpaid_but_completed]
+    about = results[pointing_at(answer_to, payout_rows(frames)[rows.index], len(payouts))]
+    last_at = about.groupby("payout_pos")["received_at"].max()
+    receipts = about[about["states_receipt"]].drop_duplicates("payout_pos")
+    receipts = receipts.set_index("payout_pos")["transaction_id"]
+    first_rows = pd.Series(payout_rows(frames)[rows.index], index=rows.index)
+    was_paid = pd.Series(paid_but_failed[rows.index], index=rows.index)
     reasons = [
         f"status conflict: expected {'completed' if paid else 'failed'} (results say "
         f"{'paid' if paid else 'not paid'}) != recorded {status} "
         f"({'paid but marked failed' if paid else 'marked completed but not paid'})"
-        for paid, status in zip(proof["paid"], rows["status"], strict=True)
+        for paid, status in zip(was_paid, rows["status"], strict=True)
     ]
     return make_findings(
         "status_conflict",
@@ -646,9 +740,9 @@ def check_status_conflict(frames: Frames, *, options: Options) -> pd.DataFrame:
         subject="payout " + rows["id"],
         reasons=reasons,
         reference_id=rows["id"],
-        transaction_id=proof["receipt"],
+        transaction_id=lookup_values(first_rows, receipts),
         phone=rows["phone"],
-        occurred_at=proof["last_at"],
+        occurred_at=lookup_values(first_rows, last_at),
         expected_cents=rows["amount_cents"],
         at_risk_cents=rows["amount_cents"],
     )
@@ -776,15 +870,12 @@ def check_unrecorded_statement_entry(frames: Frames, *, options: Options) -> pd.
     if frames.statement is None:
         return empty_findings()
     _, rows = statement_matches(frames)
-    rows = rows[~rows["recorded"]]
-    if options.since is not None:
-        rows = rows[rows["completed_at"] >= pd.Timestamp(options.since)]
-    if options.until is not None:
-        rows = rows[rows["completed_at"] < pd.Timestamp(options.until)]
+    rows = in_period(rows[~rows["recorded"]], options)
     results = matched_results(frames)
     everything_we_hold = [
         frames.payouts["transaction_id"],
-        results.loc[results["is_success"], "transaction_id"],
+        results.loc[results["states_receipt"], "transaction_id"],
+        frames.attempts["receipt"],
         frames.stk["receipt"],
     ]
     # Scan the large receipt lists for the few unrecorded ones (hashing the few, not the many).
@@ -811,19 +902,20 @@ def check_unrecorded_statement_entry(frames: Frames, *, options: Options) -> pd.
 
 
 def check_statement_amount_mismatch(frames: Frames, *, options: Options) -> pd.DataFrame:
-    """Receipts on both sides whose amounts differ (payout vs Withdrawn, paid vs Paid In)."""
+    """Receipts on both sides whose statement amount is neither what we asked for nor what
+    the result says was paid (payout vs Withdrawn, collection vs Paid In)."""
     if frames.statement is None:
         return empty_findings()
     ours, _ = statement_matches(frames)
-    gap = (ours["statement_cents"] - ours["amount_cents"]).abs()
-    differs = (gap > options.amount_tolerance_cents).fillna(False).to_numpy()
-    rows = ours[differs].rename(columns={"statement_cents": "amount_cents_statement"})
+    tolerance = options.amount_tolerance_cents
+    theirs = ours["statement_cents"]
+    off_paid = ((theirs - ours["amount_cents"]).abs() > tolerance).fillna(False)
+    off_asked = ((theirs - ours["requested_cents"]).abs() > tolerance).fillna(True)
+    rows = ours[(off_paid & off_asked).to_numpy()]
     reasons = [
         f"statement amount mismatch: recorded {format_cents(ours_cents)} != statement "
-        f"{format_cents(theirs)} ({difference(ours_cents, theirs)})"
-        for ours_cents, theirs in zip(
-            rows["amount_cents"], rows["amount_cents_statement"], strict=True
-        )
+        f"{format_cents(statement)} ({difference(ours_cents, statement)})"
+        for ours_cents, statement in zip(rows["amount_cents"], rows["statement_cents"], strict=True)
     ]
     return make_findings(
         "statement_amount_mismatch",
@@ -836,17 +928,213 @@ def check_statement_amount_mismatch(frames: Frames, *, options: Options) -> pd.D
         phone=rows["phone"],
         occurred_at=rows["occurred_at"],
         expected_cents=rows["amount_cents"],
-        actual_cents=rows["amount_cents_statement"],
-        at_risk_cents=(rows["amount_cents_statement"] - rows["amount_cents"]).abs(),
+        actual_cents=rows["statement_cents"],
+        at_risk_cents=_beyond_recorded_gap(rows),
     )
 
 
+def _beyond_recorded_gap(rows: pd.DataFrame) -> pd.Series:
+    """The part of a three-way disagreement (asked, paid, statement) that the gap between asked
+    and paid (counted by amount_mismatch / stk_amount_mismatch) does not already count."""
+    amounts = rows[["requested_cents", "amount_cents", "statement_cents"]].astype("Int64")
+    spread = amounts.max(axis=1) - amounts.min(axis=1)
+    return spread - (rows["requested_cents"] - rows["amount_cents"]).abs().fillna(0)
+
+
+def check_reversal(frames: Frames, *, options: Options) -> pd.DataFrame:
+    """Payouts and collections we hold as paid that the statement shows reversed: a reversal
+    row carrying or linked to their receipt, or a row with their receipt moving money the other
+    way. The money came back; a reversal of a receipt we do not know is reported too."""
+    if frames.statement is None:
+        return empty_findings()
+    ours, _ = statement_matches(frames)
+    reversals = in_period(_reversal_rows(frames.statement.entries, ours), options)
+    ours_by_receipt = ours.drop_duplicates("receipt").set_index("receipt")
+    known = reversals["reversed"].isin(ours_by_receipt.index).to_numpy()
+    matched = ours_by_receipt.loc[reversals.loc[known, "reversed"]].set_index(
+        reversals.index[known]
+    )
+    subject = (matched["kind"] + " " + matched["id"]).reindex(reversals.index)
+    subject = subject.fillna("statement line " + reversals["line"].astype("str"))
+    reasons = [
+        f"reversal: expected receipt {reversed_} to stand != reversed by "
+        f"{receipt} on line {line} ({format_cents(amount)} back"
+        f"{'' if mine else ', and we hold no record of ' + reversed_})"
+        for reversed_, receipt, line, amount, mine in zip(
+            reversals["reversed"],
+            reversals["receipt"].fillna("-"),
+            reversals["line"],
+            reversals["amount_cents"],
+            known,
+            strict=True,
+        )
+    ]
+    return make_findings(
+        "reversal",
+        reversals,
+        options=options,
+        subject=subject,
+        reasons=reasons,
+        reference_id=matched["id"].reindex(reversals.index),
+        transaction_id=reversals["reversed"],
+        phone=matched["phone"].reindex(reversals.index),
+        occurred_at=reversals["completed_at"],
+        expected_cents=matched["amount_cents"].reindex(reversals.index),
+        actual_cents=reversals["amount_cents"],
+        at_risk_cents=reversals["amount_cents"],
+    )
+
+
+def _reversal_rows(entries: pd.DataFrame, ours: pd.DataFrame) -> pd.DataFrame:
+    """Statement rows that undo a payment, with `reversed` (the receipt undone: the linked one,
+    else the row's own) and `amount_cents`: rows of the reversal role, and payment rows whose
+    receipt is one of ours moving money the other way (a Paid In row with a payout's receipt,
+    a Withdrawn row with a collection's)."""
+    paid_in = entries["paid_in_cents"].fillna(0) > 0
+    payouts = ours.loc[ours["kind"] == "payout", "receipt"]
+    collections = ours.loc[ours["kind"] != "payout", "receipt"]
+    backwards = (entries["role"] == ROLE_PAYMENT) & (
+        (paid_in & entries["receipt"].isin(payouts))
+        | (~paid_in & entries["receipt"].isin(collections))
+    )
+    rows = entries[((entries["role"] == ROLE_REVERSAL) | backwards).to_numpy()].copy()
+    rows["reversed"] = rows["linked_transaction_id"].fillna(rows["receipt"])
+    rows["amount_cents"] = rows["paid_in_cents"].where(
+        rows["paid_in_cents"].fillna(0) > 0, rows["withdrawn_cents"]
+    )
+    return rows[rows["reversed"].notna()]
+
+
+def check_duplicate_receipt(frames: Frames, *, options: Options) -> pd.DataFrame:
+    """One receipt on more than one of our completed payouts and collections, or on more than
+    one payment row of one direction in the statement: one movement counted twice."""
+    ours = our_records(frames)
+    extra = ours[ours["repeat"].to_numpy()]
+    first = ours[~ours["repeat"].to_numpy() & ours["receipt"].isin(extra["receipt"]).to_numpy()]
+    first = first.set_index("receipt")
+    ours_part = make_findings(
+        "duplicate_receipt",
+        extra,
+        options=options,
+        subject=extra["kind"] + " " + extra["id"],
+        reasons=[
+            f"duplicate receipt: expected 1 record of {receipt} != 2 or more "
+            f"(also {first.loc[receipt, 'kind']} {first.loc[receipt, 'id']}; "
+            f"{format_cents(amount)} unconfirmed)"
+            for receipt, amount in zip(extra["receipt"], extra["amount_cents"], strict=True)
+        ],
+        reference_id=extra["id"],
+        transaction_id=extra["receipt"],
+        phone=extra["phone"],
+        occurred_at=extra["occurred_at"],
+        expected_cents=extra["amount_cents"],
+        at_risk_cents=extra["amount_cents"],
+    )
+    parts = [part for part in (ours_part, _statement_duplicates(frames, options)) if len(part)]
+    return pd.concat(parts, ignore_index=True) if parts else empty_findings()
+
+
+def _statement_duplicates(frames: Frames, options: Options) -> pd.DataFrame:
+    if frames.statement is None:
+        return empty_findings()
+    statement_payments(frames)
+    rows = in_period(frames.cache["statement_repeats"], options)
+    first = statement_payments(frames).set_index(["receipt", "direction"])["line"]
+    reasons = [
+        f"duplicate receipt: expected 1 {direction} row for {receipt} != 2 or more "
+        f"(also line {first.loc[(receipt, direction)]}; {format_cents(amount)} counted twice)"
+        for receipt, direction, amount in zip(
+            rows["receipt"], rows["direction"], rows["amount_cents"], strict=True
+        )
+    ]
+    return make_findings(
+        "duplicate_receipt",
+        rows,
+        options=options,
+        subject="statement line " + rows["line"].astype("str"),
+        reasons=reasons,
+        transaction_id=rows["receipt"],
+        occurred_at=rows["completed_at"],
+        actual_cents=rows["amount_cents"],
+        at_risk_cents=rows["amount_cents"],
+    )
+
+
+def check_unreadable_value(frames: Frames, *, options: Options) -> pd.DataFrame:
+    """Amounts and times in the database that recon cannot read: reported, never skipped, since
+    every check that needs the value cannot vouch for its row."""
+    rows = frames.unreadable
+    subjects = {"b2c_payments": "payout", "b2c_payment_callbacks": "result", "payments": "payment"}
+    reasons = [
+        f"unreadable value: expected a readable {column} != {value!r} ({table} {id_})"
+        for table, id_, column, value in zip(
+            rows["table"], rows["id"], rows["column"], rows["value"], strict=True
+        )
+    ]
+    return make_findings(
+        "unreadable_value",
+        rows,
+        options=options,
+        subject=rows["table"].map(subjects) + " " + rows["id"].astype("str"),
+        reasons=reasons,
+        reference_id=rows["id"],
+    )
+
+
+def check_statement_coverage(frames: Frames, *, options: Options) -> pd.DataFrame:
+    """The period checked is not wholly inside the statement's Time Period (or the statement
+    states none): statement checks say nothing about the rest, so this is never clean."""
+    if frames.statement is None:
+        return empty_findings()
+    gaps = coverage_gaps(frames.statement, options.since, options.until)
+    if not gaps:
+        return empty_findings()
+    return make_findings(
+        "statement_coverage",
+        pd.DataFrame({"gaps": ["; ".join(gaps)]}),
+        options=options,
+        subject=pd.Series(["statement"]),
+        reasons=[f"statement coverage: {'; '.join(gaps)}"],
+    )
+
+
+def coverage_gaps(statement, since, until) -> list[str]:
+    """What of [since, until) the statement's Time Period does not cover, in words."""
+    start, end = statement.header.period_start, statement.header.period_end
+    if start is None or end is None:
+        first, last = statement.rows_span
+        return [
+            f"expected a Time Period in the header != none (coverage unknown; rows from "
+            f"{_moment(first)} to {_moment(last)})"
+        ]
+    covered_until = end + pd.Timedelta(seconds=1)
+    gaps = []
+    if since is None or pd.Timestamp(since) < start:
+        gaps.append(
+            f"expected the statement to cover from {_moment(since)} != it starts "
+            f"{_moment(start)} (not checked before it)"
+        )
+    if until is None or pd.Timestamp(until) > covered_until:
+        gaps.append(
+            f"expected the statement to cover until {_moment(until)} != it ends "
+            f"{_moment(covered_until)} (not checked after it)"
+        )
+    return gaps
+
+
+def _moment(moment) -> str:
+    if moment is None or pd.isna(moment):
+        return "unbounded" if moment is None else "-"
+    return f"{pd.Timestamp(moment):%Y-%m-%d %H:%M:%S} UTC"
+
+
 def check_statement_integrity(frames: Frames, *, options: Options) -> pd.DataFrame:
-    """The statement's own inconsistencies, found by the parser."""
+    """The statement's own inconsistencies, found by the parser. They name the gap but put no
+    money at risk of their own: a row missing or added moves money that missing_from_statement,
+    unrecorded_statement_entry or statement_amount_mismatch counts once."""
     if frames.statement is None or not frames.statement.problems:
         return empty_findings()
     problems = pd.DataFrame([problem.__dict__ for problem in frames.statement.problems])
-    gap = (problems["actual_cents"] - problems["expected_cents"]).abs()
     subject = problems["line"].map(
         lambda line: "statement" if pd.isna(line) else f"statement line {int(line)}"
     )
@@ -859,7 +1147,6 @@ def check_statement_integrity(frames: Frames, *, options: Options) -> pd.DataFra
         transaction_id=problems["receipt"],
         expected_cents=problems["expected_cents"],
         actual_cents=problems["actual_cents"],
-        at_risk_cents=gap,
     )
 
 
@@ -872,15 +1159,29 @@ CHECKS: list[Check] = [
     check_failed_result,
     check_stale_pending,
     check_duplicate_callback,
+    check_paid_twice,
     check_status_conflict,
     check_possible_double_payout,
     check_stk_amount_mismatch,
+    check_unreadable_value,
+    check_duplicate_receipt,
     check_missing_from_statement,
     check_unrecorded_statement_entry,
     check_statement_amount_mismatch,
+    check_reversal,
     check_statement_integrity,
+    check_statement_coverage,
 ]
 CHECK_NAMES = tuple(check.__name__.removeprefix("check_") for check in CHECKS)
+STATEMENT_CHECKS = (
+    "missing_from_statement",
+    "unrecorded_statement_entry",
+    "statement_amount_mismatch",
+    "reversal",
+    "statement_integrity",
+    "statement_coverage",
+    "the statement side of duplicate_receipt",
+)
 
 
 def run_checks(frames: Frames, options: Options | None = None) -> Findings:
@@ -889,7 +1190,33 @@ def run_checks(frames: Frames, options: Options | None = None) -> Findings:
     parts = [check(frames, options=options) for check in CHECKS]
     parts = [part for part in parts if not part.empty]
     frame = pd.concat(parts, ignore_index=True) if parts else empty_findings()
-    return Findings(frame=frame, checks=CHECK_NAMES, match=match_rates(frames))
+    return Findings(
+        frame=frame, checks=CHECK_NAMES, match=match_rates(frames), scope=scope(frames, options)
+    )
+
+
+def scope(frames: Frames, options: Options) -> list[str]:
+    """Sentences saying what this run checked beyond its period: the statement's coverage (from
+    its header and its rows), and what was not checked."""
+    lines = []
+    statement = frames.statement
+    if statement is None:
+        lines.append(f"No statement given: {', '.join(STATEMENT_CHECKS)} not checked.")
+        return lines
+    start, end = statement.header.period_start, statement.header.period_end
+    first, last = statement.rows_span
+    header = f"{_moment(start)} to {_moment(end)}" if start is not None else "none stated"
+    lines.append(
+        f"Statement {statement.source}: Time Period {header}; "
+        f"{len(statement.entries):,} rows from {_moment(first)} to {_moment(last)}."
+    )
+    gaps = coverage_gaps(statement, options.since, options.until)
+    lines.append(
+        "Not covered by the statement: " + "; ".join(gaps) + "."
+        if gaps
+        else "The statement covers the whole period."
+    )
+    return lines
 
 
 def match_rates(frames: Frames) -> dict[str, tuple[int, int]]:

@@ -13,6 +13,8 @@ import os
 import sys
 from datetime import UTC, datetime
 
+from recon.rules import NAIROBI
+
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 
 
@@ -21,15 +23,16 @@ class UsageError(Exception):
 
 
 def parse_time(text: str) -> datetime:
-    """ISO 8601 ('2025-11-05', '2025-11-05T14:00', '...+03:00', '...Z') as naive UTC; times
-    without an offset are taken as UTC."""
+    """ISO 8601 ('2025-11-05', '2025-11-05T14:00', '...+03:00', '...Z') as naive UTC. A date or
+    time without an offset is Africa/Nairobi, the statement's and the business's clock: the
+    day '2025-11-05' starts at 00:00 in Nairobi, 21:00 UTC the day before."""
     try:
         moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(UTC).replace(tzinfo=None)
-    return moment
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=NAIROBI)
+    return moment.astimezone(UTC).replace(tzinfo=None)
 
 
 def positive_int(text: str) -> int:
@@ -50,8 +53,16 @@ def make_parser() -> argparse.ArgumentParser:
         help="SQLAlchemy URL (default: $DATABASE_URL)",
     )
     parser.add_argument("--statement", help="org-portal statement export, CSV or XLSX")
-    parser.add_argument("--since", type=parse_time, help="period start, ISO 8601 (UTC)")
-    parser.add_argument("--until", type=parse_time, help="period end (exclusive), ISO 8601 (UTC)")
+    parser.add_argument(
+        "--since",
+        type=parse_time,
+        help="period start, ISO 8601 (Nairobi time unless it has an offset)",
+    )
+    parser.add_argument(
+        "--until",
+        type=parse_time,
+        help="period end (exclusive), ISO 8601 (Nairobi time unless it has an offset)",
+    )
     parser.add_argument("--as-of", type=parse_time, help="the 'now' that ages are measured at")
     parser.add_argument(
         "--stale-after",

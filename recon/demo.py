@@ -8,8 +8,9 @@ machine. The same seed and end date always give the same rows and the same state
 
 What is planted on top of the everyday traffic (normal payouts, failures with real result
 codes, retries, STK collections paid, cancelled, timed out and expired): at least one finding of
-every check in `recon.checks.CHECK_NAMES` and a payout in every status of the service's state
-machine (submitting, pending, unknown, completed, failed, review). `PLANTED` names them.
+every check in `recon.checks.CHECK_NAMES` but the two in `NOT_PLANTED`, and a payout in every
+status of the service's state machine (submitting, pending, unknown, completed, failed,
+review). `PLANTED` names them.
 
 Rows go in through lightweight `sqlalchemy.table()` constructs with bound parameters (recon
 never imports the service); times are naive UTC, the statement is in Nairobi time.
@@ -57,9 +58,10 @@ STK_OUTCOMES = {
 NAMES = ["JANE", "JOHN", "MARY", "PETER", "GRACE", "JAMES", "FAITH", "DAVID", "ANN", "BRIAN"]
 SURNAMES = ["WANJIKU", "OTIENO", "KAMAU", "ACHIENG", "MWANGI", "CHEBET", "NJOROGE", "WAMBUI"]
 PAYOUT_REASON = "Business Payment to Customer via API"
-CHARGE_REASON = "Business Payment to Customer Withdrawal Charge Paid"
+CHARGE_REASON = "Business Payment Charge"
 COLLECTION_REASON = "Pay Bill Online"
 FUNDING_REASON = "Organization Settlement Account to Utility Account transfer of funds"
+REVERSAL_REASON = "Reversal"
 PLANTED = {
     "amount_mismatch": "a payout of 1,500.00 whose result says 1,000.00 was paid",
     "orphan_callback": "a paid result whose OriginatorConversationID matches no payout",
@@ -73,6 +75,13 @@ PLANTED = {
     "unrecorded_statement_entry": "a statement payout and collection nobody recorded",
     "statement_amount_mismatch": "a statement line 10.00 off, and the short-paid payout",
     "statement_integrity": "the header's Total Withdrawn is 100.00 too high",
+    "paid_twice": "a payout whose two attempts were both paid, under two receipts",
+    "duplicate_receipt": "a statement payout row listed twice",
+    "reversal": "a payout the statement shows reversed (Paid In, Reason Type Reversal)",
+}
+NOT_PLANTED = {
+    "unreadable_value": "the demo writes through typed columns, which hold only readable values",
+    "statement_coverage": "the demo statement's Time Period is exactly the days generated",
 }
 COLUMNS = {
     "b2c_payments": (
@@ -83,7 +92,7 @@ COLUMNS = {
     ),
     "b2c_payout_attempts": (
         "id payout_id attempt_no originator_conversation_id conversation_id status "
-        "response_code error_code error_message created_at sent_at answered_at"
+        "response_code error_code error_message created_at sent_at answered_at receipt"
     ),
     "b2c_payment_callbacks": (
         "id transaction_id originator_conversation_id conversation_id result_code "
@@ -292,6 +301,8 @@ class _Generator:
             keys = {"ocid": ocid, "conversation": conversation, "payout_id": payout_id}
             if attempt.outcome in ("paid", "failed"):
                 values |= self.result(attempt, amount_kes, customer, result_at, **keys)
+                if attempt.outcome == "paid":  # the service records each attempt's evidence
+                    self.data.rows["b2c_payout_attempts"][-1]["receipt"] = values["transaction_id"]
             elif attempt.outcome == "timeout":
                 self.timeout(result_at, **keys)
             moment = result_at + timedelta(seconds=self.rng.randrange(60, 600))
@@ -483,6 +494,42 @@ class _Generator:
             250,
             pick(self.customers),
             [Attempt("rejected", code="400.002.02")],
+        )
+
+    def planted_statement_anomalies(self) -> None:
+        """A payout paid by both its attempts (both receipts withdrawn), one payout row listed
+        twice, and one payout reversed. Drawn after everything else, so the rest of the data
+        set is what it was before these were planted."""
+        mid = self.data.start + (self.data.end - self.data.start) / 2
+        customer = self.rng.choice(self.customers)
+        twice = self.payout(
+            mid + timedelta(hours=9), 1200, customer, [Attempt("paid"), Attempt("paid")]
+        )
+        for attempt in self.data.rows["b2c_payout_attempts"][-2:]:
+            self.data.statement.append(
+                StatementLine(
+                    attempt["receipt"],
+                    attempt["answered_at"],
+                    withdrawn=twice["amount"],
+                    other_party=customer.phone,
+                )
+            )
+        early = self.data.end - timedelta(hours=3)  # so the reversal falls inside the window
+        payouts = [
+            line
+            for line in self.data.statement[:-2]
+            if line.reason == PAYOUT_REASON and line.completed_at < early
+        ]
+        listed_twice, reversed_ = self.rng.sample(payouts, 2)
+        self.data.statement.append(listed_twice)
+        self.data.statement.append(
+            StatementLine(
+                reversed_.receipt,
+                reversed_.completed_at + timedelta(hours=2),
+                paid_in=reversed_.withdrawn,
+                reason=REVERSAL_REASON,
+                other_party=reversed_.other_party,
+            )
         )
 
     def late_success(self, payout: dict) -> None:
@@ -688,6 +735,7 @@ class _Generator:
         self.orphan_result()
         self.planted_stk()
         self.statement_lines()
+        self.planted_statement_anomalies()
         return self.data
 
 
@@ -751,6 +799,7 @@ def _statement_row(line, reason, paid_in, withdrawn, balance) -> dict[str, str]:
         CHARGE_REASON: "Business Payment Charge",
         COLLECTION_REASON: f"Pay Bill Online from {line.other_party}",
         FUNDING_REASON: "Funds transfer from the organisation settlement account",
+        REVERSAL_REASON: f"Reversal of {line.receipt}",
     }[reason]
     return {
         "Receipt No.": line.receipt,

@@ -2,8 +2,11 @@
 
 Rows come in with the database's column names (from the named queries, from CSV exports, or
 from plain dicts in tests) and leave with short names, amounts as nullable int64 cents, result
-codes as strings ("0", "2001", "SFC_IC0003"), statuses lower-cased and times as naive UTC.
-Legacy rows with only the old PHP columns fill the newer columns with missing values.
+codes as strings ("0", "2001", "SFC_IC0003"), statuses lower-cased, receipts upper-cased
+without spaces and times as naive UTC. Legacy rows with only the old PHP columns fill the newer
+columns with missing values. A value present in the database that cannot be read (an amount
+such as "about 1000", a time such as "yesterday") is not dropped silently: `Frames.unreadable`
+lists it, and the `unreadable_value` check reports it.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ ATTEMPT_COLUMNS = {
     "payout_id": "payout_id",
     "ocid": "originator_conversation_id",
     "conversation_id": "conversation_id",
+    "receipt": "receipt",
 }
 RESULT_COLUMNS = {
     "id": "id",
@@ -68,6 +72,8 @@ STK_COLUMNS = {
     "completed_at": "completed_at",
 }
 LOWERCASE_COLUMNS = ("status", "kind")
+RECEIPT_COLUMNS = ("transaction_id", "receipt")
+UNREADABLE_COLUMNS = ["table", "id", "column", "value"]
 
 
 @dataclass
@@ -79,6 +85,9 @@ class Frames:
     results: pd.DataFrame
     stk: pd.DataFrame
     statement: Statement | None = None
+    unreadable: pd.DataFrame = field(
+        default_factory=lambda: pd.DataFrame(columns=UNREADABLE_COLUMNS), compare=False
+    )
     cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -92,13 +101,22 @@ class Frames:
         statement: Statement | None = None,
     ) -> Frames:
         """Frames from DataFrames with the database's column names (missing columns allowed)."""
-        return cls(
+        frames = cls(
             payouts=normalise(payouts, PAYOUT_COLUMNS),
             attempts=normalise(attempts, ATTEMPT_COLUMNS),
             results=normalise_results(results),
             stk=normalise(stk, STK_COLUMNS),
             statement=statement,
         )
+        frames.unreadable = pd.concat(
+            [
+                unreadable_values("b2c_payments", payouts, frames.payouts, PAYOUT_COLUMNS),
+                unreadable_values("b2c_payment_callbacks", results, frames.results, RESULT_COLUMNS),
+                unreadable_values("payments", stk, frames.stk, STK_COLUMNS),
+            ],
+            ignore_index=True,
+        )
+        return frames
 
     @classmethod
     def from_records(
@@ -139,7 +157,28 @@ def normalise_results(raw: pd.DataFrame | None) -> pd.DataFrame:
     return frame.drop(columns="result_code_text")
 
 
+def unreadable_values(
+    table: str, raw: pd.DataFrame | None, frame: pd.DataFrame, columns: dict[str, str]
+) -> pd.DataFrame:
+    """(table, id, column, value) for each amount or time that `raw` holds and `frame` could
+    not read."""
+    found = []
+    if raw is None or raw.empty:
+        return pd.DataFrame(columns=UNREADABLE_COLUMNS)
+    for name, source in columns.items():
+        if source not in raw.columns or not name.endswith(("_cents", "_at")):
+            continue
+        values = raw[source].reset_index(drop=True)
+        present = values.notna().to_numpy() & (values.astype("str").str.strip() != "").to_numpy()
+        lost = np.flatnonzero(present & frame[name].isna().to_numpy())
+        for row in lost:
+            found.append((table, frame["id"].iloc[row], source, str(values.iloc[row])))
+    return pd.DataFrame(found, columns=UNREADABLE_COLUMNS)
+
+
 def _convert(name: str, values: pd.Series) -> pd.Series:
+    if name in RECEIPT_COLUMNS:
+        return receipt_series(values)
     if name.endswith("_cents"):
         return cents_series(values)
     if name.endswith("_at"):
@@ -174,6 +213,14 @@ def code_series(values: pd.Series) -> pd.Series:
     """Result codes as strings: 0 / 0.0 / '0' all become '0'; blanks become missing."""
     text = text_series(values)
     return text.str.replace(r"^(-?\d+)\.0+$", r"\1", regex=True)
+
+
+def receipt_series(values: pd.Series) -> pd.Series:
+    """M-Pesa receipts as the statement prints them: upper case, no spaces ("tk5ay9 dlmg" is
+    TK5AY9DLMG); None and blank become missing."""
+    text = values.astype("str").where(values.notna())
+    text = text.str.replace(r"\s+", "", regex=True).str.upper()
+    return text.where(text != "")
 
 
 def text_series(values: pd.Series) -> pd.Series:

@@ -86,7 +86,7 @@ def load_health(
 
 def utc_time(value: str | datetime | None) -> datetime | None:
     """A notebook parameter as naive UTC: None stays None; ISO 8601 text without an offset is
-    UTC (the CLI's rule, recon.cli.parse_time)."""
+    Africa/Nairobi time (the CLI's rule, recon.cli.parse_time)."""
     if value is None or isinstance(value, datetime):
         return value
     from recon.cli import parse_time

@@ -6,19 +6,30 @@ reports turn them back into Decimal or into "1,000.00" strings.
 
 from __future__ import annotations
 
+import re
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
 CENT = Decimal("0.01")
+# What may surround or separate the digits of an amount the old system or a person wrote:
+# a currency word before or after ("KES", "KSh", "Kshs."), and thousands separators (commas,
+# spaces, no-break or thin spaces) between groups of three digits. Anything else makes the
+# value unreadable: "10 20" is not a thousand and twenty.
+CURRENCY = re.compile(r"^(?:kshs?\.?|kes)\s*|\s*(?:kshs?\.?|kes)$", re.IGNORECASE)
+GROUPED = re.compile(r"^[-+]?\d{1,3}(?:[,\s\u00a0\u2009\u202f]\d{3})+(?:\.\d*)?$")
+SEPARATORS = re.compile(r"[,\s\u00a0\u2009\u202f]")
 
 
 def cents_from_value(value: object) -> int | None:
-    """Cents of a Decimal, int, float or numeric string ("1,000.50", "KES 20"); None when absent
-    or unreadable. Floats go through their shortest repr, so 1000.1 is 100010 cents exactly."""
+    """Cents of a Decimal, int, float or numeric string ("1,000.50", "KSh 1 000.00", "kes 20");
+    None when absent or unreadable. Floats go through their shortest repr, so 1000.1 is 100010
+    cents exactly."""
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, float) and value != value:  # NaN
         return None
-    text = str(value).replace(",", "").replace("KES", "").replace("Ksh", "").strip()
+    text = CURRENCY.sub("", str(value).strip())
+    if GROUPED.match(text):
+        text = SEPARATORS.sub("", text)
     if not text:
         return None
     try:

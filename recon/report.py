@@ -115,6 +115,7 @@ class Report:
                 "as_of": _time(self.options.now),
             },
             "sources": dict(self.sources),
+            "scope": list(self.findings.scope),
             "findings": len(self.findings),
             "kes_at_risk": str(self.total_at_risk),
             "summary": [
@@ -136,7 +137,8 @@ class Report:
 
     def render(self) -> str:
         """Plain text: headline, summary, match rate, aging, top findings."""
-        lines = ["M-Pesa reconciliation report", self.period_text, self.headline, ""]
+        lines = ["M-Pesa reconciliation report", self.period_text, *self.findings.scope]
+        lines += [self.headline, ""]
         lines += ["Summary by check", f"{'check':<28}{'count':>7}{'KES at risk':>16}"]
         for row in self.summary.itertuples():
             lines.append(f"{row.check:<28}{row.count:>7}{_money(row.kes_at_risk):>16}")
@@ -161,6 +163,7 @@ class Report:
         return Template(TEMPLATE.read_text(encoding="utf-8")).substitute(
             title="M-Pesa reconciliation report",
             period=_e(self.period_text),
+            scope="\n".join(f'<p class="scope">{_e(line)}</p>' for line in self.findings.scope),
             headline=_e(self.headline),
             headline_class="clean" if self.is_clean else "dirty",
             summary_rows="\n".join(self._summary_rows()),

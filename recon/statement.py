@@ -4,7 +4,12 @@ Layout (REFERENCE section 12.1): an optional header block (account holder, short
 period, opening/closing balance, totals), then a header row starting with `Receipt No.`, then one
 row per entry. Dates come as DD-MM-YYYY, DD/MM/YYYY, ISO or Excel serials, all in Nairobi time;
 amounts may carry thousands separators and currency letters; `Withdrawn` may be written negative.
-Receipts are not unique: a charge row shares its payment's receipt.
+Receipts are not unique: a charge row shares its payment's receipt. Receipts are read
+upper-cased without whitespace.
+
+Each entry gets a `role` (ROLES, first match wins): `not_moved` (the Transaction Status says the
+money did not move), `reversal`, `charge` (a fee row), `transfer` (an internal movement such as a
+settlement sweep) or `payment` (a payout when Withdrawn, a collection when Paid In).
 
 A broken statement is not an exception: `Statement.problems` lists what does not add up
 (opening + paid in - withdrawn != closing, running-balance breaks, totals that differ from the
@@ -60,7 +65,7 @@ SOURCE_COLUMNS = {
     "linked transaction id": "linked_transaction_id",
     "a/c no": "account_no",
 }
-ENTRY_COLUMNS = [*SOURCE_COLUMNS.values(), "line", "is_charge"]
+ENTRY_COLUMNS = [*SOURCE_COLUMNS.values(), "line", "role"]
 REQUIRED_COLUMNS = ("receipt", "completed_at", "paid_in_cents", "withdrawn_cents")
 TIME_FORMATS = {
     "dmy-dash": "%d-%m-%Y %H:%M:%S",
@@ -96,6 +101,24 @@ HEADER_TEXTS = {
 EXCEL_EPOCH = pd.Timestamp("1899-12-30")
 TIME_CELL_BYTES = 40  # wider than any time text we accept; a wider cell is read again as text
 DMY_DIGITS = [0, 1, 3, 4, 6, 7, 8, 9, 11, 12, 14, 15, 17, 18]  # in 'DD-MM-YYYY HH:MM:SS'
+DATE_ONLY = re.compile(r"\d{1,2}[-/]\d{1,2}[-/]\d{4}|\d{4}-\d{2}-\d{2}")
+LAST_SECOND_OF_DAY = pd.Timedelta(days=1, seconds=-1)
+
+# Row roles, in the order they are decided: the first that applies wins.
+ROLE_NOT_MOVED = "not_moved"
+ROLE_REVERSAL = "reversal"
+ROLE_CHARGE = "charge"
+ROLE_TRANSFER = "transfer"
+ROLE_PAYMENT = "payment"
+ROLES = (ROLE_NOT_MOVED, ROLE_REVERSAL, ROLE_CHARGE, ROLE_TRANSFER, ROLE_PAYMENT)
+# Transaction Status values, lower-cased without spaces; blank counts as completed.
+COMPLETED_STATUSES = frozenset({"completed", "success", "successful"})
+NOT_MOVED_STATUSES = frozenset({"failed", "declined", "cancelled", "canceled", "expired"})
+REVERSAL = r"\breversals?\b"
+# A fee row's Reason Type ends with the word: 'Pay Bill Charge', but not 'Airtime Recharge' nor
+# the B2C payout type 'Business Payment to Customer Withdrawal Charge Paid' (REFERENCE 12.2).
+CHARGE = r"\bcharges?$"
+INTERNAL_TRANSFER = r"settlement|transfer of funds|funds transfer"
 
 
 MAX_AMOUNT = 1e13  # what DECIMAL(15,2) holds; larger cells are unreadable
@@ -148,6 +171,12 @@ class Statement:
         """The header's time period, else the span of the entries' completion times."""
         if self.header.period_start is not None and self.header.period_end is not None:
             return self.header.period_start, self.header.period_end
+        return self.rows_span
+
+    @property
+    def rows_span(self) -> tuple[pd.Timestamp | None, pd.Timestamp | None]:
+        """The earliest and latest completion time of the entries (naive UTC), whatever the
+        header says; (None, None) when no entry has one."""
         times = self.entries["completed_at"].dropna()
         if times.empty:
             return None, None
@@ -323,9 +352,12 @@ def _labelled_values(cells: list[str]):
 
 
 def _read_period(header: StatementHeader, text: str) -> None:
+    """From and To, inclusive: a To date without a time means the end of that Nairobi day."""
     dates = HEADER_DATE.findall(text)
     if len(dates) >= 2:
         start, end = parse_times(pd.Series(dates[:2], dtype=object))
+        if DATE_ONLY.fullmatch(dates[1]):
+            end += LAST_SECOND_OF_DAY  # no daylight saving in Nairobi: adding in UTC is the same
         header.period_start = None if pd.isna(start) else start
         header.period_end = None if pd.isna(end) else end
 
@@ -346,7 +378,7 @@ def _entries(body: pd.DataFrame, first_line: int) -> tuple[pd.DataFrame, list[Pr
         entries[name] = _convert_column(name, values, lines, problems)
     entries["withdrawn_cents"] = entries["withdrawn_cents"].abs()
     entries["line"] = lines
-    entries["is_charge"] = _is_charge(entries)
+    entries["role"] = row_roles(entries)
     for line in lines[entries["receipt"].isna()]:
         problems.append(
             Problem(
@@ -392,23 +424,47 @@ def _convert_column(name: str, values: pd.Series, lines: pd.Series, problems: li
             times = parse_times(values)
         _report_unreadable(name, values, times[values.index], lines, problems)
         return times
+    if name in ("receipt", "linked_transaction_id"):
+        return receipt_text(values)
+    if name == "transaction_status":
+        statuses = clean_text(values)
+        known = flags_per_unique(statuses, _known_status, missing=True)
+        _report_unreadable(name, statuses, statuses.where(known), lines, problems)
+        return statuses
     return clean_text(values)
 
 
 def clean_text(values: pd.Series) -> pd.Series:
-    """Cells as str without surrounding blanks; missing stays missing. Most text columns repeat
-    a handful of values a million times and are cleaned once per distinct value (pandas'
-    string methods are a Python call per element without pyarrow); receipts, nearly all
-    distinct, are cleaned cell by cell rather than hashed first."""
+    """Cells as str without surrounding blanks; missing stays missing."""
+    return _cleaned(values, lambda texts: texts.astype("str").str.strip())
 
-    def strip(texts: pd.Series) -> pd.Series:
-        return texts.astype("str").str.strip()
 
+def receipt_text(values: pd.Series) -> pd.Series:
+    """Receipts upper-cased without any whitespace (' tk5ay9 dlmg ' is 'TK5AY9DLMG'); blank
+    is missing. Only the few cells that are not letters and digits alone are searched for
+    whitespace."""
+    return _cleaned(values, _normal_receipts)
+
+
+def _normal_receipts(texts: pd.Series) -> pd.Series:
+    receipts = texts.astype("str").str.upper()
+    odd = receipts.notna().to_numpy() & ~receipts.str.isalnum().to_numpy(dtype=bool)
+    if odd.any():
+        squeezed = receipts[odd].str.replace(r"\s+", "", regex=True)
+        receipts[odd] = squeezed.where(squeezed != "")
+    return receipts
+
+
+def _cleaned(values: pd.Series, clean) -> pd.Series:
+    """`clean` (Series -> Series of str) applied to a column. Most text columns repeat a
+    handful of values a million times and are cleaned once per distinct value (pandas' string
+    methods are a Python call per element without pyarrow); receipts, nearly all distinct, are
+    cleaned cell by cell rather than hashed first."""
     sample = values.head(1000).dropna()
     if sample.nunique() > len(sample) // 2:
-        return strip(values)
+        return clean(values)
     codes, uniques = pd.factorize(values.to_numpy(), use_na_sentinel=True)
-    cleaned = strip(pd.Series(uniques, dtype=object)).array
+    cleaned = clean(pd.Series(uniques, dtype=object)).array
     return pd.Series(cleaned.take(codes, allow_fill=True), index=values.index)
 
 
@@ -433,14 +489,6 @@ def _report_unreadable(name, values, converted, lines, problems) -> None:
 def _present(values: pd.Series) -> pd.Series:
     """Cells with a value: the readers turn blank and whitespace-only cells into missing."""
     return values.notna()
-
-
-def _is_charge(entries: pd.DataFrame) -> np.ndarray:
-    def mentions_charge(texts: pd.Series) -> pd.Series:
-        return texts.str.contains("charge", case=False, regex=False)
-
-    charged = flags_per_unique(entries["reason_type"], mentions_charge)
-    return charged | flags_per_unique(entries["details"], mentions_charge)
 
 
 def amount_cents(values: pd.Series) -> pd.Series:
@@ -579,6 +627,73 @@ def _nairobi_to_utc(local: pd.Series) -> pd.Series:
     return utc.dt.tz_localize(None).astype("datetime64[us]")
 
 
+# -- row roles --------------------------------------------------------------------------------
+
+
+def row_roles(entries: pd.DataFrame) -> np.ndarray:
+    """Each entry's role (one of ROLES, as str), the first that applies in ROLES' order."""
+    description = _description(entries)
+    decided = [
+        flags_per_unique(entries["transaction_status"], _says_not_moved),
+        _mentions(description, REVERSAL) | _linked_to_another_receipt(entries),
+        _mentions(description, CHARGE) & _withdrawn_only(entries),
+        _mentions(entries["reason_type"], INTERNAL_TRANSFER)
+        | _mentions(entries["details"], INTERNAL_TRANSFER),
+    ]
+    first = np.select(decided, range(len(decided)), default=ROLES.index(ROLE_PAYMENT))
+    # Taking from an object array shares five str objects instead of making a million.
+    return np.array(ROLES, dtype=object).take(first)
+
+
+def _status_word(texts: pd.Series) -> pd.Series:
+    return texts.str.lower().str.replace(r"\s+", "", regex=True)
+
+
+def _says_not_moved(texts: pd.Series) -> pd.Series:
+    return _status_word(texts).isin(NOT_MOVED_STATUSES)
+
+
+def _known_status(texts: pd.Series) -> pd.Series:
+    words = _status_word(texts)
+    return words.isin(COMPLETED_STATUSES | NOT_MOVED_STATUSES) | (words == "")
+
+
+def _description(entries: pd.DataFrame) -> pd.Series:
+    """The Reason Type, or the Details where the Reason Type is blank."""
+    reasons = entries["reason_type"]
+    blank = np.flatnonzero(~flags_per_unique(reasons, lambda texts: texts.str.strip() != ""))
+    if not len(blank):
+        return reasons
+    described = reasons.copy()
+    described.iloc[blank] = entries["details"].iloc[blank]
+    return described
+
+
+def _mentions(texts: pd.Series, pattern: str) -> np.ndarray:
+    """Whether each text matches `pattern`, case-insensitive, its spaces collapsed."""
+
+    def matches(uniques: pd.Series) -> pd.Series:
+        collapsed = uniques.str.replace(r"\s+", " ", regex=True).str.strip()
+        return collapsed.str.contains(pattern, case=False, regex=True)
+
+    return flags_per_unique(texts, matches)
+
+
+def _linked_to_another_receipt(entries: pd.DataFrame) -> np.ndarray:
+    linked = entries["linked_transaction_id"]
+    listed = np.flatnonzero(linked.notna().to_numpy())
+    another = np.zeros(len(entries), dtype=bool)
+    own = entries["receipt"].iloc[listed].to_numpy()
+    another[listed] = linked.iloc[listed].to_numpy() != own
+    return another
+
+
+def _withdrawn_only(entries: pd.DataFrame) -> np.ndarray:
+    withdrawn = entries["withdrawn_cents"].notna().to_numpy()
+    paid_in = entries["paid_in_cents"].fillna(0).to_numpy(dtype=np.int64) != 0
+    return withdrawn & ~paid_in
+
+
 # -- integrity --------------------------------------------------------------------------------
 
 
@@ -594,11 +709,38 @@ def integrity_problems(statement: Statement) -> list[Problem]:
 
 
 def chronological(entries: pd.DataFrame) -> pd.DataFrame:
-    """Entries oldest first: portal exports list the newest first, some exports the oldest."""
-    times = entries["completed_at"].dropna()
-    if len(times) >= 2 and times.iloc[0] > times.iloc[-1]:
-        return entries.iloc[::-1]
-    return entries
+    """Entries oldest first: portal exports list the newest first, some exports the oldest.
+    The listing is taken as newest first when more consecutive completion times step down
+    than up or, as many stepping each way (all in one second, say), when the running balance
+    breaks less often read backwards; otherwise as listed."""
+    steps = np.diff(entries["completed_at"].dropna().to_numpy())
+    downs = int((steps < np.timedelta64(0)).sum())
+    ups = int((steps > np.timedelta64(0)).sum())
+    if downs != ups:
+        newest_first = downs > ups
+    else:
+        with_balance = entries[entries["balance_cents"].notna()]
+        newest_first = _break_count(with_balance.iloc[::-1]) < _break_count(with_balance)
+    return entries.iloc[::-1] if newest_first else entries
+
+
+def _break_count(entries: pd.DataFrame) -> int:
+    """How many rows break the running balance in the order given (entries with a Balance)."""
+    return int(_differs(_expected_balances(entries), entries["balance_cents"]).sum())
+
+
+def _expected_balances(entries: pd.DataFrame, opening_cents: int | None = None) -> pd.Series:
+    """Each row's previous Balance + its Paid In - Withdrawn; the first row's previous is
+    `opening_cents` (its expected balance missing when None). The entries all have a Balance."""
+    movement = entries["paid_in_cents"].fillna(0) - entries["withdrawn_cents"].fillna(0)
+    previous = entries["balance_cents"].shift(1)
+    if opening_cents is not None and len(previous):
+        previous.iloc[0] = opening_cents
+    return previous + movement
+
+
+def _differs(expected: pd.Series, actual: pd.Series) -> np.ndarray:
+    return (expected.notna() & (expected != actual)).fillna(False).to_numpy(dtype=bool)
 
 
 def balance_breaks(statement: Statement) -> list[Problem]:
@@ -608,13 +750,9 @@ def balance_breaks(statement: Statement) -> list[Problem]:
     entries = entries[entries["balance_cents"].notna()]
     if entries.empty:
         return []
-    movement = entries["paid_in_cents"].fillna(0) - entries["withdrawn_cents"].fillna(0)
-    previous = entries["balance_cents"].shift(1)
-    if statement.header.opening_cents is not None:
-        previous.iloc[0] = statement.header.opening_cents
-    expected = previous + movement
-    broken = expected.notna() & (expected != entries["balance_cents"])
-    rows = entries[broken.fillna(False)]
+    expected = _expected_balances(entries, statement.header.opening_cents)
+    broken = _differs(expected, entries["balance_cents"])
+    rows = entries[broken]
     return [
         Problem(
             "balance_break",
@@ -626,7 +764,7 @@ def balance_breaks(statement: Statement) -> list[Problem]:
             f"{format_cents(want)} != balance {format_cents(row.balance_cents)} "
             f"({_difference(want, row.balance_cents)})",
         )
-        for row, want in zip(rows.itertuples(), expected[broken.fillna(False)], strict=True)
+        for row, want in zip(rows.itertuples(), expected[broken], strict=True)
     ]
 
 

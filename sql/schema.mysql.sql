@@ -324,3 +324,11 @@ CREATE TABLE console_sessions (
 
 UPDATE alembic_version SET version_num='0006' WHERE alembic_version.version_num = '0005';
 
+-- Running upgrade 0006 -> 0007
+
+CREATE INDEX ix_b2c_payments_completed_at ON b2c_payments (completed_at);
+
+CREATE INDEX ix_payments_completed_at ON payments (completed_at);
+
+UPDATE alembic_version SET version_num='0007' WHERE alembic_version.version_num = '0006';
+

@@ -18,7 +18,7 @@ from recon.statement import PORTAL_HEADER
 AS_OF = datetime(2025, 11, 6, 0, 0, 0)
 OPTIONS = Options(as_of=AS_OF)
 PAYOUT_REASON = "Business Payment to Customer via API"
-CHARGE_REASON = "Business Payment to Customer Withdrawal Charge Paid"
+CHARGE_REASON = "Business Payment Charge"
 
 
 def entry(
@@ -228,18 +228,24 @@ KNOWN_ANSWER = {
     "failed_result": 1,
     "stale_pending": 1,
     "duplicate_callback": 1,
+    "paid_twice": 1,
     "status_conflict": 1,
     "possible_double_payout": 1,
     "stk_amount_mismatch": 1,
+    "unreadable_value": 0,  # needs text in a DECIMAL column, which only SQLite keeps
+    "duplicate_receipt": 1,
     "missing_from_statement": 1,
     "unrecorded_statement_entry": 1,
     "statement_amount_mismatch": 1,
+    "reversal": 1,
     "statement_integrity": 1,
+    "statement_coverage": 0,  # the statement covers the day reconciled
 }
 
 
 def seed_known_answer(engine: sa.Engine) -> None:
-    """Rows on 2025-11-05 on which each check finds exactly one thing (see KNOWN_ANSWER)."""
+    """Rows on 2025-11-05 on which each check finds exactly one thing (see KNOWN_ANSWER; p07's
+    two results with two receipts are both a duplicate callback and a payout paid twice)."""
     seed(
         engine,
         payouts=[
@@ -310,7 +316,8 @@ def seed_known_answer(engine: sa.Engine) -> None:
 
 def known_answer_statement(path: Path) -> Path:
     """The statement for the known-answer day: p02 shows 450 instead of 500, an unknown payout
-    TKX999, p11 missing, and a header whose Total Withdrawn is 100.00 too high."""
+    TKX999, p11 missing, p08 reversed, p09 withdrawn twice, and a header whose Total Withdrawn
+    is 100.00 too high."""
     movements = [
         ("TKA001", nairobi(at(6, 1)), None, "1000.00", PAYOUT_REASON),
         ("TKA001", nairobi(at(6, 1)), None, "15.00", CHARGE_REASON),
@@ -320,7 +327,9 @@ def known_answer_statement(path: Path) -> Path:
         ("TKA008", nairobi(at(12, 1)), None, "1500.00", PAYOUT_REASON),
         ("TKS001", nairobi(at(13, 1)), "900.00", None, "Pay Utility"),
         ("TKS002", nairobi(at(13, 2)), "100.00", None, "Pay Utility"),
+        ("TKA008", nairobi(at(12, 30)), "1500.00", None, "Reversal"),
         ("TKA009", nairobi(at(14, 1)), None, "1500.00", PAYOUT_REASON),
+        ("TKA009", nairobi(at(14, 2)), None, "1500.00", PAYOUT_REASON),
         ("TKX999", nairobi(at(17, 0)), None, "999.00", PAYOUT_REASON),
     ]
     rows, header = balanced_statement(movements, total_withdrawn_error=Decimal("100.00"))

@@ -38,6 +38,7 @@ def test_text_rendering(report):
 TEXT_SNAPSHOT = """\
 M-Pesa reconciliation report
 Period 2025-11-05 00:00:00 to 2025-11-06 00:00:00 UTC, as of 2025-11-06 00:00:00 UTC
+No statement given: missing_from_statement, unrecorded_statement_entry, statement_amount_mismatch, reversal, statement_integrity, statement_coverage, the statement side of duplicate_receipt not checked.
 3 findings, KES 1,150.00 at risk.
 
 Summary by check
@@ -47,13 +48,18 @@ orphan_callback                   1            0.00
 failed_result                     0            0.00
 stale_pending                     1          250.00
 duplicate_callback                0            0.00
+paid_twice                        0            0.00
 status_conflict                   0            0.00
 possible_double_payout            0            0.00
 stk_amount_mismatch               0            0.00
+unreadable_value                  0            0.00
+duplicate_receipt                 0            0.00
 missing_from_statement            0            0.00
 unrecorded_statement_entry        0            0.00
 statement_amount_mismatch         0            0.00
+reversal                          0            0.00
 statement_integrity               0            0.00
+statement_coverage                0            0.00
 
 Match rate
 results matched to a payout             1 / 2          50.0%

@@ -8,7 +8,15 @@ import pandas as pd
 import pytest
 from openpyxl import Workbook
 
-from recon.statement import StatementError, parse_statement
+from recon.statement import (
+    ROLE_CHARGE,
+    ROLE_NOT_MOVED,
+    ROLE_PAYMENT,
+    ROLE_REVERSAL,
+    ROLE_TRANSFER,
+    StatementError,
+    parse_statement,
+)
 from tests.recon_support import (
     CHARGE_REASON,
     PAYOUT_REASON,
@@ -126,7 +134,7 @@ def test_duplicate_receipts_from_charge_rows_are_kept_and_marked(tmp_path):
     )
 
     assert list(statement.entries["receipt"]) == ["TK1", "TK1"]
-    assert list(statement.entries["is_charge"]) == [False, True]
+    assert list(statement.entries["role"]) == [ROLE_PAYMENT, ROLE_CHARGE]
 
 
 def test_newest_first_statements_have_no_balance_breaks(tmp_path):
@@ -141,6 +149,235 @@ def test_newest_first_statements_have_no_balance_breaks(tmp_path):
     statement = parse_rows(tmp_path, rows[::-1], header)
 
     assert statement.problems == []
+
+
+@pytest.mark.parametrize(
+    "times",
+    [
+        ["05-11-2025 10:00:00"] * 3,
+        [
+            "05-11-2025 11:00:00",
+            "05-11-2025 09:00:00",
+            "05-11-2025 10:00:00",
+            "05-11-2025 11:00:00",
+        ],
+    ],
+    ids=["all in one second", "first and last rows share a time"],
+)
+def test_newest_first_statements_with_tied_end_times_have_no_balance_breaks(tmp_path, times):
+    movements = [
+        (f"TK{number}", when, None, f"{number}0.00", PAYOUT_REASON)
+        for number, when in enumerate(times, start=1)
+    ]
+    rows, header = balanced_statement(movements)
+
+    statement = parse_rows(tmp_path, rows[::-1], header)
+
+    assert statement.problems == []
+
+
+def test_oldest_first_statements_in_one_second_stay_as_listed(tmp_path):
+    movements = [
+        (f"TK{number}", "05-11-2025 10:00:00", None, f"{number}0.00", PAYOUT_REASON)
+        for number in (1, 2, 3)
+    ]
+    rows, header = balanced_statement(movements)
+
+    statement = parse_rows(tmp_path, rows, header)
+
+    assert statement.problems == []
+
+
+def test_a_date_only_period_ends_with_its_last_nairobi_day(tmp_path):
+    rows, _ = balanced_statement([("TK1", "07-11-2025 22:00:00", None, "1.00", PAYOUT_REASON)])
+    header = header_block(
+        opening="100,000.00",
+        closing="99,999.00",
+        paid_in="0.00",
+        withdrawn="1.00",
+        start="01-11-2025",
+        end="07-11-2025",
+    )
+
+    statement = parse_rows(tmp_path, rows, header)
+
+    assert statement.header.period_start == pd.Timestamp("2025-10-31 21:00:00")
+    assert statement.header.period_end == pd.Timestamp("2025-11-07 20:59:59")
+    assert statement.problems == []
+
+
+def test_rows_span_is_the_entries_first_and_last_time_whatever_the_header_says(tmp_path):
+    rows, header = balanced_statement(
+        [
+            ("TK1", "05-11-2025 16:00:00", None, "1.00", PAYOUT_REASON),
+            ("TK2", "05-11-2025 14:31:07", None, "1.00", PAYOUT_REASON),
+        ]
+    )
+
+    statement = parse_rows(tmp_path, rows, header)
+
+    assert statement.rows_span == (UTC_11_31, pd.Timestamp("2025-11-05 13:00:00"))
+    assert statement.period == (
+        pd.Timestamp("2025-11-04 21:00:00"),
+        pd.Timestamp("2025-11-05 20:59:59"),
+    )
+
+
+def test_rows_span_of_a_statement_without_entries_is_empty(tmp_path):
+    statement = parse_rows(tmp_path, [])
+
+    assert statement.rows_span == (None, None)
+
+
+@pytest.mark.parametrize(
+    "written, receipts",
+    [
+        ([" tk5ay9 dlmg ", "tk6 b"], ["TK5AY9DLMG", "TK6B"]),
+        ([" tk5ay9 dlmg "] * 3, ["TK5AY9DLMG"] * 3),
+    ],
+    ids=["distinct receipts", "repeated receipts"],
+)
+def test_receipts_are_upper_cased_without_whitespace(tmp_path, written, receipts):
+    rows = [entry(receipt, "05-11-2025 14:31:07", withdrawn="1.00") for receipt in written]
+    rows[0]["Linked Transaction ID"] = "tk5ay9\tdlmg"
+
+    entries = parse_rows(tmp_path, rows).entries
+
+    assert entries["receipt"].tolist() == receipts
+    assert entries["linked_transaction_id"].iloc[0] == "TK5AY9DLMG"
+    assert entries["linked_transaction_id"].iloc[1:].isna().all()
+
+
+# -- row roles --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "status, reason, details, paid_in, withdrawn, role",
+    [
+        ("Completed", PAYOUT_REASON, "", "", "-500.00", ROLE_PAYMENT),
+        ("Completed", "Pay Utility", "", "500.00", "", ROLE_PAYMENT),
+        ("Completed", "Pay Bill Charge", "", "", "-15.00", ROLE_CHARGE),
+        ("Completed", "Withdrawal Charge", "", "", "-15.00", ROLE_CHARGE),
+        ("Completed", "Customer Transfer of Funds Charge", "", "", "-15.00", ROLE_CHARGE),
+        ("Completed", "Business Payment Charge", "", "", "-15.00", ROLE_CHARGE),
+        ("Completed", "pay  bill   CHARGES ", "", "", "-15.00", ROLE_CHARGE),
+        ("Completed", "Pay Bill Charge", "", "15.00", "", ROLE_PAYMENT),
+        ("Completed", "", "Pay Bill Charge", "", "-15.00", ROLE_CHARGE),
+        ("Completed", "", "Airtime RECHARGE for 0722000000", "", "-50.00", ROLE_PAYMENT),
+        ("Completed", "Salary payment withdrawal charge paid", "", "", "-500.00", ROLE_PAYMENT),
+        (
+            "Completed",
+            "Business Payment to Customer Withdrawal Charge Paid",
+            "",
+            "",
+            "-500.00",
+            ROLE_PAYMENT,
+        ),
+        ("Completed", PAYOUT_REASON, "Pay Bill Charge", "", "-15.00", ROLE_PAYMENT),
+        (
+            "Completed",
+            "Utility Account to Organization Settlement Account",
+            "",
+            "",
+            "-9,000.00",
+            ROLE_TRANSFER,
+        ),
+        (
+            "Completed",
+            "Funding",
+            "Funds transfer from the settlement account",
+            "9.00",
+            "",
+            ROLE_TRANSFER,
+        ),
+        ("Completed", "Reversal", "", "500.00", "", ROLE_REVERSAL),
+        ("Completed", "", "Reversal of TK123ABC", "500.00", "", ROLE_REVERSAL),
+        ("Completed", "Reversal of Pay Bill Charge", "", "", "-15.00", ROLE_REVERSAL),
+        ("Failed", PAYOUT_REASON, "", "", "-500.00", ROLE_NOT_MOVED),
+        (" DECLINED ", "Pay Utility", "", "500.00", "", ROLE_NOT_MOVED),
+        ("cancelled", PAYOUT_REASON, "", "", "-500.00", ROLE_NOT_MOVED),
+        ("Canceled", PAYOUT_REASON, "", "", "-500.00", ROLE_NOT_MOVED),
+        ("Expired", "Reversal", "", "500.00", "", ROLE_NOT_MOVED),
+        ("failed", "Pay Bill Charge", "", "", "-15.00", ROLE_NOT_MOVED),
+    ],
+    ids=[
+        "payout",
+        "collection",
+        "pay bill charge",
+        "withdrawal charge",
+        "transfer of funds charge",
+        "business payment charge",
+        "charges in any case and spacing",
+        "charge words on a paid-in row",
+        "charge in details when reason type is blank",
+        "airtime recharge",
+        "salary withdrawal charge paid is a payout",
+        "b2c withdrawal charge paid is a payout",
+        "details ignored when reason type is given",
+        "settlement sweep",
+        "funds transfer in details",
+        "reversal",
+        "reversal in details",
+        "reversal before charge",
+        "failed",
+        "declined",
+        "cancelled",
+        "canceled",
+        "expired before reversal",
+        "failed before charge",
+    ],
+)
+def test_each_row_gets_one_role(tmp_path, status, reason, details, paid_in, withdrawn, role):
+    row = entry(
+        "TK1",
+        "05-11-2025 14:31:07",
+        paid_in=paid_in,
+        withdrawn=withdrawn,
+        reason=reason,
+        details=details,
+        status=status,
+    )
+
+    statement = parse_rows(tmp_path, [row])
+
+    assert statement.entries["role"].tolist() == [role]
+
+
+@pytest.mark.parametrize(
+    "linked, role",
+    [("TK9OTHER", ROLE_REVERSAL), (" tk1 ", ROLE_PAYMENT), ("", ROLE_PAYMENT)],
+    ids=["another receipt", "its own receipt", "blank"],
+)
+def test_a_linked_transaction_id_other_than_the_receipt_marks_a_reversal(tmp_path, linked, role):
+    row = entry("TK1", "05-11-2025 14:31:07", paid_in="500.00", reason="Pay Utility")
+    row["Linked Transaction ID"] = linked
+
+    statement = parse_rows(tmp_path, [row])
+
+    assert statement.entries["role"].tolist() == [role]
+
+
+@pytest.mark.parametrize("status", ["Completed", "COMPLETED", "success", "Successful", ""])
+def test_completed_statuses_are_not_problems(tmp_path, status):
+    row = entry("TK1", "05-11-2025 14:31:07", withdrawn="1.00", status=status)
+
+    assert parse_rows(tmp_path, [row]).problems == []
+
+
+def test_an_unknown_status_is_an_unreadable_value_and_the_row_is_kept(tmp_path):
+    row = entry("TK1", "05-11-2025 14:31:07", withdrawn="1.00", status="Pending")
+
+    statement = parse_rows(tmp_path, [row])
+
+    assert [(problem.kind, problem.line, problem.reason) for problem in statement.problems] == [
+        (
+            "unreadable_value",
+            2,
+            "statement integrity: expected a readable Transaction Status != 'Pending' "
+            "(unreadable, line 2)",
+        )
+    ]
+    assert statement.entries["role"].tolist() == [ROLE_PAYMENT]
 
 
 # -- XLSX -------------------------------------------------------------------------------------

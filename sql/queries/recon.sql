@@ -3,13 +3,19 @@
 -- unchanged on SQLite and MySQL/MariaDB, so analysts can paste them into a client.
 
 -- name: payouts
--- B2C payouts initiated in [:since, :until), plus older payouts that a result received in the
--- period points at (so such a result is not taken for an orphan). One row per payout; legacy
--- rows have only the old PHP columns (reference_id, transaction_id, status, reason_code).
+-- B2C payouts initiated or completed in [:since, :until), plus older payouts that a result
+-- received in the period points at (so such a result is not taken for an orphan). One row per
+-- payout; legacy rows have only the old PHP columns (reference_id, transaction_id, status,
+-- reason_code).
 SELECT id, user_id, phone_number, amount, status, reference_id, transaction_id, reason_code,
        originator_conversation_id, conversation_id, paid_amount, initiated_at, completed_at
 FROM b2c_payments
 WHERE (:since IS NULL OR initiated_at >= :since) AND (:until IS NULL OR initiated_at < :until)
+UNION
+SELECT id, user_id, phone_number, amount, status, reference_id, transaction_id, reason_code,
+       originator_conversation_id, conversation_id, paid_amount, initiated_at, completed_at
+FROM b2c_payments
+WHERE (:since IS NULL OR completed_at >= :since) AND (:until IS NULL OR completed_at < :until)
 UNION
 SELECT p.id, p.user_id, p.phone_number, p.amount, p.status, p.reference_id, p.transaction_id,
        p.reason_code, p.originator_conversation_id, p.conversation_id, p.paid_amount,
@@ -32,14 +38,23 @@ JOIN b2c_payment_callbacks c
 WHERE (:since IS NULL OR c.received_at >= :since) AND (:until IS NULL OR c.received_at < :until);
 
 -- name: payout_attempts
--- Every attempt (OriginatorConversationID, ConversationID) of the payouts the `payouts` query
--- returns, keyed by payout_id: a result may answer any attempt, not only the latest.
-SELECT a.payout_id, a.attempt_no, a.originator_conversation_id, a.conversation_id, a.status
+-- Every attempt (OriginatorConversationID, ConversationID, and the receipt the service recorded
+-- as its evidence of payment, from a result or a status answer) of the payouts the `payouts`
+-- query returns, keyed by payout_id: a result may answer any attempt, not only the latest.
+SELECT a.payout_id, a.attempt_no, a.originator_conversation_id, a.conversation_id, a.status,
+       a.receipt
 FROM b2c_payout_attempts a
 JOIN b2c_payments p ON p.id = a.payout_id
 WHERE (:since IS NULL OR p.initiated_at >= :since) AND (:until IS NULL OR p.initiated_at < :until)
 UNION
-SELECT a.payout_id, a.attempt_no, a.originator_conversation_id, a.conversation_id, a.status
+SELECT a.payout_id, a.attempt_no, a.originator_conversation_id, a.conversation_id, a.status,
+       a.receipt
+FROM b2c_payout_attempts a
+JOIN b2c_payments p ON p.id = a.payout_id
+WHERE (:since IS NULL OR p.completed_at >= :since) AND (:until IS NULL OR p.completed_at < :until)
+UNION
+SELECT a.payout_id, a.attempt_no, a.originator_conversation_id, a.conversation_id, a.status,
+       a.receipt
 FROM b2c_payout_attempts a
 JOIN b2c_payment_callbacks c
   ON c.originator_conversation_id = a.originator_conversation_id
@@ -57,7 +72,8 @@ FROM b2c_payment_callbacks
 WHERE (:since IS NULL OR received_at >= :since) AND (:until IS NULL OR received_at < :until);
 
 -- name: stk_payments
--- M-Pesa STK collections (payments.method = 'mpesa') created in [:since, :until): the amount
+-- M-Pesa STK collections (payments.method = 'mpesa') created or completed in [:since, :until)
+-- (a payment started at 23:59 and paid at 00:00 belongs to both days): the amount
 -- requested, the amount paid (the row's paid_amount, else its successful STK callback's amount)
 -- and the receipt (mpesa_receipt, else the callback's, else the legacy transaction_reference).
 SELECT p.id, p.user_id, p.phone_number, p.amount, p.status, p.result_code, p.created_at,
@@ -71,4 +87,6 @@ SELECT p.id, p.user_id, p.phone_number, p.amount, p.status, p.result_code, p.cre
                 p.transaction_reference) AS receipt
 FROM payments p
 WHERE p.method = 'mpesa'
-  AND (:since IS NULL OR p.created_at >= :since) AND (:until IS NULL OR p.created_at < :until);
+  AND (((:since IS NULL OR p.created_at >= :since) AND (:until IS NULL OR p.created_at < :until))
+       OR ((:since IS NULL OR p.completed_at >= :since)
+           AND (:until IS NULL OR p.completed_at < :until)));
