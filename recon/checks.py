@@ -291,28 +291,43 @@ def _first_success(frames: Frames, rows: np.ndarray, index: pd.Index) -> pd.Data
 
 
 def payout_evidence(frames: Frames) -> pd.DataFrame:
-    """Every distinct (payout row, receipt) that says a payout's money moved: the payout's own
-    transaction_id, the receipts its successful results and status answers state, and the
-    receipts its attempts recorded (from either). `payout_pos` is the payout's first row."""
+    """The distinct (payout row, receipt) pairs of every payout whose evidence of payment names
+    a receipt other than the payout's own transaction_id: the receipts its successful results
+    and status answers state and its attempts recorded, and its own. Payouts whose evidence all
+    agrees with their own receipt (nearly all) are left out. `payout_pos` is the payout's first
+    row."""
     if "payout_evidence" in frames.cache:
         return frames.cache["payout_evidence"]
-    payouts, attempts = frames.payouts, frames.attempts
-    results = matched_results(frames)
+    results, attempts = matched_results(frames), frames.attempts
     stated = results["states_receipt"].to_numpy() & (results["payout_pos"] >= 0).to_numpy()
-    success = results[stated]
     attempt_rows = _payout_ids(frames).find(attempts["payout_id"].to_numpy())
+    recorded = attempts["receipt"].notna().to_numpy() & (attempt_rows >= 0)
+    claims = pd.DataFrame(
+        {
+            "payout_pos": np.concatenate(
+                [results["payout_pos"].to_numpy()[stated], attempt_rows[recorded]]
+            ),
+            "receipt": np.concatenate(
+                [
+                    results["transaction_id"].to_numpy()[stated],
+                    attempts["receipt"].to_numpy()[recorded],
+                ]
+            ),
+        }
+    )
+    own = frames.payouts["transaction_id"].to_numpy()[claims["payout_pos"].to_numpy()]
+    other = claims["payout_pos"].to_numpy()[claims["receipt"].to_numpy() != own]
+    doubted = np.unique(other)
+    mine = frames.payouts["transaction_id"].iloc[doubted]
     evidence = pd.concat(
         [
-            pd.DataFrame({"payout_pos": payout_rows(frames), "receipt": payouts["transaction_id"]}),
-            pd.DataFrame(
-                {"payout_pos": success["payout_pos"], "receipt": success["transaction_id"]}
-            ),
-            pd.DataFrame({"payout_pos": attempt_rows, "receipt": attempts["receipt"]}),
+            claims[pointing_at(claims["payout_pos"].to_numpy(), doubted, len(frames.payouts))],
+            pd.DataFrame({"payout_pos": doubted, "receipt": mine.to_numpy()}),
         ],
         ignore_index=True,
     )
-    evidence = evidence[(evidence["payout_pos"] >= 0) & evidence["receipt"].notna()]
-    evidence = evidence.drop_duplicates(["payout_pos", "receipt"]).reset_index(drop=True)
+    evidence = evidence[evidence["receipt"].notna()].drop_duplicates(["payout_pos", "receipt"])
+    evidence = evidence.reset_index(drop=True)
     frames.cache["payout_evidence"] = evidence
     return evidence
 
@@ -351,7 +366,9 @@ def statement_payments(frames: Frames) -> pd.DataFrame:
         receipts[direction] = FirstRows.of(entries["receipt"].iloc[candidates])
         first = candidates[receipts[direction].rows]
         picked.append(first)
-        repeated.append(np.setdiff1d(candidates, first, assume_unique=True))
+        kept = np.zeros(len(entries), dtype=bool)
+        kept[first] = True
+        repeated.append(candidates[~kept[candidates]])
     rows = _with_direction(entries, picked)
     frames.cache["statement_payments"] = rows
     frames.cache["statement_receipts"] = receipts
@@ -419,6 +436,15 @@ def our_records(frames: Frames) -> pd.DataFrame:
     ours["repeat"] = ours.index.isin(shared.index[shared["receipt"].duplicated()])
     frames.cache["our_records"] = ours
     return ours
+
+
+def statement_lines(rows: pd.DataFrame) -> pd.Series:
+    """'statement line 12' per statement row; 'statement b.csv line 12' when several files
+    were read together."""
+    lines = rows["line"].astype("str")
+    if "file" not in rows.columns:
+        return "statement line " + lines
+    return "statement " + rows["file"] + " line " + lines
 
 
 def in_period(rows: pd.DataFrame, options: Options) -> pd.DataFrame:
@@ -835,12 +861,16 @@ def check_missing_from_statement(frames: Frames, *, options: Options) -> pd.Data
     statement does not show (or that have no receipt to look for)."""
     if frames.statement is None:
         return empty_findings()
-    start, end = frames.statement.period
+    statement = frames.statement
+    start, end = statement.period
     if start is None:
         return empty_findings()
     ours, _ = statement_matches(frames)
-    in_period = ours["occurred_at"].between(start, end)
-    rows = ours[(in_period & ours["statement_cents"].isna()).to_numpy()]
+    if statement.time_periods:
+        in_period = statement.covers(ours["occurred_at"])
+    else:
+        in_period = ours["occurred_at"].between(start, end).to_numpy()
+    rows = ours[in_period & ours["statement_cents"].isna().to_numpy()]
     reasons = [
         f"missing from statement: expected receipt {receipt if isinstance(receipt, str) else '-'} "
         f"({direction} {format_cents(amount)}) in the statement != not found "
@@ -892,7 +922,7 @@ def check_unrecorded_statement_entry(frames: Frames, *, options: Options) -> pd.
         "unrecorded_statement_entry",
         rows,
         options=options,
-        subject="statement line " + rows["line"].astype("str"),
+        subject=statement_lines(rows),
         reasons=reasons,
         transaction_id=rows["receipt"],
         occurred_at=rows["completed_at"],
@@ -948,14 +978,15 @@ def check_reversal(frames: Frames, *, options: Options) -> pd.DataFrame:
     if frames.statement is None:
         return empty_findings()
     ours, _ = statement_matches(frames)
-    reversals = in_period(_reversal_rows(frames.statement.entries, ours), options)
-    ours_by_receipt = ours.drop_duplicates("receipt").set_index("receipt")
+    reversals = in_period(_reversal_rows(frames, ours), options)
+    ours_by_receipt = ours[ours["receipt"].isin(reversals["reversed"]).to_numpy()]
+    ours_by_receipt = ours_by_receipt.drop_duplicates("receipt").set_index("receipt")
     known = reversals["reversed"].isin(ours_by_receipt.index).to_numpy()
     matched = ours_by_receipt.loc[reversals.loc[known, "reversed"]].set_index(
         reversals.index[known]
     )
     subject = (matched["kind"] + " " + matched["id"]).reindex(reversals.index)
-    subject = subject.fillna("statement line " + reversals["line"].astype("str"))
+    subject = subject.fillna(statement_lines(reversals))
     reasons = [
         f"reversal: expected receipt {reversed_} to stand != reversed by "
         f"{receipt} on line {line} ({format_cents(amount)} back"
@@ -985,20 +1016,23 @@ def check_reversal(frames: Frames, *, options: Options) -> pd.DataFrame:
     )
 
 
-def _reversal_rows(entries: pd.DataFrame, ours: pd.DataFrame) -> pd.DataFrame:
+def _reversal_rows(frames: Frames, ours: pd.DataFrame) -> pd.DataFrame:
     """Statement rows that undo a payment, with `reversed` (the receipt undone: the linked one,
     else the row's own) and `amount_cents`: rows of the reversal role, and payment rows whose
     receipt is one of ours moving money the other way (a Paid In row with a payout's receipt,
     a Withdrawn row with a collection's)."""
-    paid_in = entries["paid_in_cents"].fillna(0) > 0
-    payouts = ours.loc[ours["kind"] == "payout", "receipt"]
-    collections = ours.loc[ours["kind"] != "payout", "receipt"]
-    backwards = (entries["role"] == ROLE_PAYMENT) & (
-        (paid_in & entries["receipt"].isin(payouts))
-        | (~paid_in & entries["receipt"].isin(collections))
-    )
-    rows = entries[((entries["role"] == ROLE_REVERSAL) | backwards).to_numpy()].copy()
-    rows["reversed"] = rows["linked_transaction_id"].fillna(rows["receipt"])
+    entries = frames.statement.entries
+    payments = statement_payments(frames)
+    receipts = frames.cache["statement_receipts"]
+    backwards = []
+    for direction, kind in (("paid in", "payout"), ("withdrawn", "payment")):
+        side = payments[(payments["direction"] == direction).to_numpy()]
+        found = receipts[direction].keys.get_indexer(ours.loc[ours["kind"] == kind, "receipt"])
+        backwards.append(side.iloc[found[found >= 0]])
+    undone = entries[(entries["role"] == ROLE_REVERSAL).to_numpy()]
+    parts = [part for part in (undone, *backwards) if len(part)]
+    rows = pd.concat(parts) if parts else entries.iloc[:0]
+    rows = rows.assign(reversed=rows["linked_transaction_id"].fillna(rows["receipt"]))
     rows["amount_cents"] = rows["paid_in_cents"].where(
         rows["paid_in_cents"].fillna(0) > 0, rows["withdrawn_cents"]
     )
@@ -1010,7 +1044,7 @@ def check_duplicate_receipt(frames: Frames, *, options: Options) -> pd.DataFrame
     one payment row of one direction in the statement: one movement counted twice."""
     ours = our_records(frames)
     extra = ours[ours["repeat"].to_numpy()]
-    first = ours[~ours["repeat"].to_numpy() & ours["receipt"].isin(extra["receipt"]).to_numpy()]
+    first = ours[ours["receipt"].isin(extra["receipt"]).to_numpy() & ~ours["repeat"].to_numpy()]
     first = first.set_index("receipt")
     ours_part = make_findings(
         "duplicate_receipt",
@@ -1039,7 +1073,11 @@ def _statement_duplicates(frames: Frames, options: Options) -> pd.DataFrame:
         return empty_findings()
     statement_payments(frames)
     rows = in_period(frames.cache["statement_repeats"], options)
-    first = statement_payments(frames).set_index(["receipt", "direction"])["line"]
+    if rows.empty:
+        return empty_findings()
+    payments = statement_payments(frames)
+    first = payments[payments["receipt"].isin(rows["receipt"])]
+    first = first.set_index(["receipt", "direction"])["line"]
     reasons = [
         f"duplicate receipt: expected 1 {direction} row for {receipt} != 2 or more "
         f"(also line {first.loc[(receipt, direction)]}; {format_cents(amount)} counted twice)"
@@ -1051,7 +1089,7 @@ def _statement_duplicates(frames: Frames, options: Options) -> pd.DataFrame:
         "duplicate_receipt",
         rows,
         options=options,
-        subject="statement line " + rows["line"].astype("str"),
+        subject=statement_lines(rows),
         reasons=reasons,
         transaction_id=rows["receipt"],
         occurred_at=rows["completed_at"],
@@ -1089,37 +1127,57 @@ def check_statement_coverage(frames: Frames, *, options: Options) -> pd.DataFram
     gaps = coverage_gaps(frames.statement, options.since, options.until)
     if not gaps:
         return empty_findings()
+    reason = (
+        f"statement coverage: expected {_moment(options.since)} to {_moment(options.until)} "
+        f"covered != not covered: {'; '.join(gaps)} (not checked)"
+    )
     return make_findings(
         "statement_coverage",
-        pd.DataFrame({"gaps": ["; ".join(gaps)]}),
+        pd.DataFrame({"gaps": [reason]}),
         options=options,
         subject=pd.Series(["statement"]),
-        reasons=[f"statement coverage: {'; '.join(gaps)}"],
+        reasons=[reason],
     )
 
 
 def coverage_gaps(statement, since, until) -> list[str]:
-    """What of [since, until) the statement's Time Period does not cover, in words."""
-    start, end = statement.header.period_start, statement.header.period_end
-    if start is None or end is None:
-        first, last = statement.rows_span
-        return [
-            f"expected a Time Period in the header != none (coverage unknown; rows from "
-            f"{_moment(first)} to {_moment(last)})"
+    """What of [since, until) the statements' Time Periods do not cover, in words: each
+    uncovered stretch, and each file without a Time Period."""
+    gaps = [
+        f"{source} states no Time Period (rows from {_moment(first)} to {_moment(last)})"
+        for source, (first, last) in _headerless(statement)
+    ]
+    if statement.time_periods or not gaps:
+        gaps += [
+            f"{_moment(start)} to {_moment(stop)}"
+            for start, stop in uncovered(since, until, statement.time_periods)
         ]
-    covered_until = end + pd.Timedelta(seconds=1)
-    gaps = []
-    if since is None or pd.Timestamp(since) < start:
-        gaps.append(
-            f"expected the statement to cover from {_moment(since)} != it starts "
-            f"{_moment(start)} (not checked before it)"
-        )
-    if until is None or pd.Timestamp(until) > covered_until:
-        gaps.append(
-            f"expected the statement to cover until {_moment(until)} != it ends "
-            f"{_moment(covered_until)} (not checked after it)"
-        )
     return gaps
+
+
+def uncovered(since, until, periods) -> list[tuple]:
+    """The stretches of [since, until) (None: unbounded) outside every period (start, end
+    inclusive to the second), in order."""
+    stretches, cursor = [], None if since is None else pd.Timestamp(since)
+    end_of_period = until if until is None else pd.Timestamp(until)
+    for start, end in periods:
+        stop = end + pd.Timedelta(seconds=1)
+        if end_of_period is not None and start >= end_of_period:
+            break
+        if cursor is not None and stop <= cursor:
+            continue
+        if cursor is None or start > cursor:
+            stretches.append((cursor, start))
+        cursor = stop if cursor is None else max(cursor, stop)
+    if end_of_period is None or cursor is None or cursor < end_of_period:
+        stretches.append((cursor, end_of_period))
+    return stretches
+
+
+def _headerless(statement):
+    for part in statement.files:
+        if part.header.period_start is None or part.header.period_end is None:
+            yield part.source, part.rows_span
 
 
 def _moment(moment) -> str:
@@ -1135,8 +1193,12 @@ def check_statement_integrity(frames: Frames, *, options: Options) -> pd.DataFra
     if frames.statement is None or not frames.statement.problems:
         return empty_findings()
     problems = pd.DataFrame([problem.__dict__ for problem in frames.statement.problems])
-    subject = problems["line"].map(
-        lambda line: "statement" if pd.isna(line) else f"statement line {int(line)}"
+    where = ["statement" + (f" {name}" if name else "") for name in problems["source"]]
+    subject = pd.Series(
+        [
+            place if pd.isna(line) else f"{place} line {int(line)}"
+            for place, line in zip(where, problems["line"], strict=True)
+        ]
     )
     return make_findings(
         "statement_integrity",
@@ -1203,16 +1265,17 @@ def scope(frames: Frames, options: Options) -> list[str]:
     if statement is None:
         lines.append(f"No statement given: {', '.join(STATEMENT_CHECKS)} not checked.")
         return lines
-    start, end = statement.header.period_start, statement.header.period_end
-    first, last = statement.rows_span
-    header = f"{_moment(start)} to {_moment(end)}" if start is not None else "none stated"
-    lines.append(
-        f"Statement {statement.source}: Time Period {header}; "
-        f"{len(statement.entries):,} rows from {_moment(first)} to {_moment(last)}."
-    )
+    for part in statement.files:
+        start, end = part.header.period_start, part.header.period_end
+        first, last = part.rows_span
+        header = f"{_moment(start)} to {_moment(end)}" if start is not None else "none stated"
+        lines.append(
+            f"Statement {part.source}: Time Period {header}; "
+            f"{len(part.entries):,} rows from {_moment(first)} to {_moment(last)}."
+        )
     gaps = coverage_gaps(statement, options.since, options.until)
     lines.append(
-        "Not covered by the statement: " + "; ".join(gaps) + "."
+        "Not covered by the statement, so not checked against it: " + "; ".join(gaps) + "."
         if gaps
         else "The statement covers the whole period."
     )

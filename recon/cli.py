@@ -52,7 +52,11 @@ def make_parser() -> argparse.ArgumentParser:
         default=os.environ.get("DATABASE_URL"),
         help="SQLAlchemy URL (default: $DATABASE_URL)",
     )
-    parser.add_argument("--statement", help="org-portal statement export, CSV or XLSX")
+    parser.add_argument(
+        "--statement",
+        action="append",
+        help="org-portal statement export, CSV or XLSX; repeat it for several periods",
+    )
     parser.add_argument(
         "--since",
         type=parse_time,

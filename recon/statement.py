@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import csv
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
-from itertools import islice
+from itertools import islice, pairwise
 from pathlib import Path
 
 import numpy as np
@@ -154,6 +154,7 @@ class Problem:
     expected_cents: int | None
     actual_cents: int | None
     reason: str
+    source: str | None = None  # the file, when several statements are read together
 
 
 @dataclass
@@ -165,13 +166,43 @@ class Statement:
     entries: pd.DataFrame
     header: StatementHeader = field(default_factory=StatementHeader)
     problems: list[Problem] = field(default_factory=list)
+    parts: list[Statement] = field(default_factory=list)  # the files, when several were read
+
+    @property
+    def files(self) -> list[Statement]:
+        return self.parts or [self]
+
+    @property
+    def time_periods(self) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
+        """Each file's header Time Period (start, end inclusive, naive UTC), in time order;
+        a file without one adds nothing (what it covers is unknown)."""
+        periods = [
+            (part.header.period_start, part.header.period_end)
+            for part in self.files
+            if part.header.period_start is not None and part.header.period_end is not None
+        ]
+        return sorted(periods)
+
+    @property
+    def without_time_period(self) -> list[str]:
+        """The files whose header states no Time Period."""
+        return [part.source for part in self.files if part.header.period_start is None]
 
     @property
     def period(self) -> tuple[pd.Timestamp | None, pd.Timestamp | None]:
-        """The header's time period, else the span of the entries' completion times."""
-        if self.header.period_start is not None and self.header.period_end is not None:
-            return self.header.period_start, self.header.period_end
+        """From the first Time Period's start to the last one's end when every file states one,
+        else the span of the entries' completion times."""
+        periods = self.time_periods
+        if periods and not self.without_time_period:
+            return periods[0][0], max(end for _, end in periods)
         return self.rows_span
+
+    def covers(self, times: pd.Series) -> np.ndarray:
+        """Whether each time lies inside one of the Time Periods."""
+        inside = np.zeros(len(times), dtype=bool)
+        for start, end in self.time_periods:
+            inside |= times.between(start, end).to_numpy()
+        return inside
 
     @property
     def rows_span(self) -> tuple[pd.Timestamp | None, pd.Timestamp | None]:
@@ -184,6 +215,46 @@ class Statement:
 
 
 # -- reading ----------------------------------------------------------------------------------
+
+
+def parse_statements(paths: list[str | Path]) -> Statement:
+    """One or more statement files read as one: their rows together, each file's own
+    integrity problems, and their Time Periods for coverage. Statements whose Time Periods
+    overlap are refused (their common rows would count twice)."""
+    statements = [parse_statement(path) for path in paths]
+    if len(statements) == 1:
+        return statements[0]
+    _refuse_overlaps(statements)
+    names = [Path(statement.source).name for statement in statements]
+    entries = pd.concat(
+        [part.entries.assign(file=name) for part, name in zip(statements, names, strict=True)],
+        ignore_index=True,
+    )
+    problems = [
+        replace(problem, source=name)
+        for part, name in zip(statements, names, strict=True)
+        for problem in part.problems
+    ]
+    return Statement(
+        source=", ".join(statement.source for statement in statements),
+        entries=entries,
+        problems=problems,
+        parts=statements,
+    )
+
+
+def _refuse_overlaps(statements: list[Statement]) -> None:
+    dated = sorted(
+        (part.header.period_start, part.header.period_end, part.source)
+        for part in statements
+        if part.header.period_start is not None and part.header.period_end is not None
+    )
+    for (_, end, first), (start, _, second) in pairwise(dated):
+        if start <= end:
+            raise StatementError(
+                f"statements {first} and {second} overlap ({start:%Y-%m-%d %H:%M:%S} to "
+                f"{end:%Y-%m-%d %H:%M:%S} UTC): give statements whose Time Periods do not overlap"
+            )
 
 
 def parse_statement(path: str | Path) -> Statement:

@@ -32,11 +32,7 @@ COLLECTION_REASON = "Pay Utility"
 
 def reconcile(database_url, statement=None, *, since=None, until=None):
     return build_report(
-        database_url,
-        since=since,
-        until=until,
-        as_of=AS_OF,
-        statement_path=str(statement) if statement else None,
+        database_url, since=since, until=until, as_of=AS_OF, statement_path=statement
     )
 
 
@@ -167,7 +163,11 @@ def test_a_statement_covering_3_of_7_days_asked_for_is_not_clean(engine, databas
     )
 
     assert found(report) == [("statement_coverage", "statement")]
-    assert "it starts 2025-11-02 21:00:00 UTC" in report.findings.frame["reason"].iloc[0]
+    assert report.findings.frame["reason"].iloc[0] == (
+        "statement coverage: expected 2025-10-31 21:00:00 UTC to 2025-11-07 21:00:00 UTC covered"
+        " != not covered: 2025-10-31 21:00:00 UTC to 2025-11-02 21:00:00 UTC;"
+        " 2025-11-05 21:00:00 UTC to 2025-11-07 21:00:00 UTC (not checked)"
+    )
     assert report.exit_code == 1
 
 
@@ -224,7 +224,10 @@ def test_utc_days_against_a_statement_of_nairobi_days_say_what_was_not_covered(
     )
 
     assert found(report) == [("statement_coverage", "statement")]
-    assert "not checked after it" in report.findings.frame["reason"].iloc[0]
+    assert (
+        "not covered: 2025-11-05 21:00:00 UTC to 2025-11-06 00:00:00 UTC"
+        in (report.findings.frame["reason"].iloc[0])
+    )
 
 
 def test_the_report_states_the_period_the_coverage_and_what_was_not_checked(
@@ -239,6 +242,57 @@ def test_the_report_states_the_period_the_coverage_and_what_was_not_checked(
     assert "The statement covers the whole period." in text
     assert "No statement given: missing_from_statement" in without.render()
     assert with_statement.to_dict()["scope"] == with_statement.findings.scope
+
+
+def day_statement(tmp_path, name, day, movements):
+    """A balanced statement of the Nairobi day `day` (a date in November 2025)."""
+    rows, block = balanced_statement(movements)
+    block[3] = [
+        "Time Period:",
+        f"From {day:02d}-11-2025 00:00:00",
+        "To",
+        f"{day:02d}-11-2025 23:59:59",
+    ]
+    return write_statement(tmp_path / name, rows, block)
+
+
+def test_two_statements_of_consecutive_days_cover_both(engine, database_url, tmp_path):
+    paid_payout(engine, "p01", "TK1", 8)
+    paid_payout(engine, "p02", "TK2", 15)  # 18:01 Nairobi on the 5th
+    first = day_statement(tmp_path, "a.csv", 4, [])
+    second = day_statement(tmp_path, "b.csv", 5, [payout_line("TK1", 8)])
+
+    report = reconcile(database_url, [first, second])
+
+    assert found(report) == [("missing_from_statement", "payout p02")]
+    assert "The statement covers the whole period." in report.render()
+    assert report.options.since == datetime(2025, 11, 3, 21)
+
+
+def test_a_day_no_statement_covers_is_a_coverage_finding(engine, database_url, tmp_path):
+    first = day_statement(tmp_path, "a.csv", 3, [])
+    third = day_statement(
+        tmp_path, "c.csv", 5, [("TKX", nairobi(at(9)), None, "5.00", PAYOUT_REASON)]
+    )
+
+    report = reconcile(database_url, [first, third])
+
+    assert found(report) == [
+        ("statement_coverage", "statement"),
+        ("unrecorded_statement_entry", "statement c.csv line 8"),
+    ]
+    coverage = report.findings.of("statement_coverage")["reason"].iloc[0]
+    assert "not covered: 2025-11-03 21:00:00 UTC to 2025-11-04 21:00:00 UTC" in coverage
+
+
+def test_overlapping_statements_are_refused_naming_both(database_url, tmp_path, capsys):
+    first = day_statement(tmp_path, "a.csv", 5, [])
+    again = day_statement(tmp_path, "b.csv", 5, [])
+    args = ["--database-url", database_url, "--statement", str(first), "--statement", str(again)]
+
+    assert main([*args, "--out", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err
+    assert "a.csv" in error and "b.csv" in error and "overlap" in error
 
 
 # -- 3. legacy amounts recon could not read ------------------------------------------------------
