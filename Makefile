@@ -14,10 +14,14 @@ test: $(VENV)/.dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The money model at length (MONEY_MODEL_EXAMPLES per database, on SQLite and on the MariaDB at
-# TEST_DATABASE_URL), printing its figures; `make test` runs it at a small budget.
+# TEST_DATABASE_URL) and the reconciliation oracle (RECON_ORACLE_EXAMPLES), printing their
+# figures; `make test` runs both at a small budget.
 MONEY_MODEL_EXAMPLES ?= 2000
+RECON_ORACLE_EXAMPLES ?= 2000
 TEST_DATABASE_URL ?= mysql+pymysql://root@127.0.0.1:3306/test
 verify: $(VENV)/.dev
+	RECON_ORACLE_EXAMPLES=$(RECON_ORACLE_EXAMPLES) $(BIN)/python -m pytest \
+		tests/test_recon_oracle.py -p no:cacheprovider -q --hypothesis-show-statistics
 	MONEY_MODEL_EXAMPLES=$(MONEY_MODEL_EXAMPLES) TEST_DATABASE_URL=$(TEST_DATABASE_URL) \
 		REQUIRE_MARIADB=1 $(BIN)/python -m pytest tests/test_money_model.py -p no:cacheprovider \
 		-s -q --log-level=CRITICAL --hypothesis-show-statistics

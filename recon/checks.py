@@ -6,9 +6,9 @@ vocabulary in CHECK_NAMES. Reasons are one fixed phrase per kind naming expected
 direction ("amount mismatch: requested 1,000.00 != paid 100.00 (900.00 short)").
 
 A result is matched to its payout by OriginatorConversationID (the payout's or any of its
-attempts'), then ConversationID, then TransactionID (successful results only: a failed result's
-TransactionID is a placeholder), then the old system's reference_id, and last by the payout_id
-the service recorded.
+attempts'), then ConversationID, then the old system's reference_id, then the payout_id the
+service recorded, and last by TransactionID (successful results only: a failed result's
+TransactionID is a placeholder; and a receipt may sit on two payouts, where the ids name one).
 """
 
 from __future__ import annotations
@@ -210,9 +210,10 @@ def _match_keys(frames: Frames, results: pd.DataFrame):
 
     yield "ocid", with_attempts("ocid"), everywhere
     yield "conversation_id", with_attempts("conversation_id"), everywhere
-    yield "transaction_id", own("transaction_id"), results["is_success"].to_numpy()
     yield "reference_id", own("reference_id"), everywhere
     yield "payout_id", own("id"), everywhere
+    # Last: a receipt may sit on two payouts (duplicate_receipt); the ids above name one.
+    yield "transaction_id", own("transaction_id"), results["is_success"].to_numpy()
 
 
 def _payout_ids(frames: Frames) -> FirstRows:
@@ -419,8 +420,9 @@ def statement_matches(frames: Frames) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def our_records(frames: Frames) -> pd.DataFrame:
     """Our completed payouts and collections (payout_receipts and collection_receipts, with
-    `kind` and `direction`), and `repeat`: the record holds a receipt that an earlier one (by
-    completion time, then id) already holds. A repeat is a duplicate_receipt finding and is
+    `kind` and `direction`), and `repeat`: the record holds a receipt another one keeps. Of the
+    records sharing a receipt, the one whose amount the statement shows for it keeps it, else
+    the first completed (then the smaller id). A repeat is a duplicate_receipt finding and is
     not compared with the statement again."""
     if "our_records" in frames.cache:
         return frames.cache["our_records"]
@@ -432,10 +434,29 @@ def our_records(frames: Frames) -> pd.DataFrame:
         ignore_index=True,
     )
     shared = ours[ours["receipt"].notna() & ours["receipt"].duplicated(keep=False)]
-    shared = shared.sort_values(["occurred_at", "id"], kind="stable")
+    shared = shared.assign(unconfirmed=~_statement_confirms(frames, shared))
+    shared = shared.sort_values(["unconfirmed", "occurred_at", "id"], kind="stable")
     ours["repeat"] = ours.index.isin(shared.index[shared["receipt"].duplicated()])
     frames.cache["our_records"] = ours
     return ours
+
+
+def _statement_confirms(frames: Frames, records: pd.DataFrame) -> np.ndarray:
+    """Whether the statement shows each record's receipt, in its direction, for its amount."""
+    if frames.statement is None or records.empty:
+        return np.zeros(len(records), dtype=bool)
+    rows = statement_payments(frames)
+    rows = rows[rows["receipt"].isin(records["receipt"]).to_numpy()]
+    shown = set(zip(rows["receipt"], rows["direction"], rows["amount_cents"], strict=True))
+    return np.array(
+        [
+            (receipt, direction, amount) in shown
+            for receipt, direction, amount in zip(
+                records["receipt"], records["direction"], records["amount_cents"], strict=True
+            )
+        ],
+        dtype=bool,
+    )
 
 
 def statement_lines(rows: pd.DataFrame) -> pd.Series:
@@ -591,7 +612,9 @@ def check_orphan_callback(frames: Frames, *, options: Options) -> pd.DataFrame:
 
 
 def check_failed_result(frames: Frames, *, options: Options) -> pd.DataFrame:
-    """Payouts whose latest result (or, with none, whose legacy reason_code) is not 0."""
+    """Payouts whose latest result (or, with none, whose legacy reason_code) is not 0, and that
+    nothing states paid: an earlier attempt's failure arriving late does not fail a payout a
+    result proves paid (and a payout marked failed although paid is status_conflict's)."""
     results = matched_results(frames)
     answers = _answers(results)
     answer_to = results["payout_pos"].to_numpy()
@@ -606,9 +629,10 @@ def check_failed_result(frames: Frames, *, options: Options) -> pd.DataFrame:
     latest = latest[~latest["is_success"]]
     payouts = frames.payouts
     answered = payouts_at(frames, answer_to[answers])
-    by_answer = payouts[payouts_at(frames, latest["payout_pos"].to_numpy())]
+    unpaid = ~proven_paid(frames)
+    by_answer = payouts[payouts_at(frames, latest["payout_pos"].to_numpy()) & unpaid]
     by_reason = payouts[
-        ~answered & payouts["reason_code"].notna() & (payouts["reason_code"] != "0")
+        ~answered & unpaid & payouts["reason_code"].notna() & (payouts["reason_code"] != "0")
     ]
     rows = pd.concat([by_answer, by_reason]).sort_index()
     code = lookup_values(rows["id"], latest["result_code"]).fillna(rows["reason_code"])
@@ -730,18 +754,30 @@ def check_paid_twice(frames: Frames, *, options: Options) -> pd.DataFrame:
     )
 
 
+def proven_paid(frames: Frames) -> np.ndarray:
+    """Per payout: whether a result or status answer matched to it states a receipt, or one of
+    its attempts recorded one (the payout's own transaction_id is a belief, not evidence)."""
+    if "proven_paid" in frames.cache:
+        return frames.cache["proven_paid"]
+    results, attempts = matched_results(frames), frames.attempts
+    answer_to = results["payout_pos"].to_numpy()
+    stated = results["states_receipt"].to_numpy() & (answer_to >= 0)
+    attempt_rows = _payout_ids(frames).find(attempts["payout_id"].to_numpy())
+    recorded = attempts["receipt"].notna().to_numpy()
+    proven = np.concatenate([answer_to[stated], attempt_rows[recorded]])
+    frames.cache["proven_paid"] = payouts_at(frames, proven)
+    return frames.cache["proven_paid"]
+
+
 def check_status_conflict(frames: Frames, *, options: Options) -> pd.DataFrame:
     """Payouts whose final status contradicts their results: marked failed although a result,
     a status answer or an attempt states a receipt, or marked completed although every result
     failed and nothing states a receipt."""
-    payouts, attempts = frames.payouts, frames.attempts
+    payouts = frames.payouts
     results = matched_results(frames)
     answer_to = results["payout_pos"].to_numpy()
-    stated = results["states_receipt"].to_numpy() & (answer_to >= 0)
-    attempt_rows = _payout_ids(frames).find(attempts["payout_id"].to_numpy())
-    proven = np.concatenate([answer_to[stated], attempt_rows[attempts["receipt"].notna()]])
     refused = _answers(results) & ~results["is_success"].to_numpy()
-    paid = payouts_at(frames, proven)
+    paid = proven_paid(frames)
     denied = payouts_at(frames, answer_to[refused])
     status = payouts["status"]
     paid_but_failed = status.isin(FAILED_STATUSES).to_numpy() & paid
