@@ -459,6 +459,23 @@ def _statement_confirms(frames: Frames, records: pd.DataFrame) -> np.ndarray:
     )
 
 
+def statement_row_findings(
+    check: str, rows: pd.DataFrame, reasons: list[str], options: Options
+) -> pd.DataFrame:
+    """Findings about statement rows (with `amount_cents`), each putting its amount at risk."""
+    return make_findings(
+        check,
+        rows,
+        options=options,
+        subject=statement_lines(rows),
+        reasons=reasons,
+        transaction_id=rows["receipt"],
+        occurred_at=rows["completed_at"],
+        actual_cents=rows["amount_cents"],
+        at_risk_cents=rows["amount_cents"],
+    )
+
+
 def statement_lines(rows: pd.DataFrame) -> pd.Series:
     """'statement line 12' per statement row; 'statement b.csv line 12' when several files
     were read together."""
@@ -954,17 +971,7 @@ def check_unrecorded_statement_entry(frames: Frames, *, options: Options) -> pd.
             rows["receipt"], rows["direction"], rows["amount_cents"], strict=True
         )
     ]
-    return make_findings(
-        "unrecorded_statement_entry",
-        rows,
-        options=options,
-        subject=statement_lines(rows),
-        reasons=reasons,
-        transaction_id=rows["receipt"],
-        occurred_at=rows["completed_at"],
-        actual_cents=rows["amount_cents"],
-        at_risk_cents=rows["amount_cents"],
-    )
+    return statement_row_findings("unrecorded_statement_entry", rows, reasons, options)
 
 
 def check_statement_amount_mismatch(frames: Frames, *, options: Options) -> pd.DataFrame:
@@ -1121,17 +1128,7 @@ def _statement_duplicates(frames: Frames, options: Options) -> pd.DataFrame:
             rows["receipt"], rows["direction"], rows["amount_cents"], strict=True
         )
     ]
-    return make_findings(
-        "duplicate_receipt",
-        rows,
-        options=options,
-        subject=statement_lines(rows),
-        reasons=reasons,
-        transaction_id=rows["receipt"],
-        occurred_at=rows["completed_at"],
-        actual_cents=rows["amount_cents"],
-        at_risk_cents=rows["amount_cents"],
-    )
+    return statement_row_findings("duplicate_receipt", rows, reasons, options)
 
 
 def check_unreadable_value(frames: Frames, *, options: Options) -> pd.DataFrame:
