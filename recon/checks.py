@@ -299,6 +299,30 @@ def payout_evidence(frames: Frames) -> pd.DataFrame:
     row."""
     if "payout_evidence" in frames.cache:
         return frames.cache["payout_evidence"]
+    claims = receipt_claims(frames)
+    own = frames.payouts["transaction_id"].to_numpy()[claims["payout_pos"].to_numpy()]
+    other = claims["payout_pos"].to_numpy()[claims["receipt"].to_numpy() != own]
+    doubted = np.unique(other)
+    mine = frames.payouts["transaction_id"].iloc[doubted]
+    evidence = pd.concat(
+        [
+            claims[pointing_at(claims["payout_pos"].to_numpy(), doubted, len(frames.payouts))],
+            pd.DataFrame({"payout_pos": doubted, "receipt": mine.to_numpy()}),
+        ],
+        ignore_index=True,
+    )
+    evidence = evidence[evidence["receipt"].notna()].drop_duplicates(["payout_pos", "receipt"])
+    evidence = evidence.reset_index(drop=True)
+    frames.cache["payout_evidence"] = evidence
+    return evidence
+
+
+def receipt_claims(frames: Frames) -> pd.DataFrame:
+    """(payout_pos, receipt) for every receipt a result or status answer matched to a payout
+    states, and every receipt an attempt recorded: evidence of payment, not belief (the
+    payout's own transaction_id is not in it)."""
+    if "receipt_claims" in frames.cache:
+        return frames.cache["receipt_claims"]
     results, attempts = matched_results(frames), frames.attempts
     stated = results["states_receipt"].to_numpy() & (results["payout_pos"] >= 0).to_numpy()
     attempt_rows = _payout_ids(frames).find(attempts["payout_id"].to_numpy())
@@ -316,21 +340,8 @@ def payout_evidence(frames: Frames) -> pd.DataFrame:
             ),
         }
     )
-    own = frames.payouts["transaction_id"].to_numpy()[claims["payout_pos"].to_numpy()]
-    other = claims["payout_pos"].to_numpy()[claims["receipt"].to_numpy() != own]
-    doubted = np.unique(other)
-    mine = frames.payouts["transaction_id"].iloc[doubted]
-    evidence = pd.concat(
-        [
-            claims[pointing_at(claims["payout_pos"].to_numpy(), doubted, len(frames.payouts))],
-            pd.DataFrame({"payout_pos": doubted, "receipt": mine.to_numpy()}),
-        ],
-        ignore_index=True,
-    )
-    evidence = evidence[evidence["receipt"].notna()].drop_duplicates(["payout_pos", "receipt"])
-    evidence = evidence.reset_index(drop=True)
-    frames.cache["payout_evidence"] = evidence
-    return evidence
+    frames.cache["receipt_claims"] = claims
+    return claims
 
 
 def collection_receipts(frames: Frames) -> pd.DataFrame:
@@ -776,12 +787,7 @@ def proven_paid(frames: Frames) -> np.ndarray:
     its attempts recorded one (the payout's own transaction_id is a belief, not evidence)."""
     if "proven_paid" in frames.cache:
         return frames.cache["proven_paid"]
-    results, attempts = matched_results(frames), frames.attempts
-    answer_to = results["payout_pos"].to_numpy()
-    stated = results["states_receipt"].to_numpy() & (answer_to >= 0)
-    attempt_rows = _payout_ids(frames).find(attempts["payout_id"].to_numpy())
-    recorded = attempts["receipt"].notna().to_numpy()
-    proven = np.concatenate([answer_to[stated], attempt_rows[recorded]])
+    proven = receipt_claims(frames)["payout_pos"].to_numpy()
     frames.cache["proven_paid"] = payouts_at(frames, proven)
     return frames.cache["proven_paid"]
 
@@ -1114,11 +1120,10 @@ def check_duplicate_receipt(frames: Frames, *, options: Options) -> pd.DataFrame
 def _statement_duplicates(frames: Frames, options: Options) -> pd.DataFrame:
     if frames.statement is None:
         return empty_findings()
-    statement_payments(frames)
+    payments = statement_payments(frames)
     rows = in_period(frames.cache["statement_repeats"], options)
     if rows.empty:
         return empty_findings()
-    payments = statement_payments(frames)
     first = payments[payments["receipt"].isin(rows["receipt"])]
     first = first.set_index(["receipt", "direction"])["line"]
     reasons = [
