@@ -4,6 +4,7 @@ along this file's former banner sections once it passed 1,500 lines.
 Commands
     python service.py                 serve (waitress, threaded, one process) on HOST:PORT; in the
                                       simulator environment also starts the Daraja simulator
+                                      and serves its control routes under /simulator/
     python service.py migrate         upgrade the database to the newest schema (adopts the old
                                       PHP system's tables in place, losing no row)
     python service.py schema          print the MySQL DDL of the newest schema
@@ -27,6 +28,8 @@ Routes (JSON; initiation and reads need `Authorization: Bearer <API key>`)
     POST /hooks/status/timeout/<token>    Transaction Status queue-timeout callback
     POST /hooks/balance/result/<token>    Account Balance result (and /hooks/balance/timeout/...)
     POST /clientpaymentcallback.php       the old B2C result URL (?token= when CALLBACK_TOKEN set)
+    *    /simulator/...                   simulator environment only: the in-process simulator's
+                                          control routes (requests, ledger, scenarios, ...)
 
 Jobs (APScheduler 3, started by `python service.py` only; max_instances=1, coalesce=True)
     resolve          every RESOLVE_INTERVAL_SECONDS: Transaction Status queries for `unknown`

@@ -1,7 +1,8 @@
 """A stand-in Daraja (Safaricom M-Pesa API) that validates like Daraja and fires real callbacks.
 
 Used by the tests, by the demo and by `python service.py` in simulator mode (which starts it
-in-process with `start()`). It answers on Daraja's own paths with Daraja's own shapes
+in-process with `start()`, and serves the control routes below on its own port too, with
+`with_controls()`). It answers on Daraja's own paths with Daraja's own shapes
 (REFERENCE sections 1-8), POSTs the asynchronous results to the URLs each request names, and
 can be told to misbehave in the ways production does (scenarios, below). It never imports
 service.py: service.py imports it. docs/simulator.md has curl walk-throughs.
@@ -169,6 +170,7 @@ B2C_V3_PATH = "/mpesa/b2c/v3/paymentrequest"
 B2C_V1_PATH = "/mpesa/b2c/v1/paymentrequest"
 STATUS_PATH = "/mpesa/transactionstatus/v1/query"
 BALANCE_PATH = "/mpesa/accountbalance/v1/query"
+CONTROL_PREFIX = "/simulator/"  # the control routes' paths
 
 OAUTH, STK_PUSH, STK_QUERY, B2C, STATUS, BALANCE = (
     "oauth",
@@ -1839,6 +1841,19 @@ class RunningSimulator:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+def with_controls(app: Callable, simulator: Simulator) -> Callable:
+    """A WSGI app answering the simulator's control routes (CONTROL_PREFIX) from `simulator`
+    and every other path from `app`: how `python service.py` serves them on its own port. The
+    Daraja routes stay on the simulator's own server, where the service calls them."""
+
+    def dispatch(environ: dict, start_response: Callable):
+        if environ.get("PATH_INFO", "").startswith(CONTROL_PREFIX):
+            return simulator.app(environ, start_response)
+        return app(environ, start_response)
+
+    return dispatch
 
 
 def start(

@@ -130,21 +130,19 @@ WAITRESS_THREADS = 32
 def serve(settings: Settings) -> None:
     from mpesa_service import waitress_server
 
-    simulator_url = ""
-    if settings.environment == "simulator" and not settings["MPESA_BASE_URL"]:
-        import simulator
-
-        simulator_url = simulator.start(host="127.0.0.1", port=0).base_url
-        log.info("in-process Daraja simulator at %s", simulator_url)
-    svc = build_service(settings, simulator_url=simulator_url)
+    embedded = start_embedded_simulator(settings)
+    svc = build_service(settings, simulator_url=embedded.base_url if embedded else "")
     require_current_schema(svc.engine)
     replay_journal(svc)
     scheduler = make_scheduler(svc)
     scheduler.start()
-    log.info("serving %s on %s:%s", settings.environment, settings["HOST"], settings["PORT"])
+    app = make_app(svc)
+    if embedded:
+        app = embedded_simulator_controls(app, embedded)
+    log_serving(settings, embedded is not None)
     try:
         server = waitress_server.create(
-            make_app(svc),
+            app,
             host=settings["HOST"],
             port=settings.integer("PORT"),
             threads=WAITRESS_THREADS,
@@ -155,6 +153,41 @@ def serve(settings: Settings) -> None:
     finally:
         scheduler.shutdown(wait=False)
         wait_applied(svc)  # callbacks already answered; any not applied in time are replayed
+
+
+def start_embedded_simulator(settings: Settings):
+    """In the simulator environment with no MPESA_BASE_URL, the Daraja simulator served in this
+    process on a port of its own (a simulator.RunningSimulator); otherwise None."""
+    if settings.environment != "simulator" or settings["MPESA_BASE_URL"]:
+        return None
+    import simulator
+
+    running = simulator.start(host="127.0.0.1", port=0)
+    log.info("in-process Daraja simulator: the service calls it at %s", running.base_url)
+    return running
+
+
+def embedded_simulator_controls(app, embedded):
+    """The service's app with the embedded simulator's control routes beside it, under
+    /simulator/ on the service's own port (never outside the simulator environment)."""
+    import simulator
+
+    return simulator.with_controls(app, embedded.simulator)
+
+
+def log_serving(settings: Settings, with_simulator_controls: bool) -> None:
+    base_url = f"http://{settings['HOST']}:{settings['PORT']}"
+    log.info(
+        "serving the payments service (MPESA_ENVIRONMENT %s) on %s",
+        settings.environment,
+        base_url,
+    )
+    if with_simulator_controls:
+        log.info(
+            "the simulator's control routes at %s/simulator/ (requests, ledger, callbacks, "
+            "scenarios, reset): see docs/simulator.md",
+            base_url,
+        )
 
 
 def require_current_schema(engine: sa.Engine) -> None:
