@@ -462,6 +462,4 @@ def replay_journal(svc: Service) -> int:
             continue
         if outcome != "already_applied":
             applied += 1
-    if applied:
-        log.info("replayed %d journaled callbacks", applied)
     return applied

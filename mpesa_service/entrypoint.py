@@ -133,7 +133,9 @@ def serve(settings: Settings) -> None:
     embedded = start_embedded_simulator(settings)
     svc = build_service(settings, simulator_url=embedded.base_url if embedded else "")
     require_current_schema(svc.engine)
-    replay_journal(svc)
+    replayed = replay_journal(svc)
+    if replayed:
+        log.info("replayed %d journaled callbacks at start-up", replayed)
     scheduler = make_scheduler(svc)
     scheduler.start()
     app = make_app(svc)
@@ -222,6 +224,21 @@ def resolve_from_cli(settings: Settings, args) -> int:
     return 0
 
 
+# Libraries whose INFO lines are routine chatter, shown only at LOG_LEVEL DEBUG: APScheduler
+# writes two lines for every job run, whether or not it did anything (each job logs what it did
+# itself, see jobs.run_job).
+QUIET_LIBRARIES = ("apscheduler", "alembic.runtime.plugins")
+
+
+def configure_logging(level: str) -> None:
+    """The service's log at `level` (LOG_LEVEL); QUIET_LIBRARIES say only warnings and errors
+    unless that is DEBUG."""
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s")
+    if logging.getLevelNamesMapping()[level] > logging.DEBUG:
+        for name in QUIET_LIBRARIES:
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="M-Pesa payments service")
     parser.add_argument(
@@ -246,8 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as error:
         print(error, file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings["LOG_LEVEL"], format="%(asctime)s %(levelname)s %(message)s")
-    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    configure_logging(settings["LOG_LEVEL"])
     if args.command == "migrate":
         migrate(make_engine(settings["DATABASE_URL"]))
         log.info("database at %s", head_revision())

@@ -8,6 +8,8 @@ the database it claims with a compare-and-set, so a second process running the s
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 
@@ -17,6 +19,7 @@ from mpesa_service import log
 from mpesa_service.callbacks import replay_journal
 from mpesa_service.context import REPORTS_DIR, Service, add_flag
 from mpesa_service.resolution import resolve_payouts, retry_failed_payouts
+from mpesa_service.settings import Settings
 from mpesa_service.stk import sweep_stk
 from mpesa_service.storage import b2c_payments, payment_flags, utcnow
 from recon.rules import NAIROBI
@@ -31,40 +34,53 @@ def make_scheduler(svc: Service):
         timezone="UTC", job_defaults={"max_instances": 1, "coalesce": True}
     )
 
-    def every(seconds: int, job, job_id: str) -> None:
-        scheduler.add_job(
-            run_job, "interval", seconds=seconds, id=job_id, name=job_id, args=[job, svc, job_id]
-        )
+    def add(job: Job, trigger, **when) -> None:
+        scheduler.add_job(run_job, trigger, id=job.name, name=job.name, args=[job, svc], **when)
 
-    every(settings.integer("RESOLVE_INTERVAL_SECONDS"), resolve_payouts, "resolve")
-    every(settings.integer("RETRY_INTERVAL_SECONDS"), retry_failed_payouts, "retry")
-    every(settings.integer("SWEEP_INTERVAL_SECONDS"), sweep_stk, "stk_sweep")
-    every(60, replay_journal, "journal_replay")
-    every(settings.integer("ALERT_INTERVAL_SECONDS"), send_alerts, "alerts")
+    add(RESOLVE, "interval", seconds=settings.integer("RESOLVE_INTERVAL_SECONDS"))
+    add(RETRY, "interval", seconds=settings.integer("RETRY_INTERVAL_SECONDS"))
+    add(STK_SWEEP, "interval", seconds=settings.integer("SWEEP_INTERVAL_SECONDS"))
+    add(JOURNAL_REPLAY, "interval", seconds=60)
+    add(alerts_job(settings), "interval", seconds=settings.integer("ALERT_INTERVAL_SECONDS"))
     if settings.integer("BALANCE_CHECK_MINUTES"):
-        every(settings.integer("BALANCE_CHECK_MINUTES") * 60, check_balance, "balance")
+        add(BALANCE, "interval", minutes=settings.integer("BALANCE_CHECK_MINUTES"))
     if settings.listing("RECON_EMAIL_TO"):
-        trigger = CronTrigger.from_crontab(settings["RECON_SCHEDULE"], timezone=NAIROBI)
-        scheduler.add_job(
-            run_job,
-            trigger,
-            id="reconciliation",
-            args=[email_reconciliation, svc, "reconciliation"],
+        add(
+            RECONCILIATION,
+            CronTrigger.from_crontab(settings["RECON_SCHEDULE"], timezone=NAIROBI),
         )
     return scheduler
 
 
-def run_job(job, svc: Service, job_id: str):
-    """Run a job, recording when it finished and how; log (never raise) what goes wrong so the
-    scheduler keeps going."""
+@dataclass(frozen=True)
+class Job:
+    """A scheduled job. `name` is its one name: the scheduler's job id and name, and the label
+    of its log lines and of its /metrics figures. `run` returns how many things it did (None:
+    nothing); a run that did something logs one line, `<name>: <count> <noun>s <done>`."""
+
+    name: str
+    run: Callable[[Service], int | None]
+    noun: str
+    done: str
+
+    def did(self, count: int) -> str:
+        plural = "" if count == 1 else "s"
+        return f"{self.name}: {count} {self.noun}{plural} {self.done}"
+
+
+def run_job(job: Job, svc: Service) -> int | None:
+    """Run a job, recording when it finished and how, and logging what it did; log (never
+    raise) what goes wrong so the scheduler keeps going."""
     try:
-        result = job(svc)
+        count = job.run(svc)
     except Exception as error:
-        log.exception("job %s failed", job_id)
-        svc.job_runs[job_id] = (time.time(), f"error: {type(error).__name__}")
+        log.exception("job %s failed", job.name)
+        svc.job_runs[job.name] = (time.time(), f"error: {type(error).__name__}")
         return None
-    svc.job_runs[job_id] = (time.time(), "ok")
-    return result
+    svc.job_runs[job.name] = (time.time(), "ok")
+    if count:
+        log.info("%s", job.did(count))
+    return count
 
 
 # --- alerts -------------------------------------------------------------------------------------
@@ -164,17 +180,19 @@ def smtp_settings(svc: Service):
 # --- balance and the scheduled reconciliation -----------------------------------------------
 
 
-def check_balance(svc: Service) -> None:
-    """Ask for the B2C account balances; the answer arrives at /hooks/balance/result."""
+def check_balance(svc: Service) -> int:
+    """Ask for the B2C account balances; the answer arrives at /hooks/balance/result. Returns
+    1, the query sent."""
     svc.client.account_balance(
         result_url=svc.hook_url("balance", "result"),
         queue_timeout_url=svc.hook_url("balance", "timeout"),
     )
+    return 1
 
 
-def email_reconciliation(svc: Service, today: datetime | None = None) -> None:
+def email_reconciliation(svc: Service, today: datetime | None = None) -> int:
     """Reconcile the previous Nairobi day, keep the report under data/reports/<day>/ (the
-    console links it) and email it to RECON_EMAIL_TO."""
+    console links it) and email it to RECON_EMAIL_TO. Returns 1, the report sent."""
     from recon.api import build_report
     from recon.mail import send_report
 
@@ -188,6 +206,7 @@ def email_reconciliation(svc: Service, today: datetime | None = None) -> None:
     )
     report.write(REPORTS_DIR / f"{since:%Y-%m-%d}")
     send_report(report, to=svc.settings.listing("RECON_EMAIL_TO"), smtp=smtp_settings(svc))
+    return 1
 
 
 def previous_nairobi_day(today: datetime | None = None) -> tuple[datetime, datetime]:
@@ -199,6 +218,27 @@ def previous_nairobi_day(today: datetime | None = None) -> tuple[datetime, datet
         for moment in (midnight, midnight - timedelta(days=1))
     ]
     return as_utc[0], as_utc[1]
+
+
+# --- the jobs' names and log lines ------------------------------------------------------------
+
+RESOLVE = Job(
+    "resolve", resolve_payouts, "payout", "asked about by Transaction Status or sent to review"
+)
+RETRY = Job("retry", retry_failed_payouts, "failed payout", "sent again as a new attempt")
+STK_SWEEP = Job("stk_sweep", sweep_stk, "open collection", "queried by STK Query or expired")
+JOURNAL_REPLAY = Job("journal_replay", replay_journal, "journaled callback", "applied")
+BALANCE = Job("balance", check_balance, "Account Balance query", "sent")
+RECONCILIATION = Job(
+    "reconciliation", email_reconciliation, "reconciliation report", "emailed to RECON_EMAIL_TO"
+)
+
+
+def alerts_job(settings: Settings) -> Job:
+    """The alerts job, its log line saying whether the new flags were emailed."""
+    if settings.listing("ALERT_EMAIL_TO"):
+        return Job("alerts", send_alerts, "new flag", "emailed to ALERT_EMAIL_TO")
+    return Job("alerts", send_alerts, "new flag", "marked notified (no ALERT_EMAIL_TO to email)")
 
 
 # --- /metrics -----------------------------------------------------------------------------------

@@ -1,16 +1,25 @@
 """The jobs, with short schedules, over real HTTP against the simulator (SQLite and MariaDB):
 resolve by Transaction Status, retry only what is safe, review, alerts, balance, the emailed
-reconciliation and /metrics."""
+reconciliation, /metrics, and what a real scheduler run writes to the log."""
 
 import email
+import logging
+import re
+from collections import Counter
 from email import policy
 
+import pytest
 import sqlalchemy as sa
 
 import service
+from mpesa_service.entrypoint import QUIET_LIBRARIES, configure_logging
 from mpesa_service.jobs import (
+    BALANCE,
+    RESOLVE,
+    alerts_job,
     check_balance,
     email_reconciliation,
+    make_scheduler,
     prometheus_text,
     run_job,
     send_alerts,
@@ -196,8 +205,88 @@ def test_scheduled_reconciliation_emails_the_report(make_stack, smtp_server):
 def test_metrics_report_statuses_ages_and_jobs(make_stack):
     stack = make_stack(RESULTS_LOST)
     pay(stack)
-    run_job(resolve_payouts, stack.svc, "resolve")
+    run_job(RESOLVE, stack.svc)
     text = stack.get("/metrics").text
     assert text == prometheus_text(stack.svc)
     assert 'mpesa_job_last_run_ok{job="resolve"} 1' in text
     assert "mpesa_payouts{status=" in text
+
+
+# Every interval job every second, and an STK push queried as soon as it is open.
+FREQUENT = {
+    "RESOLVE_INTERVAL_SECONDS": "1",
+    "RETRY_INTERVAL_SECONDS": "1",
+    "SWEEP_INTERVAL_SECONDS": "1",
+    "ALERT_INTERVAL_SECONDS": "1",
+    "STK_QUERY_AFTER_SECONDS": "0",
+}
+STK_QUERY_PATH = "/mpesa/stkpushquery/v1/query"
+STATUS_PATH = "/mpesa/transactionstatus/v1/query"
+JOB_LINE = re.compile(r"(?P<job>\w+): (?P<count>\d+) \w")
+
+
+@pytest.fixture
+def service_logging(caplog):
+    """The service's logging setup at LOG_LEVEL INFO, undone after the test; `caplog` records."""
+    quieted = [logging.getLogger(name) for name in QUIET_LIBRARIES]
+    levels = [logger.level for logger in quieted]
+    configure_logging("INFO")
+    caplog.set_level(logging.INFO)
+    yield caplog
+    for logger, level in zip(quieted, levels, strict=True):
+        logger.setLevel(level)
+
+
+def run_scheduler_until(stack, done) -> None:
+    """Run the service's scheduler until `done()` and every interval job has run at least once."""
+    scheduler = make_scheduler(stack.svc)
+    scheduler.start()
+    try:
+        interval_jobs = {"resolve", "retry", "stk_sweep", "alerts"}
+        wait_until(lambda: done() and interval_jobs <= set(stack.svc.job_runs), timeout=30)
+    finally:
+        scheduler.shutdown(wait=True)
+
+
+def test_a_scheduler_run_logs_one_line_per_job_run_that_did_something(make_stack, service_logging):
+    stack = make_stack({**RESULTS_LOST, **FREQUENT})
+    created = pay(stack)  # its result is lost: only the resolve job can settle it
+    push = {"phone": "254722000001", "amount": 150, "account_reference": "INV1", "description": "x"}
+    stack.post("/payments/mpesa/stk-initiate", push)  # its callback is dropped: swept
+    run_scheduler_until(
+        stack,
+        lambda: (
+            payout(stack, created["reference_id"])["status"] == "completed"
+            and stack.rows(service.payments, service.payments.c.status == "completed")
+        ),
+    )
+    records = service_logging.records
+    chatter = [r for r in records if r.name.startswith("apscheduler")]
+    assert [r.getMessage() for r in chatter if r.levelno <= logging.INFO] == []
+    job_lines = [
+        match for r in records if r.name == "mpesa" and (match := JOB_LINE.match(r.getMessage()))
+    ]
+    # One line per run that did something (each run here works on the one open item), none
+    # from the runs of retry and alerts, which had nothing to do.
+    assert Counter(line["job"] for line in job_lines) == {
+        "resolve": len(stack.sim_requests(STATUS_PATH)),
+        "stk_sweep": len(stack.sim_requests(STK_QUERY_PATH)),
+    }
+    assert {line["count"] for line in job_lines} == {"1"}
+    metrics = stack.get("/metrics").text
+    for job in ("resolve", "stk_sweep"):
+        assert f'mpesa_job_last_run_ok{{job="{job}"}} 1' in metrics
+
+
+def test_balance_and_alerts_runs_say_what_they_did(make_stack, service_logging):
+    stack = make_stack({"BALANCE_ALERT_BELOW": "1000000"})
+    assert run_job(BALANCE, stack.svc) == 1
+    wait_until(lambda: stack.rows(service.payment_flags))  # the low balance, once answered
+    alerts = alerts_job(stack.svc.settings)
+    assert run_job(alerts, stack.svc) == 1
+    assert run_job(alerts, stack.svc) == 0
+    lines = [r.getMessage() for r in service_logging.records if JOB_LINE.match(r.getMessage())]
+    assert lines == [
+        "balance: 1 Account Balance query sent",
+        "alerts: 1 new flag marked notified (no ALERT_EMAIL_TO to email)",
+    ]
