@@ -43,27 +43,36 @@ bench: $(VENV)/.dev
 	$(BIN)/python bench/bench_callbacks.py
 	$(BIN)/python bench/bench_initiation.py
 
+# JupyterLab refuses to start as root (a container, a root shell) unless told it may.
+ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
 notebooks: $(VENV)/.lab
-	PYTHONPATH=$(CURDIR) $(BIN)/jupyter lab notebooks/
+	PYTHONPATH=$(CURDIR) $(BIN)/jupyter lab notebooks/ $(ALLOW_ROOT)
 
 demo: $(VENV)/.runtime
 	DATABASE_URL=sqlite:///data/demo.db $(BIN)/python service.py migrate
 	$(BIN)/python -m recon demo-data --database-url sqlite:///data/demo.db --statement data/demo-statement.csv
 
+# Installing takes a minute or more on a fresh machine: each step says what it is doing first.
 $(VENV)/bin/python:
+	@echo "== creating the virtualenv $(VENV) with $(PYTHON)"
 	$(PYTHON) -m venv $(VENV)
+	@echo "== upgrading pip in $(VENV)"
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(VENV)/.runtime: requirements.txt | $(VENV)/bin/python
-	$(BIN)/python -m pip install --quiet -r requirements.txt
+	@echo "== installing the service's packages (requirements.txt) into $(VENV)"
+	$(BIN)/python -m pip install -r requirements.txt
 	touch $@
 
 $(VENV)/.dev: requirements.txt requirements-dev.txt | $(VENV)/bin/python
+	@echo "== installing the service's and the tests' packages (requirements-dev.txt) into" \
+		"$(VENV): a few minutes on a fresh machine, quietly"
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
 	touch $@ $(VENV)/.runtime
 
 $(VENV)/.lab: requirements.txt requirements-dev.txt requirements-lab.txt | $(VENV)/bin/python
-	$(BIN)/python -m pip install --quiet -r requirements-lab.txt
+	@echo "== installing JupyterLab and the notebooks' packages (requirements-lab.txt) into $(VENV)"
+	$(BIN)/python -m pip install -r requirements-lab.txt
 	touch $@ $(VENV)/.dev $(VENV)/.runtime
 
 clean:

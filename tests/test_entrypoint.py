@@ -169,3 +169,30 @@ def test_no_simulator_routes_outside_the_simulator(tmp_path, environment):
     finally:
         log = stop_and_read_log(process)
     assert "simulator" not in log.lower()
+
+
+def make_dry_run(target: str, tmp_path: Path) -> list[str]:
+    """The commands `make TARGET` would run on a machine with no virtualenv yet."""
+    result = subprocess.run(
+        ["make", "--dry-run", target, f"VENV={tmp_path / 'venv'}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return result.stdout.splitlines()
+
+
+def test_make_run_says_what_it_is_installing_before_each_install(tmp_path):
+    lines = make_dry_run("run", tmp_path)
+    installs = [number for number, line in enumerate(lines) if "pip install" in line]
+    assert len(installs) == 2  # pip itself, then requirements.txt
+    for number in installs:
+        assert lines[number - 1].startswith("echo "), lines[number - 1]
+    (runtime,) = [line for line in lines if "-r requirements.txt" in line]
+    assert "--quiet" not in runtime  # pip's own progress shows
+
+
+def test_make_notebooks_starts_jupyterlab_as_root_too(tmp_path):
+    (lab,) = [line for line in make_dry_run("notebooks", tmp_path) if "jupyter lab" in line]
+    assert ("--allow-root" in lab) == (os.geteuid() == 0)
