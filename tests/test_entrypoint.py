@@ -125,6 +125,8 @@ def test_simulator_control_routes_are_on_the_services_own_port(tmp_path):
         ledger = requests.get(f"{base_url}/simulator/ledger", timeout=10).json()["ledger"]
         assert [(entry["kind"], entry["amount"]) for entry in ledger] == [("b2c", 250)]
         assert requests.get(f"{base_url}/simulator/scenarios", timeout=10).json() == {"armed": []}
+        daraja_path = requests.get(f"{base_url}/oauth/v1/generate", timeout=10)
+        assert daraja_path.status_code == 404  # Daraja's routes stay on the simulator's port
     finally:
         log = stop_and_read_log(process)
     assert f"simulator's control routes at {base_url}/simulator/" in log
