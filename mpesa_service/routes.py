@@ -16,6 +16,7 @@ from mpesa_service.context import REFUSED_HEAD_BYTES, ApiError, Service, bearer_
 from mpesa_service.jobs import journal_space_problem, prometheus_text
 from mpesa_service.operator import requery_payout, resolve_payout
 from mpesa_service.parsing import parse_result_callback
+from mpesa_service.payment_claims import confirm_payment_claim
 from mpesa_service.payouts import initiate_payout, list_payouts, payout_detail
 from mpesa_service.settings import ApiKey
 from mpesa_service.stk import initiate_stk, query_stk
@@ -310,29 +311,36 @@ def legacy_result_callback(svc: Service, limit: int):
 
 
 def legacy_api_call(svc: Service, authorize, limit: int):
-    """The old api.php: action b2c_payment_initiate, answered in the old shape."""
+    """The old api.php, answered in the old shape: b2c_payment_initiate starts a payout;
+    payment_insert confirms a collection the service holds (see payment_claims)."""
     try:
         authorize()
         body = json_object(limit)
-        if body.get("action") != "b2c_payment_initiate":
+        action = body.get("action")
+        if action == "payment_insert":
+            status, answer = confirm_payment_claim(svc, body)
+            return json_response(status, answer)
+        if action != "b2c_payment_initiate":
             raise ApiError(
                 400,
-                f"action: only b2c_payment_initiate is supported, not {body.get('action')!r}",
+                f"action: must be b2c_payment_initiate or payment_insert, not {action!r}",
                 field="action",
             )
-        key = bottle.request.get_header("Idempotency-Key", "") or str(
-            body.get("reference_id") or ""
-        )
-        if not key:
-            raise ApiError(
-                400, "an Idempotency-Key header or a reference_id is required", field="reference_id"
-            )
-        status, answer = initiate_payout(svc, body, key)
+        status, data = _legacy_payout(svc, body)
     except ApiError as error:
         return json_response(error.status, {"status": "error", "message": error.message})
-    data = {
+    return json_response(status, {"status": "success", "message": "Payout initiated", "data": data})
+
+
+def _legacy_payout(svc: Service, body: dict) -> tuple[int, dict]:
+    key = bottle.request.get_header("Idempotency-Key", "") or str(body.get("reference_id") or "")
+    if not key:
+        raise ApiError(
+            400, "an Idempotency-Key header or a reference_id is required", field="reference_id"
+        )
+    status, answer = initiate_payout(svc, body, key)
+    return status, {
         "reference_id": answer["reference_id"],
         "status": answer["status"],
         "amount": answer["amount"],
     }
-    return json_response(status, {"status": "success", "message": "Payout initiated", "data": data})
