@@ -16,14 +16,22 @@ import hmac
 import json
 import re
 import secrets
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import quote
 
 import bottle
 import sqlalchemy as sa
 
-from mpesa_service.context import REPORTS_DIR, ApiError, Service, console_secret, key_for
+from mpesa_service.context import (
+    REPORTS_DIR,
+    ApiError,
+    Service,
+    console_secret,
+    key_for,
+    money,
+)
 from mpesa_service.operator import requery_payout, resolve_payout
 from mpesa_service.payouts import nairobi_day_start_utc, payout_detail
 from mpesa_service.settings import ApiKey
@@ -31,6 +39,7 @@ from mpesa_service.storage import (
     account_balances,
     b2c_payment_callbacks,
     b2c_payments,
+    b2c_payout_attempts,
     console_sessions,
     payment_flags,
     payments,
@@ -38,6 +47,7 @@ from mpesa_service.storage import (
     utcnow,
 )
 from recon.codes import meaning
+from recon.rules import NAIROBI, InvalidValue, mpesa_phone
 
 TEMPLATES = [str(Path(__file__).resolve().parent / "templates")]
 COOKIE = "console_session"
@@ -110,6 +120,47 @@ def csrf_token(secret: str, cookie: str) -> str:
     return sign(secret, "csrf:" + cookie)[:32]
 
 
+# --- times as operators read them ---------------------------------------------------------
+
+
+def as_utc(moment: datetime | str) -> datetime:
+    """A stored time (naive UTC, or an ISO string as the API gives it) as an aware UTC time."""
+    if isinstance(moment, str):
+        moment = datetime.fromisoformat(moment)
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def local_time(moment: datetime | str | None) -> str:
+    """HTML for a time on a page: Nairobi local time with its zone, UTC when hovered.
+    The one way the console shows a time. Templates print it unescaped ({{!when(...)}}):
+    it is made of a datetime's digits only, never of text from a request or a callback."""
+    if moment is None or moment == "":
+        return ""
+    utc = as_utc(moment)
+    local = utc.astimezone(NAIROBI)
+    return (
+        f'<time datetime="{utc:%Y-%m-%dT%H:%M:%SZ}" title="{utc:%Y-%m-%d %H:%M:%S} UTC">'
+        f"{local:%Y-%m-%d %H:%M} {local:%Z}</time>"
+    )
+
+
+def human_duration(span: timedelta) -> str:
+    """How long, the way a person says it: "4 min", "3 h", "2 d" (rounded down)."""
+    minutes = int(span.total_seconds() // 60)
+    if minutes < 1:
+        return "under 1 min"
+    if minutes < 60:
+        return f"{minutes} min"
+    if minutes < 24 * 60:
+        return f"{minutes // 60} h"
+    return f"{minutes // (24 * 60)} d"
+
+
+def nairobi_day(moment: datetime) -> str:
+    local = as_utc(moment).astimezone(NAIROBI)
+    return f"{local.day} {local:%b %Y}"
+
+
 # --- what the pages show --------------------------------------------------------------------
 
 
@@ -171,7 +222,8 @@ def review_queue(conn) -> list[dict]:
             "status": row.status,
             "amount": row.amount,
             "phone": mask_phone(row.phone_number),
-            "age_hours": round((now - (row.initiated_at or now)).total_seconds() / 3600, 1),
+            "initiated_at": row.initiated_at,
+            "age": human_duration(now - (row.initiated_at or now)),
             "last_answer": last_status_answer(conn, row.id),
         }
         for row in rows
@@ -225,34 +277,137 @@ def latest_balance(conn):
     ).first()
 
 
-def last_reconciliation() -> dict | None:
-    """The newest report the scheduled reconciliation wrote under data/reports/."""
-    runs = sorted(p for p in REPORTS_DIR.glob("*") if (p / "summary.csv").exists())
-    if not runs:
+@dataclass(frozen=True)
+class ReconciliationRun:
+    """A report the scheduled reconciliation wrote: its folder under data/reports/, the
+    Nairobi day(s) it covers (None when the report did not record them), when it ran (naive
+    UTC) and its summary rows."""
+
+    folder: str
+    period: str | None
+    ran_at: datetime
+    rows: list[dict]
+
+
+def last_reconciliation(reports_dir: Path = REPORTS_DIR) -> ReconciliationRun | None:
+    """The report written last under `reports_dir` (a folder with a summary.csv): whichever
+    day it covers, it is the newest run."""
+    summaries = [p / "summary.csv" for p in reports_dir.glob("*") if (p / "summary.csv").is_file()]
+    if not summaries:
         return None
-    with (runs[-1] / "summary.csv").open() as summary:
-        return {"run": runs[-1].name, "rows": list(csv.DictReader(summary))}
+    newest = max(summaries, key=lambda summary: (summary.stat().st_mtime_ns, summary.parent.name))
+    return read_run(newest.parent)
 
 
-def search(svc: Service, text: str) -> list:
-    """Payouts whose reference, receipt, phone or user id is `text`."""
+def read_run(folder: Path) -> ReconciliationRun:
+    """A report folder as the console shows it. Its period and run time come from the report's
+    own report.json; a folder without one is dated by when its summary was written."""
+    with (folder / "summary.csv").open() as summary:
+        rows = list(csv.DictReader(summary))
+    recorded = folder / "report.json"
+    if not recorded.is_file():
+        written = datetime.fromtimestamp((folder / "summary.csv").stat().st_mtime, UTC)
+        return ReconciliationRun(folder.name, None, written.replace(tzinfo=None), rows)
+    period = json.loads(recorded.read_text())["period"]
+    ran_at = datetime.fromisoformat(period["as_of"])
+    return ReconciliationRun(folder.name, days_covered(period), ran_at, rows)
+
+
+def days_covered(period: dict) -> str:
+    """The Nairobi days [since, until) covers: "3 Dec 2026", or "1 Dec 2026 to 3 Dec 2026"."""
+    since, until = period["since"], period["until"]
+    first = nairobi_day(datetime.fromisoformat(since)) if since else "the first record"
+    if not until:
+        return f"{first} to now"
+    last = nairobi_day(datetime.fromisoformat(until) - timedelta(seconds=1))
+    return first if first == last else f"{first} to {last}"
+
+
+@dataclass(frozen=True)
+class SearchResults:
+    """The payouts and the collections a search found."""
+
+    payouts: list
+    collections: list
+
+
+def search(svc: Service, text: str) -> SearchResults:
+    """Payouts and collections that `text` names: any of their ids, a receipt, a user id or
+    a phone typed in any of the usual forms (07…, 2547…, +2547…)."""
     needle = text.strip()
-    phones = {needle, "254" + needle[1:] if needle.startswith("0") else needle}
-    columns = b2c_payments.c
+    if not needle:
+        return SearchResults([], [])
+    phone = typed_phone(needle)
     with svc.engine.connect() as conn:
-        return conn.execute(
-            sa.select(b2c_payments)
-            .where(
-                sa.or_(
-                    columns.reference_id == needle,
-                    columns.transaction_id == needle,
-                    columns.phone_number.in_(phones),
-                    columns.user_id == needle,
-                )
+        return SearchResults(
+            payouts=find_payouts(conn, needle, phone),
+            collections=find_collections(conn, needle, phone),
+        )
+
+
+def typed_phone(text: str) -> str | None:
+    """The phone `text` is, as stored (2547…), or None when it is not a Kenyan mobile."""
+    try:
+        return mpesa_phone(text.replace(" ", ""))
+    except InvalidValue:
+        return None
+
+
+def same_phone(column, phone: str | None):
+    """`column` holds `phone` as stored now (2547…) or as the old system stored some
+    (07…, +2547…); nothing matches when no phone was typed (never IS NULL)."""
+    if phone is None:
+        return sa.false()
+    return column.in_([phone, "0" + phone[3:], "+" + phone])
+
+
+def find_payouts(conn, needle: str, phone: str | None) -> list:
+    columns, attempts = b2c_payments.c, b2c_payout_attempts.c
+    receipt = needle.upper()
+    by_attempt = sa.select(attempts.payout_id).where(
+        sa.or_(
+            attempts.originator_conversation_id == needle,
+            attempts.conversation_id == needle,
+            attempts.receipt == receipt,
+        )
+    )
+    return conn.execute(
+        sa.select(b2c_payments)
+        .where(
+            sa.or_(
+                columns.reference_id == needle,
+                columns.id == needle,
+                columns.originator_conversation_id == needle,
+                columns.conversation_id == needle,
+                columns.transaction_id == receipt,
+                columns.user_id == needle,
+                same_phone(columns.phone_number, phone),
+                columns.id.in_(by_attempt),
             )
-            .order_by(columns.initiated_at.desc())
-            .limit(50)
-        ).all()
+        )
+        .order_by(columns.initiated_at.desc())
+        .limit(50)
+    ).all()
+
+
+def find_collections(conn, needle: str, phone: str | None) -> list:
+    columns = payments.c
+    return conn.execute(
+        sa.select(payments)
+        .where(
+            sa.or_(
+                columns.id == needle,
+                columns.checkout_request_id == needle,
+                columns.merchant_request_id == needle,
+                columns.mpesa_receipt == needle.upper(),
+                columns.transaction_reference == needle,
+                columns.user_id == needle,
+                same_phone(columns.phone_number, phone),
+            )
+        )
+        .order_by(columns.created_at.desc())
+        .limit(50)
+    ).all()
 
 
 def payout_page(svc: Service, reference_id: str) -> dict:
@@ -274,7 +429,18 @@ def payout_page(svc: Service, reference_id: str) -> dict:
     detail["phone_masked"] = mask_phone(detail["phone_number"])
     detail["callbacks"] = [(row, mask_phones(pretty_json(row.raw_response))) for row in callbacks]
     detail["queries"] = queries
+    detail["paid_shown"] = amount_paid_text(detail)
     return detail
+
+
+def amount_paid_text(detail: dict) -> str:
+    """What the page says was paid: the amount M-Pesa stated; for a payout completed without
+    one (an operator's resolution as paid records none), the amount requested, said to be it."""
+    if detail["paid_amount"] is not None:
+        return money(detail["paid_amount"])
+    if detail["status"] == "completed":
+        return f"{money(detail['amount'])} (the amount requested: M-Pesa stated no amount)"
+    return ""
 
 
 def pretty_json(raw: str | None) -> str:
@@ -292,7 +458,17 @@ def add_console(app: bottle.Bottle, svc: Service) -> None:
     secure = svc.public_base_url.startswith("https://")
 
     def render(name: str, **values) -> str:
-        return bottle.template(name, template_lookup=TEMPLATES, url=url_segment, **values)
+        # A page's own names, loop variables included, reach layout.tpl through rebase(): the
+        # layout reads only names no page uses for anything else (search_text, not q).
+        return bottle.template(
+            name,
+            template_lookup=TEMPLATES,
+            url=url_segment,
+            when=local_time,
+            money=money,
+            mask=mask_phone,
+            **values,
+        )
 
     def current() -> tuple[ApiKey | None, str]:
         cookie = bottle.request.get_cookie(COOKIE) or ""
@@ -346,8 +522,8 @@ def add_console(app: bottle.Bottle, svc: Service) -> None:
             "dashboard",
             operator=key.name,
             csrf=csrf_token(secret, cookie),
-            q=query,
-            found=search(svc, query) if query else None,
+            search_text=query,
+            found=search(svc, query) if query.strip() else None,
             **dashboard(svc),
             **messages(),
         )

@@ -42,6 +42,8 @@ def resolve_payout(
     note: str = "",
 ) -> dict:
     """Apply an operator's decision; ApiError (409/400/404) says why one cannot be applied."""
+    if not outcome.strip():
+        raise ApiError(400, "outcome: choose paid or not paid; none was chosen", field="outcome")
     if outcome not in ("paid", "not_paid", "acknowledge"):
         raise ApiError(
             400, f"outcome: paid, not_paid or acknowledge, not {outcome!r}", field="outcome"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -246,7 +247,8 @@ class Report:
         return buffer.getvalue()
 
     def write(self, out_dir: str | Path) -> list[Path]:
-        """findings.csv, summary.csv, report.txt, report.html, report.xlsx and the charts."""
+        """findings.csv, summary.csv, report.txt, report.html, report.xlsx, report.json (the
+        period and summary, as `to_dict`) and the charts."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         contents: dict[str, bytes] = {
@@ -255,6 +257,7 @@ class Report:
             "report.txt": self.render().encode(),
             "report.html": self.to_html().encode(),
             "report.xlsx": self.xlsx_bytes(),
+            "report.json": json.dumps(self.to_dict(), indent=2).encode(),
             **self.charts,
         }
         written = []

@@ -117,6 +117,15 @@ def test_a_note_is_required(ops):
     assert (response.status_code, response.json()["field"]) == (400, "note")
 
 
+@pytest.mark.parametrize("body", [{"outcome": ""}, {"outcome": "  "}, {}])
+def test_a_resolution_without_an_outcome_is_refused(ops, body):
+    reference = payout_in_review(ops)
+    response = resolve(ops, reference, receipt="TK58QW1RTY", note="statement", **body)
+    assert (response.status_code, response.json()["field"]) == (400, "outcome")
+    assert response.json()["error"] == "outcome: choose paid or not paid; none was chosen"
+    assert ops.get(f"/payouts/{reference}").json()["status"] == "review"
+
+
 @pytest.mark.parametrize(("secret", "status"), [(API_KEY, 403), (READER, 403), ("nope", 401)])
 def test_resolving_needs_the_operator_role(ops, secret, status):
     reference = payout_in_review(ops)

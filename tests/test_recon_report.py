@@ -138,6 +138,7 @@ def test_write_puts_every_file_in_the_directory(report, tmp_path):
         "findings_by_check.png",
         "kes_at_risk_by_check.png",
         "report.html",
+        "report.json",
         "report.txt",
         "report.xlsx",
         "summary.csv",

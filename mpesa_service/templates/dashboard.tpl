@@ -1,17 +1,23 @@
 % rebase('layout', title='Status')
-% def money(value):
-%   return f"{value:,.2f}"
-% end
 % if found is not None:
-<h2>Search: {{q}}</h2>
-<table><tr><th>reference</th><th>status</th><th>amount</th><th>receipt</th><th>user</th></tr>
-% for row in found:
-<tr><td><a href="/console/payouts/{{url(row.reference_id)}}">{{row.reference_id}}</a></td><td>{{row.status}}</td><td class="num">{{money(row.amount or 0)}}</td><td>{{row.transaction_id or ''}}</td><td>{{row.user_id or ''}}</td></tr>
+<h2 id="payouts-found">Payouts matching {{search_text}} ({{len(found.payouts)}})</h2>
+<table><tr><th>reference</th><th>status</th><th>amount</th><th>receipt</th><th>phone</th><th>user</th><th>initiated</th></tr>
+% for row in found.payouts:
+<tr><td><a href="/console/payouts/{{url(row.reference_id)}}">{{row.reference_id}}</a></td><td>{{row.status}}</td><td class="num">{{money(row.amount or 0)}}</td><td>{{row.transaction_id or ''}}</td><td>{{mask(row.phone_number)}}</td><td>{{row.user_id or ''}}</td><td>{{!when(row.initiated_at)}}</td></tr>
+% end
+% if not found.payouts:
+<tr><td colspan="7">No payout matches.</td></tr>
 % end
 </table>
-% if not found:
-<p>Nothing matches.</p>
+<h2 id="collections-found">Collections matching {{search_text}} ({{len(found.collections)}})</h2>
+<table><tr><th>id</th><th>status</th><th>amount</th><th>receipt</th><th>phone</th><th>user</th><th>CheckoutRequestID</th><th>created</th></tr>
+% for row in found.collections:
+<tr><td>{{row.id}}</td><td>{{row.status}}</td><td class="num">{{money(row.amount or 0)}}</td><td>{{row.mpesa_receipt or ''}}</td><td>{{mask(row.phone_number)}}</td><td>{{row.user_id or ''}}</td><td>{{row.checkout_request_id or ''}}</td><td>{{!when(row.created_at)}}</td></tr>
 % end
+% if not found.collections:
+<tr><td colspan="8">No collection matches.</td></tr>
+% end
+</table>
 % end
 
 <div class="panels">
@@ -31,16 +37,16 @@
 </div>
 
 <h2 id="review">Review queue ({{len(review)}})</h2>
-<table><tr><th>reference</th><th>status</th><th>age (h)</th><th>amount</th><th>phone</th><th>last status answer</th><th>resolve</th></tr>
+<table><tr><th>reference</th><th>status</th><th>age</th><th>amount</th><th>phone</th><th>last status answer</th><th>resolve</th></tr>
 % for item in review:
 <tr>
   <td><a href="/console/payouts/{{url(item['reference_id'])}}">{{item['reference_id']}}</a></td>
-  <td>{{item['status']}}</td><td class="num">{{item['age_hours']}}</td>
+  <td>{{item['status']}}</td><td class="num">{{item['age']}}</td>
   <td class="num">{{money(item['amount'] or 0)}}</td><td>{{item['phone']}}</td><td>{{item['last_answer']}}</td>
   <td>
     <form method="post" action="/console/payouts/{{url(item['reference_id'])}}/resolve">
       <input type="hidden" name="csrf" value="{{csrf}}">
-      <select name="outcome"><option value="paid">paid</option><option value="not_paid">not paid</option></select>
+      <select name="outcome" required><option value="" disabled selected>choose…</option><option value="paid">paid</option><option value="not_paid">not paid</option></select>
       <input name="receipt" placeholder="receipt (if paid)" size="12">
       <input name="note" placeholder="why" required size="20">
       <button type="submit">Resolve</button>
@@ -65,19 +71,23 @@
 <section>
 <h2>B2C utility balance</h2>
 % if balance:
-<p>KES {{money(balance.available)}} at {{balance.checked_at}} UTC</p>
+<p>KES {{money(balance.available)}} at {{!when(balance.checked_at)}}</p>
 % else:
 <p>No balance check has run (set BALANCE_CHECK_MINUTES).</p>
 % end
 <h2>Last reconciliation</h2>
 % if recon:
-<p>Run {{recon['run']}} · <a href="/console/reports/{{url(recon['run'])}}/report.html">report</a></p>
+% if recon.period:
+<p>Reconciliation of {{recon.period}} (ran {{!when(recon.ran_at)}}) · <a href="/console/reports/{{url(recon.folder)}}/report.html">report</a></p>
+% else:
+<p>Reconciliation report {{recon.folder}}, its period not recorded (written {{!when(recon.ran_at)}}) · <a href="/console/reports/{{url(recon.folder)}}/report.html">report</a></p>
+% end
 <table><tr>
-% for name in recon['rows'][0].keys() if recon['rows'] else []:
+% for name in recon.rows[0].keys() if recon.rows else []:
 <th>{{name}}</th>
 % end
 </tr>
-% for row in recon['rows']:
+% for row in recon.rows:
 <tr>
 % for value in row.values():
 <td>{{value}}</td>
@@ -92,9 +102,9 @@
 </div>
 
 <h2>Open flags ({{len(flags)}})</h2>
-<table><tr><th>when (UTC)</th><th>flag</th><th>on</th><th>detail</th></tr>
+<table><tr><th>when</th><th>flag</th><th>on</th><th>detail</th></tr>
 % for flag in flags:
-<tr><td>{{flag.created_at}}</td><td>{{flag.flag}}</td>
+<tr><td>{{!when(flag.created_at)}}</td><td>{{flag.flag}}</td>
 % if flag.reference_id:
 <td>payout <a href="/console/payouts/{{url(flag.reference_id)}}">{{flag.reference_id}}</a></td>
 % else:

@@ -1,10 +1,10 @@
 % rebase('layout', title='Payout ' + (p['reference_id'] or ''))
 <h2>Payout {{p['reference_id']}}: {{p['status']}}</h2>
 <table>
-<tr><th>amount</th><td>{{p['amount']}}</td><th>paid</th><td>{{p['paid_amount']}}</td></tr>
+<tr><th>amount</th><td>{{money(p['amount'])}}</td><th>paid</th><td>{{p['paid_shown']}}</td></tr>
 <tr><th>phone</th><td>{{p['phone_masked']}}</td><th>user</th><td>{{p['user_id']}}</td></tr>
 <tr><th>receipt</th><td>{{p['transaction_id'] or ''}}</td><th>result</th><td>{{p['result_code'] or ''}} {{p['result_desc'] or ''}}</td></tr>
-<tr><th>initiated</th><td>{{p['initiated_at']}}</td><th>completed</th><td>{{p['completed_at'] or ''}}</td></tr>
+<tr><th>initiated</th><td>{{!when(p['initiated_at'])}}</td><th>completed</th><td>{{!when(p['completed_at'])}}</td></tr>
 <tr><th>flags</th><td colspan="3">{{', '.join(p['flags']) or 'none'}}</td></tr>
 </table>
 
@@ -12,9 +12,9 @@
 <h2>Resolve</h2>
 <form method="post" action="/console/payouts/{{url(p['reference_id'])}}/resolve" id="resolve">
   <input type="hidden" name="csrf" value="{{csrf}}">
-  <label><input type="radio" name="outcome" value="paid" checked> paid, receipt</label>
+  <label><input type="radio" name="outcome" value="paid" required> paid, receipt</label>
   <input name="receipt" size="12" placeholder="e.g. TK58QW1RTY">
-  <label><input type="radio" name="outcome" value="not_paid"> not paid (a new attempt follows)</label>
+  <label><input type="radio" name="outcome" value="not_paid" required> not paid (a new attempt follows)</label>
   <br><label>Why <input name="note" size="60" required></label>
   <button type="submit">Resolve</button>
 </form>
@@ -32,28 +32,28 @@
 % end
 
 <h2>Attempts</h2>
-<table><tr><th>#</th><th>OriginatorConversationID</th><th>ConversationID</th><th>status</th><th>error</th><th>created (UTC)</th></tr>
+<table><tr><th>#</th><th>OriginatorConversationID</th><th>ConversationID</th><th>status</th><th>error</th><th>created</th></tr>
 % for a in p['attempts']:
-<tr><td>{{a['attempt_no']}}</td><td>{{a['originator_conversation_id']}}</td><td>{{a['conversation_id'] or ''}}</td><td>{{a['status']}}</td><td>{{a['error_code'] or ''}} {{a['error_message'] or ''}}</td><td>{{a['created_at']}}</td></tr>
+<tr><td>{{a['attempt_no']}}</td><td>{{a['originator_conversation_id']}}</td><td>{{a['conversation_id'] or ''}}</td><td>{{a['status']}}</td><td>{{a['error_code'] or ''}} {{a['error_message'] or ''}}</td><td>{{!when(a['created_at'])}}</td></tr>
 % end
 </table>
 
 <h2>Status queries</h2>
-<table><tr><th>step</th><th>sent (UTC)</th><th>status</th><th>answer</th></tr>
-% for q in p['queries']:
-<tr><td>{{q.step}}</td><td>{{q.requested_at}}</td><td>{{q.status}}</td><td>{{q.result_code or ''}} {{q.result_desc or ''}}</td></tr>
+<table><tr><th>step</th><th>sent</th><th>status</th><th>answer</th></tr>
+% for query in p['queries']:
+<tr><td>{{query.step}}</td><td>{{!when(query.requested_at)}}</td><td>{{query.status}}</td><td>{{query.result_code or ''}} {{query.result_desc or ''}}</td></tr>
 % end
 </table>
 
 <h2>Audit trail</h2>
-<table id="audit"><tr><th>when (UTC)</th><th>who</th><th>action</th><th>before → after</th><th>receipt</th><th>note</th></tr>
+<table id="audit"><tr><th>when</th><th>who</th><th>action</th><th>before → after</th><th>receipt</th><th>note</th></tr>
 % for h in p['history']:
-<tr><td>{{h['at']}}</td><td>{{h['actor']}}</td><td>{{h['action']}}</td><td>{{h['status_before']}} → {{h['status_after']}}</td><td>{{h['receipt'] or ''}}</td><td>{{h['note']}}</td></tr>
+<tr><td>{{!when(h['at'])}}</td><td>{{h['actor']}}</td><td>{{h['action']}}</td><td>{{h['status_before']}} → {{h['status_after']}}</td><td>{{h['receipt'] or ''}}</td><td>{{h['note']}}</td></tr>
 % end
 </table>
 
 <h2>Callbacks</h2>
 % for row, raw in p['callbacks']:
-<p>{{row.received_at}} UTC · {{row.kind}} · {{row.outcome}}</p>
+<p>{{!when(row.received_at)}} · {{row.kind}} · {{row.outcome}}</p>
 <pre>{{raw}}</pre>
 % end
