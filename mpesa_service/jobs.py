@@ -204,7 +204,7 @@ def email_reconciliation(svc: Service, today: datetime | None = None) -> int:
         as_of=utcnow(),
         stale_after_minutes=svc.settings.integer("RECON_STALE_AFTER_MINUTES"),
     )
-    report.write(REPORTS_DIR / f"{since:%Y-%m-%d}")
+    report.write(REPORTS_DIR / nairobi_date(since))
     send_report(report, to=svc.settings.listing("RECON_EMAIL_TO"), smtp=smtp_settings(svc))
     return 1
 
@@ -218,6 +218,12 @@ def previous_nairobi_day(today: datetime | None = None) -> tuple[datetime, datet
         for moment in (midnight, midnight - timedelta(days=1))
     ]
     return as_utc[0], as_utc[1]
+
+
+def nairobi_date(moment: datetime) -> str:
+    """The Nairobi calendar day of a naive UTC time, as YYYY-MM-DD (a day's report is named by
+    the day it covers, as its readers know it)."""
+    return f"{moment.replace(tzinfo=UTC).astimezone(NAIROBI):%Y-%m-%d}"
 
 
 # --- the jobs' names and log lines ------------------------------------------------------------

@@ -5,13 +5,16 @@ reconciliation, /metrics, and what a real scheduler run writes to the log."""
 import email
 import logging
 import re
+import shutil
 from collections import Counter
+from datetime import UTC, datetime
 from email import policy
 
 import pytest
 import sqlalchemy as sa
 
 import service
+from mpesa_service.context import REPORTS_DIR
 from mpesa_service.entrypoint import QUIET_LIBRARIES, configure_logging
 from mpesa_service.jobs import (
     BALANCE,
@@ -200,6 +203,23 @@ def test_scheduled_reconciliation_emails_the_report(make_stack, smtp_server):
     assert message["Subject"].startswith("M-Pesa reconciliation")
     names = {part.get_filename() for part in message.iter_attachments()}
     assert {"report.xlsx", "findings.csv", "summary.csv"} <= names
+
+
+def test_a_days_report_is_kept_under_the_nairobi_day_it_covers(make_stack, smtp_server):
+    _, port = smtp_server
+    stack = make_stack(
+        {"RECON_EMAIL_TO": "finance@example.com", "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(port)}
+    )
+    # 06:00 in Nairobi on 4 Feb is 03:00 UTC: the day covered is 3 Feb, which starts on 2 Feb
+    # at 21:00 UTC.
+    ran = datetime(2001, 2, 4, 3, 0, tzinfo=UTC)
+    covered, day_before = REPORTS_DIR / "2001-02-03", REPORTS_DIR / "2001-02-02"
+    try:
+        email_reconciliation(stack.svc, today=ran)
+        assert (covered / "report.json").is_file()
+        assert not day_before.exists()
+    finally:
+        shutil.rmtree(covered, ignore_errors=True)
 
 
 def test_metrics_report_statuses_ages_and_jobs(make_stack):
