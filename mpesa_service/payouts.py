@@ -24,7 +24,7 @@ from mpesa_service.context import (
     new_id,
 )
 from mpesa_service.daraja import DarajaRejected, NotSent, OutcomeUnknown
-from mpesa_service.parsing import ResultCallback, bounded, text_or_none
+from mpesa_service.parsing import ResultCallback, bounded, requested_shillings, text_or_none
 from mpesa_service.settings import Settings
 from mpesa_service.stk import json_amount, optional_text
 from mpesa_service.storage import (
@@ -42,7 +42,6 @@ from recon.rules import (
     NAIROBI,
     InvalidValue,
     mpesa_phone,
-    whole_shillings,
 )
 
 # --- B2C payouts: the state machine ----------------------------------------------------------
@@ -144,7 +143,7 @@ class PayoutRequest:
     @classmethod
     def from_body(cls, body: dict, phone: str) -> PayoutRequest:
         try:
-            amount = whole_shillings(body.get("amount"), B2C_LIMITS, "amount")
+            amount = requested_shillings(body.get("amount"), B2C_LIMITS, "amount")
         except InvalidValue as error:
             raise ApiError(400, str(error), field=error.field) from None
         command_id = body.get("command_id") or "BusinessPayment"
@@ -156,7 +155,7 @@ class PayoutRequest:
             )
         reason = optional_text(body, "reason", 100) or "payout"
         return cls(
-            user_id=optional_text(body, "user_id", 36),
+            user_id=payout_user_id(body),
             user_type=optional_text(body, "user_type", 20),
             phone=phone,
             amount=amount,
@@ -165,6 +164,18 @@ class PayoutRequest:
             command_id=command_id,
             reference_id=payout_reference(body),
         )
+
+
+def payout_user_id(body: dict) -> str:
+    """The payee's user_id, which every new payout needs: per-user limits count by it."""
+    user_id = optional_text(body, "user_id", 36)
+    if not user_id:
+        raise ApiError(
+            400,
+            "user_id: required (the payee's id, by which PAYOUT_USER_DAILY_LIMIT counts)",
+            field="user_id",
+        )
+    return user_id
 
 
 REFERENCE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]*")
@@ -193,10 +204,10 @@ def payout_phone(svc: Service, body: dict) -> str:
     """The payee's phone from the body, or from PAYOUT_PHONE_QUERY by user_id."""
     raw = body.get("phone")
     query = svc.settings["PAYOUT_PHONE_QUERY"]
-    if raw in (None, "") and query:
-        user_id = optional_text(body, "user_id", 36)
-        if not user_id:
-            raise ApiError(400, "phone: required (or a user_id to look it up by)", field="phone")
+    if raw in (None, ""):
+        if not query:
+            raise ApiError(400, "phone: required unless PAYOUT_PHONE_QUERY is set", field="phone")
+        user_id = payout_user_id(body)
         with svc.engine.connect() as conn:
             raw = conn.execute(sa.text(query), {"user_id": user_id}).scalar()
         if not raw:
@@ -1088,6 +1099,10 @@ def payout_row_view(payout) -> dict:
 
 def list_payouts(svc: Service, status: str | None, since: str | None, limit: int = 100) -> dict:
     query = sa.select(b2c_payments).order_by(b2c_payments.c.initiated_at.desc()).limit(limit)
+    if status and status not in PAYOUT_STATES:
+        raise ApiError(
+            400, f"status: one of {', '.join(PAYOUT_STATES)}, not {status!r}", field="status"
+        )
     if status:
         query = query.where(b2c_payments.c.status == status)
     if since:

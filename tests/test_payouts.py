@@ -428,7 +428,11 @@ def test_fifty_concurrent_requests_with_one_key_pay_once(stack):
     [
         (10.5, "amount: must be whole shillings, not 10.5"),
         (9, "amount: must be between 10 and 250,000 shillings, not 9"),
-        ("1,000.50", "amount: must be whole shillings, not '1,000.50'"),
+        ("1000.50", "amount: must be whole shillings, not '1000.50'"),
+        (
+            "1,000",
+            "amount: must be whole shillings in digits (1500, \"1500\" or 1500.0), not '1,000'",
+        ),
     ],
 )
 def test_bad_amount_is_400_and_nothing_is_sent(stack, amount, message):
