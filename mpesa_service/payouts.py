@@ -32,6 +32,7 @@ from mpesa_service.storage import (
     b2c_payments,
     b2c_payout_attempts,
     lock_named_row,
+    payment_flags,
     payout_audit,
     retry_deadlocked,
     utcnow,
@@ -77,7 +78,8 @@ PAYOUT_STATES = {
     ),
     "failed": (
         "believed not paid (a failure result, a refusal, no such transaction, an operator); a "
-        "retryable code gets a new attempt, unless evidence says it was paid after all",
+        "retryable code gets a new attempt, unless evidence says it was paid after all, up to "
+        "PAYOUT_MAX_ATTEMPTS (then it is flagged attempts_exhausted for a person)",
         ("submitting", "completed", "review"),
     ),
     "review": (
@@ -699,6 +701,7 @@ def _settle_paid_against_belief(conn, payout, attempt, parsed: ResultCallback) -
         return _double_payout(conn, before, paid_attempts(conn, payout.id))
     if transition(conn, payout.id, "completed", **paid_values(parsed)):
         _flag_completion(conn, before, attempt, parsed)
+        close_flags(conn, payout.id, "attempts_exhausted")  # it was paid after all
         flag_mismatches(conn, payout, parsed.amount, parsed.receiver[0])
         return "applied"
     fresh = payout_by(conn, b2c_payments.c.id, payout.id)
@@ -777,6 +780,16 @@ def _double_payout(conn, before, paid: list) -> str:
     )
     audit(conn, before, SYSTEM_ACTOR, "double_payout", "review", note=receipts)
     return "applied"
+
+
+def close_flags(conn, payout_id: str, flag: str) -> None:
+    """Mark the payout's open `flag` flags resolved: what they said no longer holds."""
+    conn.execute(
+        payment_flags.update()
+        .where(payment_flags.c.subject_type == "payout", payment_flags.c.subject_id == payout_id)
+        .where(payment_flags.c.flag == flag, payment_flags.c.resolved_at.is_(None))
+        .values(resolved_at=utcnow())
+    )
 
 
 def _flag_completion(conn, before, attempt, parsed: ResultCallback) -> None:
