@@ -27,10 +27,12 @@ from mpesa_service import PROJECT_DIR, log
 from mpesa_service.daraja import DarajaClient, DarajaError, DarajaRejected
 from mpesa_service.settings import ROLES, ApiKey, Settings, parse_api_keys
 from mpesa_service.storage import (
+    b2c_payments,
     callback_journal,
     execute_precompiled,
     inserting,
     payment_flags,
+    payments,
     utcnow,
 )
 
@@ -439,7 +441,27 @@ def add_flag(conn: sa.Connection, subject_type: str, subject_id: str, flag: str,
             created_at=utcnow(),
         )
     )
-    log.warning("ALERT %s on %s %s: %s", flag, subject_type, subject_id, detail)
+    log.warning("ALERT %s on %s: %s", flag, subject_name(conn, subject_type, subject_id), detail)
+
+
+# A flag's subject as a person knows it: its name, found by its id.
+SUBJECT_NAMES = {
+    "payout": sa.select(b2c_payments.c.reference_id).where(
+        b2c_payments.c.id == sa.bindparam("subject_id")
+    ),
+    "payment": sa.select(payments.c.checkout_request_id).where(
+        payments.c.id == sa.bindparam("subject_id")
+    ),
+}
+
+
+def subject_name(conn: sa.Connection, subject_type: str, subject_id: str) -> str:
+    """A payout by its reference_id and a collection by its CheckoutRequestID, with the internal
+    id after it ("payout ref-123 (id 8f2...)"); anything else, or a row without that name, by
+    its id."""
+    query = SUBJECT_NAMES.get(subject_type)
+    name = query is not None and conn.execute(query, {"subject_id": subject_id}).scalar()
+    return f"{subject_type} {name} (id {subject_id})" if name else f"{subject_type} {subject_id}"
 
 
 def flags_of(conn: sa.Connection, subject_type: str, subject_id: str) -> list[str]:

@@ -1,5 +1,6 @@
-"""Callback parsing: tolerant readers of every Daraja callback shape we know. They never raise;
-what they cannot read is listed in `problems`, and the raw body is always kept by the caller."""
+"""Reading what comes in: tolerant readers of every Daraja callback shape we know, and the strict
+reader of an amount a caller asks for. The callback readers never raise; what they cannot read is
+listed in `problems`, and the raw body is always kept by the caller."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from recon.rules import (
     InvalidValue,
     nairobi_to_utc,
     to_decimal,
+    whole_shillings,
 )
 
 # Tolerant readers of Daraja's callback shapes (REFERENCE 2.3, 4.4, 6.3, 7.1 and the old audit's
@@ -220,3 +222,42 @@ def parse_amount(value: object) -> Decimal | None:
     if abs(number) >= MONEY_LIMIT or number != number.quantize(Decimal("0.01")):
         return None
     return number
+
+
+# --- amounts callers ask for -----------------------------------------------------------------
+
+
+class JsonFraction(float):
+    """A JSON number written with a fraction or an exponent: the float json has always given
+    for it (so bodies compare and fingerprint as before), which also keeps how it was written.
+    str() and repr() give that text, so an amount is read from the text, never the float."""
+
+    def __new__(cls, literal: str):
+        number = super().__new__(cls, literal)
+        number.literal = literal
+        return number
+
+    def __repr__(self) -> str:
+        return self.literal
+
+    __str__ = __repr__
+
+
+def read_json(body: bytes | str):
+    """json.loads, keeping how each fractional or exponent number was written (JsonFraction)."""
+    return json.loads(body, parse_float=JsonFraction)
+
+
+PLAIN_AMOUNT = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+AMOUNT_FORMS = 'whole shillings in digits (1500, "1500" or 1500.0)'
+
+
+def requested_shillings(value: object, limits: tuple[int, int], field: str = "amount") -> int:
+    """An amount a caller asks for, as int shillings within `limits`. Only unambiguous forms
+    are taken: a JSON integer, or digits with an optional fraction as a number or a string
+    (150, "150", 150.0); not "1,500", 1e3, booleans or signs. 150.5 is not whole: refused."""
+    is_integer = isinstance(value, int) and not isinstance(value, bool)
+    is_written = isinstance(value, str | float) and PLAIN_AMOUNT.fullmatch(str(value))
+    if not (is_integer or is_written):
+        raise InvalidValue(field, f"must be {AMOUNT_FORMS}, not {value!r}")
+    return whole_shillings(value, limits, field)

@@ -24,7 +24,7 @@ from mpesa_service.context import (
     new_id,
 )
 from mpesa_service.daraja import DarajaRejected, NotSent, OutcomeUnknown
-from mpesa_service.parsing import ResultCallback, bounded, text_or_none
+from mpesa_service.parsing import ResultCallback, bounded, requested_shillings, text_or_none
 from mpesa_service.settings import Settings
 from mpesa_service.stk import json_amount, optional_text
 from mpesa_service.storage import (
@@ -32,6 +32,7 @@ from mpesa_service.storage import (
     b2c_payments,
     b2c_payout_attempts,
     lock_named_row,
+    payment_flags,
     payout_audit,
     retry_deadlocked,
     utcnow,
@@ -42,7 +43,6 @@ from recon.rules import (
     NAIROBI,
     InvalidValue,
     mpesa_phone,
-    whole_shillings,
 )
 
 # --- B2C payouts: the state machine ----------------------------------------------------------
@@ -78,7 +78,8 @@ PAYOUT_STATES = {
     ),
     "failed": (
         "believed not paid (a failure result, a refusal, no such transaction, an operator); a "
-        "retryable code gets a new attempt, unless evidence says it was paid after all",
+        "retryable code gets a new attempt, unless evidence says it was paid after all, up to "
+        "PAYOUT_MAX_ATTEMPTS (then it is flagged attempts_exhausted for a person)",
         ("submitting", "completed", "review"),
     ),
     "review": (
@@ -144,7 +145,7 @@ class PayoutRequest:
     @classmethod
     def from_body(cls, body: dict, phone: str) -> PayoutRequest:
         try:
-            amount = whole_shillings(body.get("amount"), B2C_LIMITS, "amount")
+            amount = requested_shillings(body.get("amount"), B2C_LIMITS, "amount")
         except InvalidValue as error:
             raise ApiError(400, str(error), field=error.field) from None
         command_id = body.get("command_id") or "BusinessPayment"
@@ -156,7 +157,7 @@ class PayoutRequest:
             )
         reason = optional_text(body, "reason", 100) or "payout"
         return cls(
-            user_id=optional_text(body, "user_id", 36),
+            user_id=payout_user_id(body),
             user_type=optional_text(body, "user_type", 20),
             phone=phone,
             amount=amount,
@@ -165,6 +166,18 @@ class PayoutRequest:
             command_id=command_id,
             reference_id=payout_reference(body),
         )
+
+
+def payout_user_id(body: dict) -> str:
+    """The payee's user_id, which every new payout needs: per-user limits count by it."""
+    user_id = optional_text(body, "user_id", 36)
+    if not user_id:
+        raise ApiError(
+            400,
+            "user_id: required (the payee's id, by which PAYOUT_USER_DAILY_LIMIT counts)",
+            field="user_id",
+        )
+    return user_id
 
 
 REFERENCE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]*")
@@ -193,10 +206,10 @@ def payout_phone(svc: Service, body: dict) -> str:
     """The payee's phone from the body, or from PAYOUT_PHONE_QUERY by user_id."""
     raw = body.get("phone")
     query = svc.settings["PAYOUT_PHONE_QUERY"]
-    if raw in (None, "") and query:
-        user_id = optional_text(body, "user_id", 36)
-        if not user_id:
-            raise ApiError(400, "phone: required (or a user_id to look it up by)", field="phone")
+    if raw in (None, ""):
+        if not query:
+            raise ApiError(400, "phone: required unless PAYOUT_PHONE_QUERY is set", field="phone")
+        user_id = payout_user_id(body)
         with svc.engine.connect() as conn:
             raw = conn.execute(sa.text(query), {"user_id": user_id}).scalar()
         if not raw:
@@ -688,6 +701,7 @@ def _settle_paid_against_belief(conn, payout, attempt, parsed: ResultCallback) -
         return _double_payout(conn, before, paid_attempts(conn, payout.id))
     if transition(conn, payout.id, "completed", **paid_values(parsed)):
         _flag_completion(conn, before, attempt, parsed)
+        close_flags(conn, payout.id, "attempts_exhausted")  # it was paid after all
         flag_mismatches(conn, payout, parsed.amount, parsed.receiver[0])
         return "applied"
     fresh = payout_by(conn, b2c_payments.c.id, payout.id)
@@ -766,6 +780,16 @@ def _double_payout(conn, before, paid: list) -> str:
     )
     audit(conn, before, SYSTEM_ACTOR, "double_payout", "review", note=receipts)
     return "applied"
+
+
+def close_flags(conn, payout_id: str, flag: str) -> None:
+    """Mark the payout's open `flag` flags resolved: what they said no longer holds."""
+    conn.execute(
+        payment_flags.update()
+        .where(payment_flags.c.subject_type == "payout", payment_flags.c.subject_id == payout_id)
+        .where(payment_flags.c.flag == flag, payment_flags.c.resolved_at.is_(None))
+        .values(resolved_at=utcnow())
+    )
 
 
 def _flag_completion(conn, before, attempt, parsed: ResultCallback) -> None:
@@ -1088,6 +1112,10 @@ def payout_row_view(payout) -> dict:
 
 def list_payouts(svc: Service, status: str | None, since: str | None, limit: int = 100) -> dict:
     query = sa.select(b2c_payments).order_by(b2c_payments.c.initiated_at.desc()).limit(limit)
+    if status and status not in PAYOUT_STATES:
+        raise ApiError(
+            400, f"status: one of {', '.join(PAYOUT_STATES)}, not {status!r}", field="status"
+        )
     if status:
         query = query.where(b2c_payments.c.status == status)
     if since:

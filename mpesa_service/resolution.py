@@ -24,7 +24,9 @@ from mpesa_service.daraja import DarajaError
 from mpesa_service.parsing import ResultCallback, text_or_none
 from mpesa_service.payouts import (
     NO_EVIDENCE,
+    SYSTEM_ACTOR,
     PayoutAttempt,
+    audit,
     close_attempt,
     current_attempt,
     on_attempt,
@@ -34,7 +36,7 @@ from mpesa_service.payouts import (
     transition,
 )
 from mpesa_service.settings import Settings
-from mpesa_service.storage import b2c_payments, status_queries, utcnow
+from mpesa_service.storage import b2c_payments, payment_flags, status_queries, utcnow
 from recon.codes import default_retryable
 
 OPEN_FOR_RESOLUTION = ("pending", "unknown")
@@ -263,7 +265,8 @@ def _as_original(parsed: ResultCallback, payout, attempt) -> ResultCallback:
 
 
 def retry_failed_payouts(svc: Service) -> int:
-    """New attempts for failed payouts whose code is retryable. Returns how many were sent."""
+    """New attempts for failed payouts whose code is retryable, then a flag on each that has
+    no attempt left (flag_exhausted_payouts). Returns how many attempts were sent."""
     settings = svc.settings
     cutoff = utcnow() - timedelta(seconds=settings.integer("RETRY_DELAY_SECONDS"))
     with svc.engine.connect() as conn:
@@ -283,4 +286,58 @@ def retry_failed_payouts(svc: Service) -> int:
         if attempt:
             send_attempt(svc, payout.id, attempt)
             sent += 1
+    flag_exhausted_payouts(svc)
     return sent
+
+
+EXHAUSTED_FLAG = (
+    sa.exists()
+    .where(payment_flags.c.subject_type == "payout")
+    .where(payment_flags.c.subject_id == b2c_payments.c.id)
+    .where(payment_flags.c.flag == "attempts_exhausted")
+)
+
+
+def flag_exhausted_payouts(svc: Service) -> int:
+    """Flag `attempts_exhausted` (with an audit row and an alert) each failed payout whose code
+    would be retried but whose last allowed attempt it was, once, and never one with evidence
+    of payment. Returns how many were flagged."""
+    settings = svc.settings
+    with svc.engine.connect() as conn:
+        exhausted = conn.execute(
+            sa.select(b2c_payments)
+            .where(b2c_payments.c.status == "failed")
+            .where(b2c_payments.c.reason_code.in_(sorted(retryable_codes(settings))))
+            .where(b2c_payments.c.attempt_count >= settings.integer("PAYOUT_MAX_ATTEMPTS"))
+            .where(b2c_payments.c.attempt_count >= 1)  # never the old system's rows
+            .where(NO_EVIDENCE, ~EXHAUSTED_FLAG)
+            .limit(100)
+        ).all()
+    return sum(_flag_exhausted(svc, payout) for payout in exhausted)
+
+
+def _flag_exhausted(svc: Service, payout) -> bool:
+    """One payout's flag. The compare-and-set on its row (still failed on the same attempt,
+    still without evidence) holds the row, so a second process flagging it at the same moment
+    waits, then finds the flag and leaves it."""
+    with svc.engine.begin() as conn:
+        held = conn.execute(
+            b2c_payments.update()
+            .where(b2c_payments.c.id == payout.id, b2c_payments.c.status == "failed")
+            .where(b2c_payments.c.attempt_count == payout.attempt_count, NO_EVIDENCE)
+            .values(status="failed")
+        ).rowcount
+        flagged = conn.execute(
+            sa.select(b2c_payments.c.id).where(b2c_payments.c.id == payout.id, EXHAUSTED_FLAG)
+        ).first()
+        if not held or flagged:
+            return False
+        note = (
+            f"payout {payout.reference_id} failed on attempt {payout.attempt_count} of "
+            f"{svc.settings.integer('PAYOUT_MAX_ATTEMPTS')} (PAYOUT_MAX_ATTEMPTS) with retryable "
+            f"code {payout.reason_code}: no attempt is left; a person must decide whether to pay "
+            "it another way"
+        )
+        add_flag(conn, "payout", payout.id, "attempts_exhausted", note)
+        audit(conn, payout, SYSTEM_ACTOR, "attempts_exhausted", "failed", note=note)
+    return True

@@ -15,7 +15,7 @@ from mpesa_service.console import add_console
 from mpesa_service.context import REFUSED_HEAD_BYTES, ApiError, Service, bearer_key, client_address
 from mpesa_service.jobs import journal_space_problem, prometheus_text
 from mpesa_service.operator import requery_payout, resolve_payout
-from mpesa_service.parsing import parse_result_callback
+from mpesa_service.parsing import parse_result_callback, read_json
 from mpesa_service.payment_claims import confirm_payment_claim
 from mpesa_service.payouts import initiate_payout, list_payouts, payout_detail
 from mpesa_service.settings import ApiKey
@@ -68,7 +68,7 @@ def read_body(limit: int) -> bytes:
 def json_object(limit: int) -> dict:
     body = read_body(limit)
     try:
-        value = json.loads(body or b"null")
+        value = read_json(body or b"null")
     except ValueError:
         raise ApiError(400, "body must be JSON") from None
     if not isinstance(value, dict):

@@ -20,7 +20,7 @@ from mpesa_service.context import (
     new_id,
 )
 from mpesa_service.daraja import DarajaError, DarajaRejected, NotSent
-from mpesa_service.parsing import StkCallback
+from mpesa_service.parsing import StkCallback, requested_shillings
 from mpesa_service.storage import (
     payment_flags,
     payments,
@@ -33,7 +33,6 @@ from recon.rules import (
     STK_LIMITS,
     InvalidValue,
     mpesa_phone,
-    whole_shillings,
 )
 
 STK_OPEN_STATES = ("pending", "unknown")
@@ -54,7 +53,7 @@ class StkRequest:
     def from_body(cls, body: dict) -> StkRequest:
         try:
             phone = mpesa_phone(body.get("phone"), "phone")
-            amount = whole_shillings(body.get("amount"), STK_LIMITS, "amount")
+            amount = requested_shillings(body.get("amount"), STK_LIMITS, "amount")
         except InvalidValue as error:
             raise ApiError(400, str(error), field=error.field) from None
         reference = required_text(body, "account_reference", STK_REFERENCE_LIMIT)

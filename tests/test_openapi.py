@@ -5,6 +5,7 @@ import re
 from pathlib import Path
 
 import service
+from mpesa_service.payouts import PAYOUT_STATES
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -56,3 +57,17 @@ def test_every_call_with_an_api_key_documents_the_503_for_a_database_out_of_reac
         }, f"{method} {path}"
     headers = spec["components"]["responses"]["DatabaseUnavailable"]["headers"]
     assert "Retry-After" in headers
+
+
+def test_the_documented_payout_statuses_are_the_state_table():
+    spec = json.loads((ROOT / "openapi.json").read_text())
+    (status,) = [p for p in spec["paths"]["/payouts"]["get"]["parameters"] if p["name"] == "status"]
+    assert status["schema"]["enum"] == list(PAYOUT_STATES)
+    payout = spec["components"]["schemas"]["Payout"]
+    assert payout["properties"]["status"]["enum"] == list(PAYOUT_STATES)
+
+
+def test_payout_requests_are_documented_with_the_user_id_required():
+    schemas = json.loads((ROOT / "openapi.json").read_text())["components"]["schemas"]
+    assert "user_id" in schemas["PayoutRequest"]["required"]
+    assert "user_id" in schemas["LegacyPayoutRequest"]["required"]

@@ -150,7 +150,9 @@ def test_roles_limit_every_endpoint(ops):
 
 def test_conflict_can_be_acknowledged_with_a_note(ops):
     created = ops.post(
-        "/payouts", {"phone": "254722000001", "amount": 100}, headers={"Idempotency-Key": "c"}
+        "/payouts",
+        {"user_id": "t-1", "phone": "254722000001", "amount": 100},
+        headers={"Idempotency-Key": "c"},
     ).json()
     ocid = created["originator_conversation_id"]
     for code in (2001, 0):
@@ -184,7 +186,9 @@ def test_conflict_can_be_acknowledged_with_a_note(ops):
 def test_requery_asks_now_and_applies_the_answer(make_stack):
     stack = make_stack({**TO_REVIEW, "RESOLVE_SCHEDULE_SECONDS": "3600"})
     created = stack.post(
-        "/payouts", {"phone": "0712345678", "amount": 100}, headers={"Idempotency-Key": "q"}
+        "/payouts",
+        {"user_id": "t-1", "phone": "0712345678", "amount": 100},
+        headers={"Idempotency-Key": "q"},
     ).json()
     response = stack.post(
         f"/payouts/{created['reference_id']}/requery", {}, headers=as_key(OPERATOR)

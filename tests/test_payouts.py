@@ -9,6 +9,7 @@ import sqlalchemy as sa
 
 import service
 from mpesa_service.callbacks import receive_callback, replay_journal
+from mpesa_service.resolution import retry_failed_payouts
 from tests.service_support import TOKEN, wait_until
 
 B2C_PATH = "/mpesa/b2c/v3/paymentrequest"
@@ -428,7 +429,11 @@ def test_fifty_concurrent_requests_with_one_key_pay_once(stack):
     [
         (10.5, "amount: must be whole shillings, not 10.5"),
         (9, "amount: must be between 10 and 250,000 shillings, not 9"),
-        ("1,000.50", "amount: must be whole shillings, not '1,000.50'"),
+        ("1000.50", "amount: must be whole shillings, not '1000.50'"),
+        (
+            "1,000",
+            "amount: must be whole shillings in digits (1500, \"1500\" or 1500.0), not '1,000'",
+        ),
     ],
 )
 def test_bad_amount_is_400_and_nothing_is_sent(stack, amount, message):
@@ -504,3 +509,123 @@ def test_payouts_can_be_listed_by_status(stack):
 def test_reads_need_an_api_key(stack):
     response = requests.get(f"{stack.base_url}/payouts", timeout=10)
     assert response.status_code == 401
+
+
+# --- attempts exhausted -------------------------------------------------------------------------
+
+BUSY_PHONE = "254711000026"  # the simulator answers every attempt with ResultCode 26 (retryable)
+
+
+def failed_with_attempts(stack, reference_id, count):
+    def probe():
+        payout = detail(stack, reference_id)
+        done = [a for a in payout["attempts"] if a["status"] == "failed"]
+        return payout if payout["status"] == "failed" and len(done) == count else None
+
+    return wait_until(probe)
+
+
+def exhausted_flags(stack):
+    return stack.rows(service.payment_flags, service.payment_flags.c.flag == "attempts_exhausted")
+
+
+def test_a_payout_whose_last_allowed_attempt_fails_is_flagged_once(make_stack):
+    stack = make_stack({"RETRY_DELAY_SECONDS": "0", "PAYOUT_MAX_ATTEMPTS": "2"})
+    created = pay(stack, phone=BUSY_PHONE, reference_id="ref-busy").json()
+    failed_with_attempts(stack, "ref-busy", 1)
+    assert retry_failed_payouts(stack.svc) == 1
+    failed_with_attempts(stack, "ref-busy", 2)
+    for _ in range(3):
+        assert retry_failed_payouts(stack.svc) == 0
+    payout = detail(stack, created["reference_id"])
+    assert (payout["status"], payout["flags"]) == ("failed", ["attempts_exhausted"])
+    (flag,) = exhausted_flags(stack)
+    assert flag.detail == (
+        "payout ref-busy failed on attempt 2 of 2 (PAYOUT_MAX_ATTEMPTS) with retryable code 26: "
+        "no attempt is left; a person must decide whether to pay it another way"
+    )
+    assert [(h["action"], h["status_before"], h["status_after"]) for h in payout["history"]] == [
+        ("attempts_exhausted", "failed", "failed")
+    ]
+    assert len(stack.sim_requests(B2C_PATH)) == 2
+
+
+def test_a_payout_with_attempts_left_is_not_flagged(make_stack):
+    stack = make_stack({"RETRY_DELAY_SECONDS": "3600", "PAYOUT_MAX_ATTEMPTS": "2"})
+    created = pay(stack, phone=BUSY_PHONE).json()
+    failed_with_attempts(stack, created["reference_id"], 1)
+    assert retry_failed_payouts(stack.svc) == 0
+    assert exhausted_flags(stack) == []
+
+
+def test_a_last_attempt_failing_with_a_code_never_retried_is_not_flagged(make_stack):
+    stack = make_stack({"RETRY_DELAY_SECONDS": "0", "PAYOUT_MAX_ATTEMPTS": "1"})
+    created = pay(stack, phone="254711000001").json()  # 1: insufficient balance
+    failed_with_attempts(stack, created["reference_id"], 1)
+    assert retry_failed_payouts(stack.svc) == 0
+    assert exhausted_flags(stack) == []
+
+
+def exhausted_row(engine, attempt_status="failed"):
+    """A payout failed with a retryable code on its only allowed attempt, whose attempt is
+    `attempt_status`."""
+    with engine.begin() as conn:
+        conn.execute(
+            service.b2c_payments.insert().values(
+                id="p-1",
+                reference_id="ref-1",
+                status="failed",
+                reason_code="26",
+                attempt_count=1,
+                originator_conversation_id="b2c-1",
+                amount=100,
+                phone_number="254712345678",
+                updated_at=sa.func.now(),
+            )
+        )
+        conn.execute(
+            service.b2c_payout_attempts.insert().values(
+                id="a-1",
+                payout_id="p-1",
+                attempt_no=1,
+                originator_conversation_id="b2c-1",
+                status=attempt_status,
+                receipt="TK5PAIDXYZ" if attempt_status == "completed" else None,
+                created_at=sa.func.now(),
+            )
+        )
+
+
+def test_a_payout_with_evidence_of_payment_is_never_flagged_exhausted(make_stack, engine):
+    stack = make_stack({"PAYOUT_MAX_ATTEMPTS": "1"})
+    exhausted_row(engine, attempt_status="completed")
+    assert retry_failed_payouts(stack.svc) == 0
+    assert exhausted_flags(stack) == []
+
+
+def test_concurrent_retry_passes_flag_an_exhausted_payout_once(make_stack, engine):
+    stack = make_stack({"PAYOUT_MAX_ATTEMPTS": "1"})
+    exhausted_row(engine)
+    threads = [threading.Thread(target=retry_failed_payouts, args=(stack.svc,)) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(exhausted_flags(stack)) == 1
+    assert len(stack.rows(service.payout_audit)) == 1
+
+
+def test_evidence_after_the_flag_completes_the_payout_and_closes_the_flag(make_stack):
+    stack = make_stack({"RETRY_DELAY_SECONDS": "0", "PAYOUT_MAX_ATTEMPTS": "1"})
+    created = silent_payout(stack)
+    ocid = created["originator_conversation_id"]
+    failure = result_body(ocid, code=2001)
+    failure["Result"]["ResultCode"] = 26
+    stack.hook("/hooks/b2c/result", failure)
+    retry_failed_payouts(stack.svc)
+    stack.hook("/hooks/b2c/result", result_body(ocid))
+    payout = detail(stack, created["reference_id"])
+    assert payout["status"] == "completed"
+    assert {"attempts_exhausted", "status_conflict"} <= set(payout["flags"])
+    (flag,) = exhausted_flags(stack)
+    assert flag.resolved_at is not None

@@ -207,7 +207,7 @@ def test_a_crafted_reference_cannot_aim_the_resolve_button_at_another_payout(ops
 def test_a_new_payout_reference_must_be_plain_text(ops):
     answer = ops.post(
         "/payouts",
-        {"phone": "0712345678", "amount": 100, "reference_id": "a/../b"},
+        {"user_id": "u-1", "phone": "0712345678", "amount": 100, "reference_id": "a/../b"},
         headers={"Idempotency-Key": "k-hostile-ref"},
     )
     assert answer.status_code == 400
