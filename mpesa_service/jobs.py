@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from mpesa_service import log
 from mpesa_service.callbacks import replay_journal
-from mpesa_service.context import REPORTS_DIR, Service, add_flag
+from mpesa_service.context import REPORTS_DIR, Service, add_flag, subject_name
 from mpesa_service.resolution import resolve_payouts, retry_failed_payouts
 from mpesa_service.settings import Settings
 from mpesa_service.stk import sweep_stk
@@ -98,6 +98,7 @@ def send_alerts(svc: Service) -> int:
             .order_by(payment_flags.c.created_at)
             .limit(500)
         ).all()
+        names = {flag.id: subject_name(conn, flag.subject_type, flag.subject_id) for flag in flags}
     if not flags:
         return 0
     recipients = svc.settings.listing("ALERT_EMAIL_TO")
@@ -105,7 +106,7 @@ def send_alerts(svc: Service) -> int:
         from recon.mail import send_email
 
         send_email(
-            alert_message(flags, recipients, svc.settings["SMTP_FROM"]),
+            alert_message(flags, names, recipients, svc.settings["SMTP_FROM"]),
             to=recipients,
             smtp=smtp_settings(svc),
         )
@@ -144,7 +145,9 @@ def flag_journal_space(svc: Service) -> None:
             conn.execute(payment_flags.update().where(is_open).values(resolved_at=utcnow()))
 
 
-def alert_message(flags, recipients: list[str], sender: str) -> EmailMessage:
+def alert_message(flags, names: dict, recipients: list[str], sender: str) -> EmailMessage:
+    """The alert email; `names` gives each flag's subject as a person can look it up (see
+    context.subject_name), by flag id."""
     counts: dict[str, int] = {}
     for flag in flags:
         counts[flag.flag] = counts.get(flag.flag, 0) + 1
@@ -154,8 +157,7 @@ def alert_message(flags, recipients: list[str], sender: str) -> EmailMessage:
     message["From"] = sender
     message["To"] = ", ".join(recipients)
     lines = [
-        f"{flag.created_at:%Y-%m-%d %H:%M:%S} UTC  {flag.flag}  {flag.subject_type} "
-        f"{flag.subject_id}: {flag.detail}"
+        f"{flag.created_at:%Y-%m-%d %H:%M:%S} UTC  {flag.flag}  {names[flag.id]}: {flag.detail}"
         for flag in flags
     ]
     message.set_content("\n".join([f"{len(flags)} new alerts ({summary}):", "", *lines]))

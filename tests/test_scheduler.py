@@ -154,7 +154,10 @@ def test_exhausted_schedule_goes_to_review_with_one_alert_email(make_stack, smtp
     (envelope,) = recorder.envelopes
     message = email.message_from_bytes(envelope.content, policy=policy.default)
     assert message["Subject"] == "M-Pesa alerts: 1 review"
-    assert created["reference_id"] in message.get_content()
+    (payout,) = stack.rows(
+        service.b2c_payments, service.b2c_payments.c.reference_id == created["reference_id"]
+    )
+    assert f"review  payout {created['reference_id']} (id {payout.id}):" in message.get_content()
 
 
 def test_each_status_step_is_claimed_once(make_stack):
