@@ -101,6 +101,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
@@ -114,6 +115,30 @@ log = logging.getLogger("mpesa.simulator")
 
 NAIROBI = ZoneInfo("Africa/Nairobi")
 SANDBOX_PASSKEY = "bfb279f9aa9bdbcf158e97dd71a467cd2e0c893059b10f78e6b72ada1ed2c919"
+# The simulator's own certificate and private key, test-only (simulator_keys/README.md):
+# MPESA_CERT_PATH names the certificate; the key decrypts what was encrypted with it.
+TEST_KEYS = Path(__file__).resolve().parent / "simulator_keys"
+TEST_CERTIFICATE = TEST_KEYS / "simulator-test-only.cert.pem"
+TEST_PRIVATE_KEY = TEST_KEYS / "simulator-test-only.key.pem"
+
+
+def decrypt_security_credential(credential: str) -> str | None:
+    """The initiator password inside a SecurityCredential made with TEST_CERTIFICATE
+    (base64 of RSA PKCS#1 v1.5), or None when it cannot hold one (not base64, not a ciphertext
+    for this key). One made with another certificate gives None or, as OpenSSL may answer a bad
+    padding with random bytes, text that is not the password: compare, never trust."""
+    from cryptography.hazmat.primitives.asymmetric import padding
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    try:
+        encrypted = base64.b64decode(credential, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    key = load_pem_private_key(TEST_PRIVATE_KEY.read_bytes(), password=None)
+    try:
+        return key.decrypt(encrypted, padding.PKCS1v15()).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        return None
 
 
 # ============================================================================================
