@@ -7,6 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import sqlalchemy as sa
+
+import service
 from recon.cli import main
 from tests.recon_support import KNOWN_ANSWER, known_answer_statement, seed_known_answer
 
@@ -34,12 +37,40 @@ def test_seeded_database_gives_the_known_answer_and_exit_1(engine, database_url,
         findings = list(csv.DictReader(handle))
     assert len(findings) == sum(KNOWN_ANSWER.values())
     mismatch = next(row for row in findings if row["check"] == "amount_mismatch")
-    assert mismatch["reference_id"] == "p01"
+    assert (mismatch["reference_id"], mismatch["payout_id"]) == ("REF-p01", "p01")
     assert mismatch["transaction_id"] == "TKA001"
     assert (mismatch["expected_amount"], mismatch["actual_amount"]) == ("1000.00", "100.00")
     assert mismatch["reason"] == (
         "amount mismatch: requested 1,000.00 != paid 100.00 (900.00 short)"
     )
+
+
+def test_findings_name_payouts_by_the_reference_the_service_answers_to(
+    engine, database_url, make_stack, tmp_path
+):
+    seed_known_answer(engine)
+    out = tmp_path / "out"
+    statement = known_answer_statement(tmp_path / "statement.csv")
+    main(["--database-url", database_url, "--statement", str(statement), "--out", str(out), *DAY])
+    with (out / "findings.csv").open() as handle:
+        findings = list(csv.DictReader(handle))
+    stack = make_stack()
+
+    about_payouts = [row for row in findings if row["payout_id"]]
+    assert len(about_payouts) == 10
+    with engine.connect() as connection:
+        references = dict(
+            connection.execute(sa.select(service.b2c_payments.c["id", "reference_id"])).all()
+        )
+    for row in about_payouts:
+        assert row["reference_id"] == references[row["payout_id"]]
+        assert row["subject"] == f"payout {row['reference_id']}"
+        assert stack.get(f"/payouts/{row['reference_id']}").status_code == 200, row
+    (collection,) = [row for row in findings if row["payment_id"]]
+    assert (collection["reference_id"], collection["payment_id"]) == ("ws_CO_s01", "s01")
+    assert collection["subject"] == "payment ws_CO_s01"
+    html = (out / "report.html").read_text()
+    assert "payout p0" not in html and "payout REF-p01" in html
 
 
 def test_seeded_database_writes_every_output_file(engine, database_url, tmp_path):

@@ -75,8 +75,8 @@ age         count     KES at risk
 > 7 d           0            0.00
 
 Top findings
- 1. [amount_mismatch] payout p01: amount mismatch: requested 1,000.00 != paid 100.00 (900.00 short)
- 2. [stale_pending] payout p05: stale pending: expected a final status within 30 min != pending after 22.0 h (21.5 h overdue)
+ 1. [amount_mismatch] payout REF-p01: amount mismatch: requested 1,000.00 != paid 100.00 (900.00 short)
+ 2. [stale_pending] payout R5: stale pending: expected a final status within 30 min != pending after 22.0 h (21.5 h overdue)
  3. [orphan_callback] result r9: orphan callback: expected 1 matching payout for NOBODY != 0 found (0.00 unaccounted)
 """  # noqa: E501 (the report's lines are as long as its reasons)
 
@@ -109,7 +109,8 @@ def test_xlsx_has_a_summary_sheet_and_one_sheet_per_check(report):
     assert workbook.sheetnames == ["summary", *CHECK_NAMES]
     mismatch = list(workbook["amount_mismatch"].iter_rows(values_only=True))
     header, row = mismatch[0], mismatch[1]
-    assert row[header.index("reference_id")] == "p01"
+    assert row[header.index("reference_id")] == "REF-p01"
+    assert row[header.index("payout_id")] == "p01"
     assert row[header.index("expected_amount")] == 1000
 
 
