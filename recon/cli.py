@@ -109,11 +109,16 @@ def main(argv: list[str] | None = None, environ: dict[str, str] | None = None) -
         if args.email:
             _email(report, args.email, environ)
     except UsageError as error:
-        print(f"recon: {error}", file=sys.stderr)
+        print(f"recon: {one_line(str(error))}", file=sys.stderr)
         return EXIT_ERROR
     print(report.render(), end="")
     print(f"wrote {len(written)} files to {args.out}", file=sys.stderr)
     return report.exit_code
+
+
+def one_line(message: str) -> str:
+    """A message as one line: cron mails and log scanners read the first line only."""
+    return " ".join(line.strip() for line in message.splitlines() if line.strip())
 
 
 def _reconcile(args):

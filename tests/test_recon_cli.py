@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 
 import service
@@ -115,6 +116,72 @@ def test_unreachable_database_exits_2_naming_it(tmp_path, capsys):
     assert status == 2
     assert "127.0.0.1:1/nothing" in error
     assert "secret" not in error
+
+
+def run_recon(*args: str) -> subprocess.CompletedProcess:
+    """`python -m recon ARGS` as cron would run it."""
+    return subprocess.run(
+        [sys.executable, "-m", "recon", *args],
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_a_missing_sqlite_file_is_one_line_exit_2_and_is_not_created(tmp_path):
+    missing, out = tmp_path / "nope.db", tmp_path / "out"
+
+    done = run_recon("--database-url", f"sqlite:///{missing}", "--out", str(out))
+
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert str(missing) in done.stderr and "does not exist" in done.stderr
+    assert done.stdout == ""
+    assert not missing.exists() and not out.exists()
+
+
+def test_a_database_without_the_tables_is_one_line_exit_2_naming_them(tmp_path):
+    empty, out = tmp_path / "empty.db", tmp_path / "out"
+    empty.write_bytes(b"")  # an empty file is a SQLite database without tables
+
+    done = run_recon("--database-url", f"sqlite:///{empty}", "--out", str(out))
+
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert "b2c_payments" in done.stderr and "service.py migrate" in done.stderr
+    assert not out.exists()
+
+
+def test_an_unreachable_server_is_one_line_exit_2(tmp_path):
+    url = "mysql+pymysql://reader:secret@127.0.0.1:1/nothing"
+
+    done = run_recon("--database-url", url, "--out", str(tmp_path / "out"))
+
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert "127.0.0.1:1/nothing" in done.stderr and "secret" not in done.stderr
+
+
+@pytest.mark.parametrize("kind", ["a folder", "not a statement"])
+def test_an_unreadable_statement_is_one_line_exit_2_and_writes_nothing(
+    database_url, tmp_path, kind
+):
+    statement = tmp_path / "statement.csv"
+    if kind == "a folder":
+        statement.mkdir()
+    else:
+        statement.write_bytes(b"\x00\xff garbage \x00")
+    out = tmp_path / "out"
+
+    done = run_recon(
+        "--database-url", database_url, "--statement", str(statement), "--out", str(out)
+    )
+
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert str(statement) in done.stderr
+    assert not out.exists()
 
 
 def test_bad_time_exits_2(tmp_path):
