@@ -14,6 +14,7 @@ CHART_FILES = ("findings_by_check.png", "kes_at_risk_by_check.png", "aging.png")
 def render_charts(report) -> dict[str, bytes]:
     """File name -> PNG bytes for each chart of `report`."""
     summary = report.summary
+    valued = summary[summary["kes_at_risk"].notna()]  # count-only checks have no amount
     aging = report.aging
     return {
         "findings_by_check.png": _bar_chart(
@@ -24,8 +25,8 @@ def render_charts(report) -> dict[str, bytes]:
             horizontal=True,
         ),
         "kes_at_risk_by_check.png": _bar_chart(
-            list(summary["check"]),
-            [float(v) for v in summary["kes_at_risk"]],
+            list(valued["check"]),
+            [float(v) for v in valued["kes_at_risk"]],
             "KES at risk by check",
             "KES",
             horizontal=True,
@@ -33,7 +34,7 @@ def render_charts(report) -> dict[str, bytes]:
         "aging.png": _bar_chart(
             list(aging["bucket"]),
             [int(v) for v in aging["count"]],
-            "Aging of open items",
+            "Aging of open items (findings with money at risk)",
             "findings",
             horizontal=False,
         ),

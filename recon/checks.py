@@ -90,12 +90,20 @@ class Findings:
         return {name: int(counted.get(name, 0)) for name in self.checks}
 
     def summary(self) -> pd.DataFrame:
-        """Per check in vocabulary order: count and KES at risk (Decimal)."""
+        """Per check in vocabulary order: count and KES at risk (Decimal; None for a check
+        that moves no money, see AT_RISK)."""
         rows = []
         for name in self.checks:
             found = self.of(name)
             at_risk = sum((value for value in found["at_risk"] if value is not None), Decimal(0))
-            rows.append({"check": name, "count": len(found), "kes_at_risk": _two(at_risk)})
+            valued = AT_RISK.get(name) is not None
+            rows.append(
+                {
+                    "check": name,
+                    "count": len(found),
+                    "kes_at_risk": _two(at_risk) if valued else None,
+                }
+            )
         return pd.DataFrame(rows, columns=["check", "count", "kes_at_risk"])
 
 
@@ -1343,6 +1351,32 @@ CHECKS: list[Check] = [
     check_statement_coverage,
 ]
 CHECK_NAMES = tuple(check.__name__.removeprefix("check_") for check in CHECKS)
+KES_AT_RISK = (
+    "money that may have left without being recorded, or been recorded without leaving, "
+    "counted once per shilling across checks; a check marked 'count only' moves no money of "
+    "its own (a failure, a redelivered callback, a statement that disagrees with itself)"
+)
+# What each check's findings put at risk (their `at_risk`); None: counted, never valued.
+AT_RISK: dict[str, str | None] = {
+    "amount_mismatch": "the gap",
+    "orphan_callback": "a success's amount",
+    "failed_result": None,
+    "stale_pending": "the amount",
+    "duplicate_callback": None,
+    "paid_twice": "the amount per extra receipt",
+    "status_conflict": "the amount",
+    "possible_double_payout": "the amount",
+    "stk_amount_mismatch": "the gap",
+    "unreadable_value": None,
+    "duplicate_receipt": "the extra record's or row's amount",
+    "missing_from_statement": "the amount paid",
+    "unrecorded_statement_entry": "the row's amount",
+    "statement_amount_mismatch": "the part not already counted",
+    "reversal": "the amount returned",
+    "statement_integrity": None,
+    "statement_coverage": None,
+}
+COUNT_ONLY = tuple(name for name in CHECK_NAMES if AT_RISK[name] is None)
 STATEMENT_CHECKS = (
     "missing_from_statement",
     "unrecorded_statement_entry",

@@ -17,7 +17,7 @@ from string import Template
 
 import pandas as pd
 
-from recon.checks import CHECK_NAMES, CHECKS, Findings, Options
+from recon.checks import CHECK_NAMES, CHECKS, COUNT_ONLY, KES_AT_RISK, Findings, Options
 
 TEMPLATE = Path(__file__).resolve().parent / "templates" / "report.html"
 AGING_BUCKETS = [
@@ -60,12 +60,21 @@ class Report:
 
     @property
     def total_at_risk(self) -> Decimal:
-        return sum(self.summary["kes_at_risk"], Decimal("0.00"))
+        valued = (amount for amount in self.summary["kes_at_risk"] if amount is not None)
+        return sum(valued, Decimal("0.00"))
+
+    @property
+    def open_items(self) -> pd.DataFrame:
+        """The findings that put money at risk (at_risk > 0): what is still to be cleared.
+        Failures, redeliveries and statement self-checks move no money and are not."""
+        frame = self.findings.frame
+        valued = [amount is not None and amount > 0 for amount in frame["at_risk"]]
+        return frame[pd.Series(valued, index=frame.index, dtype=bool)]
 
     @property
     def aging(self) -> pd.DataFrame:
-        """Open items (findings with an age) per bucket: count and KES at risk."""
-        frame = self.findings.frame
+        """Open items (open_items) per age bucket: count and KES at risk."""
+        frame = self.open_items
         occurred = pd.to_datetime(frame["occurred_at"], errors="coerce")
         ages = (
             self.options.now - occurred
@@ -105,7 +114,16 @@ class Report:
     def headline(self) -> str:
         if self.is_clean:
             return "Clean: no findings."
-        return f"{len(self.findings)} findings, KES {_money(self.total_at_risk)} at risk."
+        total, money = len(self.findings), f"KES {_money(self.total_at_risk)}"
+        counted = self.summary[self.summary["check"].isin(COUNT_ONLY) & (self.summary["count"] > 0)]
+        if counted.empty:
+            return f"{total} findings, {money} at risk."
+        moving_none = int(counted["count"].sum())
+        which = ", ".join(f"{row.check} {row.count}" for row in counted.itertuples())
+        return (
+            f"{total} findings: {total - moving_none} with {money} at risk; "
+            f"{moving_none} that move no money ({which})."
+        )
 
     def to_dict(self) -> dict:
         return {
@@ -119,7 +137,7 @@ class Report:
             "findings": len(self.findings),
             "kes_at_risk": str(self.total_at_risk),
             "summary": [
-                {"check": row.check, "count": int(row.count), "kes_at_risk": str(row.kes_at_risk)}
+                {"check": row.check, "count": int(row.count), "kes_at_risk": _text(row.kes_at_risk)}
                 for row in self.summary.itertuples()
             ],
             "match_rates": [
@@ -141,7 +159,8 @@ class Report:
         lines += [self.headline, ""]
         lines += ["Summary by check", f"{'check':<28}{'count':>7}{'KES at risk':>16}"]
         for row in self.summary.itertuples():
-            lines.append(f"{row.check:<28}{row.count:>7}{_money(row.kes_at_risk):>16}")
+            lines.append(f"{row.check:<28}{row.count:>7}{_valued(row.kes_at_risk):>16}")
+        lines.append(f"KES at risk: {KES_AT_RISK}.")
         lines += ["", "Match rate"]
         for what, matched, total, rate in self.match_rates:
             lines.append(f"{what:<32}{matched:>9,} / {total:<9,}{_rate(rate):>7}")
@@ -167,6 +186,7 @@ class Report:
             headline=_e(self.headline),
             headline_class="clean" if self.is_clean else "dirty",
             summary_rows="\n".join(self._summary_rows()),
+            at_risk_note=_e(f"KES at risk: {KES_AT_RISK}."),
             match_rows="\n".join(
                 _tr([what, f"{matched:,}", f"{total:,}", _rate(rate)], numbers={1, 2, 3})
                 for what, matched, total, rate in self.match_rates
@@ -194,7 +214,7 @@ class Report:
     def _summary_rows(self):
         for row in self.summary.itertuples():
             yield _tr(
-                [row.check, CHECK_MEANINGS[row.check], row.count, _money(row.kes_at_risk)],
+                [row.check, CHECK_MEANINGS[row.check], row.count, _valued(row.kes_at_risk)],
                 numbers={2, 3},
                 flagged=row.count > 0,
             )
@@ -298,6 +318,15 @@ def _money(amount: object) -> str:
     if amount is None:
         return "-"
     return f"{Decimal(amount):,.2f}"
+
+
+def _valued(amount: Decimal | None) -> str:
+    """A check's KES at risk; 'count only' for a check that moves no money."""
+    return "count only" if amount is None else _money(amount)
+
+
+def _text(amount: Decimal | None) -> str | None:
+    return None if amount is None else str(amount)
 
 
 def _rate(rate: float | None) -> str:

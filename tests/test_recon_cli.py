@@ -37,6 +37,11 @@ def test_seeded_database_gives_the_known_answer_and_exit_1(engine, database_url,
     with (out / "findings.csv").open() as handle:
         findings = list(csv.DictReader(handle))
     assert len(findings) == sum(KNOWN_ANSWER.values())
+    assert {row["check"] for row in findings if row["at_risk"] == ""} == {
+        "failed_result",
+        "duplicate_callback",
+        "statement_integrity",
+    }
     mismatch = next(row for row in findings if row["check"] == "amount_mismatch")
     assert (mismatch["reference_id"], mismatch["payout_id"]) == ("REF-p01", "p01")
     assert mismatch["transaction_id"] == "TKA001"
