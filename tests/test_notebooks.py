@@ -176,7 +176,8 @@ def test_reconciliation_notebook_counts_equal_the_cli(demo, recorded, tmp_path):
     notebook = recorded["01-reconciliation"]
     assert notebook["counts"] == {row["check"]: int(row["count"]) for row in summary}
     assert {row["check"]: row["kes_at_risk"] for row in notebook["summary"]} == {
-        row["check"]: row["kes_at_risk"] or None for row in summary  # count only: no amount
+        row["check"]: row["kes_at_risk"] or None
+        for row in summary  # count only: no amount
     }
     assert notebook["findings"] == sum(int(row["count"]) for row in summary)
     assert notebook["period"] == {
