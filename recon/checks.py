@@ -74,6 +74,7 @@ class Findings:
     checks: tuple[str, ...]
     match: dict[str, tuple[int, int]] = field(default_factory=dict)
     scope: list[str] = field(default_factory=list)  # what was checked and what was not
+    traffic: dict[str, int] = field(default_factory=dict)  # what was looked at (see traffic)
 
     def __len__(self) -> int:
         return len(self.frame)
@@ -1395,8 +1396,26 @@ def run_checks(frames: Frames, options: Options | None = None) -> Findings:
     parts = [part for part in parts if not part.empty]
     frame = pd.concat(parts, ignore_index=True) if parts else empty_findings()
     return Findings(
-        frame=frame, checks=CHECK_NAMES, match=match_rates(frames), scope=scope(frames, options)
+        frame=frame,
+        checks=CHECK_NAMES,
+        match=match_rates(frames),
+        scope=scope(frames, options),
+        traffic=traffic(frames, options),
     )
+
+
+def traffic(frames: Frames, options: Options) -> dict[str, int]:
+    """How many records of each kind the run looked at ('payout', 'callback', 'collection',
+    and with a statement 'statement row' inside the period): a clean report is clean about
+    these only."""
+    counts = {
+        "payout": len(frames.payouts),
+        "callback": len(frames.results),
+        "collection": len(frames.stk),
+    }
+    if frames.statement is not None:
+        counts["statement row"] = len(in_period(frames.statement.entries, options))
+    return counts
 
 
 def scope(frames: Frames, options: Options) -> list[str]:

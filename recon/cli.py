@@ -106,13 +106,14 @@ def main(argv: list[str] | None = None, environ: dict[str, str] | None = None) -
     try:
         report = _reconcile(args)
         written = report.write(args.out)
-        if args.email:
-            _email(report, args.email, environ)
+        emailed = _email(report, args.email, environ) if args.email else None
     except UsageError as error:
         print(f"recon: {one_line(str(error))}", file=sys.stderr)
         return EXIT_ERROR
     print(report.render(), end="")
     print(f"wrote {len(written)} files to {args.out}", file=sys.stderr)
+    if emailed:
+        print(emailed, file=sys.stderr)
     return report.exit_code
 
 
@@ -144,10 +145,14 @@ def _reconcile(args):
         raise UsageError(str(error)) from None
 
 
-def _email(report, to: str, environ: dict[str, str]) -> None:
+def _email(report, to: str, environ: dict[str, str]) -> str:
+    """Send the report; the line saying to whom, through which server and with what."""
     from recon.mail import MailError, SmtpSettings, send_report
 
     try:
-        send_report(report, to=to, smtp=SmtpSettings.from_environ(environ))
+        smtp = SmtpSettings.from_environ(environ)
+        message = send_report(report, to=to, smtp=smtp)
     except MailError as error:
         raise UsageError(str(error)) from None
+    attached = ", ".join(part.get_filename() for part in message.iter_attachments())
+    return f"emailed the report to {message['To']} via {smtp.host} with {attached} attached"

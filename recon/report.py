@@ -113,7 +113,7 @@ class Report:
     @property
     def headline(self) -> str:
         if self.is_clean:
-            return "Clean: no findings."
+            return self._clean_headline()
         total, money = len(self.findings), f"KES {_money(self.total_at_risk)}"
         counted = self.summary[self.summary["check"].isin(COUNT_ONLY) & (self.summary["count"] > 0)]
         if counted.empty:
@@ -124,6 +124,17 @@ class Report:
             f"{total} findings: {total - moving_none} with {money} at risk; "
             f"{moving_none} that move no money ({which})."
         )
+
+    def _clean_headline(self) -> str:
+        """Clean about what was looked at: the counts, or that there was nothing to check."""
+        looked_at = self.findings.traffic
+        if not any(looked_at.values()):
+            kinds = _listing([f"{kind}s" for kind in looked_at], "or")
+            return f"No traffic in the period: no {kinds}, so nothing was checked."
+        counts = [
+            f"{count:,} {kind}{'' if count == 1 else 's'}" for kind, count in looked_at.items()
+        ]
+        return f"Clean: no findings in {_listing(counts, 'and')}."
 
     def to_dict(self) -> dict:
         return {
@@ -318,6 +329,13 @@ def _money(amount: object) -> str:
     if amount is None:
         return "-"
     return f"{Decimal(amount):,.2f}"
+
+
+def _listing(items: list[str], conjunction: str) -> str:
+    """'a, b and c' (or 'a, b or c')."""
+    if len(items) < 2:
+        return "".join(items)
+    return f"{', '.join(items[:-1])} {conjunction} {items[-1]}"
 
 
 def _valued(amount: Decimal | None) -> str:

@@ -85,11 +85,25 @@ Top findings
 """  # noqa: E501 (the report's lines are as long as its reasons)
 
 
-def test_clean_report_says_so_and_exits_0():
-    clean = Report(findings=run_checks(Frames.from_records(), OPTIONS), options=OPTIONS)
+def test_clean_report_says_what_it_checked_and_exits_0():
+    frames = Frames.from_records(
+        payouts=[new_payout("p01", "100.00", "completed", ocid="OC1", hour=20)],
+        results=[new_result("r1", ocid="OC1", code=0, amount="100.00", txn="TK1", hour=20)],
+    )
+    clean = Report(findings=run_checks(frames, OPTIONS), options=OPTIONS)
 
-    assert "Clean: no findings." in clean.render()
+    assert clean.headline == "Clean: no findings in 1 payout, 1 callback and 0 collections."
     assert clean.exit_code == 0
+
+
+def test_a_period_without_traffic_says_so_instead_of_clean():
+    quiet = Report(findings=run_checks(Frames.from_records(), OPTIONS), options=OPTIONS)
+
+    assert quiet.headline == (
+        "No traffic in the period: no payouts, callbacks or collections, so nothing was checked."
+    )
+    assert "Clean" not in quiet.render() and "Clean" not in quiet.to_html()
+    assert quiet.exit_code == 0
 
 
 def test_html_has_summary_rows_and_inline_charts(report):
