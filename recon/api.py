@@ -12,6 +12,7 @@ import sqlalchemy as sa
 
 from recon.checks import Options, run_checks
 from recon.load import LoadError, load_frames, make_engine
+from recon.progress import Progress, stage
 from recon.report import Report
 from recon.statement import parse_statements
 
@@ -35,6 +36,7 @@ def build_report(
     statement_path: str | Path | list[str | Path] | None = None,
     double_payout_window_hours: float = 24,
     amount_tolerance_cents: int = 0,
+    progress: Progress | None = None,
 ) -> Report:
     """Load [since, until) (naive UTC; None is unbounded), run every check, return the Report.
 
@@ -42,16 +44,22 @@ def build_report(
     recon.statement.parse_statements). With a statement and neither `since` nor `until`, the
     period is the statements' own.
     Raises StatementError / LoadError (messages name the bad input) when an input is unusable.
+    `progress` is told each stage (recon.progress) as it starts and ends.
     """
-    readable_url = usable_database(database_url)
+    with stage(progress, "checking the database"):
+        readable_url = usable_database(database_url)
     paths = [statement_path] if isinstance(statement_path, str | Path) else statement_path or []
-    statement = parse_statements(paths) if paths else None
+    statement = None
+    if paths:
+        with stage(progress, "reading the statement"):
+            statement = parse_statements(paths)
     if statement is not None and since is None and until is None:
         start, end = statement.period
         if start is not None:
             since, until = start.to_pydatetime(), (end + timedelta(seconds=1)).to_pydatetime()
     try:
-        frames = load_frames(readable_url, since=since, until=until, statement=statement)
+        with stage(progress, "loading the database"):
+            frames = load_frames(readable_url, since=since, until=until, statement=statement)
     except pd.errors.DatabaseError as error:  # a query pandas ran failed (a column missing)
         raise LoadError(f"cannot read the database {_shown(database_url)}: {error}") from None
     options = Options(
@@ -65,7 +73,9 @@ def build_report(
     sources = {"database": _shown(database_url)}
     if paths:
         sources["statement"] = ", ".join(str(path) for path in paths)
-    return Report(findings=run_checks(frames, options), options=options, sources=sources)
+    with stage(progress, "running the checks"):
+        findings = run_checks(frames, options)
+    return Report(findings=findings, options=options, sources=sources)
 
 
 def usable_database(database_url: str) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -18,6 +19,7 @@ from string import Template
 import pandas as pd
 
 from recon.checks import CHECK_NAMES, CHECKS, COUNT_ONLY, KES_AT_RISK, Findings, Options
+from recon.progress import Progress, stage
 
 TEMPLATE = Path(__file__).resolve().parent / "templates" / "report.html"
 AGING_BUCKETS = [
@@ -276,24 +278,30 @@ class Report:
         self.to_xlsx(buffer)
         return buffer.getvalue()
 
-    def write(self, out_dir: str | Path) -> list[Path]:
-        """findings.csv, summary.csv, report.txt, report.html, report.xlsx and the charts."""
+    def write(self, out_dir: str | Path, progress: Progress | None = None) -> list[Path]:
+        """findings.csv, summary.csv, report.txt, report.html, report.xlsx and the charts, each
+        rendered and written in turn (a stage for `progress`; report.html draws the charts)."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        contents: dict[str, bytes] = {
-            "findings.csv": self.findings_csv(),
-            "summary.csv": self.summary_csv(),
-            "report.txt": self.render().encode(),
-            "report.html": self.to_html().encode(),
-            "report.xlsx": self.xlsx_bytes(),
-            **self.charts,
+        renderings: dict[str, Callable[[], bytes]] = {
+            "findings.csv": self.findings_csv,
+            "summary.csv": self.summary_csv,
+            "report.txt": lambda: self.render().encode(),
+            "report.html": lambda: self.to_html().encode(),
+            "report.xlsx": self.xlsx_bytes,
         }
         written = []
-        for name, data in contents.items():
-            path = out / name
-            path.write_bytes(data)
-            written.append(path)
+        for name, rendering in renderings.items():
+            written.append(_write(out / name, rendering, progress))
+        for name in self.charts:
+            written.append(_write(out / name, lambda name=name: self.charts[name], progress))
         return written
+
+
+def _write(path: Path, rendering: Callable[[], bytes], progress: Progress | None) -> Path:
+    with stage(progress, f"writing {path.name}"):
+        path.write_bytes(rendering())
+    return path
 
 
 def _tr(cells, *, numbers=frozenset(), flagged: bool = False) -> str:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import io
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +18,14 @@ from tests.recon_support import KNOWN_ANSWER, known_answer_statement, seed_known
 
 PROJECT = Path(__file__).resolve().parent.parent
 DAY = ["--since", "2025-11-05", "--until", "2025-11-06", "--as-of", "2025-11-06T00:00:00"]
+
+
+PROGRESS = re.compile(r"recon: (.+): (\d+\.\d\d) s")
+
+
+def complaints(stderr: str) -> list[str]:
+    """stderr's lines other than progress (a stage done, with its time)."""
+    return [line for line in stderr.splitlines() if not PROGRESS.fullmatch(line)]
 
 
 def counts_in(out: Path) -> dict[str, int]:
@@ -79,6 +89,50 @@ def test_findings_name_payouts_by_the_reference_the_service_answers_to(
     assert "payout p0" not in html and "payout REF-p01" in html
 
 
+def test_each_stage_is_a_timed_line_on_stderr_and_stdout_is_the_report(
+    engine, database_url, tmp_path, capsys
+):
+    seed_known_answer(engine)
+    statement = known_answer_statement(tmp_path / "statement.csv")
+    out = tmp_path / "out"
+
+    main(["--database-url", database_url, "--statement", str(statement), "--out", str(out), *DAY])
+
+    said = capsys.readouterr()
+    assert said.out == (out / "report.txt").read_text()
+    stages = [PROGRESS.fullmatch(line) for line in said.err.splitlines()]
+    assert [found[1] for found in stages if found] == [
+        "checking the database",
+        "reading the statement",
+        "loading the database",
+        "running the checks",
+        *(f"writing {name}" for name in ("findings.csv", "summary.csv", "report.txt")),
+        *(f"writing {name}" for name in ("report.html", "report.xlsx", "findings_by_check.png")),
+        "writing kes_at_risk_by_check.png",
+        "writing aging.png",
+    ]
+    assert said.err.splitlines()[-1] == f"wrote 8 files to {out}"
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_on_a_terminal_the_stage_under_way_shows_in_place():
+    from recon.cli import StagePrinter
+    from recon.progress import stage
+
+    screen = Terminal()
+    with stage(StagePrinter(screen), "loading the database"):
+        assert screen.getvalue() == "recon: loading the database..."
+
+    assert re.fullmatch(
+        r"recon: loading the database...\r\x1b\[Krecon: loading the database: \d\.\d\d s\n",
+        screen.getvalue(),
+    )
+
+
 def test_seeded_database_writes_every_output_file(engine, database_url, tmp_path):
     seed_known_answer(engine)
     out = tmp_path / "out"
@@ -140,7 +194,7 @@ def test_a_missing_sqlite_file_is_one_line_exit_2_and_is_not_created(tmp_path):
     done = run_recon("--database-url", f"sqlite:///{missing}", "--out", str(out))
 
     assert done.returncode == 2
-    assert done.stderr.count("\n") == 1, done.stderr
+    assert len(complaints(done.stderr)) == 1, done.stderr
     assert str(missing) in done.stderr and "does not exist" in done.stderr
     assert done.stdout == ""
     assert not missing.exists() and not out.exists()
@@ -153,7 +207,7 @@ def test_a_database_without_the_tables_is_one_line_exit_2_naming_them(tmp_path):
     done = run_recon("--database-url", f"sqlite:///{empty}", "--out", str(out))
 
     assert done.returncode == 2
-    assert done.stderr.count("\n") == 1, done.stderr
+    assert len(complaints(done.stderr)) == 1, done.stderr
     assert "b2c_payments" in done.stderr and "service.py migrate" in done.stderr
     assert not out.exists()
 
@@ -164,7 +218,7 @@ def test_an_unreachable_server_is_one_line_exit_2(tmp_path):
     done = run_recon("--database-url", url, "--out", str(tmp_path / "out"))
 
     assert done.returncode == 2
-    assert done.stderr.count("\n") == 1, done.stderr
+    assert len(complaints(done.stderr)) == 1, done.stderr
     assert "127.0.0.1:1/nothing" in done.stderr and "secret" not in done.stderr
 
 
@@ -184,7 +238,7 @@ def test_an_unreadable_statement_is_one_line_exit_2_and_writes_nothing(
     )
 
     assert done.returncode == 2
-    assert done.stderr.count("\n") == 1, done.stderr
+    assert len(complaints(done.stderr)) == 1, done.stderr
     assert str(statement) in done.stderr
     assert not out.exists()
 
