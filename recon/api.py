@@ -3,7 +3,7 @@ for a period of the database, optionally against an org-portal statement."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import quote
 
@@ -40,6 +40,7 @@ def build_report(
 ) -> Report:
     """Load [since, until) (naive UTC; None is unbounded), run every check, return the Report.
 
+    `as_of` None is default_as_of(until), the one default of the CLI and the notebooks.
     `statement_path` is one statement file or a list of them (read together, see
     recon.statement.parse_statements). With a statement and neither `since` nor `until`, the
     period is the statements' own.
@@ -63,7 +64,7 @@ def build_report(
     except pd.errors.DatabaseError as error:  # a query pandas ran failed (a column missing)
         raise LoadError(f"cannot read the database {_shown(database_url)}: {error}") from None
     options = Options(
-        as_of=as_of,
+        as_of=as_of or default_as_of(until),
         stale_after_minutes=stale_after_minutes,
         double_payout_window_hours=double_payout_window_hours,
         amount_tolerance_cents=amount_tolerance_cents,
@@ -76,6 +77,14 @@ def build_report(
     with stage(progress, "running the checks"):
         findings = run_checks(frames, options)
     return Report(findings=findings, options=options, sources=sources)
+
+
+def default_as_of(until: datetime | None, now: datetime | None = None) -> datetime:
+    """The moment ages and staleness are measured at when none is given (naive UTC): the end
+    of the period once it has passed, so a report of a past period is the same whenever and
+    wherever (CLI, notebook) it is run; else now."""
+    now = now or datetime.now(UTC).replace(tzinfo=None)
+    return now if until is None else min(until, now)
 
 
 def usable_database(database_url: str) -> str:

@@ -8,6 +8,8 @@ import io
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from recon.plots import CHECK_COLOURS
+
 CHART_FILES = ("findings_by_check.png", "kes_at_risk_by_check.png", "aging.png")
 
 
@@ -42,11 +44,13 @@ def render_charts(report) -> dict[str, bytes]:
 
 
 def _bar_chart(labels, values, title, unit, *, horizontal) -> bytes:
+    """Bars per check (horizontal, each check in its CHECK_COLOURS colour) or per age bucket."""
     figure = Figure(figsize=(7, 4.2 if horizontal else 3.2), dpi=100)
     FigureCanvasAgg(figure)
     axes = figure.subplots()
     if horizontal:
-        axes.barh(labels[::-1], values[::-1], color="#c0392b")
+        colours = [CHECK_COLOURS[label] for label in labels[::-1]]
+        axes.barh(labels[::-1], values[::-1], color=colours)
         axes.set_xlabel(unit)
     else:
         axes.bar(labels, values, color="#2c3e50")
