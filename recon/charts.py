@@ -8,12 +8,15 @@ import io
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from recon.plots import CHECK_COLOURS
+
 CHART_FILES = ("findings_by_check.png", "kes_at_risk_by_check.png", "aging.png")
 
 
 def render_charts(report) -> dict[str, bytes]:
     """File name -> PNG bytes for each chart of `report`."""
     summary = report.summary
+    valued = summary[summary["kes_at_risk"].notna()]  # count-only checks have no amount
     aging = report.aging
     return {
         "findings_by_check.png": _bar_chart(
@@ -24,8 +27,8 @@ def render_charts(report) -> dict[str, bytes]:
             horizontal=True,
         ),
         "kes_at_risk_by_check.png": _bar_chart(
-            list(summary["check"]),
-            [float(v) for v in summary["kes_at_risk"]],
+            list(valued["check"]),
+            [float(v) for v in valued["kes_at_risk"]],
             "KES at risk by check",
             "KES",
             horizontal=True,
@@ -33,7 +36,7 @@ def render_charts(report) -> dict[str, bytes]:
         "aging.png": _bar_chart(
             list(aging["bucket"]),
             [int(v) for v in aging["count"]],
-            "Aging of open items",
+            "Aging of open items (findings with money at risk)",
             "findings",
             horizontal=False,
         ),
@@ -41,11 +44,13 @@ def render_charts(report) -> dict[str, bytes]:
 
 
 def _bar_chart(labels, values, title, unit, *, horizontal) -> bytes:
+    """Bars per check (horizontal, each check in its CHECK_COLOURS colour) or per age bucket."""
     figure = Figure(figsize=(7, 4.2 if horizontal else 3.2), dpi=100)
     FigureCanvasAgg(figure)
     axes = figure.subplots()
     if horizontal:
-        axes.barh(labels[::-1], values[::-1], color="#c0392b")
+        colours = [CHECK_COLOURS[label] for label in labels[::-1]]
+        axes.barh(labels[::-1], values[::-1], color=colours)
         axes.set_xlabel(unit)
     else:
         axes.bar(labels, values, color="#2c3e50")

@@ -30,6 +30,8 @@ FINDING_COLUMNS = [
     "check",
     "subject",
     "reference_id",
+    "payout_id",
+    "payment_id",
     "transaction_id",
     "phone",
     "result_code",
@@ -72,6 +74,7 @@ class Findings:
     checks: tuple[str, ...]
     match: dict[str, tuple[int, int]] = field(default_factory=dict)
     scope: list[str] = field(default_factory=list)  # what was checked and what was not
+    traffic: dict[str, int] = field(default_factory=dict)  # what was looked at (see traffic)
 
     def __len__(self) -> int:
         return len(self.frame)
@@ -88,12 +91,20 @@ class Findings:
         return {name: int(counted.get(name, 0)) for name in self.checks}
 
     def summary(self) -> pd.DataFrame:
-        """Per check in vocabulary order: count and KES at risk (Decimal)."""
+        """Per check in vocabulary order: count and KES at risk (Decimal; None for a check
+        that moves no money, see AT_RISK)."""
         rows = []
         for name in self.checks:
             found = self.of(name)
             at_risk = sum((value for value in found["at_risk"] if value is not None), Decimal(0))
-            rows.append({"check": name, "count": len(found), "kes_at_risk": _two(at_risk)})
+            valued = AT_RISK.get(name) is not None
+            rows.append(
+                {
+                    "check": name,
+                    "count": len(found),
+                    "kes_at_risk": _two(at_risk) if valued else None,
+                }
+            )
         return pd.DataFrame(rows, columns=["check", "count", "kes_at_risk"])
 
 
@@ -177,7 +188,8 @@ def matched_results(frames: Frames) -> pd.DataFrame:
     results["payout_ref"] = pd.Series(payout_ref, index=results.index, dtype="str")
     results["matched_by"] = pd.Series(matched_by, index=results.index, dtype="str")
     results["payout_pos"] = position
-    for column in ("amount_cents", "status", "phone", "transaction_id", "initiated_at"):
+    taken = ("amount_cents", "status", "phone", "transaction_id", "initiated_at", "reference_id")
+    for column in taken:
         taken = frames.payouts[column].array.take(position, allow_fill=True)
         results[f"payout_{column}"] = pd.Series(taken, index=results.index)
     frames.cache["matched_results"] = results
@@ -247,18 +259,20 @@ def _answers(results: pd.DataFrame) -> np.ndarray:
 
 
 def payout_receipts(frames: Frames) -> pd.DataFrame:
-    """Completed payouts with their receipt (the payout's transaction_id, else its successful
-    result's), the amount requested, the amount paid (the payout's paid_amount, else its
-    successful result's amount, else the amount requested) and completion time."""
+    """Completed payouts with their reference_id, their receipt (the payout's transaction_id,
+    else its successful result's), the amount requested, the amount paid (the payout's
+    paid_amount, else its successful result's amount, else the amount requested) and
+    completion time."""
     if "payout_receipts" in frames.cache:
         return frames.cache["payout_receipts"]
     completed = frames.payouts["status"].isin(COMPLETED_STATUSES).to_numpy()
-    columns = ["id", "transaction_id", "amount_cents", "paid_amount_cents", "phone"]
+    columns = ["id", "reference_id", "transaction_id", "amount_cents", "paid_amount_cents", "phone"]
     payouts = frames.payouts.loc[completed, [*columns, "completed_at", "initiated_at"]]
     success = _first_success(frames, np.flatnonzero(completed), payouts.index)
     frame = pd.DataFrame(
         {
             "id": payouts["id"],
+            "reference": payouts["reference_id"],
             "receipt": payouts["transaction_id"].fillna(success["transaction_id"]),
             "requested_cents": payouts["amount_cents"],
             "amount_cents": payouts["paid_amount_cents"]
@@ -345,14 +359,15 @@ def receipt_claims(frames: Frames) -> pd.DataFrame:
 
 
 def collection_receipts(frames: Frames) -> pd.DataFrame:
-    """Completed STK collections with their receipt, the amount requested and paid, and the
-    completion time."""
+    """Completed STK collections with their reference (collection_references), receipt, the
+    amount requested and paid, and the completion time."""
     stk = frames.stk
     completed = stk["status"].isin(COMPLETED_STATUSES) | (stk["result_code"] == "0")
     stk = stk[completed]
     return pd.DataFrame(
         {
             "id": stk["id"],
+            "reference": collection_references(stk),
             "receipt": stk["receipt"],
             "requested_cents": stk["amount_cents"],
             "amount_cents": stk["paid_amount_cents"].fillna(stk["amount_cents"]),
@@ -505,6 +520,55 @@ def in_period(rows: pd.DataFrame, options: Options) -> pd.DataFrame:
     return rows
 
 
+# -- naming what a finding is about -------------------------------------------------------------
+#
+# A finding names a payout by its reference_id (what GET /payouts/<reference_id> and the console
+# take) and a collection by its CheckoutRequestID, else its receipt; the internal ids (the
+# primary keys of b2c_payments and payments) go in payout_id / payment_id only.
+
+
+def collection_references(stk: pd.DataFrame) -> pd.Series:
+    """The name a person can follow for each STK collection: its CheckoutRequestID (what
+    stk-query takes), else its M-Pesa receipt."""
+    return stk["checkout_request_id"].fillna(stk["receipt"])
+
+
+def record_keys(kinds: pd.Series | str, references: pd.Series, ids: pd.Series) -> dict:
+    """make_findings' `subject`, `reference_id`, `payout_id` and `payment_id` for records of
+    `kinds` ('payout' or 'payment', one for all or one per row). A record without a reference
+    is named by its internal id ('payout id p01') so that the finding still says which."""
+    if isinstance(kinds, str):
+        kinds = pd.Series(kinds, index=ids.index, dtype="str")
+    shown = references.fillna("id " + ids.astype("str"))
+    is_payout = (kinds == "payout").to_numpy()
+    return {
+        "subject": kinds + " " + shown,
+        "reference_id": references,
+        "payout_id": ids.where(is_payout),
+        "payment_id": ids.where((kinds == "payment").to_numpy()),
+    }
+
+
+def payout_keys(payouts: pd.DataFrame) -> dict:
+    """record_keys of payout rows."""
+    return record_keys("payout", payouts["reference_id"], payouts["id"])
+
+
+def collection_keys(stk: pd.DataFrame) -> dict:
+    """record_keys of STK collection rows."""
+    return record_keys("payment", collection_references(stk), stk["id"])
+
+
+def our_keys(records: pd.DataFrame) -> dict:
+    """record_keys of our_records rows (payouts and collections mixed)."""
+    return record_keys(records["kind"], records["reference"], records["id"])
+
+
+def named(kind: str, reference: object, id_: object) -> str:
+    """One record's name as record_keys gives it, for a reason naming another record."""
+    return f"{kind} {reference}" if isinstance(reference, str) else f"{kind} id {id_}"
+
+
 # -- building findings --------------------------------------------------------------------------
 
 
@@ -520,6 +584,8 @@ def make_findings(
     subject: pd.Series,
     reasons: list[str],
     reference_id: pd.Series | None = None,
+    payout_id: pd.Series | None = None,
+    payment_id: pd.Series | None = None,
     transaction_id: pd.Series | None = None,
     phone: pd.Series | None = None,
     result_code: pd.Series | None = None,
@@ -553,6 +619,8 @@ def make_findings(
             "check": check,
             "subject": column(subject),
             "reference_id": column(reference_id),
+            "payout_id": column(payout_id),
+            "payment_id": column(payment_id),
             "transaction_id": column(transaction_id),
             "phone": column(phone),
             "result_code": column(result_code),
@@ -599,9 +667,8 @@ def check_amount_mismatch(frames: Frames, *, options: Options) -> pd.DataFrame:
         "amount_mismatch",
         rows,
         options=options,
-        subject="payout " + rows["payout_ref"],
         reasons=reasons,
-        reference_id=rows["payout_ref"],
+        **record_keys("payout", rows["payout_reference_id"], rows["payout_ref"]),
         transaction_id=rows["transaction_id"],
         phone=rows["payout_phone"],
         result_code=rows["result_code"],
@@ -673,9 +740,8 @@ def check_failed_result(frames: Frames, *, options: Options) -> pd.DataFrame:
         "failed_result",
         rows,
         options=options,
-        subject="payout " + rows["id"],
         reasons=reasons,
-        reference_id=rows["id"],
+        **payout_keys(rows),
         phone=rows["phone"],
         result_code=code,
         occurred_at=when.fillna(rows["initiated_at"]),
@@ -700,9 +766,8 @@ def check_stale_pending(frames: Frames, *, options: Options) -> pd.DataFrame:
         "stale_pending",
         rows,
         options=options,
-        subject="payout " + rows["id"],
         reasons=reasons,
-        reference_id=rows["id"],
+        **payout_keys(rows),
         phone=rows["phone"],
         occurred_at=rows["initiated_at"],
         expected_cents=rows["amount_cents"],
@@ -729,6 +794,7 @@ def check_duplicate_callback(frames: Frames, *, options: Options) -> pd.DataFram
             last_at=("received_at", "max"),
             amount_cents=("payout_amount_cents", "first"),
             phone=("payout_phone", "first"),
+            reference=("payout_reference_id", "first"),
         )
         .reset_index()
     )
@@ -741,9 +807,8 @@ def check_duplicate_callback(frames: Frames, *, options: Options) -> pd.DataFram
         "duplicate_callback",
         rows,
         options=options,
-        subject="payout " + rows["payout_ref"],
         reasons=reasons,
-        reference_id=rows["payout_ref"],
+        **record_keys("payout", rows["reference"], rows["payout_ref"]),
         transaction_id=rows["receipts"].where(rows["receipts"] != ""),
         phone=rows["phone"],
         occurred_at=rows["last_at"],
@@ -770,9 +835,8 @@ def check_paid_twice(frames: Frames, *, options: Options) -> pd.DataFrame:
         "paid_twice",
         rows,
         options=options,
-        subject="payout " + rows["id"],
         reasons=reasons,
-        reference_id=rows["id"],
+        **payout_keys(rows),
         transaction_id=pd.Series([", ".join(names) for names in receipts], index=rows.index),
         phone=rows["phone"],
         occurred_at=rows["completed_at"].fillna(rows["initiated_at"]),
@@ -822,9 +886,8 @@ def check_status_conflict(frames: Frames, *, options: Options) -> pd.DataFrame:
         "status_conflict",
         rows,
         options=options,
-        subject="payout " + rows["id"],
         reasons=reasons,
-        reference_id=rows["id"],
+        **payout_keys(rows),
         transaction_id=lookup_values(first_rows, receipts),
         phone=rows["phone"],
         occurred_at=lookup_values(first_rows, last_at),
@@ -836,7 +899,8 @@ def check_status_conflict(frames: Frames, *, options: Options) -> pd.DataFrame:
 def check_possible_double_payout(frames: Frames, *, options: Options) -> pd.DataFrame:
     """Completed payouts of the same amount to the same user or phone within the window."""
     completed = frames.payouts["status"].isin(COMPLETED_STATUSES).to_numpy()
-    payouts = frames.payouts.loc[completed, ["id", "user_id", "phone", "amount_cents"]]
+    columns = ["id", "reference_id", "user_id", "phone", "amount_cents"]
+    payouts = frames.payouts.loc[completed, columns]
     payouts["transaction_id"] = frames.payouts["transaction_id"]
     payouts["when"] = frames.payouts["completed_at"].fillna(frames.payouts["initiated_at"])
     window = pd.Timedelta(hours=options.double_payout_window_hours)
@@ -854,9 +918,8 @@ def check_possible_double_payout(frames: Frames, *, options: Options) -> pd.Data
         "possible_double_payout",
         pairs,
         options=options,
-        subject="payout " + pairs["id"],
         reasons=reasons,
-        reference_id=pairs["id"],
+        **payout_keys(pairs),
         transaction_id=pairs["transaction_id"],
         phone=pairs["phone"],
         occurred_at=pairs["when"],
@@ -877,7 +940,7 @@ def _repeats(payouts: pd.DataFrame, key: str, window: pd.Timedelta) -> pd.DataFr
         keyed["amount_cents"] == keyed["amount_cents"].shift()
     )
     close = (keyed["when"] - keyed["when"].shift()) <= window
-    previous = keyed["id"].shift()
+    previous = payout_keys(keyed)["subject"].shift()
     flagged = same & close.fillna(False)
     rows = keyed[flagged].copy()
     label = "user " if key == "user_id" else "phone "
@@ -902,9 +965,8 @@ def check_stk_amount_mismatch(frames: Frames, *, options: Options) -> pd.DataFra
         "stk_amount_mismatch",
         rows,
         options=options,
-        subject="payment " + rows["id"],
         reasons=reasons,
-        reference_id=rows["id"],
+        **collection_keys(rows),
         transaction_id=rows["receipt"],
         phone=rows["phone"],
         result_code=rows["result_code"],
@@ -942,9 +1004,8 @@ def check_missing_from_statement(frames: Frames, *, options: Options) -> pd.Data
         "missing_from_statement",
         rows,
         options=options,
-        subject=rows["kind"] + " " + rows["id"],
         reasons=reasons,
-        reference_id=rows["id"],
+        **our_keys(rows),
         transaction_id=rows["receipt"],
         phone=rows["phone"],
         occurred_at=rows["occurred_at"],
@@ -1000,9 +1061,8 @@ def check_statement_amount_mismatch(frames: Frames, *, options: Options) -> pd.D
         "statement_amount_mismatch",
         rows,
         options=options,
-        subject=rows["kind"] + " " + rows["id"],
         reasons=reasons,
-        reference_id=rows["id"],
+        **our_keys(rows),
         transaction_id=rows["receipt"],
         phone=rows["phone"],
         occurred_at=rows["occurred_at"],
@@ -1034,8 +1094,8 @@ def check_reversal(frames: Frames, *, options: Options) -> pd.DataFrame:
     matched = ours_by_receipt.loc[reversals.loc[known, "reversed"]].set_index(
         reversals.index[known]
     )
-    subject = (matched["kind"] + " " + matched["id"]).reindex(reversals.index)
-    subject = subject.fillna(statement_lines(reversals))
+    keys = {name: values.reindex(reversals.index) for name, values in our_keys(matched).items()}
+    keys["subject"] = keys["subject"].fillna(statement_lines(reversals))
     reasons = [
         f"reversal: expected receipt {reversed_} to stand != reversed by "
         f"{receipt} on line {line} ({format_cents(amount)} back"
@@ -1053,9 +1113,8 @@ def check_reversal(frames: Frames, *, options: Options) -> pd.DataFrame:
         "reversal",
         reversals,
         options=options,
-        subject=subject,
         reasons=reasons,
-        reference_id=matched["id"].reindex(reversals.index),
+        **keys,
         transaction_id=reversals["reversed"],
         phone=matched["phone"].reindex(reversals.index),
         occurred_at=reversals["completed_at"],
@@ -1099,14 +1158,13 @@ def check_duplicate_receipt(frames: Frames, *, options: Options) -> pd.DataFrame
         "duplicate_receipt",
         extra,
         options=options,
-        subject=extra["kind"] + " " + extra["id"],
         reasons=[
-            f"duplicate receipt: expected 1 record of {receipt} != 2 or more "
-            f"(also {first.loc[receipt, 'kind']} {first.loc[receipt, 'id']}; "
+            f"duplicate receipt: expected 1 record of {receipt} != 2 or more (also "
+            f"{named(*first.loc[receipt, ['kind', 'reference', 'id']])}; "
             f"{format_cents(amount)} unconfirmed)"
             for receipt, amount in zip(extra["receipt"], extra["amount_cents"], strict=True)
         ],
-        reference_id=extra["id"],
+        **our_keys(extra),
         transaction_id=extra["receipt"],
         phone=extra["phone"],
         occurred_at=extra["occurred_at"],
@@ -1140,7 +1198,10 @@ def check_unreadable_value(frames: Frames, *, options: Options) -> pd.DataFrame:
     """Amounts and times in the database that recon cannot read: reported, never skipped, since
     every check that needs the value cannot vouch for its row."""
     rows = frames.unreadable
-    subjects = {"b2c_payments": "payout", "b2c_payment_callbacks": "result", "payments": "payment"}
+    kinds = rows["table"].map(TABLE_KINDS).astype("str")
+    ids = rows["id"].astype("str")
+    keys = record_keys(kinds, _references_of(frames, rows["table"], ids), ids)
+    keys["subject"] = keys["subject"].where(kinds != "result", "result " + ids)
     reasons = [
         f"unreadable value: expected a readable {column} != {value!r} ({table} {id_})"
         for table, id_, column, value in zip(
@@ -1151,10 +1212,28 @@ def check_unreadable_value(frames: Frames, *, options: Options) -> pd.DataFrame:
         "unreadable_value",
         rows,
         options=options,
-        subject=rows["table"].map(subjects) + " " + rows["id"].astype("str"),
         reasons=reasons,
-        reference_id=rows["id"],
+        **keys,
     )
+
+
+TABLE_KINDS = {"b2c_payments": "payout", "b2c_payment_callbacks": "result", "payments": "payment"}
+
+
+def _references_of(frames: Frames, tables: pd.Series, ids: pd.Series) -> pd.Series:
+    """The reference (record_keys') of each row named by table and internal id; missing for
+    results and for rows without one."""
+    references = pd.Series(None, index=ids.index, dtype="str")
+    named_by = {
+        "b2c_payments": (frames.payouts["id"], frames.payouts["reference_id"]),
+        "payments": (frames.stk["id"], collection_references(frames.stk)),
+    }
+    for table, (keys, values) in named_by.items():
+        mine = (tables == table).to_numpy()
+        by_id = pd.Series(values.to_numpy(), index=keys.astype("str").to_numpy(), dtype="str")
+        by_id = by_id[~by_id.index.duplicated()]
+        references[mine] = lookup_values(ids[mine], by_id).to_numpy()
+    return references
 
 
 def check_statement_coverage(frames: Frames, *, options: Options) -> pd.DataFrame:
@@ -1273,6 +1352,32 @@ CHECKS: list[Check] = [
     check_statement_coverage,
 ]
 CHECK_NAMES = tuple(check.__name__.removeprefix("check_") for check in CHECKS)
+KES_AT_RISK = (
+    "money that may have left without being recorded, or been recorded without leaving, "
+    "counted once per shilling across checks; a check marked 'count only' moves no money of "
+    "its own (a failure, a redelivered callback, a statement that disagrees with itself)"
+)
+# What each check's findings put at risk (their `at_risk`); None: counted, never valued.
+AT_RISK: dict[str, str | None] = {
+    "amount_mismatch": "the gap",
+    "orphan_callback": "a success's amount",
+    "failed_result": None,
+    "stale_pending": "the amount",
+    "duplicate_callback": None,
+    "paid_twice": "the amount per extra receipt",
+    "status_conflict": "the amount",
+    "possible_double_payout": "the amount",
+    "stk_amount_mismatch": "the gap",
+    "unreadable_value": None,
+    "duplicate_receipt": "the extra record's or row's amount",
+    "missing_from_statement": "the amount paid",
+    "unrecorded_statement_entry": "the row's amount",
+    "statement_amount_mismatch": "the part not already counted",
+    "reversal": "the amount returned",
+    "statement_integrity": None,
+    "statement_coverage": None,
+}
+COUNT_ONLY = tuple(name for name in CHECK_NAMES if AT_RISK[name] is None)
 STATEMENT_CHECKS = (
     "missing_from_statement",
     "unrecorded_statement_entry",
@@ -1291,8 +1396,26 @@ def run_checks(frames: Frames, options: Options | None = None) -> Findings:
     parts = [part for part in parts if not part.empty]
     frame = pd.concat(parts, ignore_index=True) if parts else empty_findings()
     return Findings(
-        frame=frame, checks=CHECK_NAMES, match=match_rates(frames), scope=scope(frames, options)
+        frame=frame,
+        checks=CHECK_NAMES,
+        match=match_rates(frames),
+        scope=scope(frames, options),
+        traffic=traffic(frames, options),
     )
+
+
+def traffic(frames: Frames, options: Options) -> dict[str, int]:
+    """How many records of each kind the run looked at ('payout', 'callback', 'collection',
+    and with a statement 'statement row' inside the period): a clean report is clean about
+    these only."""
+    counts = {
+        "payout": len(frames.payouts),
+        "callback": len(frames.results),
+        "collection": len(frames.stk),
+    }
+    if frames.statement is not None:
+        counts["statement row"] = len(in_period(frames.statement.entries, options))
+    return counts
 
 
 def scope(frames: Frames, options: Options) -> list[str]:

@@ -103,20 +103,47 @@ def main(argv: list[str] | None = None, environ: dict[str, str] | None = None) -
         args = parser.parse_args(argv)
     except SystemExit as stop:
         return EXIT_ERROR if stop.code else EXIT_CLEAN
+    progress = StagePrinter(sys.stderr)
     try:
-        report = _reconcile(args)
-        written = report.write(args.out)
-        if args.email:
-            _email(report, args.email, environ)
+        report = _reconcile(args, progress)
+        written = report.write(args.out, progress)
+        emailed = _email(report, args.email, environ, progress) if args.email else None
     except UsageError as error:
-        print(f"recon: {error}", file=sys.stderr)
+        print(f"recon: {one_line(str(error))}", file=sys.stderr)
         return EXIT_ERROR
     print(report.render(), end="")
     print(f"wrote {len(written)} files to {args.out}", file=sys.stderr)
+    if emailed:
+        print(emailed, file=sys.stderr)
     return report.exit_code
 
 
-def _reconcile(args):
+class StagePrinter:
+    """Prints each stage of a run on `stream` when it is done, with its duration
+    ("recon: loading the database: 1.20 s"); on a terminal the stage under way shows in place
+    until then."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.live = stream.isatty()
+
+    def __call__(self, stage) -> None:
+        if stage.seconds is None:
+            if self.live:
+                self.stream.write(f"recon: {stage.name}...")
+                self.stream.flush()
+            return
+        back = "\r\x1b[K" if self.live else ""  # to the line's start, then clear it
+        self.stream.write(f"{back}recon: {stage.name}: {stage.seconds:.2f} s\n")
+        self.stream.flush()
+
+
+def one_line(message: str) -> str:
+    """A message as one line: cron mails and log scanners read the first line only."""
+    return " ".join(line.strip() for line in message.splitlines() if line.strip())
+
+
+def _reconcile(args, progress):
     from recon.api import build_report
     from recon.load import LoadError
     from recon.statement import StatementError
@@ -134,15 +161,22 @@ def _reconcile(args):
             stale_after_minutes=args.stale_after,
             statement_path=args.statement,
             double_payout_window_hours=args.double_payout_window,
+            progress=progress,
         )
     except (StatementError, LoadError) as error:
         raise UsageError(str(error)) from None
 
 
-def _email(report, to: str, environ: dict[str, str]) -> None:
+def _email(report, to: str, environ: dict[str, str], progress) -> str:
+    """Send the report; the line saying to whom, through which server and with what."""
     from recon.mail import MailError, SmtpSettings, send_report
+    from recon.progress import stage
 
     try:
-        send_report(report, to=to, smtp=SmtpSettings.from_environ(environ))
+        smtp = SmtpSettings.from_environ(environ)
+        with stage(progress, "emailing the report"):
+            message = send_report(report, to=to, smtp=smtp)
     except MailError as error:
         raise UsageError(str(error)) from None
+    attached = ", ".join(part.get_filename() for part in message.iter_attachments())
+    return f"emailed the report to {message['To']} via {smtp.host} with {attached} attached"

@@ -68,6 +68,7 @@ STK_COLUMNS = {
     "status": "status",
     "result_code": "result_code",
     "receipt": "receipt",
+    "checkout_request_id": "checkout_request_id",
     "created_at": "created_at",
     "completed_at": "completed_at",
 }

@@ -5,10 +5,13 @@ the Agg canvas (no pyplot, no display), returning PNG bytes the notebooks show w
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping
 
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from recon.checks import CHECK_NAMES
 
 PALETTE = [
     "#2c3e50",
@@ -40,17 +43,48 @@ LABEL_COLOURS = {
     "amount_mismatch": "#e84393",
 }
 
+# One colour per reconciliation check, the same in every chart that shows checks (Kelly's
+# colours of maximum contrast, in check order): 17 checks, 17 colours, none shared.
+CHECK_COLOURS = dict(
+    zip(
+        CHECK_NAMES,
+        [
+            "#be0032",  # red
+            "#f38400",  # orange
+            "#848482",  # grey
+            "#0067a5",  # blue
+            "#875692",  # purple
+            "#008856",  # green
+            "#f3c300",  # yellow
+            "#e68fac",  # purplish pink
+            "#a1caf1",  # light blue
+            "#c2b280",  # buff
+            "#882d17",  # reddish brown
+            "#604e97",  # violet
+            "#8db600",  # yellow green
+            "#f99379",  # yellowish pink
+            "#2b3d26",  # olive green
+            "#b3446c",  # purplish red
+            "#654522",  # yellowish brown
+        ],
+        strict=True,
+    )
+)
 
-def stacked_bars(table: pd.DataFrame, title: str, unit: str) -> bytes:
-    """One bar per row of `table` (its index as labels), stacked by column; columns that are
-    zero throughout are left out of the bars and the legend."""
+
+def stacked_bars(
+    table: pd.DataFrame, title: str, unit: str, colours: Mapping[str, str] = LABEL_COLOURS
+) -> bytes:
+    """One bar per row of `table` (its index as labels), stacked by column, each column in its
+    colour from `colours` (CHECK_COLOURS for checks); columns that are zero throughout are left
+    out of the bars and the legend."""
     figure, axes = _figure(width=8, height=4)
     table = table.loc[:, (table != 0).any(axis=0)] if len(table) else table
     bottom = pd.Series(0.0, index=table.index)
     labels = [str(label) for label in table.index]
     for index, column in enumerate(table.columns):
         values = table[column].astype("float64")
-        colour = LABEL_COLOURS.get(str(column), _colour(index))
+        colour = colours.get(str(column), _colour(index))
         axes.bar(labels, values, bottom=bottom, label=str(column), color=colour)
         bottom += values
     axes.set_ylabel(unit)

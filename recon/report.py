@@ -9,6 +9,7 @@ import base64
 import html
 import io
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -18,7 +19,8 @@ from string import Template
 
 import pandas as pd
 
-from recon.checks import CHECK_NAMES, CHECKS, Findings, Options
+from recon.checks import CHECK_NAMES, CHECKS, COUNT_ONLY, KES_AT_RISK, Findings, Options
+from recon.progress import Progress, stage
 
 TEMPLATE = Path(__file__).resolve().parent / "templates" / "report.html"
 AGING_BUCKETS = [
@@ -61,12 +63,21 @@ class Report:
 
     @property
     def total_at_risk(self) -> Decimal:
-        return sum(self.summary["kes_at_risk"], Decimal("0.00"))
+        valued = (amount for amount in self.summary["kes_at_risk"] if amount is not None)
+        return sum(valued, Decimal("0.00"))
+
+    @property
+    def open_items(self) -> pd.DataFrame:
+        """The findings that put money at risk (at_risk > 0): what is still to be cleared.
+        Failures, redeliveries and statement self-checks move no money and are not."""
+        frame = self.findings.frame
+        valued = [amount is not None and amount > 0 for amount in frame["at_risk"]]
+        return frame[pd.Series(valued, index=frame.index, dtype=bool)]
 
     @property
     def aging(self) -> pd.DataFrame:
-        """Open items (findings with an age) per bucket: count and KES at risk."""
-        frame = self.findings.frame
+        """Open items (open_items) per age bucket: count and KES at risk."""
+        frame = self.open_items
         occurred = pd.to_datetime(frame["occurred_at"], errors="coerce")
         ages = (
             self.options.now - occurred
@@ -105,8 +116,28 @@ class Report:
     @property
     def headline(self) -> str:
         if self.is_clean:
-            return "Clean: no findings."
-        return f"{len(self.findings)} findings, KES {_money(self.total_at_risk)} at risk."
+            return self._clean_headline()
+        total, money = len(self.findings), f"KES {_money(self.total_at_risk)}"
+        counted = self.summary[self.summary["check"].isin(COUNT_ONLY) & (self.summary["count"] > 0)]
+        if counted.empty:
+            return f"{total} findings, {money} at risk."
+        moving_none = int(counted["count"].sum())
+        which = ", ".join(f"{row.check} {row.count}" for row in counted.itertuples())
+        return (
+            f"{total} findings: {total - moving_none} with {money} at risk; "
+            f"{moving_none} that move no money ({which})."
+        )
+
+    def _clean_headline(self) -> str:
+        """Clean about what was looked at: the counts, or that there was nothing to check."""
+        looked_at = self.findings.traffic
+        if not any(looked_at.values()):
+            kinds = _listing([f"{kind}s" for kind in looked_at], "or")
+            return f"No traffic in the period: no {kinds}, so nothing was checked."
+        counts = [
+            f"{count:,} {kind}{'' if count == 1 else 's'}" for kind, count in looked_at.items()
+        ]
+        return f"Clean: no findings in {_listing(counts, 'and')}."
 
     def to_dict(self) -> dict:
         return {
@@ -120,7 +151,7 @@ class Report:
             "findings": len(self.findings),
             "kes_at_risk": str(self.total_at_risk),
             "summary": [
-                {"check": row.check, "count": int(row.count), "kes_at_risk": str(row.kes_at_risk)}
+                {"check": row.check, "count": int(row.count), "kes_at_risk": _text(row.kes_at_risk)}
                 for row in self.summary.itertuples()
             ],
             "match_rates": [
@@ -142,7 +173,8 @@ class Report:
         lines += [self.headline, ""]
         lines += ["Summary by check", f"{'check':<28}{'count':>7}{'KES at risk':>16}"]
         for row in self.summary.itertuples():
-            lines.append(f"{row.check:<28}{row.count:>7}{_money(row.kes_at_risk):>16}")
+            lines.append(f"{row.check:<28}{row.count:>7}{_valued(row.kes_at_risk):>16}")
+        lines.append(f"KES at risk: {KES_AT_RISK}.")
         lines += ["", "Match rate"]
         for what, matched, total, rate in self.match_rates:
             lines.append(f"{what:<32}{matched:>9,} / {total:<9,}{_rate(rate):>7}")
@@ -168,6 +200,7 @@ class Report:
             headline=_e(self.headline),
             headline_class="clean" if self.is_clean else "dirty",
             summary_rows="\n".join(self._summary_rows()),
+            at_risk_note=_e(f"KES at risk: {KES_AT_RISK}."),
             match_rows="\n".join(
                 _tr([what, f"{matched:,}", f"{total:,}", _rate(rate)], numbers={1, 2, 3})
                 for what, matched, total, rate in self.match_rates
@@ -195,7 +228,7 @@ class Report:
     def _summary_rows(self):
         for row in self.summary.itertuples():
             yield _tr(
-                [row.check, CHECK_MEANINGS[row.check], row.count, _money(row.kes_at_risk)],
+                [row.check, CHECK_MEANINGS[row.check], row.count, _valued(row.kes_at_risk)],
                 numbers={2, 3},
                 flagged=row.count > 0,
             )
@@ -246,26 +279,32 @@ class Report:
         self.to_xlsx(buffer)
         return buffer.getvalue()
 
-    def write(self, out_dir: str | Path) -> list[Path]:
+    def write(self, out_dir: str | Path, progress: Progress | None = None) -> list[Path]:
         """findings.csv, summary.csv, report.txt, report.html, report.xlsx, report.json (the
-        period and summary, as `to_dict`) and the charts."""
+        period and summary, as `to_dict`) and the charts, each rendered and written in turn (a
+        stage for `progress`; report.html draws the charts)."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        contents: dict[str, bytes] = {
-            "findings.csv": self.findings_csv(),
-            "summary.csv": self.summary_csv(),
-            "report.txt": self.render().encode(),
-            "report.html": self.to_html().encode(),
-            "report.xlsx": self.xlsx_bytes(),
-            "report.json": json.dumps(self.to_dict(), indent=2).encode(),
-            **self.charts,
+        renderings: dict[str, Callable[[], bytes]] = {
+            "findings.csv": self.findings_csv,
+            "summary.csv": self.summary_csv,
+            "report.txt": lambda: self.render().encode(),
+            "report.html": lambda: self.to_html().encode(),
+            "report.xlsx": self.xlsx_bytes,
+            "report.json": lambda: json.dumps(self.to_dict(), indent=2).encode(),
         }
         written = []
-        for name, data in contents.items():
-            path = out / name
-            path.write_bytes(data)
-            written.append(path)
+        for name, rendering in renderings.items():
+            written.append(_write(out / name, rendering, progress))
+        for name in self.charts:
+            written.append(_write(out / name, lambda name=name: self.charts[name], progress))
         return written
+
+
+def _write(path: Path, rendering: Callable[[], bytes], progress: Progress | None) -> Path:
+    with stage(progress, f"writing {path.name}"):
+        path.write_bytes(rendering())
+    return path
 
 
 def _tr(cells, *, numbers=frozenset(), flagged: bool = False) -> str:
@@ -301,6 +340,22 @@ def _money(amount: object) -> str:
     if amount is None:
         return "-"
     return f"{Decimal(amount):,.2f}"
+
+
+def _listing(items: list[str], conjunction: str) -> str:
+    """'a, b and c' (or 'a, b or c')."""
+    if len(items) < 2:
+        return "".join(items)
+    return f"{', '.join(items[:-1])} {conjunction} {items[-1]}"
+
+
+def _valued(amount: Decimal | None) -> str:
+    """A check's KES at risk; 'count only' for a check that moves no money."""
+    return "count only" if amount is None else _money(amount)
+
+
+def _text(amount: Decimal | None) -> str | None:
+    return None if amount is None else str(amount)
 
 
 def _rate(rate: float | None) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import csv
+import io
 import json
 import subprocess
 import sys
@@ -16,9 +17,11 @@ from decimal import Decimal
 from pathlib import Path
 
 import nbformat
+import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+from matplotlib.image import imread
 from nbclient import NotebookClient
 
 import service
@@ -29,6 +32,8 @@ from recon.cli import main as recon_main
 from recon.codes import meaning
 from recon.demo import NOT_PLANTED, generate, statement_rows, window, write_demo
 from recon.frames import Frames
+from recon.plots import CHECK_COLOURS, stacked_bars
+from recon.report import CHECK_MEANINGS
 
 PROJECT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = PROJECT / "notebooks"
@@ -88,9 +93,9 @@ def parameters_cell(notebook):
     return cells[0]
 
 
-def execute(name: str, params: dict) -> dict:
-    """Run notebooks/<name>.ipynb with `params` replacing its parameters cell; the JSON its
-    last cell displays."""
+def execute(name: str, params: dict):
+    """Run notebooks/<name>.ipynb with `params` replacing its parameters cell; the executed
+    notebook."""
     notebook = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
     parameters_cell(notebook).source = "\n".join(
         f"{key} = {value!r}" for key, value in params.items()
@@ -102,6 +107,11 @@ def execute(name: str, params: dict) -> dict:
         resources={"metadata": {"path": str(NOTEBOOKS)}},
     )
     client.execute()
+    return notebook
+
+
+def recorded_values(notebook) -> dict:
+    """The JSON the notebook's last cell (tagged `recorded`) displays."""
     last = notebook.cells[-1]
     assert "recorded" in last.metadata.get("tags", [])
     return next(out["data"]["application/json"] for out in last.outputs if "data" in out)
@@ -115,7 +125,7 @@ def notebook_params(name: str, demo: Demo) -> dict:
             "statement_path": str(demo.statement),
             "since": None,
             "until": None,
-            "as_of": f"{AS_OF:%Y-%m-%dT%H:%M}Z",
+            "as_of": None,  # the default, as the CLI's (the statement's end: AS_OF)
             "stale_after_minutes": STALE_AFTER,
             "double_payout_window_hours": 24,
         }
@@ -126,8 +136,13 @@ def notebook_params(name: str, demo: Demo) -> dict:
 
 
 @pytest.fixture(scope="module")
-def recorded(demo) -> dict[str, dict]:
+def executed(demo) -> dict:
     return {name: execute(name, notebook_params(name, demo)) for name in NOTEBOOK_NAMES}
+
+
+@pytest.fixture(scope="module")
+def recorded(executed) -> dict[str, dict]:
+    return {name: recorded_values(notebook) for name, notebook in executed.items()}
 
 
 def rows(engine, query) -> pd.DataFrame:
@@ -162,10 +177,12 @@ def test_notebook_is_committed_stripped_with_one_parameters_cell(name):
 # -- the notebooks, executed ----------------------------------------------------------------------
 
 
-def test_reconciliation_notebook_counts_equal_the_cli(demo, recorded, tmp_path):
+def test_reconciliation_notebook_with_its_defaults_equals_the_cli_with_its_own(
+    demo, recorded, tmp_path
+):
     out = tmp_path / "cli"
     command = [sys.executable, "-m", "recon", "--database-url", demo.url]
-    command += ["--statement", str(demo.statement), "--as-of", f"{AS_OF:%Y-%m-%dT%H:%M}Z"]
+    command += ["--statement", str(demo.statement)]
     finished = subprocess.run(
         [*command, "--out", str(out)], cwd=PROJECT, capture_output=True, text=True, timeout=120
     )
@@ -176,7 +193,8 @@ def test_reconciliation_notebook_counts_equal_the_cli(demo, recorded, tmp_path):
     notebook = recorded["01-reconciliation"]
     assert notebook["counts"] == {row["check"]: int(row["count"]) for row in summary}
     assert {row["check"]: row["kes_at_risk"] for row in notebook["summary"]} == {
-        row["check"]: row["kes_at_risk"] for row in summary
+        row["check"]: row["kes_at_risk"] or None
+        for row in summary  # count only: no amount
     }
     assert notebook["findings"] == sum(int(row["count"]) for row in summary)
     assert notebook["period"] == {
@@ -393,6 +411,38 @@ def test_demo_data_refuses_a_database_that_already_has_payments(demo, tmp_path, 
 
     assert recon_main(argv) == 2
     assert "demo data goes into an empty database" in capsys.readouterr().err
+
+
+def test_reconciliation_notebook_shows_each_checks_meaning_whole(executed):
+    notebook = executed["01-reconciliation"]
+    (summary,) = [cell for cell in notebook.cells if "CHECK_MEANINGS)" in cell.source]
+    shown = "".join(out["data"]["text/plain"] for out in summary.outputs if "data" in out)
+
+    longest = max(CHECK_MEANINGS.values(), key=len)
+    assert len(longest) > 150
+    assert " ".join(longest.split()) in " ".join(shown.split())
+
+
+def test_every_check_has_its_own_colour_in_the_stacked_chart():
+    assert list(CHECK_COLOURS) == list(CHECK_NAMES)
+    assert len(set(CHECK_COLOURS.values())) == len(CHECK_NAMES)
+    one_each = pd.DataFrame(
+        np.eye(len(CHECK_NAMES), dtype=int),
+        index=[f"2025-11-{day:02d}" for day in range(1, len(CHECK_NAMES) + 1)],
+        columns=list(CHECK_NAMES),
+    )
+
+    png = stacked_bars(one_each, "findings by check", "findings", colours=CHECK_COLOURS)
+
+    pixels = imread(io.BytesIO(png))[:, :, :3].reshape(-1, 3)
+    drawn = {
+        tuple(round(channel * 255) for channel in pixel) for pixel in np.unique(pixels, axis=0)
+    }
+    assert all(_rgb(CHECK_COLOURS[name]) in drawn for name in CHECK_NAMES)
+
+
+def _rgb(colour: str) -> tuple[int, int, int]:
+    return tuple(int(colour[at : at + 2], 16) for at in (1, 3, 5))
 
 
 # -- the health functions on small frames ---------------------------------------------------------

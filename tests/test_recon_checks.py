@@ -65,7 +65,7 @@ def test_a_result_matches_its_payout_by_each_key(payout_keys, result_keys):
 
     found = check_amount_mismatch(frames(payouts=[payout], results=[result]), options=OPTIONS)
 
-    assert list(found["reference_id"]) == ["p1"]
+    assert list(found["payout_id"]) == ["p1"]
 
 
 def test_a_result_for_an_earlier_attempt_matches_through_the_attempts_table():
@@ -77,7 +77,7 @@ def test_a_result_for_an_earlier_attempt_matches_through_the_attempts_table():
         options=OPTIONS,
     )
 
-    assert list(found["reference_id"]) == ["p01"]
+    assert list(found["payout_id"]) == ["p01"]
 
 
 def test_ocid_wins_over_a_reference_id_pointing_elsewhere():
@@ -95,7 +95,7 @@ def test_ocid_wins_over_a_reference_id_pointing_elsewhere():
 
     found = check_amount_mismatch(frames(payouts=payouts, results=[result]), options=OPTIONS)
 
-    assert list(found["reference_id"]) == ["p1"]
+    assert list(found["payout_id"]) == ["p1"]
 
 
 # -- amount_mismatch --------------------------------------------------------------------------
@@ -355,7 +355,7 @@ def test_duplicate_callback_on_legacy_rows_by_reference():
         options=OPTIONS,
     )
 
-    assert list(found["reference_id"]) == ["p02"]
+    assert list(found["payout_id"]) == ["p02"]
     assert found.iloc[0]["at_risk"] is None
 
 
@@ -426,10 +426,10 @@ def test_possible_double_payout_same_phone_same_amount_within_a_day():
 
     found = check_possible_double_payout(frames(payouts=[first, second]), options=OPTIONS)
 
-    assert list(found["reference_id"]) == ["p09"]
+    assert list(found["payout_id"]) == ["p09"]
     assert found.iloc[0]["reason"] == (
         "possible double payout: expected 1 payout of 1,500.00 to phone 254711000099 within "
-        "24 h != 2 (1,500.00 over; also p08)"
+        "24 h != 2 (1,500.00 over; also payout REF-p08)"
     )
 
 
@@ -439,7 +439,7 @@ def test_possible_double_payout_same_legacy_user_different_phones():
 
     found = check_possible_double_payout(frames(payouts=[first, second]), options=OPTIONS)
 
-    assert list(found["reference_id"]) == ["p02"]
+    assert list(found["payout_id"]) == ["p02"]
 
 
 @pytest.mark.parametrize(
@@ -511,7 +511,7 @@ def test_missing_from_statement_flags_a_completed_payout_whose_receipt_is_absent
 
     found = check_missing_from_statement(data, options=OPTIONS)
 
-    assert list(found["reference_id"]) == ["p02"]
+    assert list(found["payout_id"]) == ["p02"]
     assert found.iloc[0]["reason"] == (
         "missing from statement: expected receipt TK2 (withdrawn 200.00) in the statement "
         "!= not found (200.00 unconfirmed)"

@@ -101,14 +101,33 @@ def test_an_unreachable_server_is_a_mail_error_naming_it(report):
         send_report(report, to=["ops@example.com"], smtp=settings)
 
 
-def test_cli_email_option_sends_the_report(smtp_server, database_url, tmp_path):
+def test_cli_email_option_sends_the_report_and_says_to_whom_with_what(
+    smtp_server, database_url, tmp_path, capsys
+):
     from recon.cli import main
 
     recorder, port = smtp_server
     status = main(
-        ["--database-url", database_url, "--out", str(tmp_path / "out"), "--email", "ops@x.com"],
+        [
+            "--database-url",
+            database_url,
+            "--out",
+            str(tmp_path / "out"),
+            "--email",
+            "ops@x.com, finance@x.com",
+        ],
         environ={"SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(port)},
     )
 
     assert status == 0
-    assert [envelope.rcpt_tos for envelope in recorder.envelopes] == [["ops@x.com"]]
+    assert [envelope.rcpt_tos for envelope in recorder.envelopes] == [
+        ["ops@x.com", "finance@x.com"]
+    ]
+    said = capsys.readouterr().err.splitlines()
+    assert (
+        said.count(
+            "emailed the report to ops@x.com, finance@x.com via 127.0.0.1 "
+            "with findings.csv, summary.csv, report.xlsx attached"
+        )
+        == 1
+    )

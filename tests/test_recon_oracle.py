@@ -473,6 +473,7 @@ def php_payout(world, made, *, code, at, status, receipt=None, paid=None, amount
 @dataclass(frozen=True)
 class Paid:
     payout_id: str
+    reference: str  # the reference_id findings name the payout by
     result: dict  # the paying result row
 
 
@@ -495,7 +496,7 @@ def paid_payout(world, made, *, receipt, paid, times, status="completed", eviden
             paid=paid,
             evidence=evidence,
         )
-    return Paid(payout["id"], world.results[-1])
+    return Paid(payout["id"], payout["reference_id"], world.results[-1])
 
 
 # -- statement lines --------------------------------------------------------------------------
@@ -547,7 +548,7 @@ def derive_payout(world: World, made: Record) -> None:
         status="failed" if marked_failed else "completed",
         evidence=not marked_failed or made.variant == "attempt_receipt",
     )
-    subject = f"payout {payout.payout_id}"
+    subject = f"payout {payout.reference}"
     if made.fault == "left_out":
         if made.variant == "charge_kept" and made.charge:
             kept = on_statement(made, receipt)
@@ -603,6 +604,7 @@ def derive_collection(world: World, made: Record) -> None:
         {
             "id": payment_id,
             "user_id": f"user-{payment_id}",
+            "checkout_request_id": f"ws_CO_{payment_id}",
             "amount": made.amount,
             "paid_amount": paid,
             "method": "mpesa",
@@ -614,7 +616,7 @@ def derive_collection(world: World, made: Record) -> None:
             "completed_at": completed,
         }
     )
-    subject = f"payment {payment_id}"
+    subject = f"payment ws_CO_{payment_id}"
     shown = made.other if made.fault == "statement_amount" else paid
     line = None if made.fault == "left_out" else deposit(world, made, receipt, shown, completed)
     if made.fault == "left_out":
@@ -665,7 +667,7 @@ def derive_failed(world: World, made: Record) -> None:
     else:
         codes = [17, 2001] if made.shape == "retried" else [2001]
         payout = service_payout(world, made, codes=codes, times=made.times, status="failed")
-    world.expect("failed_result", f"payout {payout['id']}", None)
+    world.expect("failed_result", f"payout {payout['reference_id']}", None)
 
 
 def derive_stale(world: World, made: Record) -> None:
@@ -680,7 +682,7 @@ def derive_stale(world: World, made: Record) -> None:
         attempt_status = {"pending": "accepted", "submitting": "sending"}.get(status, status)
         world.attempts.append(attempt_row(world, payout["id"], 1, ocid, attempt_status, started))
         world.payouts.append({**payout, "originator_conversation_id": ocid, "attempt_count": 1})
-    world.expect("stale_pending", f"payout {payout['id']}", made.amount)
+    world.expect("stale_pending", f"payout {payout['reference_id']}", made.amount)
 
 
 def derive_unreadable(world: World, made: Record) -> None:
@@ -697,7 +699,7 @@ def derive_unreadable(world: World, made: Record) -> None:
         amount="about a thousand",
     )
     withdrawal(world, made, receipt, made.amount, at)
-    world.expect("unreadable_value", f"payout {payout['id']}", None)
+    world.expect("unreadable_value", f"payout {payout['reference_id']}", None)
 
 
 def derive_double(world: World, made: Record) -> None:
@@ -718,7 +720,7 @@ def derive_double(world: World, made: Record) -> None:
             **who,
         )
         withdrawal(world, made, receipt, made.amount, at)
-        ids.append(payout["id"])
+        ids.append(payout["reference_id"])
     world.expect("possible_double_payout", f"payout {ids[-1]}", made.amount)
 
 
@@ -737,12 +739,11 @@ def derive_shared(world: World, made: Record) -> None:
     receipt = world.receipt()
     copied = made.other
 
-    def add_owner() -> str:
-        return paid_payout(
-            world, made, receipt=receipt, paid=made.amount, times=[owner_at]
-        ).payout_id
+    def add_owner() -> tuple[str, str]:
+        paid = paid_payout(world, made, receipt=receipt, paid=made.amount, times=[owner_at])
+        return paid.payout_id, paid.reference
 
-    def add_copier() -> str:
+    def add_copier() -> tuple[str, str]:
         copy = Record("payout", amount=copied, lead=made.lead, spelling=made.spelling)
         stored = on_database(made, receipt)
         copier = service_payout(
@@ -755,7 +756,7 @@ def derive_shared(world: World, made: Record) -> None:
             paid=copied,
         )
         world.results[-1]["transaction_id"] = None
-        return copier["id"]
+        return copier["id"], copier["reference_id"]
 
     if order == "copier_first":
         copier = add_copier()
@@ -764,11 +765,13 @@ def derive_shared(world: World, made: Record) -> None:
         owner = add_owner()
         copier = add_copier()
     line = withdrawal(world, made, receipt, made.amount, owner_at)
-    holders = sorted([(owner_at, owner, made.amount), (copier_at, copier, copied)])
+    # (completed, id, amount, reference): ordered as recon picks the holder, named by reference
+    holders = sorted([(owner_at, *owner, made.amount), (copier_at, *copier, copied)])
+    holders = [(at, id_, amount, reference) for at, id_, reference, amount in holders]
     shown = [holder for holder in holders if holder[2] == made.amount]
-    (_, duplicate, at_risk) = next(holder for holder in holders if holder != shown[0])
+    (_, _, at_risk, duplicate) = next(holder for holder in holders if holder != shown[0])
     world.expect("duplicate_receipt", f"payout {duplicate}", at_risk, row=line)
-    (first_at, first, first_amount), (_, duplicate, at_risk) = holders
+    (first_at, _, first_amount, first), (_, _, at_risk, duplicate) = holders
     world.expect("duplicate_receipt", f"payout {duplicate}", at_risk, absent=line)
     # Without its row (a statement cut at noon), the first holder is the one looked for.
     world.expect(
@@ -808,7 +811,7 @@ def derive_paid_twice(world: World, made: Record) -> None:
         completed_at=made.times[0],
     )
     world.payouts.append(payout)
-    world.expect("paid_twice", f"payout {payout['id']}", made.amount)
+    world.expect("paid_twice", f"payout {payout['reference_id']}", made.amount)
 
 
 DERIVE = {
@@ -1120,13 +1123,13 @@ def test_the_holder_the_statement_shows_keeps_a_shared_receipt(engine_and_url, t
 
     found = reconcile_day(url, tmp_path, [withdrawn("TK1", 8, "10.00")])
 
-    assert found == [("duplicate_receipt", "payout p02", Decimal("1000.00"))]
+    assert found == [("duplicate_receipt", "payout REF-p02", Decimal("1000.00"))]
 
 
 def test_a_legacy_result_goes_to_the_payout_it_names(engine_and_url, tmp_path):
     """Found by the oracle. The PHP payout p02 was paid 10.00 with TK1 (its result says so and
     names REF2); p01 took TK1 later. Recon matched p02's result to p01 by the receipt before
-    trying the reference it names (amount_mismatch, payout p01, 990.00)."""
+    trying the reference it names (amount_mismatch, payout REF-p01, 990.00)."""
     engine, url = engine_and_url
     seed(
         engine,
@@ -1142,7 +1145,7 @@ def test_a_legacy_result_goes_to_the_payout_it_names(engine_and_url, tmp_path):
 
     found = reconcile_day(url, tmp_path, [withdrawn("TK1", 8, "10.00")])
 
-    assert found == [("duplicate_receipt", "payout p01", Decimal("1000.00"))]
+    assert found == [("duplicate_receipt", "payout REF-p01", Decimal("1000.00"))]
 
 
 def test_a_failed_attempt_delivered_again_after_the_paid_one_is_no_failed_result(
@@ -1165,4 +1168,4 @@ def test_a_failed_attempt_delivered_again_after_the_paid_one_is_no_failed_result
 
     found = reconcile_day(url, tmp_path, [withdrawn("TK1", 8, "1000.00")])
 
-    assert found == [("duplicate_callback", "payout p01", NOTHING)]
+    assert found == [("duplicate_callback", "payout REF-p01", NOTHING)]

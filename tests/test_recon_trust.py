@@ -68,6 +68,7 @@ def collection(id, receipt, amount, *, created, completed=None, paid=None) -> di
         "method": "mpesa",
         "status": "completed",
         "mpesa_receipt": receipt,
+        "checkout_request_id": f"ws_CO_{id}",
         "result_code": "0",
         "phone_number": "254733000001",
         "created_at": created,
@@ -110,7 +111,7 @@ def test_a_payout_paid_by_two_attempts_is_paid_twice(engine, database_url, tmp_p
 
     report = reconcile(database_url, statement_file(tmp_path, lines))
 
-    assert found(report) == [("paid_twice", "payout p01")]
+    assert found(report) == [("paid_twice", "payout REF-p01")]
     assert risk(report) == Decimal("1000.00")
 
 
@@ -129,7 +130,7 @@ def test_a_status_answer_with_a_second_receipt_is_paid_twice(engine, database_ur
 
     report = reconcile(database_url, statement_file(tmp_path, lines))
 
-    assert found(report) == [("paid_twice", "payout p01")]
+    assert found(report) == [("paid_twice", "payout REF-p01")]
 
 
 def test_a_status_answer_row_carrying_a_receipt_counts_as_evidence(engine, database_url, tmp_path):
@@ -146,7 +147,7 @@ def test_a_status_answer_row_carrying_a_receipt_counts_as_evidence(engine, datab
 
     report = reconcile(database_url, statement_file(tmp_path, lines))
 
-    assert found(report) == [("paid_twice", "payout p01")]
+    assert found(report) == [("paid_twice", "payout REF-p01")]
 
 
 # -- 2. a statement that does not cover the period ------------------------------------------------
@@ -264,7 +265,7 @@ def test_two_statements_of_consecutive_days_cover_both(engine, database_url, tmp
 
     report = reconcile(database_url, [first, second])
 
-    assert found(report) == [("missing_from_statement", "payout p02")]
+    assert found(report) == [("missing_from_statement", "payout REF-p02")]
     assert "The statement covers the whole period." in report.render()
     assert report.options.since == datetime(2025, 11, 3, 21)
 
@@ -338,7 +339,7 @@ def test_legacy_amounts_are_read_and_compared(sqlite_url, tmp_path, written):
 
     report = reconcile(sqlite_url, statement_file(tmp_path, [payout_line("TK1", 8, "1200.00")]))
 
-    assert found(report) == [("amount_mismatch", "payout p01")]
+    assert found(report) == [("amount_mismatch", "payout REF1")]
     assert risk(report) == Decimal("200.00")
 
 
@@ -347,7 +348,7 @@ def test_an_amount_recon_cannot_read_is_a_finding_not_a_skip(sqlite_url, tmp_pat
 
     report = reconcile(sqlite_url, statement_file(tmp_path, [payout_line("TK1", 8, "1200.00")]))
 
-    assert found(report) == [("unreadable_value", "payout p01")]
+    assert found(report) == [("unreadable_value", "payout REF1")]
     assert "'about a thousand'" in report.findings.frame["reason"].iloc[0]
 
 
@@ -360,7 +361,7 @@ def test_a_paid_in_reversal_with_the_payouts_receipt_is_a_reversal(engine, datab
 
     report = reconcile(database_url, statement_file(tmp_path, lines))
 
-    assert found(report) == [("reversal", "payout p01")]
+    assert found(report) == [("reversal", "payout REF-p01")]
     assert risk(report) == Decimal("1000.00")
 
 
@@ -373,7 +374,7 @@ def test_a_collection_cancelled_by_a_withdrawn_row_is_a_reversal(engine, databas
 
     report = reconcile(database_url, statement_file(tmp_path, lines))
 
-    assert found(report) == [("reversal", "payment s01")]
+    assert found(report) == [("reversal", "payment ws_CO_s01")]
 
 
 def test_a_reversal_linked_by_its_new_receipt_is_a_reversal_of_the_payout(
@@ -387,7 +388,7 @@ def test_a_reversal_linked_by_its_new_receipt_is_a_reversal_of_the_payout(
 
     report = reconcile(database_url, write_statement(tmp_path / "s.csv", rows, block))
 
-    assert found(report) == [("reversal", "payout p01")]
+    assert found(report) == [("reversal", "payout REF-p01")]
     assert report.findings.frame["transaction_id"].iloc[0] == "TK1"
 
 
@@ -400,7 +401,7 @@ def test_one_receipt_on_two_completed_payouts_is_a_duplicate(engine, database_ur
 
     report = reconcile(database_url, statement_file(tmp_path, [payout_line("TK1", 8)]))
 
-    assert found(report) == [("duplicate_receipt", "payout p02")]
+    assert found(report) == [("duplicate_receipt", "payout REF-p02")]
     assert risk(report) == Decimal("400.00")
 
 
@@ -438,7 +439,7 @@ def test_a_payout_started_before_the_period_and_paid_inside_it_is_checked(
 
     report = reconcile(database_url, statement_file(tmp_path, []))
 
-    assert found(report) == [("missing_from_statement", "payout p01")]
+    assert found(report) == [("missing_from_statement", "payout REF-p01")]
 
 
 def test_a_date_only_time_period_keeps_its_last_day(engine, database_url, tmp_path):
@@ -447,7 +448,7 @@ def test_a_date_only_time_period_keeps_its_last_day(engine, database_url, tmp_pa
 
     report = reconcile(database_url, statement)
 
-    assert found(report) == [("missing_from_statement", "payout p01")]
+    assert found(report) == [("missing_from_statement", "payout REF-p01")]
 
 
 # -- 7. fees are classified by reason type, not by a substring ------------------------------------
@@ -529,7 +530,7 @@ def test_a_redelivered_callback_puts_no_money_at_risk(engine, database_url, tmp_
 
     report = reconcile(database_url, statement_file(tmp_path, [payout_line("TK1", 8)]))
 
-    assert found(report) == [("duplicate_callback", "payout p01")]
+    assert found(report) == [("duplicate_callback", "payout REF-p01")]
     assert risk(report) == Decimal("0.00")
 
 
@@ -542,7 +543,7 @@ def test_a_short_payment_is_counted_once(engine, database_url, tmp_path):
 
     report = reconcile(database_url, statement_file(tmp_path, [payout_line("TK1", 8, "900.00")]))
 
-    assert found(report) == [("amount_mismatch", "payout p01")]
+    assert found(report) == [("amount_mismatch", "payout REF-p01")]
     assert risk(report) == Decimal("100.00")
 
 
@@ -568,5 +569,5 @@ def test_a_failed_payout_puts_no_money_at_risk(engine, database_url):
 
     report = reconcile(database_url, since=datetime(2025, 11, 4, 21), until=at(21))
 
-    assert found(report) == [("failed_result", "payout p01")]
+    assert found(report) == [("failed_result", "payout REF-p01")]
     assert risk(report) == Decimal("0.00")

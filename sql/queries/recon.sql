@@ -74,10 +74,11 @@ WHERE (:since IS NULL OR received_at >= :since) AND (:until IS NULL OR received_
 -- name: stk_payments
 -- M-Pesa STK collections (payments.method = 'mpesa') created or completed in [:since, :until)
 -- (a payment started at 23:59 and paid at 00:00 belongs to both days): the amount
--- requested, the amount paid (the row's paid_amount, else its successful STK callback's amount)
--- and the receipt (mpesa_receipt, else the callback's, else the legacy transaction_reference).
+-- requested, the amount paid (the row's paid_amount, else its successful STK callback's amount),
+-- the receipt (mpesa_receipt, else the callback's, else the legacy transaction_reference) and
+-- the CheckoutRequestID (what names a collection to a person and to stk-query).
 SELECT p.id, p.user_id, p.phone_number, p.amount, p.status, p.result_code, p.created_at,
-       p.completed_at,
+       p.completed_at, p.checkout_request_id,
        COALESCE(p.paid_amount,
                 (SELECT MAX(c.amount) FROM stk_callbacks c
                  WHERE c.payment_id = p.id AND c.result_code = '0')) AS paid_amount,
