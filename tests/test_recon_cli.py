@@ -107,11 +107,11 @@ def test_each_stage_is_a_timed_line_on_stderr_and_stdout_is_the_report(
         "loading the database",
         "running the checks",
         *(f"writing {name}" for name in ("findings.csv", "summary.csv", "report.txt")),
-        *(f"writing {name}" for name in ("report.html", "report.xlsx", "findings_by_check.png")),
-        "writing kes_at_risk_by_check.png",
+        *(f"writing {name}" for name in ("report.html", "report.xlsx", "report.json")),
+        *(f"writing {name}" for name in ("findings_by_check.png", "kes_at_risk_by_check.png")),
         "writing aging.png",
     ]
-    assert said.err.splitlines()[-1] == f"wrote 8 files to {out}"
+    assert said.err.splitlines()[-1] == f"wrote 9 files to {out}"
 
 
 class Terminal(io.StringIO):
