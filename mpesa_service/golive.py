@@ -626,12 +626,34 @@ def run_smoke(svc: Service, wait_seconds: float = SMOKE_WAIT_SECONDS) -> list[Fi
     if not initiators:
         return [Finding("smoke", FAIL, "API_KEYS has no key with the initiate role to use")]
     target = SmokeTarget(svc, initiators[0].secret, wait_seconds)
-    findings = [smoke_stk(target)]
-    payout_finding, reference_id = smoke_b2c(target)
-    findings.append(payout_finding)
-    findings.append(smoke_status(target, reference_id))
-    findings.append(smoke_balance(target))
+    findings: list[Finding] = []
+    state: dict = {}
+    for step, run in SMOKE_STEPS:
+        failed = [f.check for f in findings if f.result == FAIL]
+        if failed:  # each step needs the ones before it (and the same public URL) to work
+            findings.append(Finding(step, FAIL, f"not run: {failed[0]} failed"))
+        else:
+            findings.append(run(target, state))
     return findings
+
+
+class ServiceUnreachable(Exception):
+    """The running service could not be called at PUBLIC_BASE_URL."""
+
+
+def call_service(target: SmokeTarget, path: str, body: dict) -> dict:
+    """The running service's JSON answer; ServiceUnreachable names what went wrong."""
+    url = target.svc.public_base_url.rstrip("/") + path
+    try:
+        response = target.post(path, body)
+    except requests.RequestException as error:
+        raise ServiceUnreachable(
+            f"cannot reach the service at {url} ({type(error).__name__}): is it running there, "
+            "and is PUBLIC_BASE_URL its public address?"
+        ) from None
+    if response.status_code not in (200, 201, 202):
+        raise ServiceUnreachable(f"{url} answered {response.status_code}: {response.text[:200]}")
+    return response.json()
 
 
 def wait_for(probe: Callable[[], object], seconds: float):
@@ -658,24 +680,23 @@ def not_recorded(step: str, target: SmokeTarget, url: str) -> Finding:
     )
 
 
-def smoke_stk(target: SmokeTarget) -> Finding:
+def smoke_stk(target: SmokeTarget, state: dict) -> Finding:
+    """An STK push to the test number through the running service; its callback waited for."""
     step = "smoke: STK push"
-    response = target.post(
-        "/payments/mpesa/stk-initiate",
-        {
-            "phone": TEST_MSISDN,
-            "amount": SMOKE_STK_AMOUNT,
-            "account_reference": "GOLIVE",
-            "description": "Go-live check",
-        },
-    )
-    if response.status_code != 200:
-        return Finding(step, FAIL, f"the service answered {response.status_code}: {response.text}")
-    checkout = response.json().get("checkout_request_id", "")
+    body = {
+        "phone": TEST_MSISDN,
+        "amount": SMOKE_STK_AMOUNT,
+        "account_reference": "GOLIVE",
+        "description": "Go-live check",
+    }
+    try:
+        checkout = call_service(target, "/payments/mpesa/stk-initiate", body)["checkout_request_id"]
+    except ServiceUnreachable as error:
+        return Finding(step, FAIL, str(error))
+    callbacks = stk_callbacks.c
     row = wait_for(
         lambda: first_row(
-            target.svc,
-            sa.select(stk_callbacks).where(stk_callbacks.c.checkout_request_id == checkout),
+            target.svc, sa.select(stk_callbacks).where(callbacks.checkout_request_id == checkout)
         ),
         target.wait_seconds,
     )
@@ -686,23 +707,21 @@ def smoke_stk(target: SmokeTarget) -> Finding:
     )
 
 
-def smoke_b2c(target: SmokeTarget) -> tuple[Finding, str | None]:
+def smoke_b2c(target: SmokeTarget, state: dict) -> Finding:
+    """A B2C payout to the test number through the running service; its result waited for."""
     step = "smoke: B2C payout"
-    response = target.post(
-        "/payouts",
-        {
-            "user_id": "golive-check",
-            "phone": TEST_MSISDN,
-            "amount": SMOKE_B2C_AMOUNT,
-            "reason": "golive_check",
-            "description": "Go-live check",
-        },
-    )
-    if response.status_code not in (200, 201, 202):
-        return Finding(
-            step, FAIL, f"the service answered {response.status_code}: {response.text}"
-        ), None
-    reference_id = response.json()["reference_id"]
+    body = {
+        "user_id": "golive-check",
+        "phone": TEST_MSISDN,
+        "amount": SMOKE_B2C_AMOUNT,
+        "reason": "golive_check",
+        "description": "Go-live check",
+    }
+    try:
+        reference_id = call_service(target, "/payouts", body)["reference_id"]
+    except ServiceUnreachable as error:
+        return Finding(step, FAIL, str(error))
+    state["reference_id"] = reference_id
     callbacks = b2c_payment_callbacks.c
     row = wait_for(
         lambda: first_row(
@@ -714,25 +733,23 @@ def smoke_b2c(target: SmokeTarget) -> tuple[Finding, str | None]:
         target.wait_seconds,
     )
     if row is None:
-        return not_recorded(
-            step, target, redacted(target.svc.b2c_result_url, target.svc.policy.token)
-        ), reference_id
+        svc = target.svc
+        return not_recorded(step, target, redacted(svc.b2c_result_url, svc.policy.token))
     return Finding(
         step,
         OK,
         f"{reference_id}: result recorded, ResultCode {row.result_code} {row.result_description}",
-    ), reference_id
+    )
 
 
-def smoke_status(target: SmokeTarget, reference_id: str | None) -> Finding:
+def smoke_status(target: SmokeTarget, state: dict) -> Finding:
     """A Transaction Status query about the smoke payout, sent and recorded as the resolve job
     does it, its answer waited for until the running service has recorded it."""
     step = "smoke: Transaction Status"
-    if reference_id is None:
-        return Finding(step, FAIL, "not run: the B2C payout was not created")
     svc = target.svc
+    payouts = b2c_payments.c
     payout = first_row(
-        svc, sa.select(b2c_payments).where(b2c_payments.c.reference_id == reference_id)
+        svc, sa.select(b2c_payments).where(payouts.reference_id == state["reference_id"])
     )
     query_step = _claim_query_step(svc, payout)
     ask_status(svc, payout, query_step)
@@ -741,9 +758,10 @@ def smoke_status(target: SmokeTarget, reference_id: str | None) -> Finding:
         queries.payout_id == payout.id, queries.step == query_step
     )
     sent = first_row(svc, mine)
-    if sent is None or sent.status == "error":
-        detail = f"{sent.result_code} {sent.result_desc}" if sent else "not recorded"
-        return Finding(step, FAIL, f"Daraja refused the query: {detail}")
+    if sent.status == "error":
+        return Finding(
+            step, FAIL, f"Daraja refused the query: {sent.result_code} {sent.result_desc}"
+        )
     answered = wait_for(
         lambda: first_row(svc, mine.where(queries.status == "answered")), target.wait_seconds
     )
@@ -765,7 +783,7 @@ def _claim_query_step(svc: Service, payout) -> int:
     return payout.check_count
 
 
-def smoke_balance(target: SmokeTarget) -> Finding:
+def smoke_balance(target: SmokeTarget, state: dict) -> Finding:
     """An Account Balance query sent as the balance job sends it; its result waited for."""
     step = "smoke: Account Balance"
     svc = target.svc
@@ -800,6 +818,14 @@ def smoke_balance(target: SmokeTarget) -> Finding:
     return Finding(
         step, OK, f"result recorded, ResultCode {row.result_code} {row.result_description}"
     )
+
+
+SMOKE_STEPS = (
+    ("smoke: STK push", smoke_stk),
+    ("smoke: B2C payout", smoke_b2c),
+    ("smoke: Transaction Status", smoke_status),
+    ("smoke: Account Balance", smoke_balance),
+)
 
 
 def redacted_hook(svc: Service, *parts: str) -> str:

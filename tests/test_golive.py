@@ -223,3 +223,21 @@ def test_smoke_runs_every_step_through_the_running_service(make_stack, database_
     with stack.svc.engine.connect() as conn:
         balances = conn.execute(sa.text("SELECT COUNT(*) FROM account_balances")).scalar()
     assert balances > 0
+
+
+def test_smoke_without_a_running_service_says_so_and_stops(database_url, sim, tmp_path):
+    from tests.conftest import free_port
+
+    environ = {
+        "MPESA_ENVIRONMENT": "simulator",
+        "MPESA_BASE_URL": sim.base_url,
+        "PUBLIC_BASE_URL": f"http://127.0.0.1:{free_port()}",
+        "CALLBACK_TOKEN": TOKEN,
+        "API_KEYS": API_KEY,
+        "DATABASE_URL": database_url,
+        "CALLBACK_JOURNAL_PATH": str(tmp_path / "check" / "callbacks.log"),
+    }
+    result = report(environ, tmp_path, smoke=True)
+    failed = findings(result, golive.FAIL)
+    assert "cannot reach the service at http://127.0.0.1:" in failed["smoke: STK push"]
+    assert failed["smoke: Account Balance"] == "not run: smoke: STK push failed"
