@@ -9,6 +9,11 @@ Commands
                                       PHP system's tables in place, losing no row)
     python service.py schema          print the MySQL DDL of the newest schema
     python service.py replay          apply journaled callbacks the database does not have yet
+    python service.py check [--smoke] the go-live check: a table of what is ready (settings,
+                                      database, OAuth, clock, certificate, credential, callback
+                                      URLs, journal, callback filters), exit 1 on a failure;
+                                      --smoke also sends an STK push, a payout and two queries
+                                      through the running service and waits for their callbacks
 
 Routes (JSON; initiation and reads need `Authorization: Bearer <API key>`)
     GET  /healthz                         version, environment, database reachability (503 down)

@@ -11,7 +11,7 @@ import sys
 
 import sqlalchemy as sa
 
-from mpesa_service import log
+from mpesa_service import golive, log
 from mpesa_service.callbacks import replay_journal, wait_applied
 from mpesa_service.context import (
     ApiError,
@@ -224,6 +224,21 @@ def resolve_from_cli(settings: Settings, args) -> int:
     return 0
 
 
+def check_from_cli(smoke: bool) -> int:
+    """`python service.py check [--smoke]`: the go-live check's table; 1 when anything failed."""
+    configure_logging("WARNING")
+    report = golive.go_live_report(build_for_check, smoke=smoke)
+    sys.stdout.write(report.render())
+    return 1 if report.failed else 0
+
+
+def build_for_check(settings: Settings) -> Service:
+    """The service as `serve` builds it, with the embedded simulator it would start (left
+    running until the command exits)."""
+    embedded = start_embedded_simulator(settings)
+    return build_service(settings, simulator_url=embedded.base_url if embedded else "")
+
+
 # Libraries whose INFO lines are routine chatter, shown only at LOG_LEVEL DEBUG: APScheduler
 # writes two lines for every job run, whether or not it did anything (each job logs what it did
 # itself, see jobs.run_job).
@@ -245,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         "command",
         nargs="?",
         default="serve",
-        choices=["serve", "migrate", "schema", "replay", "resolve"],
+        choices=["serve", "migrate", "schema", "replay", "resolve", "check"],
     )
     parser.add_argument("reference_id", nargs="?", help="resolve: the payout's reference_id")
     parser.add_argument("--outcome", choices=["paid", "not_paid", "acknowledge"])
@@ -254,10 +269,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--actor", default=f"cli:{getpass.getuser()}", help="resolve: who, for the audit trail"
     )
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="check: also send one STK push, one payout and two queries through the service",
+    )
     args = parser.parse_args(argv)
     if args.command == "schema":
         sys.stdout.write(render_mysql_schema())
         return 0
+    if args.command == "check":
+        return check_from_cli(args.smoke)
     try:
         settings = load_settings()
     except SettingsError as error:

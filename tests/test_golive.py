@@ -1,0 +1,243 @@
+"""`python service.py check [--smoke]`, the go-live check: against a real simulator over HTTP, on
+real SQLite and MariaDB, once as a subprocess."""
+
+import datetime
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+import simulator
+from mpesa_service import golive
+from mpesa_service.daraja import security_credential
+from mpesa_service.entrypoint import build_for_check
+from mpesa_service.settings import load_settings
+from mpesa_service.storage import alembic_config, head_revision, make_engine
+from tests.service_support import API_KEY, TOKEN
+
+ROOT = Path(__file__).resolve().parent.parent
+PASSWORD = "Rehearsal#2024"
+
+
+@pytest.fixture
+def sim():
+    running = simulator.start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def sandbox(database_url, tmp_path, sim):
+    """Correct sandbox settings pointing at the simulator (a rehearsal)."""
+    config = simulator.SimulatorConfig()
+    return {
+        "MPESA_ENVIRONMENT": "sandbox",
+        "MPESA_BASE_URL": sim.base_url,
+        "MPESA_CONSUMER_KEY": config.consumer_key,
+        "MPESA_CONSUMER_SECRET": config.consumer_secret,
+        "MPESA_SHORTCODE": config.shortcode,
+        "MPESA_PASSKEY": config.passkey,
+        "MPESA_INITIATOR_NAME": "testapi",
+        "MPESA_INITIATOR_PASSWORD": PASSWORD,
+        "MPESA_CERT_PATH": str(simulator.TEST_CERTIFICATE),
+        "PUBLIC_BASE_URL": "https://payments.example.com",
+        "CALLBACK_TOKEN": "golive-token-abc",
+        "API_KEYS": API_KEY,
+        "DATABASE_URL": database_url,
+        "CALLBACK_JOURNAL_PATH": str(tmp_path / "journal" / "callbacks.log"),
+    }
+
+
+def report(environ, tmp_path, smoke=False):
+    return golive.go_live_report(
+        build_for_check, smoke=smoke, environ=environ, env_file=tmp_path / "no.env"
+    )
+
+
+def findings(result, outcome):
+    return {f.check: f.detail for f in result.findings if f.result == outcome}
+
+
+def self_signed_certificate(path: Path) -> Path:
+    """A fresh RSA-2048 certificate nobody but this test has the key of."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "someone else")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=365))
+        .sign(key, hashes.SHA256())
+    )
+    path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    return path
+
+
+def test_check_passes_in_sandbox_against_the_simulator(sandbox):
+    completed = subprocess.run(
+        [sys.executable, "service.py", "check"],
+        cwd=ROOT,
+        env={**os.environ, **sandbox},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert "go-live check passed: 0 failed" in completed.stdout
+    assert "oauth token              ok" in completed.stdout
+    assert "<CALLBACK_TOKEN>" in completed.stdout
+    assert sandbox["CALLBACK_TOKEN"] not in completed.stdout
+
+
+def test_the_rehearsal_against_a_simulator_is_a_warning(sandbox, tmp_path):
+    result = report(sandbox, tmp_path)
+    assert not result.failed
+    assert "not Safaricom's host" in findings(result, golive.WARN)["daraja base URL"]
+
+
+def test_a_credential_with_another_password_fails(sandbox, tmp_path):
+    credential = security_credential("the-real-password", simulator.TEST_CERTIFICATE)
+    sandbox |= {"MPESA_SECURITY_CREDENTIAL": credential, "MPESA_INITIATOR_PASSWORD": "wrong"}
+    result = report(sandbox, tmp_path)
+    assert result.failed
+    detail = findings(result, golive.FAIL)["security credential"]
+    assert "does not carry MPESA_INITIATOR_PASSWORD" in detail
+
+
+def test_a_credential_made_with_another_certificate_fails(sandbox, tmp_path):
+    sandbox["MPESA_CERT_PATH"] = str(self_signed_certificate(tmp_path / "other.pem"))
+    result = report(sandbox, tmp_path)
+    detail = findings(result, golive.FAIL)["security credential"]
+    assert "simulator_keys/simulator-test-only.cert.pem" in detail
+
+
+def test_a_localhost_callback_url_fails_in_sandbox(sandbox, tmp_path):
+    sandbox["PUBLIC_BASE_URL"] = "http://localhost:8000"
+    failed = findings(report(sandbox, tmp_path), golive.FAIL)
+    assert "host localhost is not public" in failed["STK CallBackURL"]
+    assert "set PUBLIC_BASE_URL" in failed["B2C ResultURL"]
+
+
+def test_a_private_address_is_not_public_but_a_name_is_taken_as_one():
+    assert not golive.is_public_host("10.0.0.5")
+    assert not golive.is_public_host("169.254.1.1")
+    assert not golive.is_public_host("printer.local")
+    assert golive.is_public_host("196.201.214.200")
+    assert golive.is_public_host("payments.example.com")
+
+
+def test_localhost_is_fine_in_the_simulator_environment():
+    assert golive.url_problems("http://127.0.0.1:8000/hooks/stk/t0k", "t0k", "simulator") == []
+
+
+@pytest.mark.parametrize("word", ["mpesa", "Safaricom", "query"])
+def test_a_callback_url_with_a_word_daraja_rejects_fails(sandbox, tmp_path, word):
+    sandbox["PUBLIC_BASE_URL"] = f"https://{word}.example.com"
+    failed = findings(report(sandbox, tmp_path), golive.FAIL)
+    assert f"contains '{word.lower()}', which Daraja rejects" in failed["B2C ResultURL"]
+
+
+def test_a_result_url_on_another_host_fails(sandbox, tmp_path):
+    sandbox["MPESA_RESULT_URL"] = "https://old.example.com/clientpaymentcallback.php?token=x"
+    failed = findings(report(sandbox, tmp_path), golive.FAIL)
+    assert "PUBLIC_BASE_URL at https://payments.example.com" in failed["MPESA_RESULT_URL"]
+    assert "does not carry CALLBACK_TOKEN" in failed["B2C ResultURL"]
+
+
+def test_a_missing_variable_is_named(sandbox, tmp_path):
+    del sandbox["MPESA_PASSKEY"]
+    result = report(sandbox, tmp_path)
+    assert result.failed
+    assert "missing for sandbox: MPESA_PASSKEY" in findings(result, golive.FAIL)["settings"]
+
+
+def test_a_database_behind_head_names_both_revisions(sandbox, tmp_path):
+    from alembic import command
+
+    engine = make_engine(sandbox["DATABASE_URL"])
+    with engine.begin() as connection:
+        command.downgrade(alembic_config(connection), "0006")
+    engine.dispose()
+    detail = findings(report(sandbox, tmp_path), golive.FAIL)["database"]
+    assert f"schema at 0006, head is {head_revision()}" in detail
+    assert "python service.py migrate" in detail
+
+
+def test_the_test_certificate_is_refused_for_safaricom(sandbox, tmp_path):
+    settings = load_settings(sandbox, env_file=tmp_path / "no.env")
+    finding = golive.check_certificate(settings, "https://sandbox.safaricom.co.ke")
+    assert finding.result == golive.FAIL
+    assert "simulator's test certificate" in finding.detail
+
+
+def test_an_expired_certificate_fails_and_one_near_expiry_warns(sandbox, tmp_path):
+    settings = load_settings(sandbox, env_file=tmp_path / "no.env")
+    certificate = golive.load_certificate(sandbox["MPESA_CERT_PATH"])
+    expires = certificate.not_valid_after_utc
+    later = golive.check_certificate(settings, "", now=expires + datetime.timedelta(days=1))
+    soon = golive.check_certificate(settings, "", now=expires - datetime.timedelta(days=10))
+    assert (later.result, soon.result) == (golive.FAIL, golive.WARN)
+    assert "expired" in later.detail and "expires in 10 days" in soon.detail
+
+
+def test_a_clock_two_minutes_off_fails():
+    daraja = datetime.datetime(2026, 1, 1, 12, 0, tzinfo=datetime.UTC)
+    finding = golive.check_clock(daraja, now=daraja + datetime.timedelta(minutes=2))
+    assert finding.result == golive.FAIL
+    assert "120 s ahead of" in finding.detail
+
+
+def test_smoke_runs_every_step_through_the_running_service(make_stack, database_url, tmp_path):
+    stack = make_stack()
+    environ = {
+        "MPESA_ENVIRONMENT": "simulator",
+        "MPESA_BASE_URL": stack.svc.client.base_url,
+        "PUBLIC_BASE_URL": stack.base_url,
+        "CALLBACK_TOKEN": TOKEN,
+        "API_KEYS": API_KEY,
+        "DATABASE_URL": database_url,
+        "CALLBACK_JOURNAL_PATH": str(tmp_path / "check" / "callbacks.log"),
+    }
+    result = report(environ, tmp_path, smoke=True)
+    smoke = {f.check: f for f in result.findings if f.check.startswith("smoke")}
+    assert list(smoke) == [
+        "smoke: STK push",
+        "smoke: B2C payout",
+        "smoke: Transaction Status",
+        "smoke: Account Balance",
+    ]
+    assert all(f.result == golive.OK for f in smoke.values()), result.render()
+    assert "ResultCode 0" in smoke["smoke: B2C payout"].detail
+    with stack.svc.engine.connect() as conn:
+        balances = conn.execute(sa.text("SELECT COUNT(*) FROM account_balances")).scalar()
+    assert balances > 0
+
+
+def test_smoke_without_a_running_service_says_so_and_stops(database_url, sim, tmp_path):
+    from tests.conftest import free_port
+
+    environ = {
+        "MPESA_ENVIRONMENT": "simulator",
+        "MPESA_BASE_URL": sim.base_url,
+        "PUBLIC_BASE_URL": f"http://127.0.0.1:{free_port()}",
+        "CALLBACK_TOKEN": TOKEN,
+        "API_KEYS": API_KEY,
+        "DATABASE_URL": database_url,
+        "CALLBACK_JOURNAL_PATH": str(tmp_path / "check" / "callbacks.log"),
+    }
+    result = report(environ, tmp_path, smoke=True)
+    failed = findings(result, golive.FAIL)
+    assert "cannot reach the service at http://127.0.0.1:" in failed["smoke: STK push"]
+    assert failed["smoke: Account Balance"] == "not run: smoke: STK push failed"
