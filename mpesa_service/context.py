@@ -353,10 +353,23 @@ def callback_policy(settings: Settings, token: str) -> CallbackPolicy:
     )
 
 
+# REFERENCE 9.5: words Daraja rejects in a callback URL, in any case ("exec" contains "exe").
+REJECTED_URL_WORDS = ("m-pesa", "mpesa", "safaricom", "exe", "cmd", "sql", "query")
+
+
 def callback_token(settings: Settings) -> str:
     """CALLBACK_TOKEN, or outside production a random token kept in data/callback_token so
     callback URLs handed to Daraja stay valid across restarts."""
-    return settings["CALLBACK_TOKEN"] or persisted_secret("callback_token")
+    return settings["CALLBACK_TOKEN"] or persisted_secret("callback_token", url_token)
+
+
+def url_token() -> str:
+    """A random token for a callback URL, free of the words Daraja rejects in one (about one
+    random token in a hundred holds "exe", "cmd" or "sql")."""
+    while True:
+        token = secrets.token_urlsafe(32)
+        if not any(word in token.lower() for word in REJECTED_URL_WORDS):
+            return token
 
 
 def console_secret(settings: Settings) -> str:
@@ -364,12 +377,13 @@ def console_secret(settings: Settings) -> str:
     return settings["CONSOLE_SECRET"] or persisted_secret("console_secret")
 
 
-def persisted_secret(name: str) -> str:
-    """A random secret made once and kept in data/<name> (production sets its secrets)."""
+def persisted_secret(name: str, make=lambda: secrets.token_urlsafe(32)) -> str:
+    """A random secret (from `make`) made once and kept in data/<name> (production sets its
+    secrets)."""
     path = PROJECT_DIR / "data" / name
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_urlsafe(32))
+        path.write_text(make())
     return path.read_text().strip()
 
 

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 import requests
 import sqlalchemy as sa
 
-from mpesa_service.context import Service, parse_networks
+from mpesa_service.context import REJECTED_URL_WORDS, Service, parse_networks
 from mpesa_service.daraja import DarajaError, DarajaRejected
 from mpesa_service.jobs import journal_space_problem
 from mpesa_service.resolution import ask_status
@@ -40,8 +40,6 @@ from mpesa_service.storage import (
 
 OK, FAIL, WARN = "ok", "FAIL", "warn"
 SAFARICOM_DOMAIN = "safaricom.co.ke"
-# REFERENCE 9.5: words Daraja rejects in a callback URL, in any case ("exec" contains "exe").
-REJECTED_URL_WORDS = ("m-pesa", "mpesa", "safaricom", "exe", "cmd", "sql", "query")
 CERTIFICATE_WARN_DAYS = 30
 CLOCK_TOLERANCE_SECONDS = 60
 # RSA ciphertexts are as long as the key: 2048-bit and 4096-bit keys.

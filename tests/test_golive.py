@@ -12,6 +12,7 @@ import sqlalchemy as sa
 
 import simulator
 from mpesa_service import golive
+from mpesa_service.context import REJECTED_URL_WORDS, url_token
 from mpesa_service.daraja import security_credential
 from mpesa_service.entrypoint import build_for_check
 from mpesa_service.settings import load_settings
@@ -241,3 +242,11 @@ def test_smoke_without_a_running_service_says_so_and_stops(database_url, sim, tm
     failed = findings(result, golive.FAIL)
     assert "cannot reach the service at http://127.0.0.1:" in failed["smoke: STK push"]
     assert failed["smoke: Account Balance"] == "not run: smoke: STK push failed"
+
+
+def test_a_made_up_callback_token_never_holds_a_word_daraja_rejects():
+    # About one random url-safe token in a hundred holds "exe", "cmd" or "sql".
+    tokens = [url_token() for _ in range(3000)]
+    held = [t for t in tokens if any(word in t.lower() for word in REJECTED_URL_WORDS)]
+    assert held == []
+    assert len(set(tokens)) == len(tokens)
