@@ -275,6 +275,7 @@ def time_to_result(frames: Frames) -> pd.DataFrame:
     payouts = payouts.loc[payouts.index.intersection(first.index)]
     frame = pd.DataFrame(
         {
+            "reference_id": payouts["reference_id"].to_numpy(),
             "payout_id": payouts.index,
             "status": payouts["status"].to_numpy(),
             "initiated_at": payouts["initiated_at"].to_numpy(),
@@ -299,6 +300,7 @@ def stale_and_review(
     rows = payouts[stale | review]
     frame = pd.DataFrame(
         {
+            "reference_id": rows["reference_id"],
             "payout_id": rows["id"],
             "status": rows["status"],
             "why": review[rows.index].map({True: "review", False: "stale"}),
@@ -319,6 +321,7 @@ def retries(frames: Frames) -> pd.DataFrame:
     rows = payouts[payouts["id"].isin(retried.index)]
     return pd.DataFrame(
         {
+            "reference_id": rows["reference_id"],
             "payout_id": rows["id"],
             "attempts": retried.reindex(rows["id"]).to_numpy(),
             "status": rows["status"],
@@ -422,6 +425,7 @@ def underpayments(stk: pd.DataFrame) -> pd.DataFrame:
     rows = stk[stk["paid_amount_cents"].notna() & (stk["paid_amount_cents"] < stk["amount_cents"])]
     return pd.DataFrame(
         {
+            "checkout_request_id": rows["checkout_request_id"],
             "payment_id": rows["id"],
             "phone": rows["phone"],
             "receipt": rows["receipt"],
@@ -442,6 +446,7 @@ def time_to_callback(stk: pd.DataFrame, callbacks: pd.DataFrame) -> pd.DataFrame
     answered = stk[stk["id"].isin(first.index)]
     frame = pd.DataFrame(
         {
+            "checkout_request_id": answered["checkout_request_id"],
             "payment_id": answered["id"],
             "outcome": stk_outcome(stk)[answered.index],
             "created_at": answered["created_at"],

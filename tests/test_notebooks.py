@@ -455,6 +455,7 @@ def at(hour: int, minute: int = 0, second: int = 0) -> datetime:
 def payout(id, status, amount="100.00", *, hour=8, ocid=None):
     return {
         "id": id,
+        "reference_id": f"ref-{id}",
         "phone_number": "254711000001",
         "amount": Decimal(amount),
         "status": status,
@@ -545,6 +546,10 @@ def test_stale_and_review_lists_old_open_payouts_and_review(status, hour, listed
     attention = health.stale_and_review(frames.payouts, as_of=at(11, 20), stale_after_minutes=30)
 
     assert attention["why"].tolist() == ([listed] if listed else [])
+    # named as a person looks a payout up (GET /payouts/<reference_id>), its id beside it
+    assert attention[["reference_id", "payout_id"]].values.tolist() == (
+        [["ref-p1", "p1"]] if listed else []
+    )
 
 
 def test_retry_outcomes_group_payouts_with_more_than_one_attempt_by_status():
@@ -564,9 +569,9 @@ def test_retry_outcomes_group_payouts_with_more_than_one_attempt_by_status():
         ],
     )
 
-    assert health.retries(frames)[["payout_id", "attempts"]].values.tolist() == [
-        ["p1", 2],
-        ["p2", 3],
+    assert health.retries(frames)[["reference_id", "attempts"]].values.tolist() == [
+        ["ref-p1", 2],
+        ["ref-p2", 3],
     ]
     assert health.to_records(health.retry_outcomes(frames)) == [
         {"status": "completed", "payouts": 1, "kes": "100.00"},
