@@ -64,12 +64,26 @@ succeeds. Armed ones win over magic phones.
     server_error_before_accept  254733000002   all but OAuth   HTTP 500 500.003.1001, nothing done
     spike_arrest                254733000003   all but OAuth   HTTP 500 500.003.02, nothing done
     token_expiry                254733000004   all but OAuth   every token revoked, 404.001.03
+    token_invalid_401           (armed only)   all but OAuth   every token revoked, HTTP 401
+                                                               401.002.01
+    token_invalid_400           (armed only)   all but OAuth   every token revoked, HTTP 400
+                                                               400.003.01
+    api_product_not_enabled     (armed only)   all but OAuth   404.001.03 whatever the token
     amount_mismatch             254744000001   STK push, B2C   paid amount = request - 1
 
 "async APIs" are STK push, B2C, Transaction Status and Account Balance; "result APIs" the last
 three (those with a QueueTimeOutURL). OAuth only takes server_error_before_accept and
 spike_arrest, and only when armed with `"path": "/oauth/v1/generate"`. The token_expiry magic
 phone fires once after start or reset, so a client's refresh-and-retry then succeeds.
+
+Daraja's own checks (SimulatorConfig holds what they compare with): the OAuth key and secret;
+each new token revokes the ones before it; the STK shortcode, Password and a Timestamp in Nairobi
+time within timestamp_tolerance_seconds (else 400.002.02 Invalid Timestamp). What Daraja accepts
+and then fails, the simulator fails in the callback or result too: a SecurityCredential that is
+not initiator_password encrypted with TEST_CERTIFICATE (2001), an initiator without the API's
+role (21), a B2C PartyA other than b2c_shortcode (2028), an STK PartyB that does not fit its
+TransactionType (2028, SFC_IC0003), an AccountReference over 12 characters (1025), a B2C amount
+outside 10-250,000 (2, 3) or an unknown CommandID (29).
 
 With `SimulatorConfig(hold_callbacks=True)` no callback is sent by itself: each is kept
 (`held()`) until the caller delivers it (`deliver(index)`), in any order and as often as it
@@ -78,7 +92,8 @@ likes, so a test can choose the order in which Daraja's callbacks arrive.
 Run it
     python simulator.py --port 9000 [--host 127.0.0.1] [--callback-delay 0.2]
     credentials: consumer key simulator-key, secret simulator-secret; STK shortcode 174379
-    with the public sandbox passkey (SimulatorConfig).
+    with the public sandbox passkey; initiator testapi, its password SANDBOX_INITIATOR_PASSWORD
+    encrypted with simulator_keys/simulator-test-only.cert.pem (SimulatorConfig).
 """
 
 from __future__ import annotations
@@ -86,6 +101,7 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
+import functools
 import heapq
 import itertools
 import json
@@ -128,17 +144,23 @@ def decrypt_security_credential(credential: str) -> str | None:
     for this key). One made with another certificate gives None or, as OpenSSL may answer a bad
     padding with random bytes, text that is not the password: compare, never trust."""
     from cryptography.hazmat.primitives.asymmetric import padding
-    from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
     try:
         encrypted = base64.b64decode(credential, validate=True)
     except (binascii.Error, ValueError):
         return None
-    key = load_pem_private_key(TEST_PRIVATE_KEY.read_bytes(), password=None)
+    key = _test_private_key()
     try:
         return key.decrypt(encrypted, padding.PKCS1v15()).decode("utf-8")
     except (ValueError, UnicodeDecodeError):
         return None
+
+
+@functools.cache
+def _test_private_key():
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    return load_pem_private_key(TEST_PRIVATE_KEY.read_bytes(), password=None)
 
 
 # ============================================================================================
@@ -146,18 +168,48 @@ def decrypt_security_credential(credential: str) -> str | None:
 # ============================================================================================
 
 
+# The operator roles Daraja requires of an initiator, one per API (REFERENCE 9.6).
+B2C_ROLE = "ORG B2C API Initiator"
+STATUS_ROLE = "Transaction Status query ORG API"
+BALANCE_ROLE = "Balance Query ORG API"
+# The simulator's initiator password, a public test value like the passkey above (the sandbox's
+# own is on the portal's test-credentials page).
+SANDBOX_INITIATOR_PASSWORD = "Safaricom999!*!"  # nosec B105
+
+
 @dataclass
 class SimulatorConfig:
-    """Credentials the simulator accepts, its timings and the shape variants it sends."""
+    """Credentials the simulator accepts, the parties it knows, Daraja's limits, its timings
+    and the shape variants it sends."""
 
     consumer_key: str = "simulator-key"
     consumer_secret: str = "simulator-secret"
+    # The STK paybill (BusinessShortCode and PartyB of CustomerPayBillOnline), with its passkey;
+    # also the head office the tills below belong to.
     shortcode: str = "174379"
     passkey: str = SANDBOX_PASSKEY
+    # Till number (PartyB of CustomerBuyGoodsOnline) -> the head office shortcode it is under.
+    tills: dict[str, str] = field(default_factory=lambda: {"600100": "174379"})
+    # The one shortcode allowed to pay out (B2C PartyA).
     b2c_shortcode: str = "600996"
     organisation_name: str = "Simulator Payouts Ltd"
+    # The API operator: SecurityCredential must be initiator_password encrypted with
+    # TEST_CERTIFICATE, and the operator needs the API's role.
+    initiator_name: str = "testapi"
+    initiator_password: str = SANDBOX_INITIATOR_PASSWORD
+    initiator_roles: frozenset[str] = frozenset({B2C_ROLE, STATUS_ROLE, BALANCE_ROLE})
     token_ttl_seconds: float = 3599
     expires_in_as_string: bool = False
+    # Each token issued invalidates the ones before it (REFERENCE 1, the official FAQ).
+    new_token_revokes_old: bool = True
+    # How far an STK Timestamp may be from Nairobi time now before it is Invalid Timestamp.
+    timestamp_tolerance_seconds: float = 300
+    # Limits Daraja enforces after accepting: an STK AccountReference longer than this fails
+    # with 1025; a B2C amount outside these with 2 or 3; a CommandID not listed with 29.
+    account_reference_limit: int = 12
+    b2c_minimum_amount: int = 10
+    b2c_maximum_amount: int = 250_000
+    b2c_commands: tuple[str, ...] = ("BusinessPayment", "SalaryPayment", "PromotionPayment")
     # How long the "customer" takes to answer an STK prompt; STK Query says pending until then.
     stk_answer_delay_seconds: float = 0.2
     # Callbacks go out this long after the transaction completes.
@@ -400,6 +452,28 @@ SCENARIOS = (
         stage=GATEWAY,
     ),
     Scenario(
+        "token_invalid_401",
+        BEARER_APIS,
+        None,
+        "every token is revoked and this request gets HTTP 401 401.002.01",
+        stage=GATEWAY,
+    ),
+    Scenario(
+        "token_invalid_400",
+        BEARER_APIS,
+        None,
+        "every token is revoked and this request gets HTTP 400 400.003.01",
+        stage=GATEWAY,
+    ),
+    Scenario(
+        "api_product_not_enabled",
+        BEARER_APIS,
+        None,
+        "404.001.03 although the token is good: the app lacks the API product, so a new "
+        "token does not help",
+        stage=GATEWAY,
+    ),
+    Scenario(
         "amount_mismatch",
         frozenset({STK_PUSH, B2C}),
         "254744000001",
@@ -590,9 +664,9 @@ def invalid_token() -> DarajaError:
 PHONE_PATTERN = re.compile(r"254[17]\d{8}")
 DIGITS = re.compile(r"\d+")
 STK_TRANSACTION_TYPES = ("CustomerPayBillOnline", "CustomerBuyGoodsOnline")
-B2C_COMMANDS = tuple(B2C_REASON_TYPES)
 STK_AMOUNTS = (1, 250_000)
-B2C_AMOUNTS = (10, 250_000)
+# The B2C amounts refused at once (not a whole number, or absurd); its limits fail later.
+MAX_WHOLE_AMOUNT = 10**12
 
 
 def is_number_like(value: Any) -> bool:
@@ -637,8 +711,10 @@ def amount_field(body: dict, limits: tuple[int, int]) -> int:
 def text_field(
     body: dict, name: str, longest: int, shortest: int = 1, required: bool = True
 ) -> str | None:
+    """A string field of shortest..longest characters; an optional one may be absent or empty
+    (Daraja takes `"Occasion": ""`), and is then None."""
     value = body.get(name)
-    if value is None and not required:
+    if value in (None, "") and not required:
         return None
     if not isinstance(value, str) or not shortest <= len(value) <= longest:
         raise invalid(name)
@@ -673,49 +749,116 @@ def stk_password(shortcode: str, passkey: str, timestamp: str) -> str:
     return base64.b64encode(f"{shortcode}{passkey}{timestamp}".encode()).decode()
 
 
-def check_stk_credentials(body: dict, config: SimulatorConfig) -> str:
-    """BusinessShortCode, Timestamp and Password, as Daraja checks them; returns the shortcode."""
-    shortcode = numeric_field(body, "BusinessShortCode")
+def timestamp_field(body: dict, config: SimulatorConfig, now: datetime) -> str:
+    """YYYYMMDDHHMMSS in Nairobi time, within timestamp_tolerance_seconds of `now`: a server
+    writing UTC, or with a stale clock, gets Invalid Timestamp (REFERENCE 2.1, 10.6)."""
     timestamp = present(body, "Timestamp")
     if not is_number_like(timestamp) or len(str(timestamp)) != 14:
         raise invalid("Timestamp")
     try:
-        datetime.strptime(str(timestamp), "%Y%m%d%H%M%S")
+        moment = datetime.strptime(str(timestamp), "%Y%m%d%H%M%S").replace(tzinfo=NAIROBI)
     except ValueError:
         raise invalid("Timestamp") from None
+    if abs((moment - now).total_seconds()) > config.timestamp_tolerance_seconds:
+        raise invalid("Timestamp")
+    return str(timestamp)
+
+
+def check_stk_credentials(body: dict, config: SimulatorConfig, now: datetime) -> str:
+    """BusinessShortCode, Timestamp and Password, as Daraja checks them; returns the shortcode."""
+    shortcode = numeric_field(body, "BusinessShortCode")
+    timestamp = timestamp_field(body, config, now)
     password = present(body, "Password")
     if shortcode != config.shortcode:
         raise DarajaError("500.001.1001", "Merchant does not exist")
-    if password != stk_password(shortcode, config.passkey, str(timestamp)):
+    if password != stk_password(shortcode, config.passkey, timestamp):
         raise DarajaError("500.001.1001", "Wrong credentials")
     return shortcode
 
 
 @dataclass(frozen=True)
+class Refusal:
+    """A request Daraja accepts, then fails in its result or callback with this code."""
+
+    code: int | str
+    desc: str
+
+
+INITIATOR_INVALID = Refusal(2001, "The initiator information is invalid.")
+INITIATOR_NOT_ALLOWED = Refusal(21, "The initiator is not allowed to initiate this request.")
+NOT_PERMITTED = Refusal(2028, "The request is not permitted according to product assignment.")
+OPERATOR_MISSING = Refusal("SFC_IC0003", "The operator does not exist.")
+PROMPT_TOO_LONG = Refusal(1025, "An error occurred while sending a push request.")
+BELOW_MINIMUM = Refusal(2, "Declined due to limit rule: less than the minimum transaction amount.")
+ABOVE_MAXIMUM = Refusal(
+    3, "Declined due to limit rule: greater than the maximum transaction amount."
+)
+INVALID_COMMAND = Refusal(29, "Invalid CommandID.")
+PAYBILL, BUY_GOODS = STK_TRANSACTION_TYPES
+
+
+@dataclass(frozen=True)
+class Initiator:
+    name: str
+    credential: str
+
+
+def initiator_refusal(initiator: Initiator, role: str, config: SimulatorConfig) -> Refusal | None:
+    """2001 unless the name is the configured initiator's and the credential decrypts, with
+    TEST_PRIVATE_KEY, to its password (plain text, another certificate or password: 2001,
+    REFERENCE 4.6, 5); then 21 when the initiator lacks the API's role."""
+    password = (decrypt_security_credential(initiator.credential) or "").encode()
+    right_password = secrets.compare_digest(password, config.initiator_password.encode())
+    if not (right_password and initiator.name == config.initiator_name):
+        return INITIATOR_INVALID
+    return None if role in config.initiator_roles else INITIATOR_NOT_ALLOWED
+
+
+@dataclass(frozen=True)
 class StkPush:
     shortcode: str
+    transaction_type: str
+    party_b: str
     phone: str
     amount: int
     callback_url: str
     account_reference: str
 
 
-def validate_stk_push(body: dict, config: SimulatorConfig) -> StkPush:
-    shortcode = check_stk_credentials(body, config)
-    choice_field(body, "TransactionType", STK_TRANSACTION_TYPES)
+def validate_stk_push(body: dict, config: SimulatorConfig, now: datetime) -> StkPush:
+    shortcode = check_stk_credentials(body, config, now)
+    transaction_type = choice_field(body, "TransactionType", STK_TRANSACTION_TYPES)
     amount = amount_field(body, STK_AMOUNTS)
     phone_field(body, "PartyA")
-    numeric_field(body, "PartyB")
+    party_b = numeric_field(body, "PartyB")
     phone = phone_field(body, "PhoneNumber")
     callback_url = url_field(body, "CallBackURL")
-    reference = text_field(body, "AccountReference", 12)
+    reference = text_field(body, "AccountReference", 1000) or ""
     text_field(body, "TransactionDesc", 13, required=False)
-    return StkPush(shortcode, phone, amount, callback_url, reference or "")
+    return StkPush(shortcode, transaction_type, party_b, phone, amount, callback_url, reference)
+
+
+def stk_refusal(push: StkPush, config: SimulatorConfig) -> Refusal | None:
+    """How Daraja fails an accepted push (REFERENCE 3.1, 10.5, 10.10): a PartyB that does not
+    fit the TransactionType and BusinessShortCode is 2028 when it is one of ours (a till sent as
+    a paybill, the paybill as a till) and SFC_IC0003 when it is no one's; an AccountReference
+    too long for the prompt is 1025."""
+    if push.transaction_type == PAYBILL:
+        fits = push.party_b == push.shortcode
+    else:
+        fits = config.tills.get(push.party_b) == push.shortcode
+    if not fits:
+        ours = push.party_b == config.shortcode or push.party_b in config.tills
+        return NOT_PERMITTED if ours else OPERATOR_MISSING
+    if len(push.account_reference) > config.account_reference_limit:
+        return PROMPT_TOO_LONG
+    return None
 
 
 @dataclass(frozen=True)
 class B2CPayment:
     originator_conversation_id: str | None
+    initiator: Initiator
     command_id: str
     amount: int
     party_a: str
@@ -724,16 +867,18 @@ class B2CPayment:
     queue_timeout_url: str
 
 
-def validate_initiator(body: dict, name_field: str) -> None:
-    text_field(body, name_field, 100)
-    text_field(body, "SecurityCredential", 4096)
+def validate_initiator(body: dict, name_field: str) -> Initiator:
+    name = text_field(body, name_field, 100) or ""
+    return Initiator(name, text_field(body, "SecurityCredential", 4096) or "")
 
 
 def validate_b2c(body: dict, generates_id: bool) -> B2CPayment:
+    """Fields whose shape is wrong are refused at once; what Daraja checks only after
+    accepting (the initiator, PartyA, CommandID, the amount's limits) is b2c_refusal's."""
     originator = None if generates_id else text_field(body, "OriginatorConversationID", 100)
-    validate_initiator(body, "InitiatorName")
-    command = choice_field(body, "CommandID", B2C_COMMANDS)
-    amount = amount_field(body, B2C_AMOUNTS)
+    initiator = validate_initiator(body, "InitiatorName")
+    command = text_field(body, "CommandID", 100) or ""
+    amount = amount_field(body, (1, MAX_WHOLE_AMOUNT))
     party_a = numeric_field(body, "PartyA", (5, 9))
     phone = phone_field(body, "PartyB")
     text_field(body, "Remarks", 100, shortest=2)
@@ -741,11 +886,32 @@ def validate_b2c(body: dict, generates_id: bool) -> B2CPayment:
     result_url = url_field(body, "ResultURL")
     for note in ("Occassion", "Occasion"):
         text_field(body, note, 100, required=False)
-    return B2CPayment(originator, command, amount, party_a, phone, result_url, queue_timeout_url)
+    return B2CPayment(
+        originator, initiator, command, amount, party_a, phone, result_url, queue_timeout_url
+    )
+
+
+def b2c_refusal(payment: B2CPayment, config: SimulatorConfig) -> Refusal | None:
+    """How Daraja fails an accepted payout (REFERENCE 4.6, 4.7): a bad initiator (2001, 21),
+    a PartyA that is not a B2C shortcode (2028), an unknown CommandID (29), an amount below
+    the minimum (2) or above the maximum (3)."""
+    refusal = initiator_refusal(payment.initiator, B2C_ROLE, config)
+    if refusal is not None:
+        return refusal
+    if payment.party_a != config.b2c_shortcode:
+        return NOT_PERMITTED
+    if payment.command_id not in config.b2c_commands:
+        return INVALID_COMMAND
+    if payment.amount < config.b2c_minimum_amount:
+        return BELOW_MINIMUM
+    if payment.amount > config.b2c_maximum_amount:
+        return ABOVE_MAXIMUM
+    return None
 
 
 @dataclass(frozen=True)
 class StatusQuery:
+    initiator: Initiator
     transaction_id: str | None
     original_conversation_id: str | None
     occasion: str | None
@@ -754,7 +920,7 @@ class StatusQuery:
 
 
 def validate_status_query(body: dict) -> StatusQuery:
-    validate_initiator(body, "Initiator")
+    initiator = validate_initiator(body, "Initiator")
     choice_field(body, "CommandID", ("TransactionStatusQuery",))
     transaction_id = text_field(body, "TransactionID", 40, required=False)
     original = text_field(body, "OriginalConversationID", 100, required=False)
@@ -766,23 +932,24 @@ def validate_status_query(body: dict) -> StatusQuery:
     occasion = text_field(body, "Occasion", 100, required=False)
     queue_timeout_url = url_field(body, "QueueTimeOutURL")
     result_url = url_field(body, "ResultURL")
-    return StatusQuery(transaction_id, original, occasion, result_url, queue_timeout_url)
+    return StatusQuery(initiator, transaction_id, original, occasion, result_url, queue_timeout_url)
 
 
 @dataclass(frozen=True)
 class BalanceQuery:
+    initiator: Initiator
     result_url: str
     queue_timeout_url: str
 
 
 def validate_balance_query(body: dict) -> BalanceQuery:
-    validate_initiator(body, "Initiator")
+    initiator = validate_initiator(body, "Initiator")
     choice_field(body, "CommandID", ("AccountBalance",))
     numeric_field(body, "PartyA", (5, 9))
     identifier_type_field(body)
     text_field(body, "Remarks", 100, required=False)
     queue_timeout_url = url_field(body, "QueueTimeOutURL")
-    return BalanceQuery(url_field(body, "ResultURL"), queue_timeout_url)
+    return BalanceQuery(initiator, url_field(body, "ResultURL"), queue_timeout_url)
 
 
 # ============================================================================================
@@ -974,7 +1141,8 @@ def status_parameters(txn: Transaction, now: datetime, config: SimulatorConfig) 
     if txn.kind == "b2c":
         debit = f"{txn.party} - {config.organisation_name}"
         credit = f"{txn.phone} - {customer_name(txn.phone)}"
-        account, reason = "Utility Account", B2C_REASON_TYPES[txn.command_id or "BusinessPayment"]
+        account = "Utility Account"
+        reason = B2C_REASON_TYPES.get(txn.command_id or "", B2C_REASON_TYPES["BusinessPayment"])
         charges = f"Fee For B2C Payment|KES|{txn.fee:.2f}"
     else:
         debit = f"{txn.phone} - {customer_name(txn.phone)}"
@@ -1014,14 +1182,13 @@ def status_result_body(
     occasion: str | None,
     config: SimulatorConfig,
     now: datetime,
-    scenario: Scenario | None = None,
+    refusal: Refusal | None = None,
 ) -> dict:
     reference = {"Key": "Occasion"} if occasion is None else {"Key": "Occasion", "Value": occasion}
     shape = ResultShape.of(config)
-    if scenario is not None and scenario.result_code is not None:
+    if refusal is not None:
         # An answer about the query itself, saying nothing of the transaction.
-        desc = scenario.result_desc or ""
-        return result_body(ids, scenario.result_code, desc, None, reference, shape)
+        return result_body(ids, refusal.code, refusal.desc, None, reference, shape)
     if txn is None or not txn.processed:
         return result_body(ids, NOT_FOUND_CODE, NOT_FOUND_DESC, None, reference, shape)
     parameters = status_parameters(txn, now, config)
@@ -1029,17 +1196,24 @@ def status_result_body(
 
 
 def balance_result_body(
-    ids: ResultIds, balances: dict[str, Decimal], now: datetime, config: SimulatorConfig
+    ids: ResultIds,
+    balances: dict[str, Decimal],
+    now: datetime,
+    config: SimulatorConfig,
+    refusal: Refusal | None = None,
 ) -> dict:
     """Account Balance result; its codes are strings in the official sample (REFERENCE 7.1)."""
+    shape = ResultShape(
+        codes_as_strings=True, parameter_as_object=config.result_parameter_as_object
+    )
+    reference = internal_reference(BALANCE)
+    if refusal is not None:
+        return result_body(ids, refusal.code, refusal.desc, None, reference, shape)
     accounts = "&".join(
         f"{name}|KES|{amount:.2f}|{amount:.2f}|0.00|0.00" for name, amount in balances.items()
     )
     parameters = [("AccountBalance", accounts), ("BOCompletedTime", daraja_timestamp(now))]
-    shape = ResultShape(
-        codes_as_strings=True, parameter_as_object=config.result_parameter_as_object
-    )
-    return result_body(ids, 0, SUCCESS_DESC, parameters, internal_reference(BALANCE), shape)
+    return result_body(ids, 0, SUCCESS_DESC, parameters, reference, shape)
 
 
 def accepted_body(ids: ResultIds) -> dict:
@@ -1317,6 +1491,8 @@ class Simulator:
     def issue_token(self) -> str:
         token = access_token()
         with self.lock:
+            if self.config.new_token_revokes_old:
+                self.tokens.clear()
             self.tokens[token] = time.monotonic() + self.config.token_ttl_seconds
         return token
 
@@ -1406,9 +1582,17 @@ class Simulator:
         raise self._gateway_error(scenario)
 
     def _gateway_error(self, scenario: Scenario) -> DarajaError:
-        if scenario.name == "token_expiry":
+        """The error a gateway scenario answers with; the token ones, as REFERENCE 1 lists
+        them, revoke every token first (but api_product_not_enabled, which no token cures)."""
+        if scenario.name in ("token_expiry", "token_invalid_401", "token_invalid_400"):
             self.revoke_all_tokens()
+        if scenario.name in ("token_expiry", "api_product_not_enabled"):
             return invalid_token()
+        if scenario.name == "token_invalid_401":
+            token = bottle.request.get_header("Authorization", "").partition(" ")[2]
+            return DarajaError("401.002.01", f"Error Occurred - Invalid Access Token - {token}")
+        if scenario.name == "token_invalid_400":
+            return DarajaError("400.003.01", "Invalid Access Token")
         if scenario.name == "spike_arrest":
             return DarajaError("500.003.02", "Spike Arrest Violation")
         return DarajaError("500.003.1001", "Internal Server Error")
@@ -1449,9 +1633,9 @@ class Simulator:
     # ---------------------------------------------------------------- STK push and query
 
     def handle_stk_push(self, call: Call) -> Answer:
-        push = validate_stk_push(call.body, self.config)
-        scenario = self._accept(call)
         now = utc_now()
+        push = validate_stk_push(call.body, self.config, now)
+        scenario = self._accept(call)
         with self.lock:
             merchant_request_id = gateway_id()
             txn = Transaction(
@@ -1467,7 +1651,7 @@ class Simulator:
                 checkout_request_id=self._unique_checkout_id(now, push.phone),
                 merchant_request_id=merchant_request_id,
             )
-            self._settle(txn, scenario)
+            self._settle(txn, scenario, stk_refusal(push, self.config))
             self.transactions.append(txn)
         after_answer = self.config.stk_answer_delay_seconds
         self._schedule_result(
@@ -1488,7 +1672,7 @@ class Simulator:
         return Answer(200, body, drop_connection=is_named(scenario, "accepted_no_response"))
 
     def handle_stk_query(self, call: Call) -> Answer:
-        check_stk_credentials(call.body, self.config)
+        check_stk_credentials(call.body, self.config, utc_now())
         checkout_id = text_field(call.body, "CheckoutRequestID", 100)
         with self.lock:
             txn = self._find_transaction(checkout_id)
@@ -1532,7 +1716,7 @@ class Simulator:
                 conversation_id=conversation_id(now),
                 command_id=payment.command_id,
             )
-            self._settle(txn, scenario)
+            self._settle(txn, scenario, b2c_refusal(payment, self.config))
             self.transactions.append(txn)
         ids = ResultIds(originator_id, txn.conversation_id or "", placeholder_transaction_id(now))
         self._schedule_result(
@@ -1556,11 +1740,14 @@ class Simulator:
         query = validate_status_query(call.body)
         scenario = self._accept(call)
         ids = self._new_result_ids()
+        refusal = initiator_refusal(query.initiator, STATUS_ROLE, self.config)
+        if refusal is None and scenario is not None and scenario.result_code is not None:
+            refusal = Refusal(scenario.result_code, scenario.result_desc or "")
 
         def build() -> dict:
             with self.lock:
                 txn = self._find_transaction(query.transaction_id, query.original_conversation_id)
-            return status_result_body(ids, txn, query.occasion, self.config, utc_now(), scenario)
+            return status_result_body(ids, txn, query.occasion, self.config, utc_now(), refusal)
 
         timeout_body = (
             query.queue_timeout_url,
@@ -1580,9 +1767,10 @@ class Simulator:
         query = validate_balance_query(call.body)
         scenario = self._accept(call)
         ids = self._new_result_ids()
+        refusal = initiator_refusal(query.initiator, BALANCE_ROLE, self.config)
 
         def build() -> dict:
-            return balance_result_body(ids, self.balances(), utc_now(), self.config)
+            return balance_result_body(ids, self.balances(), utc_now(), self.config, refusal)
 
         timeout_body = (
             query.queue_timeout_url,
@@ -1595,11 +1783,13 @@ class Simulator:
 
     # ---------------------------------------------------------------- transactions
 
-    def _settle(self, txn: Transaction, scenario: Scenario | None) -> None:
-        """Decide the outcome: the scenario's failure code, else paid with a fresh receipt."""
-        if scenario is not None and scenario.result_code is not None:
-            txn.result_code = scenario.result_code
-            txn.result_desc = scenario.result_desc or ""
+    def _settle(self, txn: Transaction, scenario: Scenario | None, refusal: Refusal | None) -> None:
+        """Decide the outcome: Daraja's own refusal of the request, else the scenario's failure
+        code, else paid with a fresh receipt."""
+        if refusal is None and scenario is not None and scenario.result_code is not None:
+            refusal = Refusal(scenario.result_code, scenario.result_desc or "")
+        if refusal is not None:
+            txn.result_code, txn.result_desc = refusal.code, refusal.desc
             return
         txn.receipt = self._unique_receipt(txn.completes_at)
         if txn.kind == "b2c":

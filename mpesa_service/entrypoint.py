@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import base64
 import getpass
 import ipaddress
 import logging
 import sys
+from collections.abc import Callable
 
 import sqlalchemy as sa
 
@@ -49,8 +49,10 @@ def daraja_account(settings: Settings) -> DarajaAccount:
             "MPESA_SHORTCODE": config.shortcode,
             "MPESA_PASSKEY": config.passkey,
             "MPESA_B2C_SHORTCODE": config.b2c_shortcode,
-            "MPESA_INITIATOR_NAME": "testapi",
-            "MPESA_SECURITY_CREDENTIAL": base64.b64encode(b"simulator").decode(),
+            "MPESA_INITIATOR_NAME": config.initiator_name,
+            # The simulator decrypts the credential with its test key, as Daraja would.
+            "MPESA_INITIATOR_PASSWORD": config.initiator_password,
+            "MPESA_CERT_PATH": str(simulator.TEST_CERTIFICATE),
         }
 
     def value(name: str) -> str:
@@ -63,17 +65,18 @@ def daraja_account(settings: Settings) -> DarajaAccount:
         passkey=value("MPESA_PASSKEY"),
         b2c_shortcode=value("MPESA_B2C_SHORTCODE") or value("MPESA_SHORTCODE"),
         initiator_name=value("MPESA_INITIATOR_NAME"),
-        security_credential=value("MPESA_SECURITY_CREDENTIAL") or _computed_credential(settings),
+        security_credential=value("MPESA_SECURITY_CREDENTIAL") or _computed_credential(value),
         stk_transaction_type=settings["MPESA_STK_TRANSACTION_TYPE"],
         stk_party_b=settings["MPESA_STK_PARTY_B"],
     )
 
 
-def _computed_credential(settings: Settings) -> str:
-    if settings["MPESA_INITIATOR_PASSWORD"] and settings["MPESA_CERT_PATH"]:
-        return security_credential(
-            settings["MPESA_INITIATOR_PASSWORD"], settings["MPESA_CERT_PATH"]
-        )
+def _computed_credential(value: Callable[[str], str]) -> str:
+    """MPESA_INITIATOR_PASSWORD encrypted with MPESA_CERT_PATH, as `value` gives them; empty
+    when either is missing."""
+    password, certificate = value("MPESA_INITIATOR_PASSWORD"), value("MPESA_CERT_PATH")
+    if password and certificate:
+        return security_credential(password, certificate)
     return ""
 
 

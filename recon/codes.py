@@ -37,7 +37,9 @@ STK_CODES = _catalogue(
     ResultCode("1032", "cancelled by the customer"),
     ResultCode("1037", "customer's phone could not be reached"),
     ResultCode("2001", "wrong PIN entered"),
-    ResultCode("2028", "not permitted by product assignment"),
+    ResultCode(
+        "2028", "not permitted by product assignment (TransactionType and PartyB do not fit)"
+    ),
     ResultCode("8006", "customer's security credential locked"),
     ResultCode("9999", "error sending the push request", retryable=True),
     ResultCode("SFC_IC0003", "operator does not exist (wrong TransactionType or PartyB)"),

@@ -41,6 +41,7 @@ class Stack:
     sim: simulator.Simulator
     base_url: str
     journal_path: Path
+    sim_base_url: str = ""  # where the simulator's Daraja routes are served
     headers: dict = field(default_factory=lambda: {"Authorization": f"Bearer {API_KEY}"})
 
     def post(self, path: str, json=None, headers=None, **kwargs) -> requests.Response:
@@ -104,7 +105,13 @@ def start_stack(database_url: str, tmp_path: Path, settings: dict, sim_config: d
     serving = http_support.serving(service.make_app(svc), threads=16)
     base_url = serving.__enter__()
     svc.public_base_url = base_url
-    stack = Stack(svc=svc, sim=running.simulator, base_url=base_url, journal_path=journal_path)
+    stack = Stack(
+        svc=svc,
+        sim=running.simulator,
+        base_url=base_url,
+        journal_path=journal_path,
+        sim_base_url=running.base_url,
+    )
 
     def stop():
         serving.__exit__(None, None, None)

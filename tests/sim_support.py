@@ -7,6 +7,7 @@ then spoil one field at a time. Nothing here is a Daraja client: tests call `req
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections import defaultdict
@@ -16,6 +17,7 @@ import bottle
 import requests
 
 import simulator
+from mpesa_service.daraja import security_credential
 
 SANDBOX_PHONE = "254708374149"
 
@@ -93,6 +95,14 @@ def post(base_url: str, path: str, token: str, body: dict, timeout: float = 5.0)
     )
 
 
+@functools.cache
+def credential_for(password: str = simulator.SANDBOX_INITIATOR_PASSWORD) -> str:
+    """A SecurityCredential the simulator can decrypt: `password` encrypted with its test
+    certificate, as the service does with MPESA_CERT_PATH (one per password: the padding is
+    random, any one is valid)."""
+    return security_credential(password, simulator.TEST_CERTIFICATE)
+
+
 def stk_credentials(config: simulator.SimulatorConfig) -> dict:
     timestamp = datetime.now(simulator.NAIROBI).strftime("%Y%m%d%H%M%S")
     password = simulator.stk_password(config.shortcode, config.passkey, timestamp)
@@ -136,8 +146,8 @@ def b2c_body(
 ) -> dict:
     body = {
         "OriginatorConversationID": originator_id,
-        "InitiatorName": "testapi",
-        "SecurityCredential": "c2VjcmV0LWVuY3J5cHRlZC1ieS10aGUtY2xpZW50",
+        "InitiatorName": simulator.SimulatorConfig.initiator_name,
+        "SecurityCredential": credential_for(),
         "CommandID": "BusinessPayment",
         "Amount": amount,
         "PartyA": 600996,
@@ -153,8 +163,8 @@ def b2c_body(
 def status_body(result_url: str, timeout_url: str, **ids) -> dict:
     """A Transaction Status query; pass TransactionID= and/or OriginalConversationID=."""
     return {
-        "Initiator": "testapi",
-        "SecurityCredential": "c2VjcmV0LWVuY3J5cHRlZC1ieS10aGUtY2xpZW50",
+        "Initiator": simulator.SimulatorConfig.initiator_name,
+        "SecurityCredential": credential_for(),
         "CommandID": "TransactionStatusQuery",
         "PartyA": 600996,
         "IdentifierType": 4,
@@ -168,8 +178,8 @@ def status_body(result_url: str, timeout_url: str, **ids) -> dict:
 
 def balance_body(result_url: str, timeout_url: str) -> dict:
     return {
-        "Initiator": "testapi",
-        "SecurityCredential": "c2VjcmV0LWVuY3J5cHRlZC1ieS10aGUtY2xpZW50",
+        "Initiator": simulator.SimulatorConfig.initiator_name,
+        "SecurityCredential": credential_for(),
         "CommandID": "AccountBalance",
         "PartyA": 600996,
         "IdentifierType": 4,

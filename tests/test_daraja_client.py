@@ -22,7 +22,7 @@ from mpesa_service.daraja import (
     security_credential,
     stk_password,
 )
-from tests.sim_support import CallbackSink
+from tests.sim_support import CallbackSink, credential_for
 
 CONFIG = simulator.SimulatorConfig()
 ACCOUNT = DarajaAccount(
@@ -31,8 +31,8 @@ ACCOUNT = DarajaAccount(
     shortcode=CONFIG.shortcode,
     passkey=CONFIG.passkey,
     b2c_shortcode=CONFIG.b2c_shortcode,
-    initiator_name="testapi",
-    security_credential="c2ltdWxhdG9y",
+    initiator_name=CONFIG.initiator_name,
+    security_credential=credential_for(),
 )
 B2C_PATH = "/mpesa/b2c/v3/paymentrequest"
 

@@ -10,10 +10,13 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import requests
+from cryptography.hazmat.primitives.asymmetric import padding as asym_padding
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 import simulator
 from simulator import (
@@ -31,6 +34,7 @@ from tests.sim_support import (
     CallbackSink,
     b2c_body,
     balance_body,
+    credential_for,
     fetch_token,
     parameters,
     poll,
@@ -310,7 +314,8 @@ def test_stk_query_for_an_unknown_checkout_id_is_rejected(daraja, token):
 
 def test_stk_push_with_a_password_from_another_timestamp_is_wrong_credentials(daraja, token, hooks):
     body = stk_push_body(hooks.url("stk"), config=daraja.simulator.config)
-    body["Timestamp"] = "20250101000000"
+    a_minute_earlier = datetime.now(simulator.NAIROBI) - timedelta(minutes=1)
+    body["Timestamp"] = a_minute_earlier.strftime("%Y%m%d%H%M%S")
     answer = post(daraja.base_url, STK_PUSH_PATH, token, body)
     assert error_of(answer) == (500, "500.001.1001", "Wrong credentials")
 
@@ -334,7 +339,7 @@ def test_stk_push_to_an_unknown_shortcode_is_merchant_does_not_exist(daraja, tok
         ("PhoneNumber", 254612345678, "Bad Request - Invalid PhoneNumber"),
         ("PartyA", "254 712 345 678", "Bad Request - Invalid PartyA"),
         ("PartyB", "till", "Bad Request - Invalid PartyB"),
-        ("AccountReference", "A" * 13, "Bad Request - Invalid AccountReference"),
+        ("AccountReference", "", "Bad Request - Invalid AccountReference"),
         ("TransactionDesc", "D" * 14, "Bad Request - Invalid TransactionDesc"),
         ("TransactionType", "CustomerPayBill", "Bad Request - Invalid TransactionType"),
         ("CallBackURL", None, "Bad Request - Invalid CallBackURL"),
@@ -456,15 +461,14 @@ def test_duplicate_originator_conversation_id_is_rejected_and_pays_once(daraja, 
 @pytest.mark.parametrize(
     ("field", "value"),
     [
-        ("Amount", 9),
-        ("Amount", 250_001),
+        ("Amount", 0),
         ("Amount", 10.5),
         ("Amount", "10.5"),
         ("PartyB", "0712345678"),
         ("PartyB", "+254712345678"),
         ("SecurityCredential", ""),
         ("InitiatorName", None),
-        ("CommandID", "Payment"),
+        ("CommandID", None),
         ("OriginatorConversationID", None),
         ("Remarks", "x"),
         ("ResultURL", "not a url"),
@@ -484,6 +488,258 @@ def test_b2c_rejects_bad_field_with_400_002_02(daraja, token, hooks, field, valu
 @pytest.mark.parametrize("command", ["BusinessPayment", "SalaryPayment", "PromotionPayment"])
 def test_b2c_accepts_each_command_id(daraja, token, hooks, command):
     assert pay_out(daraja, token, hooks, CommandID=command).status_code == 200
+
+
+# ============================================================================================
+# Daraja's own checks: what the real Daraja refuses, at once or in the result
+# ============================================================================================
+
+
+def foreign_credential(password: str = simulator.SANDBOX_INITIATOR_PASSWORD) -> str:
+    """The right password encrypted with some other RSA key (another environment's certificate)."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    encrypted = key.public_key().encrypt(password.encode(), asym_padding.PKCS1v15())
+    return base64.b64encode(encrypted).decode()
+
+
+def b2c_result(daraja, token, hooks, **fields) -> dict:
+    """Send a payout that Daraja accepts; the Result that comes back."""
+    answer = pay_out(daraja, token, hooks, **fields)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["ResponseCode"] == "0"
+    return hooks.wait("result")[0]["Result"]
+
+
+def stk_outcome(daraja, token, hooks, **fields) -> dict:
+    """Send an STK push that Daraja accepts; the stkCallback that comes back."""
+    answer = push(daraja, token, hooks, **fields)
+    assert answer.status_code == 200, answer.text
+    return hooks.wait("stk")[0]["Body"]["stkCallback"]
+
+
+@pytest.mark.parametrize(
+    "credential",
+    [
+        credential_for("not-the-password"),
+        base64.b64encode(simulator.SANDBOX_INITIATOR_PASSWORD.encode()).decode(),
+        simulator.SANDBOX_INITIATOR_PASSWORD,
+        foreign_credential(),
+    ],
+    ids=["wrong-password", "base64-plain-text", "plain-text", "another-certificate"],
+)
+def test_b2c_with_a_bad_security_credential_is_accepted_then_fails_2001(
+    daraja, token, hooks, credential
+):
+    result = b2c_result(daraja, token, hooks, SecurityCredential=credential)
+    assert (result["ResultCode"], result["ResultDesc"]) == (
+        2001,
+        "The initiator information is invalid.",
+    )
+    assert "ResultParameters" not in result
+    assert daraja.simulator.ledger() == []
+
+
+def test_b2c_from_an_unknown_initiator_fails_2001(daraja, token, hooks):
+    result = b2c_result(daraja, token, hooks, InitiatorName="apiop_other")
+    assert result["ResultCode"] == 2001
+    assert daraja.simulator.ledger() == []
+
+
+def test_b2c_with_the_right_credential_pays(daraja, token, hooks):
+    assert b2c_result(daraja, token, hooks)["ResultCode"] == 0
+    assert len(daraja.simulator.ledger()) == 1
+
+
+def test_an_initiator_without_the_b2c_role_fails_21(start_simulator, hooks):
+    running = start_simulator(initiator_roles=frozenset({simulator.STATUS_ROLE}))
+    result = b2c_result(running, fetch_token(running.base_url), hooks)
+    assert (result["ResultCode"], result["ResultDesc"]) == (
+        21,
+        "The initiator is not allowed to initiate this request.",
+    )
+    assert running.simulator.ledger() == []
+
+
+def test_status_query_with_a_bad_credential_answers_2001_about_the_query(daraja, token, hooks):
+    paid = b2c_result(daraja, token, hooks)
+    body = status_body(
+        hooks.url("status"),
+        hooks.url("status-timeout"),
+        OriginalConversationID=paid["OriginatorConversationID"],
+        SecurityCredential=credential_for("not-the-password"),
+    )
+    assert post(daraja.base_url, STATUS_PATH, token, body).status_code == 200
+    result = hooks.wait("status")[0]["Result"]
+    assert result["ResultCode"] == 2001
+    assert "ResultParameters" not in result
+
+
+def test_balance_query_with_a_bad_credential_answers_2001(daraja, token, hooks):
+    body = {**balance_body(hooks.url("balance"), hooks.url("timeout")), "SecurityCredential": "x"}
+    assert post(daraja.base_url, BALANCE_PATH, token, body).status_code == 200
+    result = hooks.wait("balance")[0]["Result"]
+    assert (result["ResultCode"], result["ResultDesc"]) == (
+        "2001",
+        "The initiator information is invalid.",
+    )
+    assert "ResultParameters" not in result
+
+
+def test_b2c_from_a_shortcode_that_cannot_pay_out_fails_2028(daraja, token, hooks):
+    result = b2c_result(daraja, token, hooks, PartyA=174379)  # the STK paybill
+    assert result["ResultCode"] == 2028
+    assert daraja.simulator.ledger() == []
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "code"),
+    [
+        ("Amount", 9, 2),
+        ("Amount", 250_001, 3),
+        ("CommandID", "Payment", 29),
+    ],
+)
+def test_b2c_outside_daraja_limits_is_accepted_then_fails(daraja, token, hooks, field, value, code):
+    fields = {"amount": value} if field == "Amount" else {field: value}
+    result = b2c_result(daraja, token, hooks, **fields)
+    assert result["ResultCode"] == code
+    assert result["TransactionID"].endswith("0000000")
+    assert daraja.simulator.ledger() == []
+
+
+def test_the_b2c_minimum_is_configurable(start_simulator, hooks):
+    running = start_simulator(b2c_minimum_amount=1000)
+    result = b2c_result(running, fetch_token(running.base_url), hooks, amount=999)
+    assert result["ResultCode"] == 2
+
+
+@pytest.mark.parametrize(
+    ("transaction_type", "party_b", "code"),
+    [
+        ("CustomerPayBillOnline", 174379, 0),
+        ("CustomerBuyGoodsOnline", 600100, 0),
+        ("CustomerPayBillOnline", 600100, 2028),  # a till sent as a paybill
+        ("CustomerBuyGoodsOnline", 174379, 2028),  # the head office sent as the till
+        ("CustomerPayBillOnline", 888880, "SFC_IC0003"),
+        ("CustomerBuyGoodsOnline", 888880, "SFC_IC0003"),
+    ],
+)
+def test_stk_party_b_must_fit_the_transaction_type(
+    daraja, token, hooks, transaction_type, party_b, code
+):
+    callback = stk_outcome(daraja, token, hooks, TransactionType=transaction_type, PartyB=party_b)
+    assert callback["ResultCode"] == code
+    assert ("CallbackMetadata" in callback) == (code == 0)
+
+
+def test_stk_query_answers_the_party_mismatch_code_too(daraja, token, hooks):
+    checkout_id = stk_outcome(daraja, token, hooks, PartyB=600100)["CheckoutRequestID"]
+    assert final_stk_query(daraja, token, checkout_id)["ResultCode"] == "2028"
+
+
+def test_stk_account_reference_too_long_for_the_prompt_is_accepted_then_fails_1025(
+    daraja, token, hooks
+):
+    callback = stk_outcome(daraja, token, hooks, AccountReference="A" * 13)
+    assert callback["ResultCode"] == 1025
+    assert daraja.simulator.ledger() == []
+
+
+def nairobi_timestamp_body(daraja, hooks, moment: datetime) -> dict:
+    """An STK push whose Timestamp (and Password) are `moment` written as Nairobi wall time."""
+    config = daraja.simulator.config
+    timestamp = moment.strftime("%Y%m%d%H%M%S")
+    password = simulator.stk_password(config.shortcode, config.passkey, timestamp)
+    return stk_push_body(hooks.url("stk"), config=config, Timestamp=timestamp, Password=password)
+
+
+@pytest.mark.parametrize(
+    "moment",
+    [
+        lambda: datetime.now(UTC),  # a server writing UTC: three hours behind Nairobi
+        lambda: datetime.now(simulator.NAIROBI) - timedelta(minutes=6),  # a stale clock
+        lambda: datetime.now(simulator.NAIROBI) + timedelta(minutes=6),  # a fast one
+    ],
+    ids=["utc", "six-minutes-slow", "six-minutes-fast"],
+)
+def test_stk_timestamp_off_nairobi_time_is_invalid_timestamp(daraja, token, hooks, moment):
+    body = nairobi_timestamp_body(daraja, hooks, moment())
+    answer = post(daraja.base_url, STK_PUSH_PATH, token, body)
+    assert error_of(answer) == (400, "400.002.02", "Bad Request - Invalid Timestamp")
+
+
+def test_stk_timestamp_within_the_tolerance_is_accepted(daraja, token, hooks):
+    moment = datetime.now(simulator.NAIROBI) - timedelta(minutes=4)
+    body = nairobi_timestamp_body(daraja, hooks, moment)
+    assert post(daraja.base_url, STK_PUSH_PATH, token, body).status_code == 200
+
+
+def test_stk_query_with_a_utc_timestamp_is_invalid_timestamp(daraja, token, hooks):
+    checkout_id = push(daraja, token, hooks).json()["CheckoutRequestID"]
+    config = daraja.simulator.config
+    timestamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
+    body = {
+        **stk_query_body(checkout_id, config),
+        "Timestamp": timestamp,
+        "Password": simulator.stk_password(config.shortcode, config.passkey, timestamp),
+    }
+    answer = post(daraja.base_url, STK_QUERY_PATH, token, body)
+    assert error_of(answer) == (400, "400.002.02", "Bad Request - Invalid Timestamp")
+
+
+def test_a_new_token_invalidates_the_previous_one(daraja, hooks):
+    first = fetch_token(daraja.base_url)
+    second = fetch_token(daraja.base_url)
+    assert error_of(push(daraja, first, hooks)) == (404, "404.001.03", "Invalid Access Token")
+    assert push(daraja, second, hooks).status_code == 200
+
+
+def test_tokens_can_be_left_to_coexist(start_simulator, hooks):
+    running = start_simulator(new_token_revokes_old=False)
+    first = fetch_token(running.base_url)
+    fetch_token(running.base_url)
+    assert push(running, first, hooks).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("scenario", "status", "code"),
+    [("token_invalid_401", 401, "401.002.01"), ("token_invalid_400", 400, "400.003.01")],
+)
+def test_other_invalid_token_answers_revoke_every_token(
+    daraja, token, hooks, scenario, status, code
+):
+    daraja.simulator.arm(scenario)
+    assert error_of(push(daraja, token, hooks))[:2] == (status, code)
+    assert error_of(push(daraja, token, hooks))[:2] == (404, "404.001.03")
+    assert push(daraja, fetch_token(daraja.base_url), hooks).status_code == 200
+
+
+def test_api_product_not_enabled_is_404_001_03_whatever_the_token(daraja, token, hooks):
+    daraja.simulator.arm("api_product_not_enabled", times=2)
+    assert error_of(push(daraja, token, hooks))[:2] == (404, "404.001.03")
+    assert error_of(push(daraja, fetch_token(daraja.base_url), hooks))[:2] == (404, "404.001.03")
+    assert daraja.simulator.ledger() == []
+
+
+@pytest.mark.parametrize(
+    ("path", "fields"),
+    [
+        (B2C_V3_PATH, {"Occassion": ""}),
+        (B2C_V3_PATH, {"Occasion": ""}),
+        (STK_PUSH_PATH, {"TransactionDesc": ""}),
+        (STATUS_PATH, {"Occasion": "", "Remarks": ""}),
+        (BALANCE_PATH, {"Remarks": ""}),
+    ],
+)
+def test_an_empty_optional_field_is_accepted(daraja, token, hooks, path, fields):
+    bodies = {
+        B2C_V3_PATH: lambda: b2c_body(hooks.url("r"), hooks.url("t"), f"b2c-{uuid.uuid4()}"),
+        STK_PUSH_PATH: lambda: stk_push_body(hooks.url("r"), config=daraja.simulator.config),
+        STATUS_PATH: lambda: status_body(hooks.url("r"), hooks.url("t"), TransactionID="TK5X"),
+        BALANCE_PATH: lambda: balance_body(hooks.url("r"), hooks.url("t")),
+    }
+    answer = post(daraja.base_url, path, token, {**bodies[path](), **fields})
+    assert answer.status_code == 200, answer.text
 
 
 # ============================================================================================
@@ -731,14 +987,16 @@ def test_queue_timeout_never_sends_no_result_and_moves_no_money(daraja, token, h
     assert daraja.simulator.ledger() == []
 
 
-def test_token_expiry_revokes_every_token_until_a_new_one_is_fetched(daraja, token, hooks):
-    other_token = fetch_token(daraja.base_url)
+def test_token_expiry_revokes_every_token_until_a_new_one_is_fetched(start_simulator, hooks):
+    daraja = start_simulator(new_token_revokes_old=False)
+    token, other_token = fetch_token(daraja.base_url), fetch_token(daraja.base_url)
+    assert push(daraja, token, hooks).status_code == 200
     arm_over_http(daraja, "token_expiry")
     assert error_of(push(daraja, token, hooks))[1] == "404.001.03"
     assert error_of(push(daraja, other_token, hooks))[1] == "404.001.03"
     assert push(daraja, fetch_token(daraja.base_url), hooks).status_code == 200
     statuses = [r["status"] for r in daraja.simulator.requests(STK_PUSH_PATH)]
-    assert statuses == [404, 404, 200]
+    assert statuses == [200, 404, 404, 200]
 
 
 def test_token_expiry_magic_phone_fires_once_so_a_refresh_and_retry_succeeds(daraja, token, hooks):
