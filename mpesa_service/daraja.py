@@ -107,37 +107,57 @@ def security_credential(initiator_password: str, certificate_path: str | Path) -
 
 class TokenCache:
     """One OAuth token shared by all threads, fetched by one thread at a time and refreshed a
-    minute before it expires."""
+    minute before it expires. With a `store` (see token_store) it is shared by every process
+    of the deployment too: Daraja may revoke an app's token when it issues another (REFERENCE
+    1), so processes that each fetched their own would keep revoking each other's."""
 
-    def __init__(self, fetch):
+    def __init__(self, fetch, store=None):
         self._fetch = fetch
+        self._store = store
         self._lock = threading.Lock()
         self._token: str | None = None
         self._expires_at = 0.0
+        self._rejected: str | None = None
 
     def get(self) -> str:
         with self._lock:
-            if self._token is None or time.monotonic() >= self._expires_at:
-                token, lifetime = self._fetch()
-                self._token = token
-                self._expires_at = time.monotonic() + lifetime - TOKEN_REFRESH_MARGIN_SECONDS
+            if self._token is None or time.time() >= self._expires_at:
+                token, expires_at = self._stored() or self._fresh()
+                self._token, self._expires_at = token, expires_at - TOKEN_REFRESH_MARGIN_SECONDS
             return self._token
 
     def invalidate(self, token: str) -> None:
+        """Daraja refused `token`: neither this process nor the store's copy is used again."""
         with self._lock:
+            self._rejected = token
             if self._token == token:
                 self._token = None
+
+    def _stored(self) -> tuple[str, float] | None:
+        stored = self._store.load() if self._store is not None else None
+        if stored is None or stored[0] == self._rejected:
+            return None
+        return stored if time.time() < stored[1] - TOKEN_REFRESH_MARGIN_SECONDS else None
+
+    def _fresh(self) -> tuple[str, float]:
+        token, lifetime = self._fetch()
+        expires_at = time.time() + lifetime
+        if self._store is not None:
+            self._store.save(token, expires_at)
+        return token, expires_at
 
 
 class DarajaClient:
     """Daraja's OAuth, STK push/query, B2C v3, Transaction Status and Account Balance."""
 
-    def __init__(self, base_url: str, account: DarajaAccount, timeout: float = 30):
+    def __init__(
+        self, base_url: str, account: DarajaAccount, timeout: float = 30, token_store=None
+    ):
         self.base_url = base_url.rstrip("/")
         self.account = account
         self.timeout = timeout
         self._session = requests.Session()
-        self._tokens = TokenCache(self._fetch_token)
+        self._tokens = TokenCache(self._fetch_token, token_store)
 
     def access_token(self) -> str:
         return self._tokens.get()

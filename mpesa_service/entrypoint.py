@@ -33,6 +33,7 @@ from mpesa_service.storage import (
     render_mysql_schema,
     schema_revision,
 )
+from mpesa_service.token_store import DatabaseTokenStore
 
 
 def daraja_account(settings: Settings) -> DarajaAccount:
@@ -103,13 +104,16 @@ def _is_unspecified(host: str) -> bool:
 def build_service(settings: Settings, *, simulator_url: str = "", public_url: str = "") -> Service:
     """The service's parts wired from its settings (the database engine, the Daraja client,
     the journal, the callback policy, the API keys)."""
+    engine = make_engine(settings["DATABASE_URL"])
+    base_url, account = daraja_base_url(settings, simulator_url), daraja_account(settings)
     return Service(
         settings=settings,
-        engine=make_engine(settings["DATABASE_URL"]),
+        engine=engine,
         client=DarajaClient(
-            daraja_base_url(settings, simulator_url),
-            daraja_account(settings),
+            base_url,
+            account,
             timeout=settings.seconds("DARAJA_TIMEOUT_SECONDS"),
+            token_store=DatabaseTokenStore(engine, base_url, account.consumer_key),
         ),
         journal=Journal(
             settings["CALLBACK_JOURNAL_PATH"], settings.integer("REFUSED_JOURNAL_PER_MINUTE")

@@ -265,6 +265,17 @@ payout_limit_locks = sa.Table(
     sa.Column("name", sa.String(100), primary_key=True),
 )
 
+# The Daraja OAuth token every process of a deployment shares (token_store): `app` is a digest
+# of the base URL and consumer key.
+daraja_tokens = sa.Table(
+    "daraja_tokens",
+    metadata,
+    sa.Column("app", sa.String(64), primary_key=True),
+    sa.Column("token", sa.String(2048), nullable=False),
+    sa.Column("expires_at", sa.DateTime, nullable=False),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+)
+
 # Operator console sessions: `id` is the SHA-256 of the token the cookie carries (a copy of the
 # table is no use for signing in); a session ends at `ended_at` (signed out) or `expires_at`.
 console_sessions = sa.Table(

@@ -332,3 +332,15 @@ CREATE INDEX ix_payments_completed_at ON payments (completed_at);
 
 UPDATE alembic_version SET version_num='0007' WHERE alembic_version.version_num = '0006';
 
+-- Running upgrade 0007 -> 0008
+
+CREATE TABLE daraja_tokens (
+    app VARCHAR(64) NOT NULL, 
+    token VARCHAR(2048) NOT NULL, 
+    expires_at DATETIME NOT NULL, 
+    updated_at DATETIME NOT NULL, 
+    PRIMARY KEY (app)
+);
+
+UPDATE alembic_version SET version_num='0008' WHERE alembic_version.version_num = '0007';
+

@@ -22,7 +22,9 @@ from mpesa_service.daraja import (
     security_credential,
     stk_password,
 )
-from tests.sim_support import CallbackSink, credential_for
+from mpesa_service.storage import make_engine
+from mpesa_service.token_store import DatabaseTokenStore
+from tests.sim_support import CallbackSink, credential_for, fetch_token
 
 CONFIG = simulator.SimulatorConfig()
 ACCOUNT = DarajaAccount(
@@ -107,6 +109,53 @@ def test_threads_share_one_token_fetch(daraja):
     for thread in threads:
         thread.join()
     assert oauth_calls(daraja) == 1
+
+
+def shared_clients(sim, database_url, count=2):
+    """Clients as separate processes of one deployment would have: each its own memory, one
+    database between them."""
+    engine = make_engine(database_url)
+    return [
+        DarajaClient(
+            sim.base_url,
+            ACCOUNT,
+            timeout=5,
+            token_store=DatabaseTokenStore(engine, sim.base_url, ACCOUNT.consumer_key),
+        )
+        for _ in range(count)
+    ]
+
+
+def test_processes_of_one_deployment_share_one_token(daraja, database_url):
+    first, second = shared_clients(daraja, database_url)
+    assert first.access_token() == second.access_token()
+    assert oauth_calls(daraja) == 1
+
+
+def test_a_token_revoked_by_another_process_is_taken_from_the_store_not_fetched(
+    daraja, database_url, sink
+):
+    # Daraja revokes an app's older tokens when it issues a new one (the simulator's default).
+    first, second = shared_clients(daraja, database_url)
+    revoked = first.access_token()
+    first._tokens.invalidate(revoked)  # as when Daraja refused it
+    renewed = first.access_token()
+    assert renewed != revoked and oauth_calls(daraja) == 2
+    # `second` has no token in memory yet; it takes the renewed one and pays with it.
+    assert second.access_token() == renewed
+    assert pay(second, sink)["ResponseCode"] == "0"
+    assert oauth_calls(daraja) == 2
+
+
+def test_two_processes_keep_paying_while_daraja_revokes_older_tokens(daraja, database_url, sink):
+    first, second = shared_clients(daraja, database_url)
+    for number in range(6):
+        client = (first, second)[number % 2]
+        assert pay(client, sink, ocid=f"b2c-{number}")["ResponseCode"] == "0"
+        if number == 2:  # someone else fetches a token for the app: both hold a revoked one
+            fetch_token(daraja.base_url)
+    assert len(daraja.simulator.requests(B2C_PATH)) == 6 + 2  # at most one retry each
+    assert oauth_calls(daraja) == 3  # the first, the other party's, one renewal
 
 
 def test_wrong_secret_is_a_rejection_naming_the_credentials(daraja):

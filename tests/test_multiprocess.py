@@ -92,10 +92,7 @@ def test_two_processes_query_each_step_once_and_pay_nothing_twice(mariadb_url, t
     seed(engine)
     ports = [free_port(), free_port()]
     public = f"http://127.0.0.1:{ports[0]}"
-    # Each process keeps its own token, and a new token revokes the other's: the processes do
-    # not share one yet, so this test of the jobs' compare-and-set lets tokens coexist.
-    config = simulator.SimulatorConfig(callback_delay_seconds=0.05, new_token_revokes_old=False)
-    with simulator.start(config=config) as sim:
+    with simulator.start(config=simulator.SimulatorConfig(callback_delay_seconds=0.05)) as sim:
         processes = [
             start_process(mariadb_url, sim.base_url, tmp_path, port, public) for port in ports
         ]
