@@ -771,14 +771,22 @@ def smoke_status(target: SmokeTarget, state: dict) -> Finding:
 
 
 def _claim_query_step(svc: Service, payout) -> int:
-    """The payout's next query step, taken so no scheduled query reuses it."""
-    with svc.engine.begin() as conn:
-        conn.execute(
-            b2c_payments.update()
-            .where(b2c_payments.c.id == payout.id)
-            .values(check_count=b2c_payments.c.check_count + 1)
-        )
-    return payout.check_count
+    """The payout's next query step, claimed by compare-and-set as the resolve job claims its
+    steps (the running service may be claiming one too), so no other query reuses it."""
+    payouts = b2c_payments.c
+    for _ in range(10):
+        with svc.engine.begin() as conn:
+            step = conn.execute(
+                sa.select(payouts.check_count).where(payouts.id == payout.id)
+            ).scalar_one()
+            claimed = conn.execute(
+                b2c_payments.update()
+                .where(payouts.id == payout.id, payouts.check_count == step)
+                .values(check_count=step + 1)
+            ).rowcount
+        if claimed:
+            return step
+    raise RuntimeError(f"payout {payout.reference_id}: no query step could be claimed")
 
 
 def smoke_balance(target: SmokeTarget, state: dict) -> Finding:
