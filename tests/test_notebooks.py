@@ -413,7 +413,7 @@ def test_demo_data_refuses_a_database_that_already_has_payments(demo, tmp_path, 
     assert "demo data goes into an empty database" in capsys.readouterr().err
 
 
-def test_reconciliation_notebook_shows_each_checks_meaning_whole(executed):
+def test_reconciliation_notebook_shows_each_checks_meaning_whole_and_count_only_checks(executed):
     notebook = executed["01-reconciliation"]
     (summary,) = [cell for cell in notebook.cells if "CHECK_MEANINGS)" in cell.source]
     shown = "".join(out["data"]["text/plain"] for out in summary.outputs if "data" in out)
@@ -421,6 +421,7 @@ def test_reconciliation_notebook_shows_each_checks_meaning_whole(executed):
     longest = max(CHECK_MEANINGS.values(), key=len)
     assert len(longest) > 150
     assert " ".join(longest.split()) in " ".join(shown.split())
+    assert "count only" in shown and "None" not in shown  # checks that move no money
 
 
 def test_every_check_has_its_own_colour_in_the_stacked_chart():
