@@ -40,6 +40,7 @@ schema: $(VENV)/.runtime
 
 bench: $(VENV)/.dev
 	$(BIN)/python bench/bench_recon.py
+	$(BIN)/python bench/bench_recon_e2e.py
 	$(BIN)/python bench/bench_callbacks.py
 	$(BIN)/python bench/bench_initiation.py
 

@@ -109,6 +109,24 @@ def test_the_reconciliation_benchmark_finds_every_planted_kind_of_finding():
         assert f"{check} " in findings
 
 
+def test_the_end_to_end_reconciliation_benchmark_runs_the_command_on_a_database(bench_database):
+    kind, environment = bench_database
+    output = run_bench(
+        *("bench_recon_e2e.py", "--database", kind, "--rows", "2000", "--repeat", "1"),
+        environment=environment,
+    )
+    assert "exit 1" in figures_line(output, "command:")  # findings were planted
+    assert "x  (target <= 2)" in figures_line(output, "load / bare:")
+    for stage in ("parse statement", "load database", "checks", "report xlsx"):
+        assert "peak RSS" in figures_line(output, f"  {stage} ")
+    reports = figures_line(output, "reports:")
+    assert "report.html" in reports and "report.xlsx" in reports and "findings.csv" in reports
+    assert "summary.csv equals the in-process one" in reports
+    findings = figures_line(output, "findings:")
+    for check in ("amount_mismatch", "orphan_callback", "missing_from_statement"):
+        assert f"{check} " in findings
+
+
 @pytest.fixture
 def recording_server():
     """A real server keeping every body POSTed to /hook: (base URL's port, bodies)."""

@@ -6,60 +6,56 @@
 -- B2C payouts initiated or completed in [:since, :until), plus older payouts that a result
 -- received in the period points at (so such a result is not taken for an orphan). One row per
 -- payout; legacy rows have only the old PHP columns (reference_id, transaction_id, status,
--- reason_code).
-SELECT id, user_id, phone_number, amount, status, reference_id, transaction_id, reason_code,
-       originator_conversation_id, conversation_id, paid_amount, initiated_at, completed_at
-FROM b2c_payments
-WHERE (:since IS NULL OR initiated_at >= :since) AND (:until IS NULL OR initiated_at < :until)
-UNION
-SELECT id, user_id, phone_number, amount, status, reference_id, transaction_id, reason_code,
-       originator_conversation_id, conversation_id, paid_amount, initiated_at, completed_at
-FROM b2c_payments
-WHERE (:since IS NULL OR completed_at >= :since) AND (:until IS NULL OR completed_at < :until)
-UNION
+-- reason_code). Each key is looked up in the period's callbacks as a set (IN), read once,
+-- rather than joined per key: an OR of keys in one join cannot use an index.
 SELECT p.id, p.user_id, p.phone_number, p.amount, p.status, p.reference_id, p.transaction_id,
        p.reason_code, p.originator_conversation_id, p.conversation_id, p.paid_amount,
        p.initiated_at, p.completed_at
 FROM b2c_payments p
-JOIN b2c_payout_attempts a ON a.payout_id = p.id
-JOIN b2c_payment_callbacks c ON c.originator_conversation_id = a.originator_conversation_id
-WHERE (:since IS NULL OR c.received_at >= :since) AND (:until IS NULL OR c.received_at < :until)
-UNION
-SELECT p.id, p.user_id, p.phone_number, p.amount, p.status, p.reference_id, p.transaction_id,
-       p.reason_code, p.originator_conversation_id, p.conversation_id, p.paid_amount,
-       p.initiated_at, p.completed_at
-FROM b2c_payments p
-JOIN b2c_payment_callbacks c
-  ON c.originator_conversation_id = p.originator_conversation_id
-  OR c.conversation_id = p.conversation_id
-  OR c.transaction_id = p.transaction_id
-  OR c.reference_id = p.reference_id
-  OR c.payout_id = p.id
-WHERE (:since IS NULL OR c.received_at >= :since) AND (:until IS NULL OR c.received_at < :until);
+WHERE ((:since IS NULL OR p.initiated_at >= :since) AND (:until IS NULL OR p.initiated_at < :until))
+   OR ((:since IS NULL OR p.completed_at >= :since) AND (:until IS NULL OR p.completed_at < :until))
+   OR p.id IN (SELECT a.payout_id
+               FROM b2c_payout_attempts a
+               JOIN b2c_payment_callbacks c
+                 ON c.originator_conversation_id = a.originator_conversation_id
+               WHERE (:since IS NULL OR c.received_at >= :since)
+                 AND (:until IS NULL OR c.received_at < :until))
+   OR p.originator_conversation_id IN (SELECT c.originator_conversation_id
+                                       FROM b2c_payment_callbacks c
+                                       WHERE (:since IS NULL OR c.received_at >= :since)
+                                         AND (:until IS NULL OR c.received_at < :until))
+   OR p.conversation_id IN (SELECT c.conversation_id FROM b2c_payment_callbacks c
+                            WHERE (:since IS NULL OR c.received_at >= :since)
+                              AND (:until IS NULL OR c.received_at < :until))
+   OR p.transaction_id IN (SELECT c.transaction_id FROM b2c_payment_callbacks c
+                           WHERE (:since IS NULL OR c.received_at >= :since)
+                             AND (:until IS NULL OR c.received_at < :until))
+   OR p.reference_id IN (SELECT c.reference_id FROM b2c_payment_callbacks c
+                         WHERE (:since IS NULL OR c.received_at >= :since)
+                           AND (:until IS NULL OR c.received_at < :until))
+   OR p.id IN (SELECT c.payout_id FROM b2c_payment_callbacks c
+               WHERE (:since IS NULL OR c.received_at >= :since)
+                 AND (:until IS NULL OR c.received_at < :until));
 
 -- name: payout_attempts
 -- Every attempt (OriginatorConversationID, ConversationID, and the receipt the service recorded
--- as its evidence of payment, from a result or a status answer) of the payouts the `payouts`
--- query returns, keyed by payout_id: a result may answer any attempt, not only the latest.
+-- as its evidence of payment, from a result or a status answer) of the payouts initiated or
+-- completed in [:since, :until), and every attempt a callback received in the period answers
+-- (whatever its payout), keyed by payout_id: a result may answer any attempt, not only the
+-- latest.
 SELECT a.payout_id, a.attempt_no, a.originator_conversation_id, a.conversation_id, a.status,
        a.receipt
 FROM b2c_payout_attempts a
-JOIN b2c_payments p ON p.id = a.payout_id
-WHERE (:since IS NULL OR p.initiated_at >= :since) AND (:until IS NULL OR p.initiated_at < :until)
-UNION
-SELECT a.payout_id, a.attempt_no, a.originator_conversation_id, a.conversation_id, a.status,
-       a.receipt
-FROM b2c_payout_attempts a
-JOIN b2c_payments p ON p.id = a.payout_id
-WHERE (:since IS NULL OR p.completed_at >= :since) AND (:until IS NULL OR p.completed_at < :until)
-UNION
-SELECT a.payout_id, a.attempt_no, a.originator_conversation_id, a.conversation_id, a.status,
-       a.receipt
-FROM b2c_payout_attempts a
-JOIN b2c_payment_callbacks c
-  ON c.originator_conversation_id = a.originator_conversation_id
-  OR c.conversation_id = a.conversation_id
-WHERE (:since IS NULL OR c.received_at >= :since) AND (:until IS NULL OR c.received_at < :until);
+LEFT JOIN b2c_payments p ON p.id = a.payout_id
+WHERE ((:since IS NULL OR p.initiated_at >= :since) AND (:until IS NULL OR p.initiated_at < :until))
+   OR ((:since IS NULL OR p.completed_at >= :since) AND (:until IS NULL OR p.completed_at < :until))
+   OR a.originator_conversation_id IN (SELECT c.originator_conversation_id
+                                       FROM b2c_payment_callbacks c
+                                       WHERE (:since IS NULL OR c.received_at >= :since)
+                                         AND (:until IS NULL OR c.received_at < :until))
+   OR a.conversation_id IN (SELECT c.conversation_id FROM b2c_payment_callbacks c
+                            WHERE (:since IS NULL OR c.received_at >= :since)
+                              AND (:until IS NULL OR c.received_at < :until));
 
 -- name: b2c_results
 -- B2C result, timeout and status-query callbacks received in [:since, :until), one row per
