@@ -11,7 +11,7 @@ import functools
 import threading
 import time
 from collections import defaultdict
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 import bottle
 import requests
@@ -200,3 +200,27 @@ def parameters(result: dict) -> dict:
 def stk_items(callback: dict) -> dict:
     items = callback["Body"]["stkCallback"].get("CallbackMetadata", {}).get("Item", [])
     return {item["Name"]: item.get("Value") for item in items}
+
+
+def self_signed_certificate(common_name: str, days: int = 365):
+    """A fresh RSA-2048 key and a certificate for it that nobody but the caller has the key of:
+    (private key, x509 certificate)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + timedelta(days=days))
+        .sign(key, hashes.SHA256())
+    )
+    return key, certificate

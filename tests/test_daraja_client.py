@@ -6,10 +6,8 @@ import datetime as dt
 import threading
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import padding
 
 import simulator
 from mpesa_service.daraja import (
@@ -24,7 +22,7 @@ from mpesa_service.daraja import (
 )
 from mpesa_service.storage import make_engine
 from mpesa_service.token_store import DatabaseTokenStore
-from tests.sim_support import CallbackSink, credential_for, fetch_token
+from tests.sim_support import CallbackSink, credential_for, fetch_token, self_signed_certificate
 
 CONFIG = simulator.SimulatorConfig()
 ACCOUNT = DarajaAccount(
@@ -351,21 +349,9 @@ def test_account_balance_answer_arrives(daraja, sink):
 
 
 def certificate_pair(tmp_path, encoding):
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sandbox.test")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(now)
-        .not_valid_after(now + dt.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
+    key, certificate = self_signed_certificate("sandbox.test", days=1)
     path = tmp_path / "certificate.cer"
-    path.write_bytes(cert.public_bytes(encoding))
+    path.write_bytes(certificate.public_bytes(encoding))
     return key, path
 
 

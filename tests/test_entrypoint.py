@@ -45,16 +45,9 @@ def wait_for_health(url: str, process: subprocess.Popen, seconds: float = 60) ->
 def test_migrate_then_serve_answers_healthz(tmp_path):
     environ = {"DATABASE_URL": f"sqlite:///{tmp_path / 'service.db'}", "PORT": str(free_port())}
     assert run_service("migrate", environ=environ).returncode == 0
-    process = subprocess.Popen(
-        [sys.executable, "service.py"],
-        cwd=ROOT,
-        env={**os.environ, **environ},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    process, base_url = serve_until_healthy(environ)
     try:
-        response = wait_for_health(f"http://127.0.0.1:{environ['PORT']}/healthz", process)
+        response = requests.get(f"{base_url}/healthz", timeout=10)
         assert response.status_code == 200
         assert response.json()["database"] == "ok"
     finally:

@@ -18,6 +18,7 @@ from mpesa_service.entrypoint import build_for_check
 from mpesa_service.settings import load_settings
 from mpesa_service.storage import alembic_config, head_revision, make_engine
 from tests.service_support import API_KEY, TOKEN
+from tests.sim_support import self_signed_certificate
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "Rehearsal#2024"
@@ -62,26 +63,11 @@ def findings(result, outcome):
     return {f.check: f.detail for f in result.findings if f.result == outcome}
 
 
-def self_signed_certificate(path: Path) -> Path:
-    """A fresh RSA-2048 certificate nobody but this test has the key of."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-    from cryptography.x509.oid import NameOID
+def certificate_of_someone_else(path: Path) -> Path:
+    """A certificate nobody but this test has the key of, written as PEM to `path`."""
+    from cryptography.hazmat.primitives import serialization
 
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "someone else")])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + datetime.timedelta(days=365))
-        .sign(key, hashes.SHA256())
-    )
+    _, certificate = self_signed_certificate("someone else")
     path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
     return path
 
@@ -118,7 +104,7 @@ def test_a_credential_with_another_password_fails(sandbox, tmp_path):
 
 
 def test_a_credential_made_with_another_certificate_fails(sandbox, tmp_path):
-    sandbox["MPESA_CERT_PATH"] = str(self_signed_certificate(tmp_path / "other.pem"))
+    sandbox["MPESA_CERT_PATH"] = str(certificate_of_someone_else(tmp_path / "other.pem"))
     result = report(sandbox, tmp_path)
     detail = findings(result, golive.FAIL)["security credential"]
     assert "simulator_keys/simulator-test-only.cert.pem" in detail
