@@ -236,3 +236,28 @@ def test_a_made_up_callback_token_never_holds_a_word_daraja_rejects():
     held = [t for t in tokens if any(word in t.lower() for word in REJECTED_URL_WORDS)]
     assert held == []
     assert len(set(tokens)) == len(tokens)
+
+
+@pytest.mark.parametrize(
+    ("allowed", "proxies", "expected"),
+    [
+        ("", "", {"CALLBACK_ALLOWED_IPS": golive.OK, "TRUSTED_PROXIES": golive.OK}),
+        ("*", "10.0.0.0/8", {"CALLBACK_ALLOWED_IPS": golive.FAIL, "TRUSTED_PROXIES": golive.OK}),
+        ("", "0.0.0.0/0", {"CALLBACK_ALLOWED_IPS": golive.OK, "TRUSTED_PROXIES": golive.FAIL}),
+        ("", "8.8.8.8", {"CALLBACK_ALLOWED_IPS": golive.OK, "TRUSTED_PROXIES": golive.WARN}),
+    ],
+)
+def test_production_callback_filters_that_let_anyone_in_fail(
+    sandbox, tmp_path, allowed, proxies, expected
+):
+    environ = {
+        **sandbox,
+        "MPESA_ENVIRONMENT": "production",
+        "MPESA_SECURITY_CREDENTIAL": "c2VjcmV0",
+        "CONSOLE_SECRET": "a-console-secret",
+        "CALLBACK_ALLOWED_IPS": allowed,
+        "TRUSTED_PROXIES": proxies,
+    }
+    settings = load_settings(environ, env_file=tmp_path / "no.env")
+    found = {f.check: f.result for f in golive.check_callback_filters(settings)}
+    assert found == expected
