@@ -14,7 +14,6 @@ Both servers run as child processes under waitress: the simulator standalone
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import subprocess
 import sys
@@ -30,6 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_callbacks import ServedApp, fresh_database, medians  # noqa: E402
 from common import PROJECT_DIR, free_port, is_healthy, machine, wait_for  # noqa: E402
 from load import run_load  # noqa: E402
+
+from mpesa_service.daraja import security_credential  # noqa: E402
+from simulator import SANDBOX_INITIATOR_PASSWORD, TEST_CERTIFICATE  # noqa: E402
 
 B2C_PATH = "/mpesa/b2c/v3/paymentrequest"
 PAYEE = "254708374149"
@@ -69,7 +71,9 @@ class StandaloneSimulator:
 
 def direct_b2c_requests(token: str, count: int, result_url: str) -> list:
     headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
-    credential = base64.b64encode(b"simulator").decode()
+    # As the service sends it: the simulator's password under its test certificate (a wrong
+    # one would be answered by the failure path, not the payment the service makes).
+    credential = security_credential(SANDBOX_INITIATOR_PASSWORD, TEST_CERTIFICATE)
     return [
         (
             B2C_PATH,
