@@ -7,6 +7,7 @@ flagged."""
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
@@ -66,17 +67,15 @@ def _text(body: dict, name: str) -> str:
 
 
 def _claimed_amount(value: object) -> Decimal | None:
+    """The amount a claim states, compared with the service's, never used to pay: digits (a
+    number or a string), or None when it states none."""
     if value is None or value == "":
         return None
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise ApiError(400, f"amount: must be a number of shillings, not {value!r}", field="amount")
-    try:
-        amount = Decimal(str(value))
-    except InvalidOperation:
-        raise ApiError(
-            400, f"amount: must be a number of shillings, not {value!r}", field="amount"
-        ) from None
-    if not amount.is_finite():
+    amount = None
+    if isinstance(value, str | int | float) and not isinstance(value, bool):
+        with contextlib.suppress(InvalidOperation):
+            amount = Decimal(str(value))
+    if amount is None or not amount.is_finite():
         raise ApiError(400, f"amount: must be a number of shillings, not {value!r}", field="amount")
     return amount
 
