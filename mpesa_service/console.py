@@ -30,7 +30,6 @@ from mpesa_service.context import (
     Service,
     console_secret,
     key_for,
-    money,
 )
 from mpesa_service.operator import requery_payout, resolve_payout
 from mpesa_service.payouts import nairobi_day_start_utc, payout_detail
@@ -47,7 +46,7 @@ from mpesa_service.storage import (
     utcnow,
 )
 from recon.codes import meaning
-from recon.rules import NAIROBI, InvalidValue, mpesa_phone
+from recon.rules import NAIROBI, InvalidValue, mpesa_phone, shillings_text
 
 TEMPLATES = [str(Path(__file__).resolve().parent / "templates")]
 COOKIE = "console_session"
@@ -437,9 +436,9 @@ def amount_paid_text(detail: dict) -> str:
     """What the page says was paid: the amount M-Pesa stated; for a payout completed without
     one (an operator's resolution as paid records none), the amount requested, said to be it."""
     if detail["paid_amount"] is not None:
-        return money(detail["paid_amount"])
+        return shillings_text(detail["paid_amount"])
     if detail["status"] == "completed":
-        return f"{money(detail['amount'])} (the amount requested: M-Pesa stated no amount)"
+        return f"{shillings_text(detail['amount'])} (the amount requested: M-Pesa stated no amount)"
     return ""
 
 
@@ -465,7 +464,7 @@ def add_console(app: bottle.Bottle, svc: Service) -> None:
             template_lookup=TEMPLATES,
             url=url_segment,
             when=local_time,
-            money=money,
+            money=shillings_text,
             mask=mask_phone,
             **values,
         )

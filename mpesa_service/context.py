@@ -18,7 +18,6 @@ import uuid
 import weakref
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -516,16 +515,6 @@ def journal_entries_applied(entries: list[tuple[str, str]]) -> tuple[sa.Insert, 
         for journal_id, kind in entries
     ]
     return inserting(callback_journal, tuple(rows[0])), rows
-
-
-def money(value: Decimal | int | None) -> str:
-    return "?" if value is None else f"{Decimal(value):,.2f}"
-
-
-def amount_difference(expected: Decimal, actual: Decimal) -> str:
-    gap = actual - expected
-    direction = "short" if gap < 0 else "too much"
-    return f"requested {money(expected)} != paid {money(actual)} ({money(abs(gap))} {direction})"
 
 
 def daraja_error_fields(error: DarajaError) -> tuple[str, str]:

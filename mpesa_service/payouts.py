@@ -17,10 +17,8 @@ from mpesa_service.context import (
     ApiError,
     Service,
     add_flag,
-    amount_difference,
     daraja_error_fields,
     flags_of,
-    money,
     new_id,
 )
 from mpesa_service.daraja import DarajaRejected, NotSent, OutcomeUnknown
@@ -42,7 +40,9 @@ from recon.rules import (
     B2C_LIMITS,
     NAIROBI,
     InvalidValue,
+    amount_difference,
     mpesa_phone,
+    shillings_text,
 )
 
 # --- B2C payouts: the state machine ----------------------------------------------------------
@@ -878,7 +878,7 @@ def _repeated_result(conn, payout, parsed: ResultCallback) -> str:
             payout.id,
             "amount_mismatch",
             f"amount mismatch: a repeated result for receipt {payout.transaction_id} says "
-            f"{money(parsed.amount)}, the first said {money(payout.paid_amount)}",
+            f"{shillings_text(parsed.amount)}, the first said {shillings_text(payout.paid_amount)}",
         )
     return "duplicate"
 

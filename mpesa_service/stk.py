@@ -14,7 +14,6 @@ from mpesa_service.context import (
     ApiError,
     Service,
     add_flag,
-    amount_difference,
     daraja_error_fields,
     flags_of,
     new_id,
@@ -32,6 +31,7 @@ from recon.codes import meaning, normalise_code
 from recon.rules import (
     STK_LIMITS,
     InvalidValue,
+    amount_difference,
     mpesa_phone,
 )
 

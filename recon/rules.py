@@ -18,6 +18,11 @@ STK_LIMITS = (1, 250_000)
 B2C_LIMITS = (10, 250_000)
 DARAJA_TIME_FORMATS = ("%Y%m%d%H%M%S", "%d.%m.%Y %H:%M:%S")
 
+# How a B2C result (a callback, a status answer, a recon row) finds its payout: the first of
+# these keys that names one wins. The receipt is last because it is the only one two payouts
+# can share (a duplicate receipt); the ids before it name exactly one.
+PAYOUT_MATCH_ORDER = ("originator_conversation_id", "conversation_id", "reference_id", "receipt")
+
 
 class InvalidValue(ValueError):
     """A value that cannot be used; `field` names it and the message says why."""
@@ -93,3 +98,19 @@ def nairobi_timestamp(moment: datetime | None = None) -> str:
     """Daraja's 14-digit YYYYMMDDHHmmss timestamp in Africa/Nairobi time."""
     moment = moment or datetime.now(UTC)
     return moment.astimezone(NAIROBI).strftime("%Y%m%d%H%M%S")
+
+
+def shillings_text(value: Decimal | int | None) -> str:
+    """1,000.00; '?' when there is no amount."""
+    return "?" if value is None else f"{Decimal(value):,.2f}"
+
+
+def amount_difference(requested: Decimal | int, paid: Decimal | int) -> str:
+    """'requested 1,000.00 != paid 100.00 (900.00 short)', or '(50.00 over)' when more was
+    paid: the one wording of an amount that differs, in flags, findings and reports."""
+    gap = Decimal(paid) - Decimal(requested)
+    direction = "over" if gap > 0 else "short"
+    return (
+        f"requested {shillings_text(requested)} != paid {shillings_text(paid)} "
+        f"({shillings_text(abs(gap))} {direction})"
+    )
