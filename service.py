@@ -44,7 +44,7 @@ Jobs (APScheduler 3, started by `python service.py` only; max_instances=1, coale
     retry            every RETRY_INTERVAL_SECONDS: a new attempt for `failed` payouts with a
                      retryable code, after RETRY_DELAY_SECONDS, up to PAYOUT_MAX_ATTEMPTS
     stk_sweep        every SWEEP_INTERVAL_SECONDS: STK Query for open collections, with backoff;
-                     fail those past STK_EXPIRY_MINUTES
+                     fail those past STK_EXPIRY_SECONDS
     journal_replay   every 60 s: apply journaled callbacks the database missed
     alerts           every ALERT_INTERVAL_SECONDS: one email to ALERT_EMAIL_TO for new flags
     balance          every BALANCE_CHECK_MINUTES (when set): Account Balance query

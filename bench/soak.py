@@ -90,7 +90,7 @@ SOAK_SETTINGS = {
     "RESOLVE_INTERVAL_SECONDS": "1",
     "RESOLVE_PENDING_AFTER_SECONDS": "4",
     "RESOLVE_UNKNOWN_AFTER_SECONDS": "1",
-    "RESOLVE_SCHEDULE_SECONDS": "1,2,3,5,8,13",
+    "RESOLVE_SCHEDULE_SECONDS": "1,1,2,2,3,3",
     "STATUS_NOT_FOUND_AFTER_SECONDS": "2",
     "RETRY_DELAY_SECONDS": "1",
     "RETRY_INTERVAL_SECONDS": "1",
@@ -98,7 +98,7 @@ SOAK_SETTINGS = {
     "PAYOUT_USER_DAILY_LIMIT": "0",
     "STK_QUERY_AFTER_SECONDS": "2",
     "SWEEP_INTERVAL_SECONDS": "1",
-    "STK_EXPIRY_MINUTES": "1",
+    "STK_EXPIRY_SECONDS": "10",
     "LOG_LEVEL": "WARNING",
 }
 SIMULATOR_SETTINGS = dict(
@@ -545,7 +545,7 @@ def settle(engine: sa.Engine, journal: Path, timeout: float, stk_grace: float, l
         ):
             return remaining
         log(f"settling: {remaining}")
-        time.sleep(5)
+        time.sleep(1)
 
 
 def status_counts(engine: sa.Engine) -> dict:

@@ -25,7 +25,6 @@ import bottle
 import sqlalchemy as sa
 
 from mpesa_service.context import (
-    REPORTS_DIR,
     ApiError,
     Service,
     console_secret,
@@ -203,7 +202,7 @@ def dashboard(svc: Service) -> dict:
             "failures": recent_failures(conn, week),
             "flags": open_flags(conn),
             "balance": latest_balance(conn),
-            "recon": last_reconciliation(),
+            "recon": last_reconciliation(svc.settings.path("REPORTS_DIR")),
         }
 
 
@@ -288,7 +287,7 @@ class ReconciliationRun:
     rows: list[dict]
 
 
-def last_reconciliation(reports_dir: Path = REPORTS_DIR) -> ReconciliationRun | None:
+def last_reconciliation(reports_dir: Path) -> ReconciliationRun | None:
     """The report written last under `reports_dir` (a folder with a summary.csv): whichever
     day it covers, it is the newest run."""
     summaries = [p / "summary.csv" for p in reports_dir.glob("*") if (p / "summary.csv").is_file()]
@@ -563,19 +562,19 @@ def add_console(app: bottle.Bottle, svc: Service) -> None:
     @app.get("/console/reports/<run>/<name>")
     def report_file(run, name):
         signed_in()
-        folder = report_file_folder(run, name)
+        folder = report_file_folder(svc.settings.path("REPORTS_DIR"), run, name)
         if folder is None:
             bottle.abort(404, "no such report file")
         return bottle.static_file(name, root=str(folder))
 
 
-def report_file_folder(run: str, name: str) -> Path | None:
+def report_file_folder(reports_dir: Path, run: str, name: str) -> Path | None:
     """The folder of report run `run` if `name` is a file in it. Both are looked up in the
-    listings of REPORTS_DIR and of the run, never joined onto a path: nothing from the URL can
-    reach outside the reports the runs wrote."""
-    if not REPORTS_DIR.is_dir():
+    listings of `reports_dir` and of the run, never joined onto a path: nothing from the URL
+    can reach outside the reports the runs wrote."""
+    if not reports_dir.is_dir():
         return None
-    runs = {entry.name: entry for entry in REPORTS_DIR.iterdir() if entry.is_dir()}
+    runs = {entry.name: entry for entry in reports_dir.iterdir() if entry.is_dir()}
     folder = runs.get(run)
     if folder is None or name not in {f.name for f in folder.iterdir() if f.is_file()}:
         return None

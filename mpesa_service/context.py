@@ -380,9 +380,16 @@ def persisted_secret(name: str, make=lambda: secrets.token_urlsafe(32)) -> str:
     """A random secret (from `make`) made once and kept in data/<name> (production sets its
     secrets)."""
     path = PROJECT_DIR / "data" / name
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(make())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        # Created whole under another name and linked in: of two processes starting at once,
+        # one makes the secret and both read that one, never a half-written file.
+        draft = path.with_name(f".{name}.{os.getpid()}.{uuid.uuid4().hex}")
+        draft.write_text(make())
+        try:
+            os.link(draft, path)
+        finally:
+            draft.unlink()
     return path.read_text().strip()
 
 
@@ -412,7 +419,6 @@ def bearer_key(header: str, keys: list[ApiKey]) -> ApiKey | None:
 
 SIMULATOR_API_KEY = "simulator-api-key"
 # Where the scheduled reconciliation keeps its reports (the console links the newest).
-REPORTS_DIR = PROJECT_DIR / "data" / "reports"
 ACKNOWLEDGED = {"ResultCode": 0, "ResultDesc": "Accepted"}
 
 

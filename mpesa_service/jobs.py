@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from mpesa_service import log
 from mpesa_service.callbacks import replay_journal
-from mpesa_service.context import REPORTS_DIR, Service, add_flag, subject_name
+from mpesa_service.context import Service, add_flag, subject_name
 from mpesa_service.resolution import resolve_payouts, retry_failed_payouts
 from mpesa_service.settings import Settings
 from mpesa_service.stk import sweep_stk
@@ -206,7 +206,7 @@ def email_reconciliation(svc: Service, today: datetime | None = None) -> int:
         as_of=utcnow(),
         stale_after_minutes=svc.settings.integer("RECON_STALE_AFTER_MINUTES"),
     )
-    report.write(REPORTS_DIR / nairobi_date(since))
+    report.write(svc.settings.path("REPORTS_DIR") / nairobi_date(since))
     send_report(report, to=svc.settings.listing("RECON_EMAIL_TO"), smtp=smtp_settings(svc))
     return 1
 

@@ -95,8 +95,10 @@ SETTINGS = (
             "by asking; more than DARAJA_TIMEOUT_SECONDS (decimals allowed)."),
     Setting("STK_QUERY_AFTER_SECONDS", "120", "Age after which a pending STK payment is "
             "queried by the sweep job."),
-    Setting("STK_EXPIRY_MINUTES", "10", "Age after which an STK payment with no answer is "
+    Setting("STK_EXPIRY_SECONDS", "600", "Age after which an STK payment with no answer is "
             "marked failed (`expired`)."),
+    Setting("STK_EXPIRY_MINUTES", "", "The older name of STK_EXPIRY_SECONDS, in minutes: used "
+            "(times 60) only when STK_EXPIRY_SECONDS is not set."),
     Setting("STK_RECORD_RETRY_SECONDS", "15", "How long an STK push Daraja accepted keeps "
             "trying to record its CheckoutRequestID while the database is out of reach, before "
             "it answers 202 \"sent but not recorded: do not retry\"."),
@@ -139,6 +141,9 @@ SETTINGS = (
             "reconciliation of the previous day."),
     Setting("RECON_EMAIL_TO", "", "Comma-separated recipients of the scheduled reconciliation; "
             "empty means the job is off."),
+    Setting("REPORTS_DIR", "data/reports", "Folder of the scheduled reconciliation's reports, "
+            "one folder per Nairobi day, which the console lists and serves; relative to the "
+            "project folder."),
     Setting("RECON_STALE_AFTER_MINUTES", "30", "Age after which an open payout is reported as "
             "stale by the scheduled reconciliation."),
     Setting("SMTP_HOST", "", "SMTP server for alerts and reports."),
@@ -158,7 +163,7 @@ NUMERIC_SETTINGS = (
     "REFUSED_JOURNAL_PER_MINUTE",
     "CALLBACK_MAX_BYTES",
     "STK_QUERY_AFTER_SECONDS",
-    "STK_EXPIRY_MINUTES",
+    "STK_EXPIRY_SECONDS",
     "STK_RECORD_RETRY_SECONDS",
     "SWEEP_INTERVAL_SECONDS",
     "PAYOUT_MAX_AMOUNT",
@@ -232,6 +237,10 @@ class Settings:
     def seconds(self, name: str) -> float:
         return float(self._values[name])
 
+    def path(self, name: str) -> Path:
+        """A folder or file setting; a relative one is under the project folder."""
+        return PROJECT_DIR / self._values[name]
+
     def listing(self, name: str) -> list[str]:
         return [item.strip() for item in self._values[name].split(",") if item.strip()]
 
@@ -249,10 +258,22 @@ def load_settings(environ: dict[str, str] | None = None, env_file: Path | None =
         for setting in SETTINGS
     }
     values = {setting.name: given[setting.name] or setting.default for setting in SETTINGS}
-    problems = _setting_problems(values, given)
+    problems = _apply_older_names(values, given)
+    problems += _setting_problems(values, given)
     if problems:
         raise SettingsError("invalid configuration: " + "; ".join(problems))
     return Settings(values)
+
+
+def _apply_older_names(values: dict[str, str], given: dict[str, str]) -> list[str]:
+    """A setting given under its older name, when its current name is not given."""
+    minutes = given["STK_EXPIRY_MINUTES"]
+    if not minutes or given["STK_EXPIRY_SECONDS"]:
+        return []
+    if not WHOLE.fullmatch(minutes):
+        return [f"STK_EXPIRY_MINUTES must be a whole number, not {minutes!r}"]
+    values["STK_EXPIRY_SECONDS"] = str(int(minutes) * 60)
+    return []
 
 
 def _read_env_file(path: Path) -> dict[str, str]:

@@ -106,7 +106,7 @@ def write_payment_ahead(svc: Service, request: StkRequest, key: KeyClaim | None 
     called; returns its id. IntegrityError when another request holds the key."""
     payment_id, now = new_id(), utcnow()
     # Due for the sweep from the start: if the process dies before Daraja's answer is stored,
-    # the sweep still finds the payment and expires it after STK_EXPIRY_MINUTES.
+    # the sweep still finds the payment and expires it after STK_EXPIRY_SECONDS.
     first_query = now + timedelta(seconds=svc.settings.integer("STK_QUERY_AFTER_SECONDS"))
     with svc.engine.begin() as conn:
         if key is not None:
@@ -291,7 +291,7 @@ def _send_stk_push(svc: Service, payment_id: str, request: StkRequest) -> dict:
 
 def _close_stk_unsent(svc: Service, payment_id: str, status: str, code: str, message: str):
     """Record Daraja's refusal (`failed`) or silence (`unknown`: the sweep job expires it after
-    STK_EXPIRY_MINUTES, since without a CheckoutRequestID there is nothing to query), unless
+    STK_EXPIRY_SECONDS, since without a CheckoutRequestID there is nothing to query), unless
     the push's callback, naming the payment, has settled it meanwhile (a compare-and-set on
     `pending`). If the database will not take it, the row stays `pending`, which the sweep
     expires the same way, and the client still gets Daraja's answer rather than a 503 inviting
@@ -614,7 +614,7 @@ def json_amount(value: Decimal | None):
 
 def sweep_stk(svc: Service) -> int:
     """Query STK payments still open after STK_QUERY_AFTER_SECONDS, with backoff; fail those
-    past STK_EXPIRY_MINUTES. Each step is claimed with a compare-and-set first, so two
+    past STK_EXPIRY_SECONDS. Each step is claimed with a compare-and-set first, so two
     processes never query the same payment at the same step. Returns how many were handled."""
     now = utcnow()
     with svc.engine.connect() as conn:
@@ -654,10 +654,9 @@ def _claim_stk_step(svc: Service, payment, now: datetime) -> bool:
 def _sweep_one(svc: Service, payment, now: datetime) -> None:
     if payment.checkout_request_id and ask_daraja_about_stk(svc, payment):
         return
-    expiry = timedelta(minutes=svc.settings.integer("STK_EXPIRY_MINUTES"))
-    if payment.created_at and now - payment.created_at >= expiry:
-        minutes = svc.settings.integer("STK_EXPIRY_MINUTES")
-        reason = f"expired: no final answer from M-Pesa within {minutes} minutes"
+    seconds = svc.settings.integer("STK_EXPIRY_SECONDS")
+    if payment.created_at and now - payment.created_at >= timedelta(seconds=seconds):
+        reason = f"expired: no final answer from M-Pesa within {seconds} s"
         with svc.engine.begin() as conn:
             conn.execute(
                 payments.update()

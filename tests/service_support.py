@@ -98,6 +98,7 @@ def start_stack(database_url: str, tmp_path: Path, settings: dict, sim_config: d
         "CALLBACK_TOKEN": TOKEN,
         "API_KEYS": API_KEY,
         "DARAJA_TIMEOUT_SECONDS": "2",
+        "REPORTS_DIR": str(tmp_path / "reports"),
         **settings,
     }
     loaded = service.load_settings(environ, env_file=tmp_path / "no.env")

@@ -16,7 +16,6 @@ from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from mpesa_service.console import human_duration, last_reconciliation, local_time
-from mpesa_service.context import REPORTS_DIR
 from mpesa_service.storage import b2c_payments, payments
 from recon.api import build_report
 from tests.service_support import wait_until
@@ -230,7 +229,7 @@ def test_a_period_of_several_days_names_its_first_and_last(database_url, tmp_pat
 
 
 def test_the_dashboard_labels_the_reconciliation_by_day_and_run(ops):
-    folder = REPORTS_DIR / f"console-test-{uuid.uuid4().hex[:8]}"
+    folder = ops.svc.settings.path("REPORTS_DIR") / f"console-test-{uuid.uuid4().hex[:8]}"
     write_report(
         folder, ops.svc.settings["DATABASE_URL"], day="2999-12-03", ran="2999-12-04 03:00:00"
     )

@@ -86,7 +86,7 @@ SETTINGS = {
     "DARAJA_TIMEOUT_SECONDS": str(TIMEOUT),
     "SUBMITTING_STUCK_AFTER_SECONDS": str(STUCK),
     **JOBS_WITHOUT_WAITS,
-    "STK_EXPIRY_MINUTES": "0",
+    "STK_EXPIRY_SECONDS": "0",
     "PAYOUT_USER_DAILY_LIMIT": str(LIMIT),
 }
 # How Daraja answers a B2C request: (scenario armed for it, seconds the answer is held back).

@@ -14,7 +14,6 @@ import pytest
 import sqlalchemy as sa
 
 import service
-from mpesa_service.context import REPORTS_DIR
 from mpesa_service.entrypoint import QUIET_LIBRARIES, configure_logging
 from mpesa_service.jobs import (
     BALANCE,
@@ -216,7 +215,8 @@ def test_a_days_report_is_kept_under_the_nairobi_day_it_covers(make_stack, smtp_
     # 06:00 in Nairobi on 4 Feb is 03:00 UTC: the day covered is 3 Feb, which starts on 2 Feb
     # at 21:00 UTC.
     ran = datetime(2001, 2, 4, 3, 0, tzinfo=UTC)
-    covered, day_before = REPORTS_DIR / "2001-02-03", REPORTS_DIR / "2001-02-02"
+    reports = stack.svc.settings.path("REPORTS_DIR")
+    covered, day_before = reports / "2001-02-03", reports / "2001-02-02"
     try:
         email_reconciliation(stack.svc, today=ran)
         assert (covered / "report.json").is_file()

@@ -21,7 +21,7 @@ import requests
 
 import service
 from mpesa_service import PROJECT_DIR
-from mpesa_service.context import REPORTS_DIR, add_flag
+from mpesa_service.context import add_flag
 from mpesa_service.storage import utcnow
 from tests.service_support import API_KEY, TOKEN
 from tests.test_operator import OPERATOR, READER, TO_REVIEW
@@ -106,14 +106,19 @@ TRAVERSALS = [
 @pytest.mark.parametrize("path", TRAVERSALS)
 def test_report_files_cannot_be_left_by_traversal(ops, path):
     session = signed_in(ops)
+    # A secret beside the reports folder, where the project's own console_secret sits beside
+    # data/reports.
+    beside = ops.svc.settings.path("REPORTS_DIR").parent / "console_secret"
+    beside.write_text("secret-beside-the-reports")
     secret = (PROJECT_DIR / "data" / "console_secret").read_text().strip()
     answer = session.get(ops.base_url + path, timeout=10)
     assert answer.status_code == 404
+    assert "secret-beside-the-reports" not in answer.text
     assert secret not in answer.text and CONSOLE_SECRET not in answer.text
 
 
 def test_a_file_a_report_run_wrote_is_served(ops):
-    run = REPORTS_DIR / f"security-{uuid.uuid4().hex[:8]}"
+    run = ops.svc.settings.path("REPORTS_DIR") / f"security-{uuid.uuid4().hex[:8]}"
     run.mkdir(parents=True)
     try:
         (run / "report.html").write_text("<p>clean</p>")

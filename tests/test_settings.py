@@ -72,6 +72,7 @@ def test_production_starts_when_everything_required_is_set(tmp_path):
         ({"PORT": "\u00b2"}, "PORT must be a whole number, not '\u00b2'"),
         ({"DARAJA_TIMEOUT_SECONDS": "0"}, "DARAJA_TIMEOUT_SECONDS must be a positive number"),
         ({"DARAJA_TIMEOUT_SECONDS": "1,5"}, "DARAJA_TIMEOUT_SECONDS must be a positive number"),
+        ({"STK_EXPIRY_MINUTES": "1.5"}, "STK_EXPIRY_MINUTES must be a whole number, not '1.5'"),
         (
             {"DARAJA_TIMEOUT_SECONDS": "120"},
             "SUBMITTING_STUCK_AFTER_SECONDS \\(90\\) must be more than DARAJA_TIMEOUT_SECONDS",
@@ -81,6 +82,22 @@ def test_production_starts_when_everything_required_is_set(tmp_path):
 def test_bad_values_are_named(tmp_path, environ, message):
     with pytest.raises(SettingsError, match=message):
         load_settings(environ, env_file=tmp_path / "none")
+
+
+@pytest.mark.parametrize(
+    ("environ", "seconds"),
+    [
+        ({}, 600),
+        ({"STK_EXPIRY_SECONDS": "45"}, 45),
+        ({"STK_EXPIRY_MINUTES": "3"}, 180),
+        ({"STK_EXPIRY_MINUTES": "3", "STK_EXPIRY_SECONDS": "45"}, 45),
+    ],
+)
+def test_stk_expiry_is_in_seconds_and_its_older_name_in_minutes_still_counts(
+    tmp_path, environ, seconds
+):
+    settings = load_settings(environ, env_file=tmp_path / "none")
+    assert settings.integer("STK_EXPIRY_SECONDS") == seconds
 
 
 def test_daraja_timeout_may_be_a_fraction_of_a_second(tmp_path):

@@ -5,8 +5,8 @@ database, every payout settled or in review, every completed payout agreeing wit
 the simulator moved.
 
 Both soaks run concurrently in the background (each waits SUBMITTING_STUCK_AFTER_SECONDS, 5 s
-here, before payouts left `submitting` by a kill are resolved, and STK_EXPIRY_MINUTES for
-pushes a kill left open); each test reads the figures of its database."""
+here, before payouts left `submitting` by a kill are resolved, and STK_EXPIRY_SECONDS, 10 s,
+for pushes a kill left open); each test reads the figures of its database."""
 
 from __future__ import annotations
 
@@ -126,7 +126,7 @@ def test_stk_payment_written_ahead_by_a_killed_process_is_expired_by_the_sweep(m
     import service
     from mpesa_service.stk import StkRequest, sweep_stk, write_payment_ahead
 
-    stack = make_stack({"STK_QUERY_AFTER_SECONDS": "0", "STK_EXPIRY_MINUTES": "1"})
+    stack = make_stack({"STK_QUERY_AFTER_SECONDS": "0", "STK_EXPIRY_SECONDS": "60"})
     request = StkRequest.from_body(
         {"phone": "0708374149", "amount": 150, "account_reference": "INV1"}
     )
