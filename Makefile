@@ -10,8 +10,11 @@ run: $(VENV)/.runtime
 	$(BIN)/python service.py migrate
 	$(BIN)/python service.py
 
+# Two workers (pytest-xdist): most tests wait on HTTP, the database or a subprocess, so two
+# share the machine well; tests sharing a module-scoped fixture stay on one (tests/conftest.py).
+TEST_WORKERS ?= 2
 test: $(VENV)/.dev
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 # The money model at length (MONEY_MODEL_EXAMPLES per database, on SQLite and on the MariaDB at
 # TEST_DATABASE_URL) and the reconciliation oracle (RECON_ORACLE_EXAMPLES), printing their

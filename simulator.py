@@ -120,16 +120,16 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
-from zoneinfo import ZoneInfo
 
 import bottle
 import requests
 import waitress
 from waitress.channel import ClientDisconnected, HTTPChannel
 
+from recon.rules import B2C_LIMITS, DARAJA_TIME_FORMATS, NAIROBI, STK_LIMITS, nairobi_timestamp
+
 log = logging.getLogger("mpesa.simulator")
 
-NAIROBI = ZoneInfo("Africa/Nairobi")
 SANDBOX_PASSKEY = "bfb279f9aa9bdbcf158e97dd71a467cd2e0c893059b10f78e6b72ada1ed2c919"
 # The simulator's own certificate and private key, test-only (simulator_keys/README.md):
 # MPESA_CERT_PATH names the certificate; the key decrypts what was encrypted with it.
@@ -207,8 +207,8 @@ class SimulatorConfig:
     # Limits Daraja enforces after accepting: an STK AccountReference longer than this fails
     # with 1025; a B2C amount outside these with 2 or 3; a CommandID not listed with 29.
     account_reference_limit: int = 12
-    b2c_minimum_amount: int = 10
-    b2c_maximum_amount: int = 250_000
+    b2c_minimum_amount: int = B2C_LIMITS[0]
+    b2c_maximum_amount: int = B2C_LIMITS[1]
     b2c_commands: tuple[str, ...] = ("BusinessPayment", "SalaryPayment", "PromotionPayment")
     # How long the "customer" takes to answer an STK prompt; STK Query says pending until then.
     stk_answer_delay_seconds: float = 0.2
@@ -556,14 +556,9 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def daraja_timestamp(moment: datetime) -> str:
-    """YYYYMMDDHHmmss in Nairobi time, as Daraja writes TransactionDate and friends."""
-    return moment.astimezone(NAIROBI).strftime("%Y%m%d%H%M%S")
-
-
 def b2c_completed_time(moment: datetime) -> str:
     """B2C's own dd.MM.yyyy HH:mm:ss, Nairobi time."""
-    return moment.astimezone(NAIROBI).strftime("%d.%m.%Y %H:%M:%S")
+    return moment.astimezone(NAIROBI).strftime(DARAJA_TIME_FORMATS[1])
 
 
 def random_text(alphabet: str, length: int) -> str:
@@ -664,7 +659,6 @@ def invalid_token() -> DarajaError:
 PHONE_PATTERN = re.compile(r"254[17]\d{8}")
 DIGITS = re.compile(r"\d+")
 STK_TRANSACTION_TYPES = ("CustomerPayBillOnline", "CustomerBuyGoodsOnline")
-STK_AMOUNTS = (1, 250_000)
 # The B2C amounts refused at once (not a whole number, or absurd); its limits fail later.
 MAX_WHOLE_AMOUNT = 10**12
 
@@ -756,7 +750,7 @@ def timestamp_field(body: dict, config: SimulatorConfig, now: datetime) -> str:
     if not is_number_like(timestamp) or len(str(timestamp)) != 14:
         raise invalid("Timestamp")
     try:
-        moment = datetime.strptime(str(timestamp), "%Y%m%d%H%M%S").replace(tzinfo=NAIROBI)
+        moment = datetime.strptime(str(timestamp), DARAJA_TIME_FORMATS[0]).replace(tzinfo=NAIROBI)
     except ValueError:
         raise invalid("Timestamp") from None
     if abs((moment - now).total_seconds()) > config.timestamp_tolerance_seconds:
@@ -828,7 +822,7 @@ class StkPush:
 def validate_stk_push(body: dict, config: SimulatorConfig, now: datetime) -> StkPush:
     shortcode = check_stk_credentials(body, config, now)
     transaction_type = choice_field(body, "TransactionType", STK_TRANSACTION_TYPES)
-    amount = amount_field(body, STK_AMOUNTS)
+    amount = amount_field(body, STK_LIMITS)
     phone_field(body, "PartyA")
     party_b = numeric_field(body, "PartyB")
     phone = phone_field(body, "PhoneNumber")
@@ -1044,7 +1038,7 @@ def stk_callback_body(txn: Transaction, config: SimulatorConfig) -> dict:
         ]
         if config.include_balance_item:
             items.append({"Name": "Balance"})
-        items.append({"Name": "TransactionDate", "Value": int(daraja_timestamp(txn.completes_at))})
+        items.append({"Name": "TransactionDate", "Value": int(nairobi_timestamp(txn.completes_at))})
         items.append({"Name": "PhoneNumber", "Value": int(txn.phone)})
         callback["CallbackMetadata"] = {"Item": items}
     return {"Body": {"stkCallback": callback}}
@@ -1153,13 +1147,13 @@ def status_parameters(txn: Transaction, now: datetime, config: SimulatorConfig) 
         ("DebitPartyName", debit),
         ("CreditPartyName", credit),
         ("OriginatorConversationID", txn.originator_conversation_id or txn.merchant_request_id),
-        ("InitiatedTime", int(daraja_timestamp(txn.accepted_at))),
+        ("InitiatedTime", int(nairobi_timestamp(txn.accepted_at))),
         ("DebitAccountType", account),
         ("DebitPartyCharges", charges if txn.succeeded else ""),
         ("TransactionReason", NO_VALUE if txn.succeeded else txn.result_desc),
         ("ReasonType", reason),
         ("TransactionStatus", transaction_status(txn, now)),
-        ("FinalisedTime", int(daraja_timestamp(txn.completes_at)) if complete else NO_VALUE),
+        ("FinalisedTime", int(nairobi_timestamp(txn.completes_at)) if complete else NO_VALUE),
         ("Amount", txn.paid_amount),
         ("ConversationID", txn.conversation_id or txn.checkout_request_id),
     ]
@@ -1212,7 +1206,7 @@ def balance_result_body(
     accounts = "&".join(
         f"{name}|KES|{amount:.2f}|{amount:.2f}|0.00|0.00" for name, amount in balances.items()
     )
-    parameters = [("AccountBalance", accounts), ("BOCompletedTime", daraja_timestamp(now))]
+    parameters = [("AccountBalance", accounts), ("BOCompletedTime", nairobi_timestamp(now))]
     return result_body(ids, 0, SUCCESS_DESC, parameters, reference, shape)
 
 

@@ -452,10 +452,22 @@ def pretty_json(raw: str | None) -> str:
 
 
 def add_console(app: bottle.Bottle, svc: Service) -> None:
-    secret = console_secret(svc.settings)
-    secure = svc.public_base_url.startswith("https://")
+    console = Console(svc)
+    add_sign_in_routes(app, console)
+    add_page_routes(app, console)
+    add_action_routes(app, console)
 
-    def render(name: str, **values) -> str:
+
+class Console:
+    """What every console route needs: the signed-in operator, the CSRF check, and pages
+    rendered with the helpers the templates use."""
+
+    def __init__(self, svc: Service):
+        self.svc = svc
+        self.secret = console_secret(svc.settings)
+        self.secure = svc.public_base_url.startswith("https://")
+
+    def render(self, name: str, **values) -> str:
         # A page's own names, loop variables included, reach layout.tpl through rebase(): the
         # layout reads only names no page uses for anything else (search_text, not q).
         return bottle.template(
@@ -468,25 +480,30 @@ def add_console(app: bottle.Bottle, svc: Service) -> None:
             **values,
         )
 
-    def current() -> tuple[ApiKey | None, str]:
+    def signed_in(self) -> tuple[ApiKey, str]:
+        """The operator's key and session cookie, or a redirect to the sign-in page."""
         cookie = bottle.request.get_cookie(COOKIE) or ""
-        return session_key(svc, secret, cookie), cookie
-
-    def signed_in() -> tuple[ApiKey, str]:
-        key, cookie = current()
+        key = session_key(self.svc, self.secret, cookie)
         if key is None:
             bottle.redirect("/console/login", 303)
         return key, cookie
 
-    def checked_form(cookie: str) -> bottle.FormsDict:
+    def csrf(self, cookie: str) -> str:
+        return csrf_token(self.secret, cookie)
+
+    def checked_form(self, cookie: str) -> bottle.FormsDict:
         form = bottle.request.forms
-        if not hmac.compare_digest(form.get("csrf", ""), csrf_token(secret, cookie)):
+        if not hmac.compare_digest(form.get("csrf", ""), self.csrf(cookie)):
             bottle.abort(403, "the form's CSRF token is missing or wrong: reload the page")
         return form
 
+
+def add_sign_in_routes(app: bottle.Bottle, console: Console) -> None:
+    svc = console.svc
+
     @app.get("/console/login")
     def login_page():
-        return render("login", error=bottle.request.query.get("error", ""))
+        return console.render("login", error=bottle.request.query.get("error", ""))
 
     @app.post("/console/login")
     def login():
@@ -495,10 +512,10 @@ def add_console(app: bottle.Bottle, svc: Service) -> None:
             bottle.redirect("/console/login?error=" + quote("not an operator key"), 303)
         bottle.response.set_cookie(
             COOKIE,
-            start_session(svc, secret, key),
+            start_session(svc, console.secret, key),
             httponly=True,
             samesite="strict",
-            secure=secure,
+            secure=console.secure,
             path="/console",
             max_age=SESSION_SECONDS,
         )
@@ -506,20 +523,24 @@ def add_console(app: bottle.Bottle, svc: Service) -> None:
 
     @app.post("/console/logout")
     def logout():
-        _, cookie = signed_in()
-        checked_form(cookie)
+        _, cookie = console.signed_in()
+        console.checked_form(cookie)
         end_session(svc, cookie)
         bottle.response.delete_cookie(COOKIE, path="/console")
         bottle.redirect("/console/login", 303)
 
+
+def add_page_routes(app: bottle.Bottle, console: Console) -> None:
+    svc = console.svc
+
     @app.get("/console")
     def home():
-        key, cookie = signed_in()
+        key, cookie = console.signed_in()
         query = bottle.request.query.get("q", "")
-        return render(
+        return console.render(
             "dashboard",
             operator=key.name,
-            csrf=csrf_token(secret, cookie),
+            csrf=console.csrf(cookie),
             search_text=query,
             found=search(svc, query) if query.strip() else None,
             **dashboard(svc),
@@ -528,19 +549,31 @@ def add_console(app: bottle.Bottle, svc: Service) -> None:
 
     @app.get("/console/payouts/<reference_id>")
     def payout(reference_id):
-        key, cookie = signed_in()
+        key, cookie = console.signed_in()
         try:
             page = payout_page(svc, reference_id)
         except ApiError as error:
             bottle.abort(404, error.message)
-        return render(
-            "payout", operator=key.name, csrf=csrf_token(secret, cookie), p=page, **messages()
+        return console.render(
+            "payout", operator=key.name, csrf=console.csrf(cookie), p=page, **messages()
         )
+
+    @app.get("/console/reports/<run>/<name>")
+    def report_file(run, name):
+        console.signed_in()
+        folder = report_file_folder(svc.settings.path("REPORTS_DIR"), run, name)
+        if folder is None:
+            bottle.abort(404, "no such report file")
+        return bottle.static_file(name, root=str(folder))
+
+
+def add_action_routes(app: bottle.Bottle, console: Console) -> None:
+    svc = console.svc
 
     @app.post("/console/payouts/<reference_id>/resolve")
     def resolve(reference_id):
-        key, cookie = signed_in()
-        form = checked_form(cookie)
+        key, cookie = console.signed_in()
+        form = console.checked_form(cookie)
         act(
             reference_id,
             lambda: resolve_payout(
@@ -555,17 +588,9 @@ def add_console(app: bottle.Bottle, svc: Service) -> None:
 
     @app.post("/console/payouts/<reference_id>/requery")
     def requery(reference_id):
-        key, cookie = signed_in()
-        checked_form(cookie)
+        key, cookie = console.signed_in()
+        console.checked_form(cookie)
         act(reference_id, lambda: requery_payout(svc, reference_id, actor=key.name))
-
-    @app.get("/console/reports/<run>/<name>")
-    def report_file(run, name):
-        signed_in()
-        folder = report_file_folder(svc.settings.path("REPORTS_DIR"), run, name)
-        if folder is None:
-            bottle.abort(404, "no such report file")
-        return bottle.static_file(name, root=str(folder))
 
 
 def report_file_folder(reports_dir: Path, run: str, name: str) -> Path | None:

@@ -83,10 +83,21 @@ def peer_address() -> str:
 def make_app(svc: Service) -> bottle.Bottle:
     app = bottle.Bottle()
     limit = svc.settings.integer("CALLBACK_MAX_BYTES")
+    require = role_check(svc)
+    add_health_routes(app, svc, require)
+    add_collection_routes(app, svc, require, limit)
+    add_payout_routes(app, svc, require, limit)
+    add_callback_routes(app, svc, limit)
+    add_console(app, svc)
+    add_error_pages(app)
+    return app
+
+
+def role_check(svc: Service):
+    """require(*roles): the caller's API key, which must have one of `roles`: 401 without a
+    valid key, 403 without the role."""
 
     def require(*roles: str) -> ApiKey:
-        """The caller's API key, which must have one of `roles`: 401 without a valid key, 403
-        without the role."""
         key = bearer_key(bottle.request.get_header("Authorization", ""), svc.keys)
         if key is None:
             raise ApiError(401, "Authorization: a valid Bearer API key is required")
@@ -94,6 +105,10 @@ def make_app(svc: Service) -> bottle.Bottle:
             raise ApiError(403, f"API key {key.name} lacks the {' or '.join(roles)} role")
         return key
 
+    return require
+
+
+def add_health_routes(app: bottle.Bottle, svc: Service, require) -> None:
     @app.get("/healthz")
     def healthz():
         reachable = database_is_reachable(svc.engine)
@@ -119,6 +134,8 @@ def make_app(svc: Service) -> bottle.Bottle:
     def openapi():
         return bottle.static_file("openapi.json", root=str(PROJECT_DIR))
 
+
+def add_collection_routes(app: bottle.Bottle, svc: Service, require, limit: int) -> None:
     @app.post("/payments/mpesa/stk-initiate")
     @api
     def stk_initiate():
@@ -136,6 +153,12 @@ def make_app(svc: Service) -> bottle.Bottle:
             raise ApiError(400, "checkout_request_id: required", field="checkout_request_id")
         return query_stk(svc, checkout_request_id)
 
+    @app.post("/api.php")
+    def legacy_api():
+        return legacy_api_call(svc, lambda: require("initiate"), limit)
+
+
+def add_payout_routes(app: bottle.Bottle, svc: Service, require, limit: int) -> None:
     @app.post("/payouts")
     @api
     def create_payout():
@@ -177,10 +200,10 @@ def make_app(svc: Service) -> bottle.Bottle:
         key = require("operator")
         return requery_payout(svc, reference_id, actor=key.name)
 
-    @app.post("/api.php")
-    def legacy_api():
-        return legacy_api_call(svc, lambda: require("initiate"), limit)
 
+def add_callback_routes(app: bottle.Bottle, svc: Service, limit: int) -> None:
+    """Daraja's callbacks (authenticated by the token in their URL, not by an API key) and the
+    old system's callback URL."""
     for kind, path in CALLBACK_PATHS.items():
         handler = _callback_route(svc, kind, limit)
         app.post(f"{path}/<token>", callback=handler)
@@ -196,8 +219,8 @@ def make_app(svc: Service) -> bottle.Bottle:
     def legacy_callback():
         return legacy_result_callback(svc, limit)
 
-    add_console(app, svc)
 
+def add_error_pages(app: bottle.Bottle) -> None:
     @app.error(404)
     @app.error(405)
     def not_found(error):
@@ -216,8 +239,6 @@ def make_app(svc: Service) -> bottle.Bottle:
             exc_info=error.exception,
         )
         return json.dumps({"error": "internal error"})
-
-    return app
 
 
 CALLBACK_PATHS = {

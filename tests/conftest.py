@@ -131,3 +131,15 @@ def smtp_server():
         yield recorder, port
     finally:
         controller.stop()
+
+
+# Run in parallel (make test passes -n), a module whose tests share one costly module-scoped
+# fixture keeps them on one worker, so that the fixture is built once, not once per worker.
+SHARED_FIXTURE_MODULES = ("test_soak", "test_notebooks", "test_recon_oracle", "test_simulator")
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1]
+        if module in SHARED_FIXTURE_MODULES:
+            item.add_marker(pytest.mark.xdist_group(module))
