@@ -229,11 +229,3 @@ def text_series(values: pd.Series) -> pd.Series:
     text = values.astype("str").where(values.notna())
     text = text.str.strip()
     return text.where(text != "")
-
-
-def flags_per_unique(values: pd.Series, predicate, *, missing: bool = False) -> np.ndarray:
-    """`predicate` (Series of str -> Series of bool) evaluated once per distinct value and
-    spread back as a boolean array; missing values get `missing`."""
-    codes, uniques = pd.factorize(values.to_numpy(), use_na_sentinel=True)
-    flags = predicate(pd.Series(uniques, dtype=object)).to_numpy(dtype=bool)
-    return np.append(flags, missing)[codes]  # code -1 (missing) picks the appended flag

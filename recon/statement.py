@@ -29,7 +29,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from recon.frames import flags_per_unique
 from recon.money import cents_from_value, format_cents
 from recon.rules import NAIROBI
 
@@ -537,6 +536,14 @@ def _cleaned(values: pd.Series, clean) -> pd.Series:
     codes, uniques = pd.factorize(values.to_numpy(), use_na_sentinel=True)
     cleaned = clean(pd.Series(uniques, dtype=object)).array
     return pd.Series(cleaned.take(codes, allow_fill=True), index=values.index)
+
+
+def flags_per_unique(values: pd.Series, predicate, *, missing: bool = False) -> np.ndarray:
+    """`predicate` (Series of str -> Series of bool) evaluated once per distinct value and
+    spread back as a boolean array; missing values get `missing`."""
+    codes, uniques = pd.factorize(values.to_numpy(), use_na_sentinel=True)
+    flags = predicate(pd.Series(uniques, dtype=object)).to_numpy(dtype=bool)
+    return np.append(flags, missing)[codes]  # code -1 (missing) picks the appended flag
 
 
 def _report_unreadable(name, values, converted, lines, problems) -> None:
