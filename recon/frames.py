@@ -12,7 +12,7 @@ lists it, and the `unreadable_value` check reports it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -89,7 +89,6 @@ class Frames:
     unreadable: pd.DataFrame = field(
         default_factory=lambda: pd.DataFrame(columns=UNREADABLE_COLUMNS), compare=False
     )
-    cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_database_frames(

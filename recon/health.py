@@ -33,10 +33,10 @@ from pathlib import Path
 import pandas as pd
 import sqlalchemy as sa
 
-from recon.checks import matched_results
 from recon.codes import lookup, meaning
 from recon.frames import Frames, normalise
 from recon.load import LoadError, load_frames, make_engine
+from recon.matching import MatchedFrames
 from recon.money import decimal_from_cents
 from recon.queries import load_queries
 
@@ -242,7 +242,7 @@ def payout_success_rate(payouts: pd.DataFrame) -> float | None:
 def failures_by_code(frames: Frames) -> pd.DataFrame:
     """Failed result and status callbacks per result code, most frequent first: how many
     results, how many distinct payouts, the code's meaning and whether it may be retried."""
-    results = matched_results(frames)
+    results = MatchedFrames.of(frames).matched_results
     failed = results[
         (results["kind"] != "timeout")
         & results["result_code"].notna()
@@ -268,7 +268,7 @@ def failures_by_code(frames: Frames) -> pd.DataFrame:
 
 def time_to_result(frames: Frames) -> pd.DataFrame:
     """Per payout with a result callback: initiated_at, first_result_at and seconds between."""
-    results = matched_results(frames)
+    results = MatchedFrames.of(frames).matched_results
     answers = results[results["payout_ref"].notna() & (results["kind"] == "result")]
     first = answers.groupby("payout_ref")["received_at"].min()
     payouts = frames.payouts.drop_duplicates("id").set_index("id")
