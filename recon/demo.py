@@ -33,11 +33,11 @@ import sqlalchemy as sa
 
 from recon.codes import integer_code, meaning
 from recon.load import make_engine
+from recon.rules import NAIROBI, amount_difference
 from recon.statement import PORTAL_HEADER
 
 DEFAULT_SEED = 7
 DEFAULT_DAYS = 7
-NAIROBI_OFFSET = timedelta(hours=3)  # Africa/Nairobi has no daylight saving time
 OPENING_BALANCE = Decimal("1500000.00")
 TOTAL_WITHDRAWN_ERROR = Decimal("100.00")  # the statement header's deliberate mistake
 PAYOUTS_PER_DAY = 42
@@ -133,6 +133,11 @@ TABLES = {name: sa.table(name, *map(_typed, columns)) for name, columns in COLUM
 
 class DemoError(Exception):
     """The demo data cannot be written; the message says what to do."""
+
+
+def nairobi(moment: datetime) -> datetime:
+    """A naive-UTC time as the naive Nairobi wall-clock time the statement and ids show."""
+    return moment.replace(tzinfo=UTC).astimezone(NAIROBI).replace(tzinfo=None)
 
 
 # -- the model of one attempt ---------------------------------------------------------------------
@@ -336,10 +341,7 @@ class _Generator:
             check_count=0,
         )
         if status == "completed" and values["paid_amount"] != amount_kes:
-            short = amount_kes - values["paid_amount"]
-            detail = f"amount mismatch: requested {amount_kes:,.2f} != paid "
-            detail += f"{values['paid_amount']:,.2f} ({abs(short):,.2f} "
-            detail += f"{'short' if short > 0 else 'over'})"
+            detail = f"amount mismatch: {amount_difference(amount_kes, values['paid_amount'])}"
             self.flag("payout", payout_id, "amount_mismatch", detail, values["completed_at"])
         return row
 
@@ -590,7 +592,7 @@ class _Generator:
     def stk(self, when: datetime, amount: int, customer: Customer, outcome: str, **extra) -> dict:
         """An STK Push collection and its callback, as the service writes them."""
         payment_id = self.uid()
-        local = when + NAIROBI_OFFSET
+        local = nairobi(when)
         checkout = f"ws_CO_{local:%d%m%Y%H%M%S}{self.rng.randrange(10**6):06d}{customer.phone}"
         merchant = f"{self.rng.randrange(10000, 99999)}-{self.rng.randrange(10**7, 10**8)}-1"
         amount_kes = Decimal(amount)
@@ -656,11 +658,8 @@ class _Generator:
             completed_at=received,
         )
         if paid != amount_kes:
-            gap = amount_kes - paid
-            flag = "underpaid" if gap > 0 else "overpaid"
-            detail = f"requested {amount_kes:,.2f} != paid {paid:,.2f} "
-            detail += f"({abs(gap):,.2f} {'short' if gap > 0 else 'over'})"
-            self.flag("payment", payment_id, flag, detail, received)
+            flag = "underpaid" if paid < amount_kes else "overpaid"
+            self.flag("payment", payment_id, flag, amount_difference(amount_kes, paid), received)
         return row
 
     def everyday_stk(self, when: datetime) -> None:
@@ -742,8 +741,9 @@ class _Generator:
 def window(days: int, end: date | None = None) -> tuple[datetime, datetime]:
     """[start, end) in naive UTC: `days` Nairobi days ending at the Nairobi midnight that
     starts `end` (default: today in Nairobi)."""
-    end = end or (datetime.now(UTC) + NAIROBI_OFFSET).date()
-    end_time = datetime(end.year, end.month, end.day) - NAIROBI_OFFSET
+    end = end or datetime.now(NAIROBI).date()
+    end_time = datetime(end.year, end.month, end.day, tzinfo=NAIROBI).astimezone(UTC)
+    end_time = end_time.replace(tzinfo=None)
     return end_time - timedelta(days=days), end_time
 
 
@@ -793,7 +793,7 @@ def statement_rows(data: DemoData) -> tuple[list[list[str]], list[dict[str, str]
 
 
 def _statement_row(line, reason, paid_in, withdrawn, balance) -> dict[str, str]:
-    local = f"{line.completed_at + NAIROBI_OFFSET:%d-%m-%Y %H:%M:%S}"
+    local = f"{nairobi(line.completed_at):%d-%m-%Y %H:%M:%S}"
     details = {
         PAYOUT_REASON: f"Business Payment to {line.other_party}",
         CHARGE_REASON: "Business Payment Charge",
@@ -819,9 +819,9 @@ def _statement_row(line, reason, paid_in, withdrawn, balance) -> dict[str, str]:
 
 
 def _header_block(data: DemoData, closing, paid_in, withdrawn) -> list[list[str]]:
-    start = f"{data.start + NAIROBI_OFFSET:%d-%m-%Y %H:%M:%S}"
-    end = f"{data.end + NAIROBI_OFFSET - timedelta(seconds=1):%d-%m-%Y %H:%M:%S}"
-    reported = f"{data.end + NAIROBI_OFFSET + timedelta(hours=8):%d-%m-%Y %H:%M:%S}"
+    start = f"{nairobi(data.start):%d-%m-%Y %H:%M:%S}"
+    end = f"{nairobi(data.end) - timedelta(seconds=1):%d-%m-%Y %H:%M:%S}"
+    reported = f"{nairobi(data.end) + timedelta(hours=8):%d-%m-%Y %H:%M:%S}"
     return [
         ["Account Holder:", "DEMO TRAINERS LTD"],
         ["Short Code:", "600999"],

@@ -4,7 +4,7 @@
 Every function takes frames (as `recon.frames` normalises them: amounts in int64 cents, times
 naive UTC, codes as strings) and returns a DataFrame or plain values; none reads the database
 except `load_health`, which goes through the named queries like `recon.load`. Days are
-Africa/Nairobi calendar days (UTC+3, no daylight saving), the days the business and the
+Africa/Nairobi calendar days (recon.rules.NAIROBI), the days the business and the
 statement use. KES amounts leave as two-place Decimals; rates are floats in [0, 1].
 
 Definitions (the notebooks' text repeats them):
@@ -39,6 +39,7 @@ from recon.load import LoadError, load_frames, make_engine
 from recon.matching import MatchedFrames
 from recon.money import decimal_from_cents
 from recon.queries import load_queries
+from recon.rules import NAIROBI
 
 PAYOUT_STATUSES = ("submitting", "pending", "unknown", "completed", "failed", "review")
 OPEN_PAYOUT_STATUSES = frozenset({"submitting", "pending", "unknown"})
@@ -54,7 +55,6 @@ STK_CALLBACK_COLUMNS = {
     "receipt": "mpesa_receipt",
     "received_at": "received_at",
 }
-NAIROBI_OFFSET = pd.Timedelta(hours=3)
 
 
 @dataclass
@@ -121,7 +121,7 @@ def _bound(moment: datetime | None) -> str | None:
 
 def nairobi_day(times: pd.Series) -> pd.Series:
     """'YYYY-MM-DD' of the Nairobi calendar day of each naive-UTC time (missing stays missing)."""
-    return (times + NAIROBI_OFFSET).dt.strftime("%Y-%m-%d")
+    return times.dt.tz_localize(UTC).dt.tz_convert(NAIROBI).dt.strftime("%Y-%m-%d")
 
 
 def kes(cents) -> Decimal:

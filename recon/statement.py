@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from recon.money import cents_from_value, format_cents
-from recon.rules import NAIROBI
+from recon.money import cents_from_value, decimal_from_cents, format_cents
+from recon.rules import NAIROBI, amount_gap
 
 HEADER_SEARCH_ROWS = 40
 # The org portal's column labels, in its order (REFERENCE 12.1).
@@ -918,5 +918,4 @@ def outside_period_problems(statement: Statement) -> list[Problem]:
 
 
 def _difference(expected: int, actual: int) -> str:
-    gap = int(actual) - int(expected)
-    return f"{format_cents(abs(gap))} {'over' if gap > 0 else 'short'}"
+    return amount_gap(decimal_from_cents(expected), decimal_from_cents(actual))
