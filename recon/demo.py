@@ -12,8 +12,8 @@ every check in `recon.checks.CHECK_NAMES` but the two in `NOT_PLANTED`, and a pa
 status of the service's state machine (submitting, pending, unknown, completed, failed,
 review). `PLANTED` names them.
 
-Rows go in through lightweight `sqlalchemy.table()` constructs with bound parameters (recon
-never imports the service); times are naive UTC, the statement is in Nairobi time.
+Rows go into the migrated database's own tables, reflected with SQLAlchemy (recon never imports
+the service); times are naive UTC, the statement is in Nairobi time.
 """
 
 from __future__ import annotations
@@ -83,52 +83,18 @@ NOT_PLANTED = {
     "unreadable_value": "the demo writes through typed columns, which hold only readable values",
     "statement_coverage": "the demo statement's Time Period is exactly the days generated",
 }
-COLUMNS = {
-    "b2c_payments": (
-        "id user_id user_type phone_number amount reference_id transaction_id status "
-        "error_description reason_code initiated_at completed_at updated_at "
-        "originator_conversation_id conversation_id command_id reason description result_desc "
-        "paid_amount receiver_name attempt_count check_count next_check_at"
-    ),
-    "b2c_payout_attempts": (
-        "id payout_id attempt_no originator_conversation_id conversation_id status "
-        "response_code error_code error_message created_at sent_at answered_at receipt"
-    ),
-    "b2c_payment_callbacks": (
-        "id transaction_id originator_conversation_id conversation_id result_code "
-        "result_description transaction_amount receiver_phone reference_id raw_response "
-        "received_at result_code_text result_type kind payout_id receiver_name outcome"
-    ),
-    "status_queries": (
-        "id payout_id attempt_id step originator_conversation_id conversation_id status "
-        "result_code result_desc requested_at answered_at"
-    ),
-    "payments": (
-        "id user_id booking_id amount status method transaction_reference created_at updated_at "
-        "checkout_request_id merchant_request_id phone_number mpesa_receipt result_code "
-        "result_desc account_reference description paid_amount completed_at query_count "
-        "next_query_at"
-    ),
-    "stk_callbacks": (
-        "id checkout_request_id merchant_request_id payment_id result_code result_desc amount "
-        "mpesa_receipt phone_number transaction_date outcome received_at"
-    ),
-    "payment_flags": "id subject_type subject_id flag detail created_at resolved_at",
-}
-COLUMNS = {name: tuple(columns.split()) for name, columns in COLUMNS.items()}
-MONEY_COLUMNS = {"amount", "paid_amount", "transaction_amount"}
-
-
-def _typed(name: str) -> sa.ColumnClause:
-    """A column with the type its values need bound as (Decimal money, datetime times)."""
-    if name in MONEY_COLUMNS:
-        return sa.column(name, sa.Numeric(15, 2))
-    if name.endswith("_at") or name == "transaction_date":
-        return sa.column(name, sa.DateTime())
-    return sa.column(name)
-
-
-TABLES = {name: sa.table(name, *map(_typed, columns)) for name, columns in COLUMNS.items()}
+# The service's tables the demo writes, in insert order. Their columns and types are the
+# migrated database's, reflected (recon never imports the service): sql/migrations is the one
+# schema.
+DEMO_TABLES = (
+    "b2c_payments",
+    "b2c_payout_attempts",
+    "b2c_payment_callbacks",
+    "status_queries",
+    "payments",
+    "stk_callbacks",
+    "payment_flags",
+)
 
 
 class DemoError(Exception):
@@ -199,7 +165,7 @@ class DemoData:
 
     start: datetime
     end: datetime
-    rows: dict[str, list[dict]] = field(default_factory=lambda: {name: [] for name in COLUMNS})
+    rows: dict[str, list[dict]] = field(default_factory=lambda: {name: [] for name in DEMO_TABLES})
     statement: list[StatementLine] = field(default_factory=list)
 
     def count(self, table: str) -> int:
@@ -236,7 +202,7 @@ class _Generator:
         return Customer(user_id=f"user-{number:04d}", phone=phone, name=name)
 
     def add(self, table: str, **values) -> dict:
-        row = dict.fromkeys(COLUMNS[table]) | values
+        row = dict(values)
         self.data.rows[table].append(row)
         return row
 
@@ -681,7 +647,7 @@ class _Generator:
         differences: one of each left out, one payout amount changed, two unknown receipts."""
         rows = self.data.rows
         completed = [p for p in rows["b2c_payments"] if p["status"] == "completed"]
-        collected = [p for p in rows["payments"] if p["mpesa_receipt"]]
+        collected = [p for p in rows["payments"] if p.get("mpesa_receipt")]
         everyday = [p for p in completed if p["amount"] == p["paid_amount"]]
         omitted = {
             self.rng.choice(everyday)["transaction_id"],
@@ -863,27 +829,25 @@ def check_database(database_url: str) -> None:
     """Stop with the command to run when the database is missing, not migrated or not empty."""
     url = sa.make_url(database_url)
     shown = url.render_as_string(hide_password=True)
-    migrate = f"DATABASE_URL='{shown}' python service.py migrate"
+    migrate = f"run `DATABASE_URL='{shown}' python service.py migrate` first"
     if url.get_backend_name() == "sqlite":
         path = url.database or ""
         if not path or path == ":memory:":
             raise DemoError("demo data needs a SQLite file, e.g. sqlite:///data/demo.db")
         if not Path(path).is_file():
-            raise DemoError(f"{path} does not exist yet; create its tables first:\n  {migrate}")
+            raise DemoError(f"{path} does not exist yet: {migrate}")
     engine = make_engine(database_url)
     try:
         with engine.connect() as connection:
-            tables = set(sa.inspect(connection).get_table_names())
-            missing = sorted(set(COLUMNS) - tables)
+            missing = sorted(set(DEMO_TABLES) - set(sa.inspect(connection).get_table_names()))
             if missing:
-                raise DemoError(
-                    f"{shown} lacks the tables {', '.join(missing)}; migrate it first:\n  {migrate}"
-                )
+                raise DemoError(f"{shown} is not migrated (no {', '.join(missing)}): {migrate}")
+            tables = service_tables(connection)
             used = {
-                table: connection.execute(
-                    sa.select(sa.func.count()).select_from(TABLES[table])
+                name: connection.execute(
+                    sa.select(sa.func.count()).select_from(tables[name])
                 ).scalar_one()
-                for table in ("b2c_payments", "payments")
+                for name in ("b2c_payments", "payments")
             }
     except sa.exc.SQLAlchemyError as error:
         raise DemoError(f"cannot open {shown}: {type(error).__name__}") from None
@@ -898,14 +862,24 @@ def check_database(database_url: str) -> None:
         )
 
 
+def service_tables(connection: sa.Connection) -> dict[str, sa.Table]:
+    """DEMO_TABLES as the migrated database declares them."""
+    metadata = sa.MetaData()
+    metadata.reflect(connection, only=DEMO_TABLES)
+    return {name: metadata.tables[name] for name in DEMO_TABLES}
+
+
 def insert(database_url: str, data: DemoData) -> dict[str, int]:
-    """Insert every row in one transaction; returns the row count per table."""
+    """Insert every row in one transaction; returns the row count per table. A table's rows
+    name the columns the generator set; the others take the schema's default."""
     engine = make_engine(database_url)
     try:
         with engine.begin() as connection:
+            tables = service_tables(connection)
             for name, rows in data.rows.items():
                 if rows:
-                    connection.execute(TABLES[name].insert(), rows)
+                    columns = dict.fromkeys(key for row in rows for key in row)
+                    connection.execute(tables[name].insert(), [columns | row for row in rows])
     finally:
         engine.dispose()
     return {name: len(rows) for name, rows in data.rows.items()}
