@@ -6,7 +6,7 @@ OriginatorConversationID is the payout's or any of its attempts'), the receipt o
 successful results: a failed result's TransactionID is a placeholder.
 
 Matching hashes each key column once (FirstRows) and then works with integer row positions:
-hashing a million strings costs what all the integer work after it costs together.
+hashing strings is the costly step, so no key column is hashed twice.
 `MatchedFrames` holds each derivation as a cached property, so the checks of one run share it.
 """
 
