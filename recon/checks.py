@@ -5,10 +5,8 @@ finding and an empty frame when clean; none raises on bad data. `check` values a
 vocabulary in CHECK_NAMES. Reasons are one fixed phrase per kind naming expected, actual and the
 direction ("amount mismatch: requested 1,000.00 != paid 100.00 (900.00 short)").
 
-A result is matched to its payout by OriginatorConversationID (the payout's or any of its
-attempts'), then ConversationID, then the old system's reference_id, then the payout_id the
-service recorded, and last by TransactionID (successful results only: a failed result's
-TransactionID is a placeholder; and a receipt may sit on two payouts, where the ids name one).
+How results find their payouts, and our records the statement's rows, is recon.matching's;
+the checks read it from MatchedFrames, which run_checks builds once for all of them.
 """
 
 from __future__ import annotations
@@ -23,8 +21,16 @@ import pandas as pd
 
 from recon.codes import meaning
 from recon.frames import Frames
+from recon.matching import (
+    COMPLETED_STATUSES,
+    MatchedFrames,
+    collection_references,
+    lookup_values,
+    pointing_at,
+)
 from recon.money import decimal_from_cents, format_cents
-from recon.statement import ROLE_PAYMENT, ROLE_REVERSAL
+from recon.rules import amount_difference, amount_gap
+from recon.statement import ROLE_REVERSAL
 
 FINDING_COLUMNS = [
     "check",
@@ -42,11 +48,9 @@ FINDING_COLUMNS = [
     "at_risk",
     "reason",
 ]
-COMPLETED_STATUSES = frozenset({"completed", "success", "successful", "paid"})
 FAILED_STATUSES = frozenset({"failed"})
 # `submitting` too: a payout left mid-send (the process died) is as open as one awaiting its result.
 OPEN_STATUSES = frozenset({"submitting", "pending", "unknown"})
-DIRECTIONS = ("withdrawn", "paid in")
 
 
 @dataclass(frozen=True)
@@ -108,381 +112,7 @@ class Findings:
         return pd.DataFrame(rows, columns=["check", "count", "kes_at_risk"])
 
 
-# -- shared derivations -------------------------------------------------------------------------
-#
-# Matching hashes each key column once (FirstRows) and then works with integer row positions:
-# hashing a million strings costs what all the integer work after it costs together.
-
-
-@dataclass(frozen=True)
-class FirstRows:
-    """Where each distinct value of a key column first occurs: hashed once, probed many times."""
-
-    keys: pd.Index  # the distinct non-missing values, in order of first occurrence
-    rows: np.ndarray  # the position of each one's first occurrence in the column
-
-    @classmethod
-    def of(cls, column: pd.Series) -> FirstRows:
-        present = column.notna().to_numpy()
-        keys, rows = pd.Index(column[present]), np.flatnonzero(present)
-        if not keys.is_unique:  # the hash table built here serves every later lookup
-            first = ~keys.duplicated()
-            keys, rows = keys[first], rows[first]
-        return cls(keys, rows)
-
-    def find(self, values: pd.Series | np.ndarray) -> np.ndarray:
-        """The first position holding each value; -1 where absent or missing."""
-        found = self.keys.get_indexer(values)
-        if not len(self.rows):
-            return found
-        return np.where(found >= 0, self.rows[found], -1)
-
-
-def payout_rows(frames: Frames) -> np.ndarray:
-    """For each payout, the first payout row with its id (-1 when it has none): the row a
-    result matched to that id points at."""
-    if "payout_rows" in frames.cache:
-        return frames.cache["payout_rows"]
-    ids = frames.payouts["id"]
-    first = FirstRows.of(ids)
-    rows = np.full(len(ids), -1, dtype=np.int64)
-    rows[first.rows] = first.rows
-    repeated = np.flatnonzero((rows < 0) & ids.notna().to_numpy())
-    rows[repeated] = first.find(ids.to_numpy()[repeated])
-    frames.cache["payout_rows"] = rows
-    frames.cache["payout_ids"] = first
-    return rows
-
-
-def matched_results(frames: Frames) -> pd.DataFrame:
-    """Results with `payout_ref` (the matched payout's id, or missing), `matched_by`,
-    `payout_pos` (the matched payout's first row, -1 for none), whether the result is a
-    success, and the matched payout's amount, status, phone and receipt."""
-    if "matched_results" in frames.cache:
-        return frames.cache["matched_results"]
-    results = frames.results.copy(deep=False)  # copy-on-write: the new columns stay here
-    # A status answer's ResultCode says whether the query worked, not whether the money moved;
-    # what it states about the payment reaches us as its attempt's receipt (payout_evidence).
-    results["is_success"] = (results["result_code"] == "0") & (results["kind"] == "result")
-    # A status answer row that carries a receipt states the payment with it.
-    results["states_receipt"] = results["transaction_id"].notna() & (
-        results["is_success"] | ((results["result_code"] == "0") & (results["kind"] == "status"))
-    )
-    payout_ref = np.full(len(results), np.nan, dtype=object)
-    matched_by = payout_ref.copy()
-    position = np.full(len(results), -1, dtype=np.int64)
-    unmatched = np.ones(len(results), dtype=bool)
-    for key, pairs, usable in _match_keys(frames, results):
-        todo = np.flatnonzero(unmatched & results[key].notna().to_numpy() & usable)
-        if not len(todo):
-            continue
-        keys, payout_ids, payout_positions = pairs()
-        pair = FirstRows.of(keys).find(results[key].to_numpy()[todo])
-        hit = pair >= 0
-        hit[hit] = pd.notna(payout_ids[pair[hit]])  # a pair without a payout id matches nothing
-        todo, pair = todo[hit], pair[hit]
-        payout_ref[todo] = payout_ids[pair]
-        matched_by[todo] = key
-        position[todo] = payout_positions[pair]
-        unmatched[todo] = False
-    results["payout_ref"] = pd.Series(payout_ref, index=results.index, dtype="str")
-    results["matched_by"] = pd.Series(matched_by, index=results.index, dtype="str")
-    results["payout_pos"] = position
-    taken = ("amount_cents", "status", "phone", "transaction_id", "initiated_at", "reference_id")
-    for column in taken:
-        taken = frames.payouts[column].array.take(position, allow_fill=True)
-        results[f"payout_{column}"] = pd.Series(taken, index=results.index)
-    frames.cache["matched_results"] = results
-    return results
-
-
-def _match_keys(frames: Frames, results: pd.DataFrame):
-    """(key, a function building its pairs, which results may use it) in matching order. The
-    pairs are three aligned columns: key value, payout id and that payout's first row. They are
-    built only when some result still needs the key."""
-    payouts, attempts = frames.payouts, frames.attempts
-    everywhere = np.ones(len(results), dtype=bool)
-
-    def own(key):
-        return lambda: (payouts[key], payouts["id"].to_numpy(), payout_rows(frames))
-
-    def with_attempts(key):
-        if not len(attempts):
-            return own(key)
-
-        def pairs():
-            attempt_rows = _payout_ids(frames).find(attempts["payout_id"].to_numpy())
-            return (
-                pd.concat([payouts[key], attempts[key]], ignore_index=True),
-                np.concatenate([payouts["id"].to_numpy(), attempts["payout_id"].to_numpy()]),
-                np.concatenate([payout_rows(frames), attempt_rows]),
-            )
-
-        return pairs
-
-    yield "ocid", with_attempts("ocid"), everywhere
-    yield "conversation_id", with_attempts("conversation_id"), everywhere
-    yield "reference_id", own("reference_id"), everywhere
-    yield "payout_id", own("id"), everywhere
-    # Last: a receipt may sit on two payouts (duplicate_receipt); the ids above name one.
-    yield "transaction_id", own("transaction_id"), results["is_success"].to_numpy()
-
-
-def _payout_ids(frames: Frames) -> FirstRows:
-    payout_rows(frames)
-    return frames.cache["payout_ids"]
-
-
-def lookup_values(keys: pd.Series, mapping: pd.Series) -> pd.Series:
-    """mapping[key] for each key (missing where absent), keeping `mapping`'s dtype even when
-    either side is empty (Series.map turns an empty mapping into float64)."""
-    values = mapping.reindex(keys.to_numpy()).to_numpy()
-    return pd.Series(values, index=keys.index, dtype=mapping.dtype)
-
-
-def pointing_at(positions: np.ndarray, targets: np.ndarray, size: int) -> np.ndarray:
-    """Whether each of `positions` (rows of a `size`-row frame, -1 for none) is one of
-    `targets`; -1 never is."""
-    hit = np.zeros(size + 1, dtype=bool)  # the extra last slot is the one -1 points at
-    hit[targets[targets >= 0]] = True
-    return hit[positions]
-
-
-def payouts_at(frames: Frames, targets: np.ndarray) -> np.ndarray:
-    """Per payout: whether its first row (the one results point at) is one of `targets`."""
-    return pointing_at(payout_rows(frames), targets, len(frames.payouts))
-
-
-def _answers(results: pd.DataFrame) -> np.ndarray:
-    """Matched results that answer their payout (not timeouts, not status answers)."""
-    return (results["payout_ref"].notna() & (results["kind"] == "result")).to_numpy()
-
-
-def payout_receipts(frames: Frames) -> pd.DataFrame:
-    """Completed payouts with their reference_id, their receipt (the payout's transaction_id,
-    else its successful result's), the amount requested, the amount paid (the payout's
-    paid_amount, else its successful result's amount, else the amount requested) and
-    completion time."""
-    if "payout_receipts" in frames.cache:
-        return frames.cache["payout_receipts"]
-    completed = frames.payouts["status"].isin(COMPLETED_STATUSES).to_numpy()
-    columns = ["id", "reference_id", "transaction_id", "amount_cents", "paid_amount_cents", "phone"]
-    payouts = frames.payouts.loc[completed, [*columns, "completed_at", "initiated_at"]]
-    success = _first_success(frames, np.flatnonzero(completed), payouts.index)
-    frame = pd.DataFrame(
-        {
-            "id": payouts["id"],
-            "reference": payouts["reference_id"],
-            "receipt": payouts["transaction_id"].fillna(success["transaction_id"]),
-            "requested_cents": payouts["amount_cents"],
-            "amount_cents": payouts["paid_amount_cents"]
-            .fillna(success["amount_cents"])
-            .fillna(payouts["amount_cents"]),
-            "phone": payouts["phone"],
-            "occurred_at": payouts["completed_at"].fillna(payouts["initiated_at"]),
-        }
-    )
-    frames.cache["payout_receipts"] = frame
-    return frame
-
-
-def _first_success(frames: Frames, rows: np.ndarray, index: pd.Index) -> pd.DataFrame:
-    """The receipt and amount of the first successful result matched to each payout row in
-    `rows` (missing where it has none)."""
-    results = matched_results(frames)
-    wanted = payout_rows(frames)[rows]
-    answer_to = results["payout_pos"].to_numpy()
-    useful = results["is_success"].to_numpy() & pointing_at(answer_to, wanted, len(frames.payouts))
-    first = results.loc[useful, ["payout_pos", "transaction_id", "amount_cents"]]
-    first = first.drop_duplicates("payout_pos").set_index("payout_pos")
-    keys = pd.Series(wanted, index=index)
-    return pd.DataFrame(
-        {
-            "transaction_id": lookup_values(keys, first["transaction_id"]),
-            "amount_cents": lookup_values(keys, first["amount_cents"]),
-        },
-        index=index,
-    )
-
-
-def payout_evidence(frames: Frames) -> pd.DataFrame:
-    """The distinct (payout row, receipt) pairs of every payout whose evidence of payment names
-    a receipt other than the payout's own transaction_id: the receipts its successful results
-    and status answers state and its attempts recorded, and its own. Payouts whose evidence all
-    agrees with their own receipt (nearly all) are left out. `payout_pos` is the payout's first
-    row."""
-    if "payout_evidence" in frames.cache:
-        return frames.cache["payout_evidence"]
-    claims = receipt_claims(frames)
-    own = frames.payouts["transaction_id"].to_numpy()[claims["payout_pos"].to_numpy()]
-    other = claims["payout_pos"].to_numpy()[claims["receipt"].to_numpy() != own]
-    doubted = np.unique(other)
-    mine = frames.payouts["transaction_id"].iloc[doubted]
-    evidence = pd.concat(
-        [
-            claims[pointing_at(claims["payout_pos"].to_numpy(), doubted, len(frames.payouts))],
-            pd.DataFrame({"payout_pos": doubted, "receipt": mine.to_numpy()}),
-        ],
-        ignore_index=True,
-    )
-    evidence = evidence[evidence["receipt"].notna()].drop_duplicates(["payout_pos", "receipt"])
-    evidence = evidence.reset_index(drop=True)
-    frames.cache["payout_evidence"] = evidence
-    return evidence
-
-
-def receipt_claims(frames: Frames) -> pd.DataFrame:
-    """(payout_pos, receipt) for every receipt a result or status answer matched to a payout
-    states, and every receipt an attempt recorded: evidence of payment, not belief (the
-    payout's own transaction_id is not in it)."""
-    if "receipt_claims" in frames.cache:
-        return frames.cache["receipt_claims"]
-    results, attempts = matched_results(frames), frames.attempts
-    stated = results["states_receipt"].to_numpy() & (results["payout_pos"] >= 0).to_numpy()
-    attempt_rows = _payout_ids(frames).find(attempts["payout_id"].to_numpy())
-    recorded = attempts["receipt"].notna().to_numpy() & (attempt_rows >= 0)
-    claims = pd.DataFrame(
-        {
-            "payout_pos": np.concatenate(
-                [results["payout_pos"].to_numpy()[stated], attempt_rows[recorded]]
-            ),
-            "receipt": np.concatenate(
-                [
-                    results["transaction_id"].to_numpy()[stated],
-                    attempts["receipt"].to_numpy()[recorded],
-                ]
-            ),
-        }
-    )
-    frames.cache["receipt_claims"] = claims
-    return claims
-
-
-def collection_receipts(frames: Frames) -> pd.DataFrame:
-    """Completed STK collections with their reference (collection_references), receipt, the
-    amount requested and paid, and the completion time."""
-    stk = frames.stk
-    completed = stk["status"].isin(COMPLETED_STATUSES) | (stk["result_code"] == "0")
-    stk = stk[completed]
-    return pd.DataFrame(
-        {
-            "id": stk["id"],
-            "reference": collection_references(stk),
-            "receipt": stk["receipt"],
-            "requested_cents": stk["amount_cents"],
-            "amount_cents": stk["paid_amount_cents"].fillna(stk["amount_cents"]),
-            "phone": stk["phone"],
-            "occurred_at": stk["completed_at"].fillna(stk["created_at"]),
-        }
-    )
-
-
-def statement_payments(frames: Frames) -> pd.DataFrame:
-    """Statement rows that are payouts (`withdrawn_cents` > 0) or collections (`paid_in_cents`
-    > 0): rows of the payment role (not charges, reversals, internal transfers or money that did
-    not move) with a receipt, one row per receipt and direction (the first), the payouts first.
-    The later rows of a receipt and direction are kept aside for `duplicate_receipt`."""
-    if "statement_payments" in frames.cache:
-        return frames.cache["statement_payments"]
-    entries = frames.statement.entries
-    usable = entries["receipt"].notna().to_numpy() & (entries["role"] == ROLE_PAYMENT).to_numpy()
-    paid_in = (entries["paid_in_cents"].fillna(0) > 0).to_numpy()
-    picked, repeated, receipts = [], [], {}
-    for direction, side in zip(DIRECTIONS, (~paid_in, paid_in), strict=True):
-        candidates = np.flatnonzero(usable & side)
-        receipts[direction] = FirstRows.of(entries["receipt"].iloc[candidates])
-        first = candidates[receipts[direction].rows]
-        picked.append(first)
-        kept = np.zeros(len(entries), dtype=bool)
-        kept[first] = True
-        repeated.append(candidates[~kept[candidates]])
-    rows = _with_direction(entries, picked)
-    frames.cache["statement_payments"] = rows
-    frames.cache["statement_receipts"] = receipts
-    frames.cache["statement_repeats"] = _with_direction(entries, repeated)
-    return rows
-
-
-def _with_direction(entries: pd.DataFrame, parts: list[np.ndarray]) -> pd.DataFrame:
-    """The entries at the positions in `parts` (withdrawn ones, then paid-in ones) with their
-    `direction` and `amount_cents`."""
-    rows = entries.iloc[np.concatenate(parts)]
-    directions = np.repeat(DIRECTIONS, [len(part) for part in parts])
-    rows["direction"] = pd.Series(directions, index=rows.index, dtype="str")
-    rows["amount_cents"] = rows["withdrawn_cents"].where(
-        rows["direction"] == "withdrawn", rows["paid_in_cents"]
-    )
-    return rows
-
-
-def statement_matches(frames: Frames) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Our completed payouts and collections with `statement_cents` (the amount of the
-    statement row with their receipt and direction, missing when none), and the statement's
-    payment rows with `recorded` (whether one of those carries their receipt). One hash lookup
-    per direction serves the three statement checks."""
-    if "statement_matches" in frames.cache:
-        return frames.cache["statement_matches"]
-    statement = statement_payments(frames).copy(deep=False)
-    receipts = frames.cache["statement_receipts"]
-    ours = our_records(frames)
-    ours = ours[~ours["repeat"].to_numpy()]
-    cents = np.zeros(len(ours), dtype=np.int64)
-    absent = np.ones(len(ours), dtype=bool)
-    recorded = np.zeros(len(statement), dtype=bool)
-    for direction in DIRECTIONS:
-        side = np.flatnonzero((statement["direction"] == direction).to_numpy())
-        mine = (ours["direction"] == direction).to_numpy()
-        position = receipts[direction].keys.get_indexer(ours["receipt"].to_numpy()[mine])
-        found = position >= 0
-        amounts = statement["amount_cents"].array[side].take(position, allow_fill=True)
-        cents[mine] = amounts.to_numpy(dtype=np.int64, na_value=0)
-        absent[mine] = amounts.isna()
-        recorded[side[position[found]]] = True
-    ours["statement_cents"] = pd.arrays.IntegerArray(cents, absent)
-    statement["recorded"] = recorded
-    frames.cache["statement_matches"] = (ours, statement)
-    return ours, statement
-
-
-def our_records(frames: Frames) -> pd.DataFrame:
-    """Our completed payouts and collections (payout_receipts and collection_receipts, with
-    `kind` and `direction`), and `repeat`: the record holds a receipt another one keeps. Of the
-    records sharing a receipt, the one whose amount the statement shows for it keeps it, else
-    the first completed (then the smaller id). A repeat is a duplicate_receipt finding and is
-    not compared with the statement again."""
-    if "our_records" in frames.cache:
-        return frames.cache["our_records"]
-    ours = pd.concat(
-        [
-            payout_receipts(frames).assign(kind="payout", direction="withdrawn"),
-            collection_receipts(frames).assign(kind="payment", direction="paid in"),
-        ],
-        ignore_index=True,
-    )
-    shared = ours[ours["receipt"].notna() & ours["receipt"].duplicated(keep=False)]
-    shared = shared.assign(unconfirmed=~_statement_confirms(frames, shared))
-    shared = shared.sort_values(["unconfirmed", "occurred_at", "id"], kind="stable")
-    ours["repeat"] = ours.index.isin(shared.index[shared["receipt"].duplicated()])
-    frames.cache["our_records"] = ours
-    return ours
-
-
-def _statement_confirms(frames: Frames, records: pd.DataFrame) -> np.ndarray:
-    """Whether the statement shows each record's receipt, in its direction, for its amount."""
-    if frames.statement is None or records.empty:
-        return np.zeros(len(records), dtype=bool)
-    rows = statement_payments(frames)
-    rows = rows[rows["receipt"].isin(records["receipt"]).to_numpy()]
-    shown = set(zip(rows["receipt"], rows["direction"], rows["amount_cents"], strict=True))
-    return np.array(
-        [
-            (receipt, direction, amount) in shown
-            for receipt, direction, amount in zip(
-                records["receipt"], records["direction"], records["amount_cents"], strict=True
-            )
-        ],
-        dtype=bool,
-    )
+# -- statement rows -----------------------------------------------------------------------------
 
 
 def statement_row_findings(
@@ -527,12 +157,6 @@ def in_period(rows: pd.DataFrame, options: Options) -> pd.DataFrame:
 # primary keys of b2c_payments and payments) go in payout_id / payment_id only.
 
 
-def collection_references(stk: pd.DataFrame) -> pd.Series:
-    """The name a person can follow for each STK collection: its CheckoutRequestID (what
-    stk-query takes), else its M-Pesa receipt."""
-    return stk["checkout_request_id"].fillna(stk["receipt"])
-
-
 def record_keys(kinds: pd.Series | str, references: pd.Series, ids: pd.Series) -> dict:
     """make_findings' `subject`, `reference_id`, `payout_id` and `payment_id` for records of
     `kinds` ('payout' or 'payment', one for all or one per row). A record without a reference
@@ -547,21 +171,6 @@ def record_keys(kinds: pd.Series | str, references: pd.Series, ids: pd.Series) -
         "payout_id": ids.where(is_payout),
         "payment_id": ids.where((kinds == "payment").to_numpy()),
     }
-
-
-def payout_keys(payouts: pd.DataFrame) -> dict:
-    """record_keys of payout rows."""
-    return record_keys("payout", payouts["reference_id"], payouts["id"])
-
-
-def collection_keys(stk: pd.DataFrame) -> dict:
-    """record_keys of STK collection rows."""
-    return record_keys("payment", collection_references(stk), stk["id"])
-
-
-def our_keys(records: pd.DataFrame) -> dict:
-    """record_keys of our_records rows (payouts and collections mixed)."""
-    return record_keys(records["kind"], records["reference"], records["id"])
 
 
 def named(kind: str, reference: object, id_: object) -> str:
@@ -635,10 +244,65 @@ def make_findings(
     ).reset_index(drop=True)
 
 
-def difference(expected: object, actual: object) -> str:
-    """'900.00 short' / '50.00 over': how far actual is from expected."""
-    gap = int(actual) - int(expected)
-    return f"{format_cents(abs(gap))} {'over' if gap > 0 else 'short'}"
+@dataclass(frozen=True)
+class RecordRows:
+    """Where a check's rows keep what every finding about their record shows: the columns
+    naming it (record_keys), its phone and the amount asked for (the expected amount), and,
+    when the rows have them, its receipt and time. A check adds only what is particular to it."""
+
+    kind: str | None  # 'payout' or 'payment'; None: each row's `kind` column says
+    reference: str
+    id: str = "id"
+    phone: str = "phone"
+    expected: str = "amount_cents"
+    receipt: str | None = None
+    occurred_at: str | None = None
+
+    def keys(self, rows: pd.DataFrame) -> dict:
+        """record_keys of the rows."""
+        kinds = rows["kind"] if self.kind is None else self.kind
+        return record_keys(kinds, rows[self.reference], rows[self.id])
+
+    def findings(
+        self, check: str, rows: pd.DataFrame, reasons: list[str], options: Options, **values
+    ) -> pd.DataFrame:
+        """make_findings for `rows`; `values` (make_findings' keywords) adds or overrides."""
+        shown = {"phone": rows[self.phone], "expected_cents": rows[self.expected]}
+        if self.receipt is not None:
+            shown["transaction_id"] = rows[self.receipt]
+        if self.occurred_at is not None:
+            shown["occurred_at"] = rows[self.occurred_at]
+        return make_findings(
+            check, rows, options=options, reasons=reasons, **self.keys(rows), **shown | values
+        )
+
+
+PAYOUTS = RecordRows("payout", reference="reference_id")
+# matched_results rows: the payout each result matched.
+MATCHED_PAYOUTS = RecordRows(
+    "payout",
+    reference="payout_reference_id",
+    id="payout_ref",
+    phone="payout_phone",
+    expected="payout_amount_cents",
+)
+# STK collection rows given their `reference` (collection_references).
+COLLECTIONS = RecordRows("payment", reference="reference", receipt="receipt")
+# our_records rows: payouts and collections mixed.
+OUR_RECORDS = RecordRows(None, reference="reference", receipt="receipt", occurred_at="occurred_at")
+
+
+def amount_reasons(kind: str, requested: pd.Series, paid: pd.Series) -> list[str]:
+    """'<kind>: requested 1,000.00 != paid 100.00 (900.00 short)' per row, in cents."""
+    return [
+        f"{kind}: {amount_difference(decimal_from_cents(want), decimal_from_cents(got))}"
+        for want, got in zip(requested, paid, strict=True)
+    ]
+
+
+def _answers(results: pd.DataFrame) -> np.ndarray:
+    """Matched results that answer their payout (not timeouts, not status answers)."""
+    return (results["payout_ref"].notna() & (results["kind"] == "result")).to_numpy()
 
 
 def _age_text(hours: float) -> str:
@@ -654,26 +318,19 @@ def _code_meaning(code: object) -> str:
 
 def check_amount_mismatch(frames: Frames, *, options: Options) -> pd.DataFrame:
     """Successful B2C results whose amount differs from their payout's amount."""
-    results = matched_results(frames)
+    results = MatchedFrames.of(frames).matched_results
     gap = (results["amount_cents"] - results["payout_amount_cents"]).abs()
     differs = results["is_success"] & (gap > options.amount_tolerance_cents).fillna(False)
     rows = results[differs.to_numpy()]
-    reasons = [
-        f"amount mismatch: requested {format_cents(want)} != paid {format_cents(got)} "
-        f"({difference(want, got)})"
-        for want, got in zip(rows["payout_amount_cents"], rows["amount_cents"], strict=True)
-    ]
-    return make_findings(
+    reasons = amount_reasons("amount mismatch", rows["payout_amount_cents"], rows["amount_cents"])
+    return MATCHED_PAYOUTS.findings(
         "amount_mismatch",
         rows,
-        options=options,
-        reasons=reasons,
-        **record_keys("payout", rows["payout_reference_id"], rows["payout_ref"]),
+        reasons,
+        options,
         transaction_id=rows["transaction_id"],
-        phone=rows["payout_phone"],
         result_code=rows["result_code"],
         occurred_at=rows["received_at"],
-        expected_cents=rows["payout_amount_cents"],
         actual_cents=rows["amount_cents"],
         at_risk_cents=(rows["amount_cents"] - rows["payout_amount_cents"]).abs(),
     )
@@ -681,7 +338,7 @@ def check_amount_mismatch(frames: Frames, *, options: Options) -> pd.DataFrame:
 
 def check_orphan_callback(frames: Frames, *, options: Options) -> pd.DataFrame:
     """Results (of any kind) that match no payout by any key."""
-    results = matched_results(frames)
+    results = MatchedFrames.of(frames).matched_results
     rows = results[results["payout_ref"].isna()]
     keys = rows["ocid"].fillna(rows["conversation_id"]).fillna(rows["reference_id"])
     reasons = [
@@ -710,7 +367,8 @@ def check_failed_result(frames: Frames, *, options: Options) -> pd.DataFrame:
     """Payouts whose latest result (or, with none, whose legacy reason_code) is not 0, and that
     nothing states paid: an earlier attempt's failure arriving late does not fail a payout a
     result proves paid (and a payout marked failed although paid is status_conflict's)."""
-    results = matched_results(frames)
+    matched = MatchedFrames.of(frames)
+    results = matched.matched_results
     answers = _answers(results)
     answer_to = results["payout_pos"].to_numpy()
     failing = (
@@ -723,9 +381,9 @@ def check_failed_result(frames: Frames, *, options: Options) -> pd.DataFrame:
     latest = latest.drop_duplicates("payout_ref", keep="last").set_index("payout_ref")
     latest = latest[~latest["is_success"]]
     payouts = frames.payouts
-    answered = payouts_at(frames, answer_to[answers])
-    unpaid = ~proven_paid(frames)
-    by_answer = payouts[payouts_at(frames, latest["payout_pos"].to_numpy()) & unpaid]
+    answered = matched.payouts_at(answer_to[answers])
+    unpaid = ~matched.proven_paid
+    by_answer = payouts[matched.payouts_at(latest["payout_pos"].to_numpy()) & unpaid]
     by_reason = payouts[
         ~answered & unpaid & payouts["reason_code"].notna() & (payouts["reason_code"] != "0")
     ]
@@ -736,16 +394,13 @@ def check_failed_result(frames: Frames, *, options: Options) -> pd.DataFrame:
         f"failed result: expected result code 0 != {value} ({_code_meaning(value)})"
         for value in code
     ]
-    return make_findings(
+    return PAYOUTS.findings(
         "failed_result",
         rows,
-        options=options,
-        reasons=reasons,
-        **payout_keys(rows),
-        phone=rows["phone"],
+        reasons,
+        options,
         result_code=code,
         occurred_at=when.fillna(rows["initiated_at"]),
-        expected_cents=rows["amount_cents"],
     )
 
 
@@ -762,15 +417,12 @@ def check_stale_pending(frames: Frames, *, options: Options) -> pd.DataFrame:
         f"{status} after {_age_text(waited)} ({_age_text(waited - allowed)} overdue)"
         for status, waited in zip(rows["status"], hours, strict=True)
     ]
-    return make_findings(
+    return PAYOUTS.findings(
         "stale_pending",
         rows,
-        options=options,
-        reasons=reasons,
-        **payout_keys(rows),
-        phone=rows["phone"],
+        reasons,
+        options,
         occurred_at=rows["initiated_at"],
-        expected_cents=rows["amount_cents"],
         at_risk_cents=rows["amount_cents"],
     )
 
@@ -778,7 +430,7 @@ def check_stale_pending(frames: Frames, *, options: Options) -> pd.DataFrame:
 def check_duplicate_callback(frames: Frames, *, options: Options) -> pd.DataFrame:
     """Payouts with more than one result for the same attempt (legacy rows: the same payout).
     A redelivery moves no money: a second receipt is counted by paid_twice."""
-    results = matched_results(frames)
+    results = MatchedFrames.of(frames).matched_results
     candidates = np.flatnonzero(results["payout_ref"].notna() & (results["kind"] == "result"))
     answer_to = pd.Series(results["payout_pos"].to_numpy()[candidates])
     repeated = answer_to.duplicated(keep=False).to_numpy()  # ints: a cheap first cut
@@ -792,9 +444,9 @@ def check_duplicate_callback(frames: Frames, *, options: Options) -> pd.DataFram
             successes=("is_success", "sum"),
             receipts=("transaction_id", lambda values: ", ".join(sorted(set(values.dropna())))),
             last_at=("received_at", "max"),
-            amount_cents=("payout_amount_cents", "first"),
-            phone=("payout_phone", "first"),
-            reference=("payout_reference_id", "first"),
+            payout_amount_cents=("payout_amount_cents", "first"),
+            payout_phone=("payout_phone", "first"),
+            payout_reference_id=("payout_reference_id", "first"),
         )
         .reset_index()
     )
@@ -803,23 +455,20 @@ def check_duplicate_callback(frames: Frames, *, options: Options) -> pd.DataFram
         f"duplicate callback: expected 1 result != {received} received ({received - 1} extra)"
         for received in rows["received"]
     ]
-    return make_findings(
+    return MATCHED_PAYOUTS.findings(
         "duplicate_callback",
         rows,
-        options=options,
-        reasons=reasons,
-        **record_keys("payout", rows["reference"], rows["payout_ref"]),
+        reasons,
+        options,
         transaction_id=rows["receipts"].where(rows["receipts"] != ""),
-        phone=rows["phone"],
         occurred_at=rows["last_at"],
-        expected_cents=rows["amount_cents"],
     )
 
 
 def check_paid_twice(frames: Frames, *, options: Options) -> pd.DataFrame:
     """Payouts with evidence of payment under more than one receipt: two attempts paid, or a
     Transaction Status answer names a receipt other than the result's."""
-    evidence = payout_evidence(frames)
+    evidence = MatchedFrames.of(frames).payout_evidence
     repeated = evidence[evidence["payout_pos"].duplicated(keep=False).to_numpy()]
     receipts = repeated.groupby("payout_pos", sort=True)["receipt"].agg(
         lambda values: sorted(values)
@@ -831,50 +480,37 @@ def check_paid_twice(frames: Frames, *, options: Options) -> pd.DataFrame:
         f"{format_cents(amount * (count - 1) if pd.notna(amount) else None)} paid over)"
         for count, names, amount in zip(counts, receipts, rows["amount_cents"], strict=True)
     ]
-    return make_findings(
+    return PAYOUTS.findings(
         "paid_twice",
         rows,
-        options=options,
-        reasons=reasons,
-        **payout_keys(rows),
+        reasons,
+        options,
         transaction_id=pd.Series([", ".join(names) for names in receipts], index=rows.index),
-        phone=rows["phone"],
         occurred_at=rows["completed_at"].fillna(rows["initiated_at"]),
-        expected_cents=rows["amount_cents"],
         actual_cents=rows["amount_cents"] * counts,
         at_risk_cents=rows["amount_cents"] * (counts - 1),
     )
-
-
-def proven_paid(frames: Frames) -> np.ndarray:
-    """Per payout: whether a result or status answer matched to it states a receipt, or one of
-    its attempts recorded one (the payout's own transaction_id is a belief, not evidence)."""
-    if "proven_paid" in frames.cache:
-        return frames.cache["proven_paid"]
-    proven = receipt_claims(frames)["payout_pos"].to_numpy()
-    frames.cache["proven_paid"] = payouts_at(frames, proven)
-    return frames.cache["proven_paid"]
 
 
 def check_status_conflict(frames: Frames, *, options: Options) -> pd.DataFrame:
     """Payouts whose final status contradicts their results: marked failed although a result,
     a status answer or an attempt states a receipt, or marked completed although every result
     failed and nothing states a receipt."""
-    payouts = frames.payouts
-    results = matched_results(frames)
+    matched = MatchedFrames.of(frames)
+    payouts, results = matched.payouts, matched.matched_results
     answer_to = results["payout_pos"].to_numpy()
     refused = _answers(results) & ~results["is_success"].to_numpy()
-    paid = proven_paid(frames)
-    denied = payouts_at(frames, answer_to[refused])
+    paid = matched.proven_paid
+    denied = matched.payouts_at(answer_to[refused])
     status = payouts["status"]
     paid_but_failed = status.isin(FAILED_STATUSES).to_numpy() & paid
     unpaid_but_completed = status.isin(COMPLETED_STATUSES).to_numpy() & denied & ~paid
     rows = payouts[paid_but_failed | unpaid_but_completed]
-    about = results[pointing_at(answer_to, payout_rows(frames)[rows.index], len(payouts))]
+    about = results[pointing_at(answer_to, matched.payout_rows[rows.index], len(payouts))]
     last_at = about.groupby("payout_pos")["received_at"].max()
     receipts = about[about["states_receipt"]].drop_duplicates("payout_pos")
     receipts = receipts.set_index("payout_pos")["transaction_id"]
-    first_rows = pd.Series(payout_rows(frames)[rows.index], index=rows.index)
+    first_rows = pd.Series(matched.payout_rows[rows.index], index=rows.index)
     was_paid = pd.Series(paid_but_failed[rows.index], index=rows.index)
     reasons = [
         f"status conflict: expected {'completed' if paid else 'failed'} (results say "
@@ -882,16 +518,13 @@ def check_status_conflict(frames: Frames, *, options: Options) -> pd.DataFrame:
         f"({'paid but marked failed' if paid else 'marked completed but not paid'})"
         for paid, status in zip(was_paid, rows["status"], strict=True)
     ]
-    return make_findings(
+    return PAYOUTS.findings(
         "status_conflict",
         rows,
-        options=options,
-        reasons=reasons,
-        **payout_keys(rows),
+        reasons,
+        options,
         transaction_id=lookup_values(first_rows, receipts),
-        phone=rows["phone"],
         occurred_at=lookup_values(first_rows, last_at),
-        expected_cents=rows["amount_cents"],
         at_risk_cents=rows["amount_cents"],
     )
 
@@ -914,16 +547,13 @@ def check_possible_double_payout(frames: Frames, *, options: Options) -> pd.Data
             pairs["amount_cents"], pairs["label"], pairs["earlier"], strict=True
         )
     ]
-    return make_findings(
+    return PAYOUTS.findings(
         "possible_double_payout",
         pairs,
-        options=options,
-        reasons=reasons,
-        **payout_keys(pairs),
+        reasons,
+        options,
         transaction_id=pairs["transaction_id"],
-        phone=pairs["phone"],
         occurred_at=pairs["when"],
-        expected_cents=pairs["amount_cents"],
         actual_cents=pairs["amount_cents"] * 2,
         at_risk_cents=pairs["amount_cents"],
     )
@@ -940,7 +570,7 @@ def _repeats(payouts: pd.DataFrame, key: str, window: pd.Timedelta) -> pd.DataFr
         keyed["amount_cents"] == keyed["amount_cents"].shift()
     )
     close = (keyed["when"] - keyed["when"].shift()) <= window
-    previous = payout_keys(keyed)["subject"].shift()
+    previous = PAYOUTS.keys(keyed)["subject"].shift()
     flagged = same & close.fillna(False)
     rows = keyed[flagged].copy()
     label = "user " if key == "user_id" else "phone "
@@ -956,22 +586,15 @@ def check_stk_amount_mismatch(frames: Frames, *, options: Options) -> pd.DataFra
     rows = stk[comparable]
     gap = (rows["paid_amount_cents"] - rows["amount_cents"]).abs()
     rows = rows[gap > options.amount_tolerance_cents]
-    reasons = [
-        f"STK amount mismatch: requested {format_cents(want)} != paid {format_cents(got)} "
-        f"({difference(want, got)})"
-        for want, got in zip(rows["amount_cents"], rows["paid_amount_cents"], strict=True)
-    ]
-    return make_findings(
+    rows = rows.assign(reference=collection_references(rows))
+    reasons = amount_reasons("STK amount mismatch", rows["amount_cents"], rows["paid_amount_cents"])
+    return COLLECTIONS.findings(
         "stk_amount_mismatch",
         rows,
-        options=options,
-        reasons=reasons,
-        **collection_keys(rows),
-        transaction_id=rows["receipt"],
-        phone=rows["phone"],
+        reasons,
+        options,
         result_code=rows["result_code"],
         occurred_at=rows["completed_at"].fillna(rows["created_at"]),
-        expected_cents=rows["amount_cents"],
         actual_cents=rows["paid_amount_cents"],
         at_risk_cents=(rows["paid_amount_cents"] - rows["amount_cents"]).abs(),
     )
@@ -986,7 +609,7 @@ def check_missing_from_statement(frames: Frames, *, options: Options) -> pd.Data
     start, end = statement.period
     if start is None:
         return empty_findings()
-    ours, _ = statement_matches(frames)
+    ours = MatchedFrames.of(frames).statement_matches.ours
     if statement.time_periods:
         in_period = statement.covers(ours["occurred_at"])
     else:
@@ -1000,17 +623,8 @@ def check_missing_from_statement(frames: Frames, *, options: Options) -> pd.Data
             rows["receipt"], rows["direction"], rows["amount_cents"], strict=True
         )
     ]
-    return make_findings(
-        "missing_from_statement",
-        rows,
-        options=options,
-        reasons=reasons,
-        **our_keys(rows),
-        transaction_id=rows["receipt"],
-        phone=rows["phone"],
-        occurred_at=rows["occurred_at"],
-        expected_cents=rows["amount_cents"],
-        at_risk_cents=rows["amount_cents"],
+    return OUR_RECORDS.findings(
+        "missing_from_statement", rows, reasons, options, at_risk_cents=rows["amount_cents"]
     )
 
 
@@ -1019,9 +633,10 @@ def check_unrecorded_statement_entry(frames: Frames, *, options: Options) -> pd.
     payout, result or payment for."""
     if frames.statement is None:
         return empty_findings()
-    _, rows = statement_matches(frames)
+    matched = MatchedFrames.of(frames)
+    rows = matched.statement_matches.rows
     rows = in_period(rows[~rows["recorded"]], options)
-    results = matched_results(frames)
+    results = matched.matched_results
     everything_we_hold = [
         frames.payouts["transaction_id"],
         results.loc[results["states_receipt"], "transaction_id"],
@@ -1046,7 +661,7 @@ def check_statement_amount_mismatch(frames: Frames, *, options: Options) -> pd.D
     the result says was paid (payout vs Withdrawn, collection vs Paid In)."""
     if frames.statement is None:
         return empty_findings()
-    ours, _ = statement_matches(frames)
+    ours = MatchedFrames.of(frames).statement_matches.ours
     tolerance = options.amount_tolerance_cents
     theirs = ours["statement_cents"]
     off_paid = ((theirs - ours["amount_cents"]).abs() > tolerance).fillna(False)
@@ -1054,22 +669,21 @@ def check_statement_amount_mismatch(frames: Frames, *, options: Options) -> pd.D
     rows = ours[(off_paid & off_asked).to_numpy()]
     reasons = [
         f"statement amount mismatch: recorded {format_cents(ours_cents)} != statement "
-        f"{format_cents(statement)} ({difference(ours_cents, statement)})"
+        f"{format_cents(statement)} ({_cents_gap(ours_cents, statement)})"
         for ours_cents, statement in zip(rows["amount_cents"], rows["statement_cents"], strict=True)
     ]
-    return make_findings(
+    return OUR_RECORDS.findings(
         "statement_amount_mismatch",
         rows,
-        options=options,
-        reasons=reasons,
-        **our_keys(rows),
-        transaction_id=rows["receipt"],
-        phone=rows["phone"],
-        occurred_at=rows["occurred_at"],
-        expected_cents=rows["amount_cents"],
+        reasons,
+        options,
         actual_cents=rows["statement_cents"],
         at_risk_cents=_beyond_recorded_gap(rows),
     )
+
+
+def _cents_gap(expected: object, actual: object) -> str:
+    return amount_gap(decimal_from_cents(expected), decimal_from_cents(actual))
 
 
 def _beyond_recorded_gap(rows: pd.DataFrame) -> pd.Series:
@@ -1086,15 +700,17 @@ def check_reversal(frames: Frames, *, options: Options) -> pd.DataFrame:
     way. The money came back; a reversal of a receipt we do not know is reported too."""
     if frames.statement is None:
         return empty_findings()
-    ours, _ = statement_matches(frames)
-    reversals = in_period(_reversal_rows(frames, ours), options)
+    matched = MatchedFrames.of(frames)
+    ours = matched.statement_matches.ours
+    reversals = in_period(_reversal_rows(matched, ours), options)
     ours_by_receipt = ours[ours["receipt"].isin(reversals["reversed"]).to_numpy()]
     ours_by_receipt = ours_by_receipt.drop_duplicates("receipt").set_index("receipt")
     known = reversals["reversed"].isin(ours_by_receipt.index).to_numpy()
-    matched = ours_by_receipt.loc[reversals.loc[known, "reversed"]].set_index(
+    ours_matched = ours_by_receipt.loc[reversals.loc[known, "reversed"]].set_index(
         reversals.index[known]
     )
-    keys = {name: values.reindex(reversals.index) for name, values in our_keys(matched).items()}
+    keys = OUR_RECORDS.keys(ours_matched)
+    keys = {name: values.reindex(reversals.index) for name, values in keys.items()}
     keys["subject"] = keys["subject"].fillna(statement_lines(reversals))
     reasons = [
         f"reversal: expected receipt {reversed_} to stand != reversed by "
@@ -1116,22 +732,21 @@ def check_reversal(frames: Frames, *, options: Options) -> pd.DataFrame:
         reasons=reasons,
         **keys,
         transaction_id=reversals["reversed"],
-        phone=matched["phone"].reindex(reversals.index),
+        phone=ours_matched["phone"].reindex(reversals.index),
         occurred_at=reversals["completed_at"],
-        expected_cents=matched["amount_cents"].reindex(reversals.index),
+        expected_cents=ours_matched["amount_cents"].reindex(reversals.index),
         actual_cents=reversals["amount_cents"],
         at_risk_cents=reversals["amount_cents"],
     )
 
 
-def _reversal_rows(frames: Frames, ours: pd.DataFrame) -> pd.DataFrame:
+def _reversal_rows(frames: MatchedFrames, ours: pd.DataFrame) -> pd.DataFrame:
     """Statement rows that undo a payment, with `reversed` (the receipt undone: the linked one,
     else the row's own) and `amount_cents`: rows of the reversal role, and payment rows whose
     receipt is one of ours moving money the other way (a Paid In row with a payout's receipt,
     a Withdrawn row with a collection's)."""
     entries = frames.statement.entries
-    payments = statement_payments(frames)
-    receipts = frames.cache["statement_receipts"]
+    payments, receipts = frames.statement_payments.rows, frames.statement_payments.receipts
     backwards = []
     for direction, kind in (("paid in", "payout"), ("withdrawn", "payment")):
         side = payments[(payments["direction"] == direction).to_numpy()]
@@ -1150,36 +765,32 @@ def _reversal_rows(frames: Frames, ours: pd.DataFrame) -> pd.DataFrame:
 def check_duplicate_receipt(frames: Frames, *, options: Options) -> pd.DataFrame:
     """One receipt on more than one of our completed payouts and collections, or on more than
     one payment row of one direction in the statement: one movement counted twice."""
-    ours = our_records(frames)
+    matched = MatchedFrames.of(frames)
+    ours = matched.our_records
     extra = ours[ours["repeat"].to_numpy()]
     first = ours[ours["receipt"].isin(extra["receipt"]).to_numpy() & ~ours["repeat"].to_numpy()]
     first = first.set_index("receipt")
-    ours_part = make_findings(
+    ours_part = OUR_RECORDS.findings(
         "duplicate_receipt",
         extra,
-        options=options,
-        reasons=[
+        [
             f"duplicate receipt: expected 1 record of {receipt} != 2 or more (also "
             f"{named(*first.loc[receipt, ['kind', 'reference', 'id']])}; "
             f"{format_cents(amount)} unconfirmed)"
             for receipt, amount in zip(extra["receipt"], extra["amount_cents"], strict=True)
         ],
-        **our_keys(extra),
-        transaction_id=extra["receipt"],
-        phone=extra["phone"],
-        occurred_at=extra["occurred_at"],
-        expected_cents=extra["amount_cents"],
+        options,
         at_risk_cents=extra["amount_cents"],
     )
-    parts = [part for part in (ours_part, _statement_duplicates(frames, options)) if len(part)]
+    parts = [part for part in (ours_part, _statement_duplicates(matched, options)) if len(part)]
     return pd.concat(parts, ignore_index=True) if parts else empty_findings()
 
 
-def _statement_duplicates(frames: Frames, options: Options) -> pd.DataFrame:
+def _statement_duplicates(frames: MatchedFrames, options: Options) -> pd.DataFrame:
     if frames.statement is None:
         return empty_findings()
-    payments = statement_payments(frames)
-    rows = in_period(frames.cache["statement_repeats"], options)
+    payments = frames.statement_payments.rows
+    rows = in_period(frames.statement_payments.repeats, options)
     if rows.empty:
         return empty_findings()
     first = payments[payments["receipt"].isin(rows["receipt"])]
@@ -1392,6 +1003,7 @@ STATEMENT_CHECKS = (
 def run_checks(frames: Frames, options: Options | None = None) -> Findings:
     """Every registered check over `frames`, findings concatenated in vocabulary order."""
     options = options or Options()
+    frames = MatchedFrames.of(frames)  # one matching, shared by every check
     parts = [check(frames, options=options) for check in CHECKS]
     parts = [part for part in parts if not part.empty]
     frame = pd.concat(parts, ignore_index=True) if parts else empty_findings()
@@ -1446,7 +1058,8 @@ def scope(frames: Frames, options: Options) -> list[str]:
 def match_rates(frames: Frames) -> dict[str, tuple[int, int]]:
     """(matched, total) for results -> payouts, payouts -> results and, with a statement,
     statement entries -> our records."""
-    results = matched_results(frames)
+    frames = MatchedFrames.of(frames)
+    results = frames.matched_results
     matched = results["payout_ref"].notna().to_numpy()
     answer_to = results["payout_pos"].to_numpy()[matched]
     answered = len(pd.unique(answer_to[answer_to >= 0]))
@@ -1455,7 +1068,7 @@ def match_rates(frames: Frames) -> dict[str, tuple[int, int]]:
         "payouts with a result": (answered, len(frames.payouts)),
     }
     if frames.statement is not None:
-        _, entries = statement_matches(frames)
+        entries = frames.statement_matches.rows
         rates["statement entries recorded"] = (int(entries["recorded"].sum()), len(entries))
     return rates
 

@@ -12,8 +12,8 @@ every check in `recon.checks.CHECK_NAMES` but the two in `NOT_PLANTED`, and a pa
 status of the service's state machine (submitting, pending, unknown, completed, failed,
 review). `PLANTED` names them.
 
-Rows go in through lightweight `sqlalchemy.table()` constructs with bound parameters (recon
-never imports the service); times are naive UTC, the statement is in Nairobi time.
+Rows go into the migrated database's own tables, reflected with SQLAlchemy (recon never imports
+the service); times are naive UTC, the statement is in Nairobi time.
 """
 
 from __future__ import annotations
@@ -33,11 +33,11 @@ import sqlalchemy as sa
 
 from recon.codes import integer_code, meaning
 from recon.load import make_engine
+from recon.rules import NAIROBI, amount_difference
 from recon.statement import PORTAL_HEADER
 
 DEFAULT_SEED = 7
 DEFAULT_DAYS = 7
-NAIROBI_OFFSET = timedelta(hours=3)  # Africa/Nairobi has no daylight saving time
 OPENING_BALANCE = Decimal("1500000.00")
 TOTAL_WITHDRAWN_ERROR = Decimal("100.00")  # the statement header's deliberate mistake
 PAYOUTS_PER_DAY = 42
@@ -83,56 +83,27 @@ NOT_PLANTED = {
     "unreadable_value": "the demo writes through typed columns, which hold only readable values",
     "statement_coverage": "the demo statement's Time Period is exactly the days generated",
 }
-COLUMNS = {
-    "b2c_payments": (
-        "id user_id user_type phone_number amount reference_id transaction_id status "
-        "error_description reason_code initiated_at completed_at updated_at "
-        "originator_conversation_id conversation_id command_id reason description result_desc "
-        "paid_amount receiver_name attempt_count check_count next_check_at"
-    ),
-    "b2c_payout_attempts": (
-        "id payout_id attempt_no originator_conversation_id conversation_id status "
-        "response_code error_code error_message created_at sent_at answered_at receipt"
-    ),
-    "b2c_payment_callbacks": (
-        "id transaction_id originator_conversation_id conversation_id result_code "
-        "result_description transaction_amount receiver_phone reference_id raw_response "
-        "received_at result_code_text result_type kind payout_id receiver_name outcome"
-    ),
-    "status_queries": (
-        "id payout_id attempt_id step originator_conversation_id conversation_id status "
-        "result_code result_desc requested_at answered_at"
-    ),
-    "payments": (
-        "id user_id booking_id amount status method transaction_reference created_at updated_at "
-        "checkout_request_id merchant_request_id phone_number mpesa_receipt result_code "
-        "result_desc account_reference description paid_amount completed_at query_count "
-        "next_query_at"
-    ),
-    "stk_callbacks": (
-        "id checkout_request_id merchant_request_id payment_id result_code result_desc amount "
-        "mpesa_receipt phone_number transaction_date outcome received_at"
-    ),
-    "payment_flags": "id subject_type subject_id flag detail created_at resolved_at",
-}
-COLUMNS = {name: tuple(columns.split()) for name, columns in COLUMNS.items()}
-MONEY_COLUMNS = {"amount", "paid_amount", "transaction_amount"}
-
-
-def _typed(name: str) -> sa.ColumnClause:
-    """A column with the type its values need bound as (Decimal money, datetime times)."""
-    if name in MONEY_COLUMNS:
-        return sa.column(name, sa.Numeric(15, 2))
-    if name.endswith("_at") or name == "transaction_date":
-        return sa.column(name, sa.DateTime())
-    return sa.column(name)
-
-
-TABLES = {name: sa.table(name, *map(_typed, columns)) for name, columns in COLUMNS.items()}
+# The service's tables the demo writes, in insert order. Their columns and types are the
+# migrated database's, reflected (recon never imports the service): sql/migrations is the one
+# schema.
+DEMO_TABLES = (
+    "b2c_payments",
+    "b2c_payout_attempts",
+    "b2c_payment_callbacks",
+    "status_queries",
+    "payments",
+    "stk_callbacks",
+    "payment_flags",
+)
 
 
 class DemoError(Exception):
     """The demo data cannot be written; the message says what to do."""
+
+
+def nairobi(moment: datetime) -> datetime:
+    """A naive-UTC time as the naive Nairobi wall-clock time the statement and ids show."""
+    return moment.replace(tzinfo=UTC).astimezone(NAIROBI).replace(tzinfo=None)
 
 
 # -- the model of one attempt ---------------------------------------------------------------------
@@ -194,7 +165,7 @@ class DemoData:
 
     start: datetime
     end: datetime
-    rows: dict[str, list[dict]] = field(default_factory=lambda: {name: [] for name in COLUMNS})
+    rows: dict[str, list[dict]] = field(default_factory=lambda: {name: [] for name in DEMO_TABLES})
     statement: list[StatementLine] = field(default_factory=list)
 
     def count(self, table: str) -> int:
@@ -231,7 +202,7 @@ class _Generator:
         return Customer(user_id=f"user-{number:04d}", phone=phone, name=name)
 
     def add(self, table: str, **values) -> dict:
-        row = dict.fromkeys(COLUMNS[table]) | values
+        row = dict(values)
         self.data.rows[table].append(row)
         return row
 
@@ -336,10 +307,7 @@ class _Generator:
             check_count=0,
         )
         if status == "completed" and values["paid_amount"] != amount_kes:
-            short = amount_kes - values["paid_amount"]
-            detail = f"amount mismatch: requested {amount_kes:,.2f} != paid "
-            detail += f"{values['paid_amount']:,.2f} ({abs(short):,.2f} "
-            detail += f"{'short' if short > 0 else 'over'})"
+            detail = f"amount mismatch: {amount_difference(amount_kes, values['paid_amount'])}"
             self.flag("payout", payout_id, "amount_mismatch", detail, values["completed_at"])
         return row
 
@@ -590,7 +558,7 @@ class _Generator:
     def stk(self, when: datetime, amount: int, customer: Customer, outcome: str, **extra) -> dict:
         """An STK Push collection and its callback, as the service writes them."""
         payment_id = self.uid()
-        local = when + NAIROBI_OFFSET
+        local = nairobi(when)
         checkout = f"ws_CO_{local:%d%m%Y%H%M%S}{self.rng.randrange(10**6):06d}{customer.phone}"
         merchant = f"{self.rng.randrange(10000, 99999)}-{self.rng.randrange(10**7, 10**8)}-1"
         amount_kes = Decimal(amount)
@@ -656,11 +624,8 @@ class _Generator:
             completed_at=received,
         )
         if paid != amount_kes:
-            gap = amount_kes - paid
-            flag = "underpaid" if gap > 0 else "overpaid"
-            detail = f"requested {amount_kes:,.2f} != paid {paid:,.2f} "
-            detail += f"({abs(gap):,.2f} {'short' if gap > 0 else 'over'})"
-            self.flag("payment", payment_id, flag, detail, received)
+            flag = "underpaid" if paid < amount_kes else "overpaid"
+            self.flag("payment", payment_id, flag, amount_difference(amount_kes, paid), received)
         return row
 
     def everyday_stk(self, when: datetime) -> None:
@@ -682,7 +647,7 @@ class _Generator:
         differences: one of each left out, one payout amount changed, two unknown receipts."""
         rows = self.data.rows
         completed = [p for p in rows["b2c_payments"] if p["status"] == "completed"]
-        collected = [p for p in rows["payments"] if p["mpesa_receipt"]]
+        collected = [p for p in rows["payments"] if p.get("mpesa_receipt")]
         everyday = [p for p in completed if p["amount"] == p["paid_amount"]]
         omitted = {
             self.rng.choice(everyday)["transaction_id"],
@@ -742,8 +707,9 @@ class _Generator:
 def window(days: int, end: date | None = None) -> tuple[datetime, datetime]:
     """[start, end) in naive UTC: `days` Nairobi days ending at the Nairobi midnight that
     starts `end` (default: today in Nairobi)."""
-    end = end or (datetime.now(UTC) + NAIROBI_OFFSET).date()
-    end_time = datetime(end.year, end.month, end.day) - NAIROBI_OFFSET
+    end = end or datetime.now(NAIROBI).date()
+    end_time = datetime(end.year, end.month, end.day, tzinfo=NAIROBI).astimezone(UTC)
+    end_time = end_time.replace(tzinfo=None)
     return end_time - timedelta(days=days), end_time
 
 
@@ -793,7 +759,7 @@ def statement_rows(data: DemoData) -> tuple[list[list[str]], list[dict[str, str]
 
 
 def _statement_row(line, reason, paid_in, withdrawn, balance) -> dict[str, str]:
-    local = f"{line.completed_at + NAIROBI_OFFSET:%d-%m-%Y %H:%M:%S}"
+    local = f"{nairobi(line.completed_at):%d-%m-%Y %H:%M:%S}"
     details = {
         PAYOUT_REASON: f"Business Payment to {line.other_party}",
         CHARGE_REASON: "Business Payment Charge",
@@ -819,9 +785,9 @@ def _statement_row(line, reason, paid_in, withdrawn, balance) -> dict[str, str]:
 
 
 def _header_block(data: DemoData, closing, paid_in, withdrawn) -> list[list[str]]:
-    start = f"{data.start + NAIROBI_OFFSET:%d-%m-%Y %H:%M:%S}"
-    end = f"{data.end + NAIROBI_OFFSET - timedelta(seconds=1):%d-%m-%Y %H:%M:%S}"
-    reported = f"{data.end + NAIROBI_OFFSET + timedelta(hours=8):%d-%m-%Y %H:%M:%S}"
+    start = f"{nairobi(data.start):%d-%m-%Y %H:%M:%S}"
+    end = f"{nairobi(data.end) - timedelta(seconds=1):%d-%m-%Y %H:%M:%S}"
+    reported = f"{nairobi(data.end) + timedelta(hours=8):%d-%m-%Y %H:%M:%S}"
     return [
         ["Account Holder:", "DEMO TRAINERS LTD"],
         ["Short Code:", "600999"],
@@ -863,27 +829,25 @@ def check_database(database_url: str) -> None:
     """Stop with the command to run when the database is missing, not migrated or not empty."""
     url = sa.make_url(database_url)
     shown = url.render_as_string(hide_password=True)
-    migrate = f"DATABASE_URL='{shown}' python service.py migrate"
+    migrate = f"run `DATABASE_URL='{shown}' python service.py migrate` first"
     if url.get_backend_name() == "sqlite":
         path = url.database or ""
         if not path or path == ":memory:":
             raise DemoError("demo data needs a SQLite file, e.g. sqlite:///data/demo.db")
         if not Path(path).is_file():
-            raise DemoError(f"{path} does not exist yet; create its tables first:\n  {migrate}")
+            raise DemoError(f"{path} does not exist yet: {migrate}")
     engine = make_engine(database_url)
     try:
         with engine.connect() as connection:
-            tables = set(sa.inspect(connection).get_table_names())
-            missing = sorted(set(COLUMNS) - tables)
+            missing = sorted(set(DEMO_TABLES) - set(sa.inspect(connection).get_table_names()))
             if missing:
-                raise DemoError(
-                    f"{shown} lacks the tables {', '.join(missing)}; migrate it first:\n  {migrate}"
-                )
+                raise DemoError(f"{shown} is not migrated (no {', '.join(missing)}): {migrate}")
+            tables = service_tables(connection)
             used = {
-                table: connection.execute(
-                    sa.select(sa.func.count()).select_from(TABLES[table])
+                name: connection.execute(
+                    sa.select(sa.func.count()).select_from(tables[name])
                 ).scalar_one()
-                for table in ("b2c_payments", "payments")
+                for name in ("b2c_payments", "payments")
             }
     except sa.exc.SQLAlchemyError as error:
         raise DemoError(f"cannot open {shown}: {type(error).__name__}") from None
@@ -898,14 +862,24 @@ def check_database(database_url: str) -> None:
         )
 
 
+def service_tables(connection: sa.Connection) -> dict[str, sa.Table]:
+    """DEMO_TABLES as the migrated database declares them."""
+    metadata = sa.MetaData()
+    metadata.reflect(connection, only=DEMO_TABLES)
+    return {name: metadata.tables[name] for name in DEMO_TABLES}
+
+
 def insert(database_url: str, data: DemoData) -> dict[str, int]:
-    """Insert every row in one transaction; returns the row count per table."""
+    """Insert every row in one transaction; returns the row count per table. A table's rows
+    name the columns the generator set; the others take the schema's default."""
     engine = make_engine(database_url)
     try:
         with engine.begin() as connection:
+            tables = service_tables(connection)
             for name, rows in data.rows.items():
                 if rows:
-                    connection.execute(TABLES[name].insert(), rows)
+                    columns = dict.fromkeys(key for row in rows for key in row)
+                    connection.execute(tables[name].insert(), [columns | row for row in rows])
     finally:
         engine.dispose()
     return {name: len(rows) for name, rows in data.rows.items()}

@@ -12,7 +12,7 @@ lists it, and the `unreadable_value` check reports it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -89,7 +89,6 @@ class Frames:
     unreadable: pd.DataFrame = field(
         default_factory=lambda: pd.DataFrame(columns=UNREADABLE_COLUMNS), compare=False
     )
-    cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_database_frames(
@@ -229,11 +228,3 @@ def text_series(values: pd.Series) -> pd.Series:
     text = values.astype("str").where(values.notna())
     text = text.str.strip()
     return text.where(text != "")
-
-
-def flags_per_unique(values: pd.Series, predicate, *, missing: bool = False) -> np.ndarray:
-    """`predicate` (Series of str -> Series of bool) evaluated once per distinct value and
-    spread back as a boolean array; missing values get `missing`."""
-    codes, uniques = pd.factorize(values.to_numpy(), use_na_sentinel=True)
-    flags = predicate(pd.Series(uniques, dtype=object)).to_numpy(dtype=bool)
-    return np.append(flags, missing)[codes]  # code -1 (missing) picks the appended flag

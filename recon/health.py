@@ -4,7 +4,7 @@
 Every function takes frames (as `recon.frames` normalises them: amounts in int64 cents, times
 naive UTC, codes as strings) and returns a DataFrame or plain values; none reads the database
 except `load_health`, which goes through the named queries like `recon.load`. Days are
-Africa/Nairobi calendar days (UTC+3, no daylight saving), the days the business and the
+Africa/Nairobi calendar days (recon.rules.NAIROBI), the days the business and the
 statement use. KES amounts leave as two-place Decimals; rates are floats in [0, 1].
 
 Definitions (the notebooks' text repeats them):
@@ -33,12 +33,13 @@ from pathlib import Path
 import pandas as pd
 import sqlalchemy as sa
 
-from recon.checks import matched_results
 from recon.codes import lookup, meaning
 from recon.frames import Frames, normalise
 from recon.load import LoadError, load_frames, make_engine
+from recon.matching import MatchedFrames
 from recon.money import decimal_from_cents
 from recon.queries import load_queries
+from recon.rules import NAIROBI
 
 PAYOUT_STATUSES = ("submitting", "pending", "unknown", "completed", "failed", "review")
 OPEN_PAYOUT_STATUSES = frozenset({"submitting", "pending", "unknown"})
@@ -54,7 +55,6 @@ STK_CALLBACK_COLUMNS = {
     "receipt": "mpesa_receipt",
     "received_at": "received_at",
 }
-NAIROBI_OFFSET = pd.Timedelta(hours=3)
 
 
 @dataclass
@@ -121,7 +121,7 @@ def _bound(moment: datetime | None) -> str | None:
 
 def nairobi_day(times: pd.Series) -> pd.Series:
     """'YYYY-MM-DD' of the Nairobi calendar day of each naive-UTC time (missing stays missing)."""
-    return (times + NAIROBI_OFFSET).dt.strftime("%Y-%m-%d")
+    return times.dt.tz_localize(UTC).dt.tz_convert(NAIROBI).dt.strftime("%Y-%m-%d")
 
 
 def kes(cents) -> Decimal:
@@ -242,7 +242,7 @@ def payout_success_rate(payouts: pd.DataFrame) -> float | None:
 def failures_by_code(frames: Frames) -> pd.DataFrame:
     """Failed result and status callbacks per result code, most frequent first: how many
     results, how many distinct payouts, the code's meaning and whether it may be retried."""
-    results = matched_results(frames)
+    results = MatchedFrames.of(frames).matched_results
     failed = results[
         (results["kind"] != "timeout")
         & results["result_code"].notna()
@@ -268,7 +268,7 @@ def failures_by_code(frames: Frames) -> pd.DataFrame:
 
 def time_to_result(frames: Frames) -> pd.DataFrame:
     """Per payout with a result callback: initiated_at, first_result_at and seconds between."""
-    results = matched_results(frames)
+    results = MatchedFrames.of(frames).matched_results
     answers = results[results["payout_ref"].notna() & (results["kind"] == "result")]
     first = answers.groupby("payout_ref")["received_at"].min()
     payouts = frames.payouts.drop_duplicates("id").set_index("id")

@@ -84,8 +84,7 @@ def nairobi_to_utc(value: object) -> datetime | None:
     text = str(value).strip()
     if text.endswith(".0"):
         text = text[:-2]
-    # Only digits can fit the first layout, and never the second: try just the one that may
-    # fit (B2C's dd.MM.yyyy went through a failing strptime first: 6.9 against 5.2 us a call).
+    # Only digits can fit the first layout, and never the second: try just the one that may fit.
     layout = DARAJA_TIME_FORMATS[0] if text.isdigit() else DARAJA_TIME_FORMATS[1]
     try:
         local = datetime.strptime(text, layout).replace(tzinfo=NAIROBI)
@@ -108,9 +107,13 @@ def shillings_text(value: Decimal | int | None) -> str:
 def amount_difference(requested: Decimal | int, paid: Decimal | int) -> str:
     """'requested 1,000.00 != paid 100.00 (900.00 short)', or '(50.00 over)' when more was
     paid: the one wording of an amount that differs, in flags, findings and reports."""
-    gap = Decimal(paid) - Decimal(requested)
-    direction = "over" if gap > 0 else "short"
     return (
         f"requested {shillings_text(requested)} != paid {shillings_text(paid)} "
-        f"({shillings_text(abs(gap))} {direction})"
+        f"({amount_gap(requested, paid)})"
     )
+
+
+def amount_gap(expected: Decimal | int, actual: Decimal | int) -> str:
+    """'900.00 short' / '50.00 over': how far `actual` is from `expected`."""
+    gap = Decimal(actual) - Decimal(expected)
+    return f"{shillings_text(abs(gap))} {'over' if gap > 0 else 'short'}"
