@@ -587,7 +587,7 @@ class _Generator:
                 row["error_message"] = "outcome unknown: read timeout"
             return row
         if outcome == "expired":
-            desc = "expired: no final answer from M-Pesa within 10 minutes"
+            desc = "expired: no final answer from M-Pesa within 600 s"
             moment = when + timedelta(minutes=10, seconds=self.rng.randrange(30, 90))
             row.update(status="failed", result_desc=desc, updated_at=moment, query_count=4)
             return row
