@@ -11,17 +11,12 @@ import sqlalchemy as sa
 
 from mpesa_service import log
 from mpesa_service.batch_results import SuccessBatch
-from mpesa_service.context import (
-    ACKNOWLEDGED,
-    Service,
-    add_flag,
-    client_address,
-    journal_entries_applied,
-    journal_entry_body,
-    mark_journal_applied,
-    new_id,
-)
+from mpesa_service.callback_auth import client_address
+from mpesa_service.context import Service
+from mpesa_service.flags import add_flag
 from mpesa_service.groupcommit import GroupCommit, Ticket
+from mpesa_service.ids import new_id
+from mpesa_service.journal import journal_entries_applied, journal_entry_body, mark_journal_applied
 from mpesa_service.parsing import (
     ResultCallback,
     bounded,
@@ -43,6 +38,9 @@ from mpesa_service.storage import (
     status_queries,
     utcnow,
 )
+
+# The answer to a callback that is journaled, as Daraja expects it.
+ACKNOWLEDGED = {"ResultCode": 0, "ResultDesc": "Accepted"}
 
 
 def _handle_stk(svc: Service, conn, raw: str, journal_id: str, kind: str, payment_id="") -> str:

@@ -71,6 +71,14 @@ class NotSent(DarajaError):
     """A money-moving request provably never reached Daraja (the connection was never made)."""
 
 
+def daraja_error_fields(error: DarajaError) -> tuple[str, str]:
+    """(code, message) to store for a failed call: Daraja's own for a rejection, else the
+    error's class and text."""
+    if isinstance(error, DarajaRejected):
+        return error.code, error.message
+    return type(error).__name__, str(error)
+
+
 @dataclass(frozen=True)
 class DarajaAccount:
     """The credentials and codes the requests are made with."""

@@ -12,17 +12,13 @@ from collections.abc import Callable
 import sqlalchemy as sa
 
 from mpesa_service import golive, log
+from mpesa_service.api_keys import api_keys
+from mpesa_service.callback_auth import callback_policy, callback_token
 from mpesa_service.callbacks import replay_journal, wait_applied
-from mpesa_service.context import (
-    ApiError,
-    Journal,
-    Service,
-    api_keys,
-    callback_policy,
-    callback_token,
-)
+from mpesa_service.context import ApiError, Service
 from mpesa_service.daraja import DarajaAccount, DarajaClient, security_credential
 from mpesa_service.jobs import make_scheduler
+from mpesa_service.journal import Journal
 from mpesa_service.operator import resolve_payout
 from mpesa_service.routes import make_app
 from mpesa_service.settings import DARAJA_BASE_URLS, Settings, SettingsError, load_settings

@@ -23,7 +23,8 @@ from urllib.parse import urlsplit
 import requests
 import sqlalchemy as sa
 
-from mpesa_service.context import REJECTED_URL_WORDS, Service, parse_networks
+from mpesa_service.callback_auth import REJECTED_URL_WORDS, parse_networks
+from mpesa_service.context import Service
 from mpesa_service.daraja import DarajaError, DarajaRejected
 from mpesa_service.jobs import journal_space_problem
 from mpesa_service.resolution import ask_status
@@ -494,7 +495,7 @@ def check_journal(svc: Service) -> Finding:
 
 
 def check_callback_filters(settings: Settings) -> list[Finding]:
-    """CALLBACK_ALLOWED_IPS and TRUSTED_PROXIES as context.callback_policy reads them."""
+    """CALLBACK_ALLOWED_IPS and TRUSTED_PROXIES as callback_auth.callback_policy reads them."""
     allowed, proxies = settings.listing("CALLBACK_ALLOWED_IPS"), settings.listing("TRUSTED_PROXIES")
     try:
         allowed_networks = parse_networks([e for e in allowed if e != "*"])

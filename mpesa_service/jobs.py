@@ -15,14 +15,18 @@ from email.message import EmailMessage
 
 import sqlalchemy as sa
 
-from mpesa_service import log
+from mpesa_service import PROJECT_DIR, log
 from mpesa_service.callbacks import replay_journal
-from mpesa_service.context import REPORTS_DIR, Service, add_flag, subject_name
+from mpesa_service.context import Service
+from mpesa_service.flags import add_flag, subject_name
 from mpesa_service.resolution import resolve_payouts, retry_failed_payouts
 from mpesa_service.settings import Settings
 from mpesa_service.stk import sweep_stk
 from mpesa_service.storage import b2c_payments, payment_flags, utcnow
 from recon.rules import NAIROBI
+
+# Where the scheduled reconciliation keeps its reports (the console links the newest).
+REPORTS_DIR = PROJECT_DIR / "data" / "reports"
 
 
 def make_scheduler(svc: Service):
@@ -147,7 +151,7 @@ def flag_journal_space(svc: Service) -> None:
 
 def alert_message(flags, names: dict, recipients: list[str], sender: str) -> EmailMessage:
     """The alert email; `names` gives each flag's subject as a person can look it up (see
-    context.subject_name), by flag id."""
+    flags.subject_name), by flag id."""
     counts: dict[str, int] = {}
     for flag in flags:
         counts[flag.flag] = counts.get(flag.flag, 0) + 1

@@ -13,7 +13,8 @@ from decimal import Decimal, InvalidOperation
 
 import sqlalchemy as sa
 
-from mpesa_service.context import ApiError, Service, add_flag, flags_of
+from mpesa_service.context import ApiError, Service
+from mpesa_service.flags import add_flag, flags_of
 from mpesa_service.stk import (
     STK_OPEN_STATES,
     STK_PAID_STATES,

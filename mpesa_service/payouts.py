@@ -13,15 +13,10 @@ from decimal import Decimal
 import sqlalchemy as sa
 
 from mpesa_service import idempotency, log
-from mpesa_service.context import (
-    ApiError,
-    Service,
-    add_flag,
-    daraja_error_fields,
-    flags_of,
-    new_id,
-)
-from mpesa_service.daraja import DarajaRejected, NotSent, OutcomeUnknown
+from mpesa_service.context import ApiError, Service
+from mpesa_service.daraja import DarajaRejected, NotSent, OutcomeUnknown, daraja_error_fields
+from mpesa_service.flags import add_flag, flags_of
+from mpesa_service.ids import new_id
 from mpesa_service.parsing import ResultCallback, bounded, requested_shillings, text_or_none
 from mpesa_service.settings import Settings
 from mpesa_service.stk import json_amount, optional_text

@@ -19,8 +19,10 @@ from datetime import timedelta
 import sqlalchemy as sa
 
 from mpesa_service import log
-from mpesa_service.context import Service, add_flag, daraja_error_fields, new_id
-from mpesa_service.daraja import DarajaError
+from mpesa_service.context import Service
+from mpesa_service.daraja import DarajaError, daraja_error_fields
+from mpesa_service.flags import add_flag
+from mpesa_service.ids import new_id
 from mpesa_service.parsing import ResultCallback, text_or_none
 from mpesa_service.payouts import (
     NO_EVIDENCE,

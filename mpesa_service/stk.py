@@ -10,15 +10,10 @@ from decimal import Decimal
 import sqlalchemy as sa
 
 from mpesa_service import idempotency, log
-from mpesa_service.context import (
-    ApiError,
-    Service,
-    add_flag,
-    daraja_error_fields,
-    flags_of,
-    new_id,
-)
-from mpesa_service.daraja import DarajaError, DarajaRejected, NotSent
+from mpesa_service.context import ApiError, Service
+from mpesa_service.daraja import DarajaError, DarajaRejected, NotSent, daraja_error_fields
+from mpesa_service.flags import add_flag, flags_of
+from mpesa_service.ids import new_id
 from mpesa_service.parsing import StkCallback, requested_shillings
 from mpesa_service.storage import (
     payment_flags,

@@ -16,7 +16,7 @@ from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from mpesa_service.console import human_duration, last_reconciliation, local_time
-from mpesa_service.context import REPORTS_DIR
+from mpesa_service.jobs import REPORTS_DIR
 from mpesa_service.storage import b2c_payments, payments
 from recon.api import build_report
 from tests.service_support import wait_until

@@ -14,10 +14,10 @@ import pytest
 import sqlalchemy as sa
 
 import service
-from mpesa_service.context import REPORTS_DIR
 from mpesa_service.entrypoint import QUIET_LIBRARIES, configure_logging
 from mpesa_service.jobs import (
     BALANCE,
+    REPORTS_DIR,
     RESOLVE,
     alerts_job,
     check_balance,

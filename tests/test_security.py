@@ -21,7 +21,8 @@ import requests
 
 import service
 from mpesa_service import PROJECT_DIR
-from mpesa_service.context import REPORTS_DIR, add_flag
+from mpesa_service.flags import add_flag
+from mpesa_service.jobs import REPORTS_DIR
 from mpesa_service.storage import utcnow
 from tests.service_support import API_KEY, TOKEN
 from tests.test_operator import OPERATOR, READER, TO_REVIEW
