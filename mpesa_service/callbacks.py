@@ -25,17 +25,13 @@ from mpesa_service.parsing import (
     parse_result_callback,
     parse_stk_callback,
 )
-from mpesa_service.payouts import apply_b2c_callback, payout_by, store_result_callback
-from mpesa_service.resolution import apply_status_answer
+from mpesa_service.payouts import apply_b2c_callback, store_result_callback
+from mpesa_service.resolution import apply_status_callback
 from mpesa_service.stk import apply_stk_callback
 from mpesa_service.storage import (
     account_balances,
-    b2c_payment_callbacks,
-    b2c_payments,
-    b2c_payout_attempts,
     batch_engine,
     callback_journal,
-    status_queries,
     utcnow,
 )
 
@@ -60,7 +56,7 @@ def _handle_result(svc: Service, conn, raw: str, journal_id: str, kind: str, pay
         return apply_b2c_callback(conn, parsed, raw, journal_id, kind.removeprefix("b2c_"))
     if kind == "balance_result":
         return apply_balance_callback(svc, conn, parsed, raw, journal_id)
-    return apply_status_callback(svc, conn, parsed, raw, journal_id, kind)
+    return apply_status_callback(svc, conn, parsed, raw, journal_id, STORED_KINDS[kind])
 
 
 CALLBACK_HANDLERS = {
@@ -78,89 +74,6 @@ STORED_KINDS = {
     "balance_result": "balance",
     "balance_timeout": "balance_timeout",
 }
-
-
-def apply_status_callback(
-    svc: Service, conn, parsed: ResultCallback, raw: str, journal_id: str, kind: str
-) -> str:
-    """Record a Transaction Status answer against the query that asked it and apply what it
-    says about the payout. An answer that beat the query's own bookkeeping waits as `orphan`
-    until the query's ids are stored (see apply_waiting_status_answers)."""
-    query = _status_query_for(conn, parsed)
-    payout = payout_by(conn, b2c_payments.c.id, query.payout_id) if query else None
-    outcome = "orphan"
-    if query and kind == "status_timeout":
-        outcome = "recorded"
-    elif query:
-        _record_answer(conn, query, parsed, raw)
-        attempt = _attempt_of(conn, query)
-        outcome = apply_status_answer(svc, conn, payout, attempt, parsed)
-    store_result_callback(conn, parsed, raw, journal_id, STORED_KINDS[kind], payout, outcome)
-    return outcome
-
-
-def _status_query_for(conn, parsed: ResultCallback):
-    for column, value in (
-        (status_queries.c.originator_conversation_id, parsed.originator_conversation_id),
-        (status_queries.c.conversation_id, parsed.conversation_id),
-    ):
-        if value:
-            query = conn.execute(sa.select(status_queries).where(column == value)).first()
-            if query:
-                return query
-    return None
-
-
-def _attempt_of(conn, query):
-    if not query.attempt_id:
-        return None
-    return conn.execute(
-        sa.select(b2c_payout_attempts).where(b2c_payout_attempts.c.id == query.attempt_id)
-    ).first()
-
-
-def _record_answer(conn, query, parsed: ResultCallback, raw: str) -> None:
-    conn.execute(
-        status_queries.update()
-        .where(status_queries.c.id == query.id)
-        .values(
-            status="answered",
-            result_code=parsed.result_code,
-            result_desc=parsed.result_desc,
-            raw_response=raw,
-            answered_at=utcnow(),
-        )
-    )
-
-
-def apply_waiting_status_answers(svc: Service, ocid: str | None, conversation_id: str | None):
-    """Apply status answers that arrived before their query's ids were stored."""
-    ids = [value for value in (ocid, conversation_id) if value]
-    if not ids:
-        return
-    callbacks = b2c_payment_callbacks.c
-    with svc.engine.begin() as conn:
-        waiting = conn.execute(
-            sa.select(b2c_payment_callbacks)
-            .where(callbacks.kind == "status", callbacks.outcome == "orphan")
-            .where(
-                sa.or_(
-                    callbacks.originator_conversation_id.in_(ids),
-                    callbacks.conversation_id.in_(ids),
-                )
-            )
-        ).all()
-        for row in waiting:
-            parsed = parse_result_callback(json_or_problem(row.raw_response)[0])
-            query = _status_query_for(conn, parsed)
-            _record_answer(conn, query, parsed, row.raw_response)
-            payout = payout_by(conn, b2c_payments.c.id, query.payout_id)
-            outcome = apply_status_answer(svc, conn, payout, _attempt_of(conn, query), parsed)
-            conn.execute(
-                b2c_payment_callbacks.update()
-                .where(callbacks.id == row.id)
-                .values(outcome=outcome, payout_id=payout.id, reference_id=payout.reference_id)
-            )
 
 
 def apply_balance_callback(

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import requests
 import urllib3
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import padding
 
 from recon.rules import (
     nairobi_timestamp,
@@ -101,9 +103,6 @@ def stk_password(shortcode: str, passkey: str, timestamp: str) -> str:
 def security_credential(initiator_password: str, certificate_path: str | Path) -> str:
     """base64(RSA PKCS#1 v1.5 of the initiator password) with Safaricom's certificate (PEM or
     DER). The padding is random, so every call gives a different, equally valid, string."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives.asymmetric import padding
-
     data = Path(certificate_path).read_bytes()
     if b"-----BEGIN" in data:
         certificate = x509.load_pem_x509_certificate(data)

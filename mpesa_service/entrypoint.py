@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import sqlalchemy as sa
 
-from mpesa_service import golive, log
+from mpesa_service import golive, log, waitress_server
 from mpesa_service.api_keys import api_keys
 from mpesa_service.callback_auth import callback_policy, callback_token
 from mpesa_service.callbacks import replay_journal, wait_applied
@@ -37,7 +37,7 @@ def daraja_account(settings: Settings) -> DarajaAccount:
     whatever is not set."""
     defaults = {}
     if settings.environment == "simulator":
-        import simulator
+        import simulator  # here, not at the top: production never loads the stand-in
 
         config = simulator.SimulatorConfig()
         defaults = {
@@ -131,8 +131,6 @@ WAITRESS_THREADS = 32
 
 
 def serve(settings: Settings) -> None:
-    from mpesa_service import waitress_server
-
     embedded = start_embedded_simulator(settings)
     svc = build_service(settings, simulator_url=embedded.base_url if embedded else "")
     require_current_schema(svc.engine)
@@ -165,7 +163,7 @@ def start_embedded_simulator(settings: Settings):
     process on a port of its own (a simulator.RunningSimulator); otherwise None."""
     if settings.environment != "simulator" or settings["MPESA_BASE_URL"]:
         return None
-    import simulator
+    import simulator  # here, not at the top: production never loads the stand-in
 
     running = simulator.start(host="127.0.0.1", port=0)
     log.info("in-process Daraja simulator: the service calls it at %s", running.base_url)
@@ -175,7 +173,7 @@ def start_embedded_simulator(settings: Settings):
 def embedded_simulator_controls(app, embedded):
     """The service's app with the embedded simulator's control routes beside it, under
     /simulator/ on the service's own port (never outside the simulator environment)."""
-    import simulator
+    import simulator  # here, not at the top: production never loads the stand-in
 
     return simulator.with_controls(app, embedded.simulator)
 

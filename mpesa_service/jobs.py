@@ -14,6 +14,8 @@ from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 
 import sqlalchemy as sa
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.cron import CronTrigger
 
 from mpesa_service import PROJECT_DIR, log
 from mpesa_service.callbacks import replay_journal
@@ -23,6 +25,7 @@ from mpesa_service.resolution import resolve_payouts, retry_failed_payouts
 from mpesa_service.settings import Settings
 from mpesa_service.stk import sweep_stk
 from mpesa_service.storage import b2c_payments, payment_flags, utcnow
+from recon.mail import SmtpSettings, send_email, send_report
 from recon.rules import NAIROBI
 
 # Where the scheduled reconciliation keeps its reports (the console links the newest).
@@ -30,9 +33,6 @@ REPORTS_DIR = PROJECT_DIR / "data" / "reports"
 
 
 def make_scheduler(svc: Service):
-    from apscheduler.schedulers.background import BackgroundScheduler
-    from apscheduler.triggers.cron import CronTrigger
-
     settings = svc.settings
     scheduler = BackgroundScheduler(
         timezone="UTC", job_defaults={"max_instances": 1, "coalesce": True}
@@ -107,8 +107,6 @@ def send_alerts(svc: Service) -> int:
         return 0
     recipients = svc.settings.listing("ALERT_EMAIL_TO")
     if recipients:
-        from recon.mail import send_email
-
         send_email(
             alert_message(flags, names, recipients, svc.settings["SMTP_FROM"]),
             to=recipients,
@@ -169,8 +167,6 @@ def alert_message(flags, names: dict, recipients: list[str], sender: str) -> Ema
 
 
 def smtp_settings(svc: Service):
-    from recon.mail import SmtpSettings
-
     names = (
         "SMTP_HOST",
         "SMTP_PORT",
@@ -199,8 +195,8 @@ def check_balance(svc: Service) -> int:
 def email_reconciliation(svc: Service, today: datetime | None = None) -> int:
     """Reconcile the previous Nairobi day, keep the report under data/reports/<day>/ (the
     console links it) and email it to RECON_EMAIL_TO. Returns 1, the report sent."""
+    # Here, not at the top: recon.api brings pandas, which only this job needs.
     from recon.api import build_report
-    from recon.mail import send_report
 
     until, since = previous_nairobi_day(today)
     report = build_report(

@@ -1,6 +1,7 @@
-"""Reading what comes in: tolerant readers of every Daraja callback shape we know, and the strict
-reader of an amount a caller asks for. The callback readers never raise; what they cannot read is
-listed in `problems`, and the raw body is always kept by the caller."""
+"""Reading what comes in: tolerant readers of every Daraja callback shape we know, the strict
+readers of what a caller sends (an amount, an optional text field), and amounts written back as
+JSON. The callback readers never raise; what they cannot read is listed in `problems`, and the raw
+body is always kept by the caller."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
+from mpesa_service.context import ApiError
 from recon.codes import is_success, normalise_code
 from recon.rules import (
     InvalidValue,
@@ -261,3 +263,25 @@ def requested_shillings(value: object, limits: tuple[int, int], field: str = "am
     if not (is_integer or is_written):
         raise InvalidValue(field, f"must be {AMOUNT_FORMS}, not {value!r}")
     return whole_shillings(value, limits, field)
+
+
+def optional_text(body: dict, name: str, limit: int) -> str | None:
+    """A caller's optional text field `name`, stripped: None when absent or empty, a 400 naming
+    it when it is not text or longer than `limit` characters."""
+    value = body.get(name)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str | int) or isinstance(value, bool):
+        raise ApiError(400, f"{name}: must be text", field=name)
+    text = str(value).strip()
+    if len(text) > limit:
+        raise ApiError(400, f"{name}: at most {limit} characters, got {len(text)}", field=name)
+    return text
+
+
+def json_amount(value: Decimal | None):
+    """Amounts in JSON: an int when whole, else a string of the exact decimal."""
+    if value is None:
+        return None
+    value = Decimal(value)
+    return int(value) if value == value.to_integral_value() else str(value)

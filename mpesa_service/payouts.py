@@ -17,9 +17,15 @@ from mpesa_service.context import ApiError, Service
 from mpesa_service.daraja import DarajaRejected, NotSent, OutcomeUnknown, daraja_error_fields
 from mpesa_service.flags import add_flag, flags_of
 from mpesa_service.ids import new_id
-from mpesa_service.parsing import ResultCallback, bounded, requested_shillings, text_or_none
+from mpesa_service.parsing import (
+    ResultCallback,
+    bounded,
+    json_amount,
+    optional_text,
+    requested_shillings,
+    text_or_none,
+)
 from mpesa_service.settings import Settings
-from mpesa_service.stk import json_amount, optional_text
 from mpesa_service.storage import (
     b2c_payment_callbacks,
     b2c_payments,

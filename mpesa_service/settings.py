@@ -8,6 +8,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dotenv import dotenv_values
+
 from mpesa_service import PROJECT_DIR
 
 ENVIRONMENTS = ("simulator", "sandbox", "production")
@@ -258,8 +260,6 @@ def load_settings(environ: dict[str, str] | None = None, env_file: Path | None =
 def _read_env_file(path: Path) -> dict[str, str]:
     if not path.is_file():
         return {}
-    from dotenv import dotenv_values
-
     return {key: value for key, value in dotenv_values(path).items() if value is not None}
 
 
