@@ -21,6 +21,7 @@ from mpesa_service import PROJECT_DIR, log
 from mpesa_service.callbacks import replay_journal
 from mpesa_service.context import Service
 from mpesa_service.flags import add_flag, subject_name
+from mpesa_service.payouts import nairobi_day_start_utc
 from mpesa_service.resolution import resolve_payouts, retry_failed_payouts
 from mpesa_service.settings import Settings
 from mpesa_service.stk import sweep_stk
@@ -213,13 +214,8 @@ def email_reconciliation(svc: Service, today: datetime | None = None) -> int:
 
 def previous_nairobi_day(today: datetime | None = None) -> tuple[datetime, datetime]:
     """(start of today, start of yesterday) in Nairobi, as naive UTC."""
-    now = (today or datetime.now(UTC)).astimezone(NAIROBI)
-    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    as_utc = [
-        moment.astimezone(UTC).replace(tzinfo=None)
-        for moment in (midnight, midnight - timedelta(days=1))
-    ]
-    return as_utc[0], as_utc[1]
+    start = nairobi_day_start_utc(today)
+    return start, start - timedelta(days=1)  # Nairobi keeps no daylight saving time
 
 
 def nairobi_date(moment: datetime) -> str:

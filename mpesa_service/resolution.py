@@ -36,6 +36,7 @@ from mpesa_service.payouts import (
     audit,
     close_attempt,
     current_attempt,
+    match_keys,
     on_attempt,
     payout_by,
     send_attempt,
@@ -230,11 +231,11 @@ def apply_status_callback(
 
 
 def _status_query_for(conn, parsed: ResultCallback):
-    for column, value in (
-        (status_queries.c.originator_conversation_id, parsed.originator_conversation_id),
-        (status_queries.c.conversation_id, parsed.conversation_id),
-    ):
-        if value:
+    """The query an answer is for: by the keys of PAYOUT_MATCH_ORDER that a query has (its own
+    OriginatorConversationID and ConversationID), in that order."""
+    for key, value in match_keys(parsed).items():
+        if value and key in status_queries.c:
+            column = status_queries.c[key]
             query = conn.execute(sa.select(status_queries).where(column == value)).first()
             if query:
                 return query
