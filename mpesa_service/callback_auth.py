@@ -7,6 +7,7 @@ import hmac
 import ipaddress
 import secrets
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from mpesa_service.api_keys import persisted_secret
 from mpesa_service.settings import Settings
@@ -55,6 +56,13 @@ def client_address(peer: str, forwarded_for: str, trusted_proxies: list) -> str:
     return peer
 
 
+class Refusal(NamedTuple):
+    """Why a delivery is refused, and the HTTP status it is answered with."""
+
+    status: int
+    reason: str
+
+
 @dataclass(frozen=True)
 class CallbackPolicy:
     """Who may deliver callbacks: the URL token, the allowed networks, the body cap."""
@@ -64,13 +72,13 @@ class CallbackPolicy:
     trusted_proxies: list
     max_bytes: int
 
-    def refusal(self, token: str, peer: str, forwarded_for: str) -> tuple[int, str] | None:
-        """(HTTP status, reason) when the delivery must be refused, else None."""
+    def refusal(self, token: str, peer: str, forwarded_for: str) -> Refusal | None:
+        """Why the delivery must be refused, or None."""
         if not hmac.compare_digest(token.encode(), self.token.encode()):
-            return 404, "wrong callback token"
+            return Refusal(404, "wrong callback token")
         address = client_address(peer, forwarded_for, self.trusted_proxies)
         if self.allowed is not None and not in_networks(address, self.allowed):
-            return 403, f"callback from {address}, which is not an allowed address"
+            return Refusal(403, f"callback from {address}, which is not an allowed address")
         return None
 
 

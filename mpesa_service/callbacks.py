@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from decimal import Decimal
+from typing import NamedTuple
 
 import sqlalchemy as sa
 
@@ -82,19 +83,19 @@ def apply_balance_callback(
     """Store each account's available balance; flag a utility account below the threshold."""
     balances = parse_account_balances(parsed.parameters.get("AccountBalance"))
     now = utcnow()
-    for account, currency, available in balances:
+    for balance in balances:
         conn.execute(
             account_balances.insert().values(
                 id=new_id(),
-                account=account,
-                currency=currency,
-                available=available,
+                account=balance.account,
+                currency=balance.currency,
+                available=balance.available,
                 checked_at=now,
                 journal_id=journal_id,
             )
         )
     threshold = svc.settings.integer("BALANCE_ALERT_BELOW")
-    utility = [available for account, _, available in balances if account == "Utility Account"]
+    utility = [b.available for b in balances if b.account == "Utility Account"]
     if threshold and utility and utility[0] < threshold:
         add_flag(
             conn,
@@ -108,9 +109,15 @@ def apply_balance_callback(
     return outcome
 
 
-def parse_account_balances(value: object) -> list[tuple[str, str, Decimal]]:
-    """'Working Account|KES|120000.00|...&Utility Account|KES|84512.50|...' as
-    [(account, currency, available)]; unreadable parts are skipped."""
+class AccountBalance(NamedTuple):
+    account: str
+    currency: str
+    available: Decimal
+
+
+def parse_account_balances(value: object) -> list[AccountBalance]:
+    """'Working Account|KES|120000.00|...&Utility Account|KES|84512.50|...' as one
+    AccountBalance per account; unreadable parts are skipped."""
     balances = []
     for part in str(value or "").split("&"):
         fields = [field.strip() for field in part.split("|")]
@@ -119,7 +126,7 @@ def parse_account_balances(value: object) -> list[tuple[str, str, Decimal]]:
             (bounded(fields[0], 100), bounded(fields[1], 10)) if available else (None, None)
         )
         if account and currency is not None:
-            balances.append((account, currency, available))
+            balances.append(AccountBalance(account, currency, available))
         else:
             log.warning("unreadable balance entry %.80r", part)
     return balances
@@ -142,9 +149,8 @@ def receive_callback(
     refusal = svc.policy.refusal(token, peer, forwarded_for)
     address = client_address(peer, forwarded_for, svc.policy.trusted_proxies)
     if refusal:
-        status, reason = refusal
-        refuse_delivery(svc, kind, body, len(body), address, reason)
-        return status, {"ResultCode": 1, "ResultDesc": "Rejected"}
+        refuse_delivery(svc, kind, body, len(body), address, refusal.reason)
+        return refusal.status, {"ResultCode": 1, "ResultDesc": "Rejected"}
     problem = callback_writer(svc).submit((kind, body, address, payment_id, until_applied))
     if problem:
         return 400, {"ResultCode": 1, "ResultDesc": problem}

@@ -33,7 +33,7 @@ class Service:
     policy: CallbackPolicy | None = None
     keys: list[ApiKey] = field(default_factory=list)
     public_base_url: str = ""
-    job_runs: dict = field(default_factory=dict)  # job id -> (finished at, "ok" or the error)
+    job_runs: dict = field(default_factory=dict)  # job id -> its last jobs.JobRun
     callback_writer: object = None  # callbacks.callback_writer's GroupCommit, made on first use
 
     def hook_url(self, *parts: str) -> str:

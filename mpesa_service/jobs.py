@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
+from typing import NamedTuple
 
 import sqlalchemy as sa
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -73,6 +74,14 @@ class Job:
         return f"{self.name}: {count} {self.noun}{plural} {self.done}"
 
 
+class JobRun(NamedTuple):
+    """A job's last run, kept in Service.job_runs (written by the scheduler's threads, read by
+    /metrics): when it finished (epoch seconds) and "ok" or the error."""
+
+    finished_at: float
+    outcome: str
+
+
 def run_job(job: Job, svc: Service) -> int | None:
     """Run a job, recording when it finished and how, and logging what it did; log (never
     raise) what goes wrong so the scheduler keeps going."""
@@ -80,9 +89,9 @@ def run_job(job: Job, svc: Service) -> int | None:
         count = job.run(svc)
     except Exception as error:
         log.exception("job %s failed", job.name)
-        svc.job_runs[job.name] = (time.time(), f"error: {type(error).__name__}")
+        svc.job_runs[job.name] = JobRun(time.time(), f"error: {type(error).__name__}")
         return None
-    svc.job_runs[job.name] = (time.time(), "ok")
+    svc.job_runs[job.name] = JobRun(time.time(), "ok")
     if count:
         log.info("%s", job.did(count))
     return count
@@ -269,7 +278,9 @@ def prometheus_text(svc: Service) -> str:
         if since
     ]
     lines.append("# TYPE mpesa_job_last_run_timestamp_seconds gauge")
-    for job_id, (finished, outcome) in sorted(svc.job_runs.items()):
-        lines.append(f'mpesa_job_last_run_timestamp_seconds{{job="{job_id}"}} {finished:.0f}')
-        lines.append(f'mpesa_job_last_run_ok{{job="{job_id}"}} {int(outcome == "ok")}')
+    for job_id, run in sorted(svc.job_runs.items()):
+        lines.append(
+            f'mpesa_job_last_run_timestamp_seconds{{job="{job_id}"}} {run.finished_at:.0f}'
+        )
+        lines.append(f'mpesa_job_last_run_ok{{job="{job_id}"}} {int(run.outcome == "ok")}')
     return "\n".join(lines) + "\n"

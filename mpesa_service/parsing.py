@@ -28,14 +28,14 @@ from recon.rules import (
 FAILURE_PLACEHOLDER_RECEIPT = re.compile(r"^[A-Z0-9]{3}0{7}$")
 # The widest value each parsed field may have: the columns it is stored in. A longer value is
 # not Daraja's and is dropped (the raw body keeps it), never cut short.
-STK_LIMITS = {
+STK_FIELD_WIDTHS = {
     "merchant_request_id": 255,
     "checkout_request_id": 255,
     "result_code": 50,
     "receipt": 255,
     "phone": 20,
 }
-RESULT_LIMITS = {
+RESULT_FIELD_WIDTHS = {
     "result_type": 10,
     "result_code": 50,
     "originator_conversation_id": 255,
@@ -142,7 +142,7 @@ def parse_stk_callback(payload: object) -> StkCallback:
     parsed.receipt = text_or_none(items.get("MpesaReceiptNumber"))
     parsed.phone = text_or_none(items.get("PhoneNumber"))
     parsed.transaction_date = nairobi_to_utc(items.get("TransactionDate"))
-    _fit(parsed, STK_LIMITS)
+    _fit(parsed, STK_FIELD_WIDTHS)
     if not parsed.checkout_request_id:
         parsed.problems.append("no CheckoutRequestID")
     if parsed.result_code is None:
@@ -166,7 +166,7 @@ def parse_result_callback(payload: object) -> ResultCallback:
         **_items(_dig(result, "ReferenceData", "ReferenceItem"), "Key"),
         **_items(_dig(result, "ResultParameters", "ResultParameter"), "Key"),
     }
-    _fit(parsed, RESULT_LIMITS)
+    _fit(parsed, RESULT_FIELD_WIDTHS)
     if parsed.result_code is None:
         parsed.problems.append("no ResultCode")
     if not (parsed.originator_conversation_id or parsed.conversation_id):

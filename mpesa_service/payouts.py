@@ -612,7 +612,7 @@ def payout_by(conn: sa.Connection, column, value):
 @functools.cache
 def first_row_by(table: sa.Table, column_name: str) -> sa.Select:
     """`table`'s first row whose `column_name` is the parameter `value`. Built once per column:
-    building a statement costs more than running it (issue 9)."""
+    building a statement costs more than running it."""
     column = table.c[column_name]
     return sa.select(table).where(column == sa.bindparam("value")).limit(1)
 
