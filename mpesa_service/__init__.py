@@ -1,12 +1,18 @@
 """M-Pesa payments service: STK Push collections, B2C payouts, callbacks and jobs.
 
-`service.py` at the top of the project is the entrypoint; this package is its body, split along
-the single file's banner sections once it passed 1,500 lines (see DESIGN.md). Modules in
-dependency order: settings, storage, daraja (client), parsing (callback shapes), context (the
-shared Service object, journal, callback authenticity), idempotency (callers' keys), stk
-(collections), payouts (the B2C state machine), resolution (status queries, retries, review),
-callbacks (receiving and replaying callbacks), operator (audited resolutions), jobs, console
-(the status page), routes, entrypoint.
+`service.py` at the top of the project is the entrypoint; this package is its body, one module
+per thing it holds (see DESIGN.md "Layout"). Layers, each importing only from its own or lower
+ones, with no cycles (a callback walks down them from the route that receives it):
+
+- entrypoint: wiring (build the Service) and the commands; golive (the go-live check)
+- routes: the HTTP API and hooks; console (the status page); jobs (the scheduler's jobs)
+- intake: callbacks (authenticate, journal, hand to the writer: groupcommit, batch_results)
+- apply: operator (audited resolutions), payment_claims, resolution (status queries, retries,
+  review, status answers), then payouts (the B2C state machine) and stk (collections)
+- shared: idempotency (callers' keys), flags, parsing (what comes in), context (Service,
+  ApiError), journal, callback_auth, api_keys, ids
+- storage (tables and engines), settings, daraja (the client), token_store; and recon.rules /
+  recon.codes, the rules the service shares with reconciliation
 """
 
 import logging

@@ -6,22 +6,18 @@ from __future__ import annotations
 import contextlib
 import threading
 from decimal import Decimal
+from typing import NamedTuple
 
 import sqlalchemy as sa
 
 from mpesa_service import log
 from mpesa_service.batch_results import SuccessBatch
-from mpesa_service.context import (
-    ACKNOWLEDGED,
-    Service,
-    add_flag,
-    client_address,
-    journal_entries_applied,
-    journal_entry_body,
-    mark_journal_applied,
-    new_id,
-)
+from mpesa_service.callback_auth import client_address
+from mpesa_service.context import Service
+from mpesa_service.flags import add_flag
 from mpesa_service.groupcommit import GroupCommit, Ticket
+from mpesa_service.ids import new_id
+from mpesa_service.journal import journal_entries_applied, journal_entry_body, mark_journal_applied
 from mpesa_service.parsing import (
     ResultCallback,
     bounded,
@@ -30,19 +26,18 @@ from mpesa_service.parsing import (
     parse_result_callback,
     parse_stk_callback,
 )
-from mpesa_service.payouts import apply_b2c_callback, payout_by, store_result_callback
-from mpesa_service.resolution import apply_status_answer
+from mpesa_service.payouts import apply_b2c_callback, store_result_callback
+from mpesa_service.resolution import apply_status_callback
 from mpesa_service.stk import apply_stk_callback
 from mpesa_service.storage import (
     account_balances,
-    b2c_payment_callbacks,
-    b2c_payments,
-    b2c_payout_attempts,
     batch_engine,
     callback_journal,
-    status_queries,
     utcnow,
 )
+
+# The answer to a callback that is journaled, as Daraja expects it.
+ACKNOWLEDGED = {"ResultCode": 0, "ResultDesc": "Accepted"}
 
 
 def _handle_stk(svc: Service, conn, raw: str, journal_id: str, kind: str, payment_id="") -> str:
@@ -62,7 +57,7 @@ def _handle_result(svc: Service, conn, raw: str, journal_id: str, kind: str, pay
         return apply_b2c_callback(conn, parsed, raw, journal_id, kind.removeprefix("b2c_"))
     if kind == "balance_result":
         return apply_balance_callback(svc, conn, parsed, raw, journal_id)
-    return apply_status_callback(svc, conn, parsed, raw, journal_id, kind)
+    return apply_status_callback(svc, conn, parsed, raw, journal_id, STORED_KINDS[kind])
 
 
 CALLBACK_HANDLERS = {
@@ -82,108 +77,25 @@ STORED_KINDS = {
 }
 
 
-def apply_status_callback(
-    svc: Service, conn, parsed: ResultCallback, raw: str, journal_id: str, kind: str
-) -> str:
-    """Record a Transaction Status answer against the query that asked it and apply what it
-    says about the payout. An answer that beat the query's own bookkeeping waits as `orphan`
-    until the query's ids are stored (see apply_waiting_status_answers)."""
-    query = _status_query_for(conn, parsed)
-    payout = payout_by(conn, b2c_payments.c.id, query.payout_id) if query else None
-    outcome = "orphan"
-    if query and kind == "status_timeout":
-        outcome = "recorded"
-    elif query:
-        _record_answer(conn, query, parsed, raw)
-        attempt = _attempt_of(conn, query)
-        outcome = apply_status_answer(svc, conn, payout, attempt, parsed)
-    store_result_callback(conn, parsed, raw, journal_id, STORED_KINDS[kind], payout, outcome)
-    return outcome
-
-
-def _status_query_for(conn, parsed: ResultCallback):
-    for column, value in (
-        (status_queries.c.originator_conversation_id, parsed.originator_conversation_id),
-        (status_queries.c.conversation_id, parsed.conversation_id),
-    ):
-        if value:
-            query = conn.execute(sa.select(status_queries).where(column == value)).first()
-            if query:
-                return query
-    return None
-
-
-def _attempt_of(conn, query):
-    if not query.attempt_id:
-        return None
-    return conn.execute(
-        sa.select(b2c_payout_attempts).where(b2c_payout_attempts.c.id == query.attempt_id)
-    ).first()
-
-
-def _record_answer(conn, query, parsed: ResultCallback, raw: str) -> None:
-    conn.execute(
-        status_queries.update()
-        .where(status_queries.c.id == query.id)
-        .values(
-            status="answered",
-            result_code=parsed.result_code,
-            result_desc=parsed.result_desc,
-            raw_response=raw,
-            answered_at=utcnow(),
-        )
-    )
-
-
-def apply_waiting_status_answers(svc: Service, ocid: str | None, conversation_id: str | None):
-    """Apply status answers that arrived before their query's ids were stored."""
-    ids = [value for value in (ocid, conversation_id) if value]
-    if not ids:
-        return
-    callbacks = b2c_payment_callbacks.c
-    with svc.engine.begin() as conn:
-        waiting = conn.execute(
-            sa.select(b2c_payment_callbacks)
-            .where(callbacks.kind == "status", callbacks.outcome == "orphan")
-            .where(
-                sa.or_(
-                    callbacks.originator_conversation_id.in_(ids),
-                    callbacks.conversation_id.in_(ids),
-                )
-            )
-        ).all()
-        for row in waiting:
-            parsed = parse_result_callback(json_or_problem(row.raw_response)[0])
-            query = _status_query_for(conn, parsed)
-            _record_answer(conn, query, parsed, row.raw_response)
-            payout = payout_by(conn, b2c_payments.c.id, query.payout_id)
-            outcome = apply_status_answer(svc, conn, payout, _attempt_of(conn, query), parsed)
-            conn.execute(
-                b2c_payment_callbacks.update()
-                .where(callbacks.id == row.id)
-                .values(outcome=outcome, payout_id=payout.id, reference_id=payout.reference_id)
-            )
-
-
 def apply_balance_callback(
     svc: Service, conn, parsed: ResultCallback, raw: str, journal_id: str
 ) -> str:
     """Store each account's available balance; flag a utility account below the threshold."""
     balances = parse_account_balances(parsed.parameters.get("AccountBalance"))
     now = utcnow()
-    for account, currency, available in balances:
+    for balance in balances:
         conn.execute(
             account_balances.insert().values(
                 id=new_id(),
-                account=account,
-                currency=currency,
-                available=available,
+                account=balance.account,
+                currency=balance.currency,
+                available=balance.available,
                 checked_at=now,
                 journal_id=journal_id,
             )
         )
     threshold = svc.settings.integer("BALANCE_ALERT_BELOW")
-    utility = [available for account, _, available in balances if account == "Utility Account"]
+    utility = [b.available for b in balances if b.account == "Utility Account"]
     if threshold and utility and utility[0] < threshold:
         add_flag(
             conn,
@@ -197,9 +109,15 @@ def apply_balance_callback(
     return outcome
 
 
-def parse_account_balances(value: object) -> list[tuple[str, str, Decimal]]:
-    """'Working Account|KES|120000.00|...&Utility Account|KES|84512.50|...' as
-    [(account, currency, available)]; unreadable parts are skipped."""
+class AccountBalance(NamedTuple):
+    account: str
+    currency: str
+    available: Decimal
+
+
+def parse_account_balances(value: object) -> list[AccountBalance]:
+    """'Working Account|KES|120000.00|...&Utility Account|KES|84512.50|...' as one
+    AccountBalance per account; unreadable parts are skipped."""
     balances = []
     for part in str(value or "").split("&"):
         fields = [field.strip() for field in part.split("|")]
@@ -208,7 +126,7 @@ def parse_account_balances(value: object) -> list[tuple[str, str, Decimal]]:
             (bounded(fields[0], 100), bounded(fields[1], 10)) if available else (None, None)
         )
         if account and currency is not None:
-            balances.append((account, currency, available))
+            balances.append(AccountBalance(account, currency, available))
         else:
             log.warning("unreadable balance entry %.80r", part)
     return balances
@@ -231,9 +149,8 @@ def receive_callback(
     refusal = svc.policy.refusal(token, peer, forwarded_for)
     address = client_address(peer, forwarded_for, svc.policy.trusted_proxies)
     if refusal:
-        status, reason = refusal
-        refuse_delivery(svc, kind, body, len(body), address, reason)
-        return status, {"ResultCode": 1, "ResultDesc": "Rejected"}
+        refuse_delivery(svc, kind, body, len(body), address, refusal.reason)
+        return refusal.status, {"ResultCode": 1, "ResultDesc": "Rejected"}
     problem = callback_writer(svc).submit((kind, body, address, payment_id, until_applied))
     if problem:
         return 400, {"ResultCode": 1, "ResultDesc": problem}

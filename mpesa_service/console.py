@@ -24,12 +24,8 @@ from urllib.parse import quote
 import bottle
 import sqlalchemy as sa
 
-from mpesa_service.context import (
-    ApiError,
-    Service,
-    console_secret,
-    key_for,
-)
+from mpesa_service.api_keys import console_secret, key_for
+from mpesa_service.context import ApiError, Service
 from mpesa_service.operator import requery_payout, resolve_payout
 from mpesa_service.payouts import nairobi_day_start_utc, payout_detail
 from mpesa_service.settings import ApiKey

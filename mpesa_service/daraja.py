@@ -13,6 +13,8 @@ from pathlib import Path
 
 import requests
 import urllib3
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import padding
 
 from recon.rules import (
     nairobi_timestamp,
@@ -71,6 +73,14 @@ class NotSent(DarajaError):
     """A money-moving request provably never reached Daraja (the connection was never made)."""
 
 
+def daraja_error_fields(error: DarajaError) -> tuple[str, str]:
+    """(code, message) to store for a failed call: Daraja's own for a rejection, else the
+    error's class and text."""
+    if isinstance(error, DarajaRejected):
+        return error.code, error.message
+    return type(error).__name__, str(error)
+
+
 @dataclass(frozen=True)
 class DarajaAccount:
     """The credentials and codes the requests are made with."""
@@ -93,9 +103,6 @@ def stk_password(shortcode: str, passkey: str, timestamp: str) -> str:
 def security_credential(initiator_password: str, certificate_path: str | Path) -> str:
     """base64(RSA PKCS#1 v1.5 of the initiator password) with Safaricom's certificate (PEM or
     DER). The padding is random, so every call gives a different, equally valid, string."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives.asymmetric import padding
-
     data = Path(certificate_path).read_bytes()
     if b"-----BEGIN" in data:
         certificate = x509.load_pem_x509_certificate(data)

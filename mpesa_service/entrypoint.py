@@ -11,18 +11,14 @@ from collections.abc import Callable
 
 import sqlalchemy as sa
 
-from mpesa_service import golive, log
+from mpesa_service import golive, log, waitress_server
+from mpesa_service.api_keys import api_keys
+from mpesa_service.callback_auth import callback_policy, callback_token
 from mpesa_service.callbacks import replay_journal, wait_applied
-from mpesa_service.context import (
-    ApiError,
-    Journal,
-    Service,
-    api_keys,
-    callback_policy,
-    callback_token,
-)
+from mpesa_service.context import ApiError, Service
 from mpesa_service.daraja import DarajaAccount, DarajaClient, security_credential
 from mpesa_service.jobs import make_scheduler
+from mpesa_service.journal import Journal
 from mpesa_service.operator import resolve_payout
 from mpesa_service.routes import make_app
 from mpesa_service.settings import DARAJA_BASE_URLS, Settings, SettingsError, load_settings
@@ -41,7 +37,7 @@ def daraja_account(settings: Settings) -> DarajaAccount:
     whatever is not set."""
     defaults = {}
     if settings.environment == "simulator":
-        import simulator
+        import simulator  # here, not at the top: production never loads the stand-in
 
         config = simulator.SimulatorConfig()
         defaults = {
@@ -129,14 +125,12 @@ def build_service(settings: Settings, *, simulator_url: str = "", public_url: st
 # No request body over 1 MiB is even read (callbacks are capped lower by CALLBACK_MAX_BYTES).
 WAITRESS_OPTIONS = {"clear_untrusted_proxy_headers": False, "max_request_body_size": 1 << 20}
 # A callback's thread mostly waits for its group commit, and the next batch can only gather
-# while the current one is written if threads are free to take requests meanwhile (issue 9's
-# benchmark on MariaDB: 16 threads gave ~360 callbacks/s, 32 gave ~480).
+# while the current one is written if threads are free to take requests meanwhile
+# (docs/evidence.md, "Figures that left the code").
 WAITRESS_THREADS = 32
 
 
 def serve(settings: Settings) -> None:
-    from mpesa_service import waitress_server
-
     embedded = start_embedded_simulator(settings)
     svc = build_service(settings, simulator_url=embedded.base_url if embedded else "")
     require_current_schema(svc.engine)
@@ -169,7 +163,7 @@ def start_embedded_simulator(settings: Settings):
     process on a port of its own (a simulator.RunningSimulator); otherwise None."""
     if settings.environment != "simulator" or settings["MPESA_BASE_URL"]:
         return None
-    import simulator
+    import simulator  # here, not at the top: production never loads the stand-in
 
     running = simulator.start(host="127.0.0.1", port=0)
     log.info("in-process Daraja simulator: the service calls it at %s", running.base_url)
@@ -179,7 +173,7 @@ def start_embedded_simulator(settings: Settings):
 def embedded_simulator_controls(app, embedded):
     """The service's app with the embedded simulator's control routes beside it, under
     /simulator/ on the service's own port (never outside the simulator environment)."""
-    import simulator
+    import simulator  # here, not at the top: production never loads the stand-in
 
     return simulator.with_controls(app, embedded.simulator)
 

@@ -22,8 +22,10 @@ from urllib.parse import urlsplit
 
 import requests
 import sqlalchemy as sa
+from cryptography import x509
 
-from mpesa_service.context import REJECTED_URL_WORDS, Service, parse_networks
+from mpesa_service.callback_auth import REJECTED_URL_WORDS, parse_networks
+from mpesa_service.context import Service
 from mpesa_service.daraja import DarajaError, DarajaRejected
 from mpesa_service.jobs import journal_space_problem
 from mpesa_service.resolution import ask_status
@@ -198,8 +200,6 @@ def check_clock(daraja_date: datetime | None, now: datetime | None = None) -> Fi
 
 def load_certificate(path: str):
     """The X.509 certificate at `path` (PEM or DER); OSError or ValueError say why not."""
-    from cryptography import x509
-
     data = Path(path).read_bytes()
     if b"-----BEGIN" in data:
         return x509.load_pem_x509_certificate(data)
@@ -207,7 +207,7 @@ def load_certificate(path: str):
 
 
 def simulator_test_certificate():
-    import simulator
+    import simulator  # here, not at the top: production never loads the stand-in
 
     return load_certificate(str(simulator.TEST_CERTIFICATE))
 
@@ -320,7 +320,7 @@ def credential_shape_problem(credential: str) -> str | None:
 
 
 def _decrypted(credential: str) -> str | None:
-    import simulator
+    import simulator  # here, not at the top: production never loads the stand-in
 
     return simulator.decrypt_security_credential(credential)
 
@@ -494,7 +494,7 @@ def check_journal(svc: Service) -> Finding:
 
 
 def check_callback_filters(settings: Settings) -> list[Finding]:
-    """CALLBACK_ALLOWED_IPS and TRUSTED_PROXIES as context.callback_policy reads them."""
+    """CALLBACK_ALLOWED_IPS and TRUSTED_PROXIES as callback_auth.callback_policy reads them."""
     allowed, proxies = settings.listing("CALLBACK_ALLOWED_IPS"), settings.listing("TRUSTED_PROXIES")
     try:
         allowed_networks = parse_networks([e for e in allowed if e != "*"])

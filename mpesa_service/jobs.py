@@ -12,23 +12,28 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
+from typing import NamedTuple
 
 import sqlalchemy as sa
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.cron import CronTrigger
 
 from mpesa_service import log
 from mpesa_service.callbacks import replay_journal
-from mpesa_service.context import Service, add_flag, subject_name
+from mpesa_service.context import Service
+from mpesa_service.flags import add_flag, subject_name
+from mpesa_service.payouts import nairobi_day_start_utc
 from mpesa_service.resolution import resolve_payouts, retry_failed_payouts
 from mpesa_service.settings import Settings
 from mpesa_service.stk import sweep_stk
 from mpesa_service.storage import b2c_payments, payment_flags, utcnow
+from recon.mail import SmtpSettings, send_email, send_report
 from recon.rules import NAIROBI
+
+# Where the scheduled reconciliation keeps its reports (the console links the newest).
 
 
 def make_scheduler(svc: Service):
-    from apscheduler.schedulers.background import BackgroundScheduler
-    from apscheduler.triggers.cron import CronTrigger
-
     settings = svc.settings
     scheduler = BackgroundScheduler(
         timezone="UTC", job_defaults={"max_instances": 1, "coalesce": True}
@@ -68,6 +73,14 @@ class Job:
         return f"{self.name}: {count} {self.noun}{plural} {self.done}"
 
 
+class JobRun(NamedTuple):
+    """A job's last run, kept in Service.job_runs (written by the scheduler's threads, read by
+    /metrics): when it finished (epoch seconds) and "ok" or the error."""
+
+    finished_at: float
+    outcome: str
+
+
 def run_job(job: Job, svc: Service) -> int | None:
     """Run a job, recording when it finished and how, and logging what it did; log (never
     raise) what goes wrong so the scheduler keeps going."""
@@ -75,9 +88,9 @@ def run_job(job: Job, svc: Service) -> int | None:
         count = job.run(svc)
     except Exception as error:
         log.exception("job %s failed", job.name)
-        svc.job_runs[job.name] = (time.time(), f"error: {type(error).__name__}")
+        svc.job_runs[job.name] = JobRun(time.time(), f"error: {type(error).__name__}")
         return None
-    svc.job_runs[job.name] = (time.time(), "ok")
+    svc.job_runs[job.name] = JobRun(time.time(), "ok")
     if count:
         log.info("%s", job.did(count))
     return count
@@ -103,8 +116,6 @@ def send_alerts(svc: Service) -> int:
         return 0
     recipients = svc.settings.listing("ALERT_EMAIL_TO")
     if recipients:
-        from recon.mail import send_email
-
         send_email(
             alert_message(flags, names, recipients, svc.settings["SMTP_FROM"]),
             to=recipients,
@@ -147,7 +158,7 @@ def flag_journal_space(svc: Service) -> None:
 
 def alert_message(flags, names: dict, recipients: list[str], sender: str) -> EmailMessage:
     """The alert email; `names` gives each flag's subject as a person can look it up (see
-    context.subject_name), by flag id."""
+    flags.subject_name), by flag id."""
     counts: dict[str, int] = {}
     for flag in flags:
         counts[flag.flag] = counts.get(flag.flag, 0) + 1
@@ -165,8 +176,6 @@ def alert_message(flags, names: dict, recipients: list[str], sender: str) -> Ema
 
 
 def smtp_settings(svc: Service):
-    from recon.mail import SmtpSettings
-
     names = (
         "SMTP_HOST",
         "SMTP_PORT",
@@ -195,8 +204,8 @@ def check_balance(svc: Service) -> int:
 def email_reconciliation(svc: Service, today: datetime | None = None) -> int:
     """Reconcile the previous Nairobi day, keep the report under data/reports/<day>/ (the
     console links it) and email it to RECON_EMAIL_TO. Returns 1, the report sent."""
+    # Here, not at the top: recon.api brings pandas, which only this job needs.
     from recon.api import build_report
-    from recon.mail import send_report
 
     until, since = previous_nairobi_day(today)
     report = build_report(
@@ -213,13 +222,8 @@ def email_reconciliation(svc: Service, today: datetime | None = None) -> int:
 
 def previous_nairobi_day(today: datetime | None = None) -> tuple[datetime, datetime]:
     """(start of today, start of yesterday) in Nairobi, as naive UTC."""
-    now = (today or datetime.now(UTC)).astimezone(NAIROBI)
-    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    as_utc = [
-        moment.astimezone(UTC).replace(tzinfo=None)
-        for moment in (midnight, midnight - timedelta(days=1))
-    ]
-    return as_utc[0], as_utc[1]
+    start = nairobi_day_start_utc(today)
+    return start, start - timedelta(days=1)  # Nairobi keeps no daylight saving time
 
 
 def nairobi_date(moment: datetime) -> str:
@@ -273,7 +277,9 @@ def prometheus_text(svc: Service) -> str:
         if since
     ]
     lines.append("# TYPE mpesa_job_last_run_timestamp_seconds gauge")
-    for job_id, (finished, outcome) in sorted(svc.job_runs.items()):
-        lines.append(f'mpesa_job_last_run_timestamp_seconds{{job="{job_id}"}} {finished:.0f}')
-        lines.append(f'mpesa_job_last_run_ok{{job="{job_id}"}} {int(outcome == "ok")}')
+    for job_id, run in sorted(svc.job_runs.items()):
+        lines.append(
+            f'mpesa_job_last_run_timestamp_seconds{{job="{job_id}"}} {run.finished_at:.0f}'
+        )
+        lines.append(f'mpesa_job_last_run_ok{{job="{job_id}"}} {int(run.outcome == "ok")}')
     return "\n".join(lines) + "\n"

@@ -1,6 +1,7 @@
-"""Reading what comes in: tolerant readers of every Daraja callback shape we know, and the strict
-reader of an amount a caller asks for. The callback readers never raise; what they cannot read is
-listed in `problems`, and the raw body is always kept by the caller."""
+"""Reading what comes in: tolerant readers of every Daraja callback shape we know, the strict
+readers of what a caller sends (an amount, an optional text field), and amounts written back as
+JSON. The callback readers never raise; what they cannot read is listed in `problems`, and the raw
+body is always kept by the caller."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
+from mpesa_service.context import ApiError
 from recon.codes import is_success, normalise_code
 from recon.rules import (
     InvalidValue,
@@ -26,14 +28,14 @@ from recon.rules import (
 FAILURE_PLACEHOLDER_RECEIPT = re.compile(r"^[A-Z0-9]{3}0{7}$")
 # The widest value each parsed field may have: the columns it is stored in. A longer value is
 # not Daraja's and is dropped (the raw body keeps it), never cut short.
-STK_LIMITS = {
+STK_FIELD_WIDTHS = {
     "merchant_request_id": 255,
     "checkout_request_id": 255,
     "result_code": 50,
     "receipt": 255,
     "phone": 20,
 }
-RESULT_LIMITS = {
+RESULT_FIELD_WIDTHS = {
     "result_type": 10,
     "result_code": 50,
     "originator_conversation_id": 255,
@@ -140,7 +142,7 @@ def parse_stk_callback(payload: object) -> StkCallback:
     parsed.receipt = text_or_none(items.get("MpesaReceiptNumber"))
     parsed.phone = text_or_none(items.get("PhoneNumber"))
     parsed.transaction_date = nairobi_to_utc(items.get("TransactionDate"))
-    _fit(parsed, STK_LIMITS)
+    _fit(parsed, STK_FIELD_WIDTHS)
     if not parsed.checkout_request_id:
         parsed.problems.append("no CheckoutRequestID")
     if parsed.result_code is None:
@@ -164,7 +166,7 @@ def parse_result_callback(payload: object) -> ResultCallback:
         **_items(_dig(result, "ReferenceData", "ReferenceItem"), "Key"),
         **_items(_dig(result, "ResultParameters", "ResultParameter"), "Key"),
     }
-    _fit(parsed, RESULT_LIMITS)
+    _fit(parsed, RESULT_FIELD_WIDTHS)
     if parsed.result_code is None:
         parsed.problems.append("no ResultCode")
     if not (parsed.originator_conversation_id or parsed.conversation_id):
@@ -261,3 +263,25 @@ def requested_shillings(value: object, limits: tuple[int, int], field: str = "am
     if not (is_integer or is_written):
         raise InvalidValue(field, f"must be {AMOUNT_FORMS}, not {value!r}")
     return whole_shillings(value, limits, field)
+
+
+def optional_text(body: dict, name: str, limit: int) -> str | None:
+    """A caller's optional text field `name`, stripped: None when absent or empty, a 400 naming
+    it when it is not text or longer than `limit` characters."""
+    value = body.get(name)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str | int) or isinstance(value, bool):
+        raise ApiError(400, f"{name}: must be text", field=name)
+    text = str(value).strip()
+    if len(text) > limit:
+        raise ApiError(400, f"{name}: at most {limit} characters, got {len(text)}", field=name)
+    return text
+
+
+def json_amount(value: Decimal | None):
+    """Amounts in JSON: an int when whole, else a string of the exact decimal."""
+    if value is None:
+        return None
+    value = Decimal(value)
+    return int(value) if value == value.to_integral_value() else str(value)

@@ -13,12 +13,13 @@ from decimal import Decimal, InvalidOperation
 
 import sqlalchemy as sa
 
-from mpesa_service.context import ApiError, Service, add_flag, flags_of
+from mpesa_service.context import ApiError, Service
+from mpesa_service.flags import add_flag, flags_of
+from mpesa_service.parsing import json_amount
 from mpesa_service.stk import (
     STK_OPEN_STATES,
     STK_PAID_STATES,
     ask_daraja_about_stk,
-    json_amount,
 )
 from mpesa_service.storage import payment_flags, payments, utcnow
 

@@ -13,18 +13,19 @@ from decimal import Decimal
 import sqlalchemy as sa
 
 from mpesa_service import idempotency, log
-from mpesa_service.context import (
-    ApiError,
-    Service,
-    add_flag,
-    daraja_error_fields,
-    flags_of,
-    new_id,
+from mpesa_service.context import ApiError, Service
+from mpesa_service.daraja import DarajaRejected, NotSent, OutcomeUnknown, daraja_error_fields
+from mpesa_service.flags import add_flag, flags_of
+from mpesa_service.ids import new_id
+from mpesa_service.parsing import (
+    ResultCallback,
+    bounded,
+    json_amount,
+    optional_text,
+    requested_shillings,
+    text_or_none,
 )
-from mpesa_service.daraja import DarajaRejected, NotSent, OutcomeUnknown
-from mpesa_service.parsing import ResultCallback, bounded, requested_shillings, text_or_none
 from mpesa_service.settings import Settings
-from mpesa_service.stk import json_amount, optional_text
 from mpesa_service.storage import (
     b2c_payment_callbacks,
     b2c_payments,
@@ -39,6 +40,7 @@ from recon.codes import integer_code, lookup
 from recon.rules import (
     B2C_LIMITS,
     NAIROBI,
+    PAYOUT_MATCH_ORDER,
     InvalidValue,
     amount_difference,
     mpesa_phone,
@@ -267,8 +269,11 @@ def _sum_amount(conn: sa.Connection, condition) -> int:
     return int(Decimal(total))
 
 
-def nairobi_day_start_utc() -> datetime:
-    local = datetime.now(NAIROBI).replace(hour=0, minute=0, second=0, microsecond=0)
+def nairobi_day_start_utc(moment: datetime | None = None) -> datetime:
+    """The start of the Nairobi day `moment` (default now) falls in, as naive UTC: the day
+    payout limits count and the scheduled reconciliation covers."""
+    local = (moment or datetime.now(UTC)).astimezone(NAIROBI)
+    local = local.replace(hour=0, minute=0, second=0, microsecond=0)
     return local.astimezone(UTC).replace(tzinfo=None)
 
 
@@ -556,29 +561,47 @@ def _record_attempt(svc, payout_id, attempt, payout_status, attempt_status, erro
 # --- B2C payouts: results ------------------------------------------------------------------
 
 
+def match_keys(parsed: ResultCallback) -> dict[str, str | None]:
+    """A result's value for each key of recon.rules.PAYOUT_MATCH_ORDER, in that order."""
+    values = {
+        "originator_conversation_id": parsed.originator_conversation_id,
+        "conversation_id": parsed.conversation_id,
+        "reference_id": text_or_none(parsed.parameters.get("ReferenceID")),
+        "receipt": parsed.receipt,
+    }
+    return {key: values[key] for key in PAYOUT_MATCH_ORDER}
+
+
+# The column each match key is looked up in: an attempt by its own ids first (that says which
+# attempt a result is for), then the payout by every key (the old system's rows have no attempts).
+ATTEMPT_MATCH_COLUMNS = {
+    "originator_conversation_id": "originator_conversation_id",
+    "conversation_id": "conversation_id",
+}
+PAYOUT_MATCH_COLUMNS = {
+    "originator_conversation_id": "originator_conversation_id",
+    "conversation_id": "conversation_id",
+    "reference_id": "reference_id",
+    "receipt": "transaction_id",
+}
+
+
 def match_payout(conn: sa.Connection, parsed: ResultCallback):
-    """(payout, attempt) for a result: OriginatorConversationID, then ConversationID, then the
-    receipt, then the old `reference_id`. Either may be None."""
-    attempts = b2c_payout_attempts.c
-    for column, value in (
-        (attempts.originator_conversation_id, parsed.originator_conversation_id),
-        (attempts.conversation_id, parsed.conversation_id),
-    ):
-        if value:
-            statement = first_row_by(b2c_payout_attempts, column.name)
+    """(payout, attempt) for a result, either may be None: the first key of PAYOUT_MATCH_ORDER
+    that names an attempt, else the first that names a payout."""
+    keys = match_keys(parsed)
+    for key, value in keys.items():
+        column = ATTEMPT_MATCH_COLUMNS.get(key)
+        if value and column:
+            statement = first_row_by(b2c_payout_attempts, column)
             attempt = conn.execute(statement, {"value": value}).first()
             if attempt:
                 return payout_by(conn, b2c_payments.c.id, attempt.payout_id), attempt
-    payouts = b2c_payments.c
-    for column, value in (
-        (payouts.originator_conversation_id, parsed.originator_conversation_id),
-        (payouts.conversation_id, parsed.conversation_id),
-        (payouts.transaction_id, parsed.receipt),
-        (payouts.reference_id, text_or_none(parsed.parameters.get("ReferenceID"))),
-    ):
-        payout = payout_by(conn, column, value) if value else None
-        if payout:
-            return payout, None
+    for key, value in keys.items():
+        if value:
+            payout = payout_by(conn, b2c_payments.c[PAYOUT_MATCH_COLUMNS[key]], value)
+            if payout:
+                return payout, None
     return None, None
 
 
@@ -589,7 +612,7 @@ def payout_by(conn: sa.Connection, column, value):
 @functools.cache
 def first_row_by(table: sa.Table, column_name: str) -> sa.Select:
     """`table`'s first row whose `column_name` is the parameter `value`. Built once per column:
-    building a statement costs more than running it (issue 9)."""
+    building a statement costs more than running it."""
     column = table.c[column_name]
     return sa.select(table).where(column == sa.bindparam("value")).limit(1)
 

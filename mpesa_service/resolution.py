@@ -19,9 +19,16 @@ from datetime import timedelta
 import sqlalchemy as sa
 
 from mpesa_service import log
-from mpesa_service.context import Service, add_flag, daraja_error_fields, new_id
-from mpesa_service.daraja import DarajaError
-from mpesa_service.parsing import ResultCallback, text_or_none
+from mpesa_service.context import Service
+from mpesa_service.daraja import DarajaError, daraja_error_fields
+from mpesa_service.flags import add_flag
+from mpesa_service.ids import new_id
+from mpesa_service.parsing import (
+    ResultCallback,
+    json_or_problem,
+    parse_result_callback,
+    text_or_none,
+)
 from mpesa_service.payouts import (
     NO_EVIDENCE,
     SYSTEM_ACTOR,
@@ -29,14 +36,24 @@ from mpesa_service.payouts import (
     audit,
     close_attempt,
     current_attempt,
+    match_keys,
     on_attempt,
+    payout_by,
     send_attempt,
     settle_payout,
     start_new_attempt,
+    store_result_callback,
     transition,
 )
 from mpesa_service.settings import Settings
-from mpesa_service.storage import b2c_payments, payment_flags, status_queries, utcnow
+from mpesa_service.storage import (
+    b2c_payment_callbacks,
+    b2c_payments,
+    b2c_payout_attempts,
+    payment_flags,
+    status_queries,
+    utcnow,
+)
 from recon.codes import default_retryable
 
 OPEN_FOR_RESOLUTION = ("pending", "unknown")
@@ -140,8 +157,6 @@ def ask_status(svc: Service, payout, step: int) -> None:
         originator_conversation_id=answer.get("OriginatorConversationID"),
         conversation_id=answer.get("ConversationID"),
     )
-    from mpesa_service.callbacks import apply_waiting_status_answers
-
     apply_waiting_status_answers(
         svc, answer.get("OriginatorConversationID"), answer.get("ConversationID")
     )
@@ -193,6 +208,90 @@ def expire_stuck_submissions(svc: Service) -> None:
 
 
 # --- applying a status answer -----------------------------------------------------------------
+
+
+def apply_status_callback(
+    svc: Service, conn, parsed: ResultCallback, raw: str, journal_id: str, stored_kind: str
+) -> str:
+    """Record a Transaction Status answer against the query that asked it and apply what it
+    says about the payout. An answer that beat the query's own bookkeeping waits as `orphan`
+    until the query's ids are stored (see apply_waiting_status_answers). `stored_kind` is
+    the kind it is stored as (callbacks.STORED_KINDS)."""
+    query = _status_query_for(conn, parsed)
+    payout = payout_by(conn, b2c_payments.c.id, query.payout_id) if query else None
+    outcome = "orphan"
+    if query and stored_kind == "status_timeout":
+        outcome = "recorded"
+    elif query:
+        _record_answer(conn, query, parsed, raw)
+        attempt = _attempt_of(conn, query)
+        outcome = apply_status_answer(svc, conn, payout, attempt, parsed)
+    store_result_callback(conn, parsed, raw, journal_id, stored_kind, payout, outcome)
+    return outcome
+
+
+def _status_query_for(conn, parsed: ResultCallback):
+    """The query an answer is for: by the keys of PAYOUT_MATCH_ORDER that a query has (its own
+    OriginatorConversationID and ConversationID), in that order."""
+    for key, value in match_keys(parsed).items():
+        if value and key in status_queries.c:
+            column = status_queries.c[key]
+            query = conn.execute(sa.select(status_queries).where(column == value)).first()
+            if query:
+                return query
+    return None
+
+
+def _attempt_of(conn, query):
+    if not query.attempt_id:
+        return None
+    return conn.execute(
+        sa.select(b2c_payout_attempts).where(b2c_payout_attempts.c.id == query.attempt_id)
+    ).first()
+
+
+def _record_answer(conn, query, parsed: ResultCallback, raw: str) -> None:
+    conn.execute(
+        status_queries.update()
+        .where(status_queries.c.id == query.id)
+        .values(
+            status="answered",
+            result_code=parsed.result_code,
+            result_desc=parsed.result_desc,
+            raw_response=raw,
+            answered_at=utcnow(),
+        )
+    )
+
+
+def apply_waiting_status_answers(svc: Service, ocid: str | None, conversation_id: str | None):
+    """Apply status answers that arrived before their query's ids were stored."""
+    ids = [value for value in (ocid, conversation_id) if value]
+    if not ids:
+        return
+    callbacks = b2c_payment_callbacks.c
+    with svc.engine.begin() as conn:
+        waiting = conn.execute(
+            sa.select(b2c_payment_callbacks)
+            .where(callbacks.kind == "status", callbacks.outcome == "orphan")
+            .where(
+                sa.or_(
+                    callbacks.originator_conversation_id.in_(ids),
+                    callbacks.conversation_id.in_(ids),
+                )
+            )
+        ).all()
+        for row in waiting:
+            parsed = parse_result_callback(json_or_problem(row.raw_response)[0])
+            query = _status_query_for(conn, parsed)
+            _record_answer(conn, query, parsed, row.raw_response)
+            payout = payout_by(conn, b2c_payments.c.id, query.payout_id)
+            outcome = apply_status_answer(svc, conn, payout, _attempt_of(conn, query), parsed)
+            conn.execute(
+                b2c_payment_callbacks.update()
+                .where(callbacks.id == row.id)
+                .values(outcome=outcome, payout_id=payout.id, reference_id=payout.reference_id)
+            )
 
 
 def apply_status_answer(

@@ -10,10 +10,13 @@ import bottle
 import sqlalchemy as sa
 
 from mpesa_service import PROJECT_DIR, __version__, log
+from mpesa_service.api_keys import bearer_key
+from mpesa_service.callback_auth import client_address
 from mpesa_service.callbacks import json_or_problem, receive_callback, refuse_delivery
 from mpesa_service.console import add_console
-from mpesa_service.context import REFUSED_HEAD_BYTES, ApiError, Service, bearer_key, client_address
+from mpesa_service.context import ApiError, Service
 from mpesa_service.jobs import journal_space_problem, prometheus_text
+from mpesa_service.journal import REFUSED_HEAD_BYTES
 from mpesa_service.operator import requery_payout, resolve_payout
 from mpesa_service.parsing import parse_result_callback, read_json
 from mpesa_service.payment_claims import confirm_payment_claim

@@ -8,7 +8,10 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dotenv import dotenv_values
+
 from mpesa_service import PROJECT_DIR
+from recon.rules import B2C_LIMITS
 
 ENVIRONMENTS = ("simulator", "sandbox", "production")
 DARAJA_BASE_URLS = {
@@ -105,7 +108,8 @@ SETTINGS = (
     Setting("SWEEP_INTERVAL_SECONDS", "30", "How often the STK sweep job runs."),
     Setting("PAYOUT_PHONE_QUERY", "", "SQL finding a payee's phone by `:user_id` when a payout "
             "request has no phone, e.g. `SELECT phone FROM users WHERE id = :user_id`."),
-    Setting("PAYOUT_MAX_AMOUNT", "250000", "Largest single payout in shillings (422 above)."),
+    Setting("PAYOUT_MAX_AMOUNT", str(B2C_LIMITS[1]), "Largest single payout in shillings "
+            "(422 above)."),
     Setting("PAYOUT_USER_DAILY_LIMIT", "500000", "Most one user may be paid per Nairobi day; "
             "0 means no limit."),
     Setting("PAYOUT_DAILY_LIMIT", "0", "Most all payouts together may total per Nairobi day; "
@@ -279,8 +283,6 @@ def _apply_older_names(values: dict[str, str], given: dict[str, str]) -> list[st
 def _read_env_file(path: Path) -> dict[str, str]:
     if not path.is_file():
         return {}
-    from dotenv import dotenv_values
-
     return {key: value for key, value in dotenv_values(path).items() if value is not None}
 
 

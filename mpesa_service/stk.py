@@ -10,16 +10,11 @@ from decimal import Decimal
 import sqlalchemy as sa
 
 from mpesa_service import idempotency, log
-from mpesa_service.context import (
-    ApiError,
-    Service,
-    add_flag,
-    daraja_error_fields,
-    flags_of,
-    new_id,
-)
-from mpesa_service.daraja import DarajaError, DarajaRejected, NotSent
-from mpesa_service.parsing import StkCallback, requested_shillings
+from mpesa_service.context import ApiError, Service
+from mpesa_service.daraja import DarajaError, DarajaRejected, NotSent, daraja_error_fields
+from mpesa_service.flags import add_flag, flags_of
+from mpesa_service.ids import new_id
+from mpesa_service.parsing import StkCallback, json_amount, optional_text, requested_shillings
 from mpesa_service.storage import (
     payment_flags,
     payments,
@@ -87,18 +82,6 @@ def required_text(body: dict, name: str, limit: int) -> str:
             400, f"{name}: at most {limit} characters, got {len(value.strip())}", field=name
         )
     return value.strip()
-
-
-def optional_text(body: dict, name: str, limit: int) -> str | None:
-    value = body.get(name)
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str | int) or isinstance(value, bool):
-        raise ApiError(400, f"{name}: must be text", field=name)
-    text = str(value).strip()
-    if len(text) > limit:
-        raise ApiError(400, f"{name}: at most {limit} characters, got {len(text)}", field=name)
-    return text
 
 
 def write_payment_ahead(svc: Service, request: StkRequest, key: KeyClaim | None = None) -> str:
@@ -602,14 +585,6 @@ def payment_view(svc: Service, checkout_request_id: str) -> dict:
         "error_code": payment.error_code,
         "flags": flags,
     }
-
-
-def json_amount(value: Decimal | None):
-    """Amounts in JSON: an int when whole, else a string of the exact decimal."""
-    if value is None:
-        return None
-    value = Decimal(value)
-    return int(value) if value == value.to_integral_value() else str(value)
 
 
 def sweep_stk(svc: Service) -> int:

@@ -5,7 +5,7 @@ import logging
 import uuid
 
 import service
-from mpesa_service.context import add_flag
+from mpesa_service.flags import add_flag
 from tests.service_support import wait_until
 
 UNDERPAYING_PHONE = "254744000001"  # the simulator pays one shilling less than asked

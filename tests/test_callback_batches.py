@@ -30,8 +30,8 @@ from mpesa_service.callbacks import (
     held_connection,
     wait_applied,
 )
-from mpesa_service.context import mark_journal_entries_applied
 from mpesa_service.groupcommit import GroupCommit
+from mpesa_service.journal import mark_journal_entries_applied
 from mpesa_service.storage import (
     _driver_form,
     b2c_payment_callbacks,

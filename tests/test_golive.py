@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 import simulator
 from mpesa_service import golive
-from mpesa_service.context import REJECTED_URL_WORDS, url_token
+from mpesa_service.callback_auth import REJECTED_URL_WORDS, url_token
 from mpesa_service.daraja import security_credential
 from mpesa_service.entrypoint import build_for_check
 from mpesa_service.settings import load_settings

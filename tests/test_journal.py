@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from mpesa_service.context import Journal
+from mpesa_service.journal import Journal
 
 
 def kinds(path) -> list[str]:

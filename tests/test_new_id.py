@@ -1,4 +1,4 @@
-"""context.new_id: random version 4 UUIDs as text, from os.urandom bytes each thread fetches
+"""ids.new_id: random version 4 UUIDs as text, from os.urandom bytes each thread fetches
 in bulk; no two threads, and no forked child and its parent, ever make the same id."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import os
 import threading
 import uuid
 
-from mpesa_service.context import new_id
+from mpesa_service.ids import new_id
 
 
 def test_ids_are_version_4_uuids_in_their_usual_text_form():

@@ -21,7 +21,7 @@ import requests
 
 import service
 from mpesa_service import PROJECT_DIR
-from mpesa_service.context import add_flag
+from mpesa_service.flags import add_flag
 from mpesa_service.storage import utcnow
 from tests.service_support import API_KEY, TOKEN
 from tests.test_operator import OPERATOR, READER, TO_REVIEW
