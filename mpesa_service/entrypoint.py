@@ -12,7 +12,7 @@ from collections.abc import Callable
 import sqlalchemy as sa
 
 from mpesa_service import golive, log
-from mpesa_service.callbacks import replay_journal, wait_applied
+from mpesa_service.callbacks import replay_journal
 from mpesa_service.context import (
     ApiError,
     Journal,
@@ -33,6 +33,8 @@ from mpesa_service.storage import (
     render_mysql_schema,
     schema_revision,
 )
+from mpesa_service.throughput import waitress_server
+from mpesa_service.throughput.writer import callback_writer, wait_applied
 from mpesa_service.token_store import DatabaseTokenStore
 
 
@@ -103,10 +105,10 @@ def _is_unspecified(host: str) -> bool:
 
 def build_service(settings: Settings, *, simulator_url: str = "", public_url: str = "") -> Service:
     """The service's parts wired from its settings (the database engine, the Daraja client,
-    the journal, the callback policy, the API keys)."""
+    the journal, the callback policy, the API keys) and its callback writer."""
     engine = make_engine(settings["DATABASE_URL"])
     base_url, account = daraja_base_url(settings, simulator_url), daraja_account(settings)
-    return Service(
+    svc = Service(
         settings=settings,
         engine=engine,
         client=DarajaClient(
@@ -122,6 +124,8 @@ def build_service(settings: Settings, *, simulator_url: str = "", public_url: st
         keys=api_keys(settings),
         public_base_url=public_url or public_base_url(settings),
     )
+    svc.callback_writer = callback_writer(svc)
+    return svc
 
 
 # Waitress would drop X-Forwarded-For from untrusted peers itself; the callback policy decides
@@ -135,8 +139,6 @@ WAITRESS_THREADS = 32
 
 
 def serve(settings: Settings) -> None:
-    from mpesa_service import waitress_server
-
     embedded = start_embedded_simulator(settings)
     svc = build_service(settings, simulator_url=embedded.base_url if embedded else "")
     require_current_schema(svc.engine)

@@ -15,7 +15,22 @@ import requests
 import sqlalchemy as sa
 
 import service
-from mpesa_service.batch_results import (
+from mpesa_service.callbacks import apply_callback
+from mpesa_service.context import mark_journal_entries_applied
+from mpesa_service.storage import (
+    b2c_payment_callbacks,
+    b2c_payments,
+    b2c_payout_attempts,
+    callback_journal,
+    driver_form,
+    inserting,
+    payment_flags,
+    utcnow,
+)
+from mpesa_service.throughput.groupcommit import GroupCommit
+from mpesa_service.throughput.handoff import Journaled
+from mpesa_service.throughput.statements import batch_engine, run_together
+from mpesa_service.throughput.success_batch import (
     PayoutMoved,
     SuccessBatch,
     answering,
@@ -23,27 +38,7 @@ from mpesa_service.batch_results import (
     known_receipts,
     matching,
 )
-from mpesa_service.callbacks import (
-    apply_callback,
-    apply_deliveries,
-    callback_writer,
-    held_connection,
-    wait_applied,
-)
-from mpesa_service.context import mark_journal_entries_applied
-from mpesa_service.groupcommit import GroupCommit
-from mpesa_service.storage import (
-    _driver_form,
-    b2c_payment_callbacks,
-    b2c_payments,
-    b2c_payout_attempts,
-    batch_engine,
-    callback_journal,
-    inserting,
-    payment_flags,
-    run_together,
-    utcnow,
-)
+from mpesa_service.throughput.writer import apply_deliveries, held_connection, wait_applied
 from tests.service_support import TOKEN
 from tests.test_payouts import result_body
 
@@ -445,16 +440,17 @@ def run(tmp_path: Path, database_url: str, chunk: int | None) -> dict:
     try:
         seed_scenario(svc.engine)
         deliveries = [
-            (kind, raw, f"journal-{index:02d}") for index, (kind, raw) in enumerate(DELIVERIES)
+            Journaled(kind, raw, f"journal-{index:02d}")
+            for index, (kind, raw) in enumerate(DELIVERIES)
         ]
         if chunk is None:
-            for kind, raw, journal_id in deliveries:
-                apply_callback(svc, kind, raw, journal_id)
+            for delivery in deliveries:
+                apply_callback(svc, delivery.kind, delivery.raw, delivery.journal_id)
         else:
             for start in range(0, len(deliveries), chunk):
                 errors = apply_deliveries(svc, deliveries[start : start + chunk])
                 assert errors == [None] * len(errors)
-        return outcome(svc.engine, [journal_id for _, _, journal_id in deliveries])
+        return outcome(svc.engine, [delivery.journal_id for delivery in deliveries])
     finally:
         svc.engine.dispose()
 
@@ -525,7 +521,7 @@ def test_the_batch_statements_compile_once_on_mariadb_only(engine):
         inserting(b2c_payment_callbacks, ("id", "journal_id", "received_at")),
         inserting(callback_journal, ("id", "kind", "state", "received_at", "applied_at")),
     ]
-    forms = [_driver_form(statement, engine.dialect) for statement in statements]
+    forms = [driver_form(statement, engine.dialect) for statement in statements]
     if engine.dialect.name == "sqlite":
         assert forms == [None] * len(statements)
     else:
@@ -596,11 +592,11 @@ def test_a_statement_failing_among_others_raises_as_sqlalchemy_would_and_writes_
 def test_only_the_leading_run_of_plain_successes_takes_the_short_path(engine):
     seed_scenario(engine)
     deliveries = [
-        (kind, raw, f"journal-{index:02d}") for index, (kind, raw) in enumerate(DELIVERIES)
+        Journaled(kind, raw, f"journal-{index:02d}") for index, (kind, raw) in enumerate(DELIVERIES)
     ]
     with engine.begin() as conn:
         successes = SuccessBatch(conn, deliveries)
-        taken = [successes.take(*delivery) for delivery in deliveries]
+        taken = [successes.take(delivery) for delivery in deliveries]
         conn.rollback()
     # p1 and p2 qualify; p3 reuses R1, so it and everything after it go the general way.
     assert taken == [True, True] + [False] * (len(DELIVERIES) - 2)
@@ -611,8 +607,8 @@ def test_a_replay_that_got_there_first_is_not_applied_twice(database_url, tmp_pa
     try:
         seed_scenario(svc.engine)
         deliveries = [
-            ("b2c_result", success("p1", "R1")[1], "journal-a"),
-            ("b2c_result", success("p2", "R2")[1], "journal-b"),
+            Journaled("b2c_result", success("p1", "R1")[1], "journal-a"),
+            Journaled("b2c_result", success("p2", "R2")[1], "journal-b"),
         ]
         with svc.engine.begin() as conn:  # the replay job got to journal-b a moment ago
             mark_journal_entries_applied(conn, [("journal-b", "b2c_result")])
@@ -650,7 +646,7 @@ def test_a_writer_whose_connection_dies_loses_nothing_and_takes_a_new_one(
         for name in names:
             seed(conn, name)
     pairs = [
-        [("b2c_result", success(name, f"RK{name}")[1], f"journal-{name}") for name in two]
+        [Journaled("b2c_result", success(name, f"RK{name}")[1], f"journal-{name}") for name in two]
         for two in (names[0:2], names[2:4], names[4:6])
     ]
     try:
@@ -672,13 +668,13 @@ def test_a_writer_whose_connection_dies_loses_nothing_and_takes_a_new_one(
 
 def test_a_payout_that_moves_after_being_read_fails_the_batch(engine):
     seed_scenario(engine)
-    kind, raw = success("p1", "R1")
+    callback = Journaled(*success("p1", "R1"), "journal-x")
     with pytest.raises(PayoutMoved), engine.begin() as conn:
-        successes = SuccessBatch(conn, [(kind, raw, "journal-x")])
+        successes = SuccessBatch(conn, [callback])
         conn.execute(
             b2c_payments.update().where(b2c_payments.c.id == "id-p1").values(status="failed")
         )
-        assert successes.take(kind, raw, "journal-x")
+        assert successes.take(callback)
         successes.flush()
     with engine.connect() as conn:
         status = conn.execute(
@@ -707,7 +703,7 @@ def test_concurrent_deliveries_over_http_are_batched_and_all_applied(stack):
     assert answers == [200] * 32
     completed = stack.rows(b2c_payments, b2c_payments.c.status == "completed")
     assert sorted(row.transaction_id for row in completed) == [f"RH{n:03d}" for n in range(32)]
-    assert callback_writer(stack.svc).largest_batch > 1
+    assert stack.svc.callback_writer.largest_batch > 1
     assert len(stack.journal()) == 32
 
 
