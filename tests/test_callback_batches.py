@@ -27,7 +27,7 @@ from mpesa_service.storage import (
     payment_flags,
     utcnow,
 )
-from mpesa_service.throughput.groupcommit import GroupCommit
+from mpesa_service.throughput.groupcommit import BATCH, GroupCommit
 from mpesa_service.throughput.handoff import Journaled
 from mpesa_service.throughput.statements import batch_engine, run_together
 from mpesa_service.throughput.success_batch import (
@@ -45,6 +45,12 @@ from tests.test_payouts import result_body
 # --- the group commit itself -------------------------------------------------------------------
 
 
+def group_commit(process, then=lambda tickets: None, name="group-commit-test") -> GroupCommit:
+    """A GroupCommit made as the callback writer is, its second stage doing nothing unless
+    given something to do."""
+    return GroupCommit(name, process, then, contextlib.nullcontext)
+
+
 def test_concurrent_submissions_are_batched_and_each_gets_its_own_answer():
     seen_batches = []
 
@@ -54,7 +60,7 @@ def test_concurrent_submissions_are_batched_and_each_gets_its_own_answer():
         for ticket in tickets:
             ticket.result = ticket.item * 10
 
-    commit = GroupCommit(process, idle_seconds=0.2)
+    commit = group_commit(process)
     answers = {}
     start = threading.Barrier(20)
 
@@ -72,8 +78,7 @@ def test_concurrent_submissions_are_batched_and_each_gets_its_own_answer():
     assert commit.largest_batch > 1 and commit.batches == len(seen_batches) < 20
 
 
-@pytest.mark.parametrize("writers", [1, 2])
-def test_no_more_batches_run_at_once_than_there_are_writers(writers):
+def test_batches_are_processed_one_at_a_time():
     running, most = [0], [0]
     lock = threading.Lock()
 
@@ -85,7 +90,7 @@ def test_no_more_batches_run_at_once_than_there_are_writers(writers):
         with lock:
             running[0] -= 1
 
-    commit = GroupCommit(process, idle_seconds=0.2, writers=writers)
+    commit = group_commit(process)
     start = threading.Barrier(30)
 
     def submit(number):
@@ -98,7 +103,7 @@ def test_no_more_batches_run_at_once_than_there_are_writers(writers):
         thread.start()
     for thread in threads:
         thread.join()
-    assert most[0] == writers
+    assert most[0] == 1
 
 
 def test_an_error_reaches_only_its_own_submitter_and_a_crash_reaches_the_batch():
@@ -111,7 +116,7 @@ def test_an_error_reaches_only_its_own_submitter_and_a_crash_reaches_the_batch()
             else:
                 ticket.result = "ok"
 
-    commit = GroupCommit(process, idle_seconds=0.2)
+    commit = group_commit(process)
     assert commit.submit("fine") == "ok"
     with pytest.raises(ValueError, match="bad item"):
         commit.submit("bad")
@@ -133,7 +138,7 @@ def test_a_ticket_finished_early_is_answered_before_its_batch_is_done():
         for ticket in tickets:
             ticket.result = "applied"
 
-    commit = GroupCommit(process, idle_seconds=0.2)
+    commit = group_commit(process)
     assert commit.submit("early") == "journaled"
     assert commit.drain(timeout=0.1) is False  # answered, not yet processed
     done.set()
@@ -149,7 +154,7 @@ def test_a_crash_after_a_ticket_was_answered_reaches_only_the_others():
                 ticket.finish()
         raise RuntimeError("the batch broke")
 
-    commit = GroupCommit(process, idle_seconds=0.2)
+    commit = group_commit(process)
     assert commit.submit("early") == "journaled"
     with pytest.raises(RuntimeError, match="the batch broke"):
         commit.submit("late")
@@ -157,7 +162,7 @@ def test_a_crash_after_a_ticket_was_answered_reaches_only_the_others():
 
 
 def test_the_writer_thread_leaves_when_idle_and_comes_back_on_demand():
-    commit = GroupCommit(lambda tickets: None, idle_seconds=0.1, name="idle-writer-test")
+    commit = group_commit(lambda tickets: None, name="idle-writer-test")
     commit.submit("one")
 
     def writers():
@@ -171,7 +176,7 @@ def test_the_writer_thread_leaves_when_idle_and_comes_back_on_demand():
     assert commit.batches == 2
 
 
-def test_each_writer_thread_holds_its_context_for_its_whole_life():
+def test_the_second_stage_holds_its_context_across_batches():
     events, inside = [], threading.local()
 
     @contextlib.contextmanager
@@ -181,16 +186,16 @@ def test_each_writer_thread_holds_its_context_for_its_whole_life():
         yield
         events.append(("exit", threading.get_ident()))
 
-    def process(tickets):
+    def then(tickets):
         for ticket in tickets:
             ticket.result = getattr(inside, "held", False)
 
-    commit = GroupCommit(process, idle_seconds=1.0, writer_context=context)
+    commit = GroupCommit("held-context", lambda tickets: None, then, context)
     assert [commit.submit(number) for number in range(5)] == [True] * 5
     deadline = time.monotonic() + 5
     while len(events) < 2 and time.monotonic() < deadline:
         time.sleep(0.02)
-    # Five batches, one writer, entered once and left once when it went idle.
+    # Five batches, one second-stage thread, entered once and left once when it went idle.
     assert commit.batches == 5
     assert [kind for kind, _ in events] == ["enter", "exit"]
     assert events[0][1] == events[1][1]
@@ -213,7 +218,7 @@ def test_a_second_stage_runs_on_its_own_thread_after_the_answer_and_drain_waits_
             raise TimeoutError("the test never let the second stage finish")
         applied.extend(ticket.handover for ticket in tickets)
 
-    commit = GroupCommit(answered_early, idle_seconds=0.2, name="two-stage", then=apply)
+    commit = group_commit(answered_early, then=apply, name="two-stage")
     assert commit.submit("a") == "journaled a"  # answered while `apply` is held
     assert commit.submit("b") == "journaled b"  # and the first stage goes on meanwhile
     assert applied == [] and commit.drain(timeout=0.1) is False
@@ -238,7 +243,7 @@ def test_the_second_stage_answers_what_the_first_left_unanswered_with_its_error(
                 raise RuntimeError("applying broke")
             ticket.result = f"applied {ticket.item}"
 
-    commit = GroupCommit(journal, idle_seconds=0.2, then=apply)
+    commit = group_commit(journal, then=apply)
     assert commit.submit("late") == "applied late"
     with pytest.raises(RuntimeError, match="applying broke"):
         commit.submit("late broken")
@@ -249,28 +254,32 @@ def test_the_second_stage_answers_what_the_first_left_unanswered_with_its_error(
 
 
 def test_a_full_second_stage_holds_back_the_first():
-    release, answered = threading.Event(), []
+    entered, release, answered = threading.Event(), threading.Event(), []
 
     def apply(tickets):
+        entered.set()
         release.wait(5)
 
-    commit = GroupCommit(answered_early, idle_seconds=0.2, then=apply, then_max_batch=1)
+    commit = group_commit(answered_early, then=apply)
+    answered.append(commit.submit(0))
+    assert entered.wait(5)  # the second stage holds item 0 from here on
 
     def submit_all():
-        for number in range(8):
+        for number in range(1, BATCH + 10):
             answered.append(commit.submit(number))
 
     submitter = threading.Thread(target=submit_all)
     submitter.start()
     deadline = time.monotonic() + 5
-    while len(answered) < 3 and time.monotonic() < deadline:
+    while len(answered) < BATCH + 2 and time.monotonic() < deadline:
         time.sleep(0.02)
     time.sleep(0.2)  # time enough for more, were nothing holding them back
-    # One item being applied, one waiting for it, and one journaled but not yet handed on.
-    assert len(answered) == 3
+    # One item being applied, a batch's worth waiting for it, and one journaled but not yet
+    # handed on.
+    assert len(answered) == 1 + BATCH + 1
     release.set()
     submitter.join(5)
-    assert len(answered) == 8 and commit.drain(timeout=5) is True
+    assert len(answered) == BATCH + 10 and commit.drain(timeout=5) is True
 
 
 def test_the_second_stage_thread_holds_its_context_and_leaves_when_idle():
@@ -282,13 +291,7 @@ def test_the_second_stage_thread_holds_its_context_and_leaves_when_idle():
         yield
         events.append(("exit", threading.current_thread().name))
 
-    commit = GroupCommit(
-        answered_early,
-        idle_seconds=0.1,
-        name="ctx",
-        then=lambda tickets: None,
-        then_context=context,
-    )
+    commit = GroupCommit("ctx", answered_early, lambda tickets: None, context)
     for number in range(3):
         commit.submit(number)
     assert commit.drain(timeout=5) is True

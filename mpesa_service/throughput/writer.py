@@ -14,19 +14,19 @@ from mpesa_service.callbacks import CALLBACK_HANDLERS, apply_callback
 from mpesa_service.context import Service, journal_entries_applied
 from mpesa_service.parsing import json_or_problem
 from mpesa_service.throughput.groupcommit import GroupCommit, Ticket
-from mpesa_service.throughput.handoff import Journaled
+from mpesa_service.throughput.handoff import Delivery, Journaled
 from mpesa_service.throughput.statements import batch_engine
 from mpesa_service.throughput.success_batch import SuccessBatch
 
 
-def callback_writer(svc: Service) -> GroupCommit:
+def callback_writer(svc: Service) -> GroupCommit[Delivery, Journaled]:
     """A new callback writer for `svc` (build_service makes the service's one): concurrent
     deliveries are journaled with one fsync and applied in one transaction, each request
     answered as soon as its batch is journaled (journal_batch), the batch applied on a second
     thread (apply_batch) that holds one connection while it is busy."""
     return GroupCommit(
+        "callback-writer",
         lambda tickets: journal_batch(svc, tickets),
-        name="callback-writer",
         then=lambda tickets: apply_batch(svc, tickets),
         then_context=lambda: held_connection(svc.engine),
     )
@@ -41,7 +41,7 @@ def wait_applied(svc: Service, timeout: float = 10.0) -> bool:
 # --- the two stages ------------------------------------------------------------------------
 
 
-def journal_batch(svc: Service, tickets: list[Ticket]) -> None:
+def journal_batch(svc: Service, tickets: list[Ticket[Delivery, Journaled]]) -> None:
     """The first stage: journal a batch of deliveries with one fsync, parse each body once, and
     answer each ticket (its result: what is wrong with its body as JSON, or None) unless it
     waits `until_applied`. Each ticket's handover, the callback as Journaled, goes on to
@@ -63,7 +63,7 @@ def journal_batch(svc: Service, tickets: list[Ticket]) -> None:
             ticket.finish()
 
 
-def apply_batch(svc: Service, tickets: list[Ticket]) -> None:
+def apply_batch(svc: Service, tickets: list[Ticket[Delivery, Journaled]]) -> None:
     """The second stage: apply what journal_batch handed over. A ticket waiting
     `until_applied` gets what applying it raised as its error; for the others, already
     answered, that is logged, and the callback stays in the journal for replay."""
