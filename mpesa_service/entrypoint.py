@@ -133,8 +133,7 @@ def build_service(settings: Settings, *, simulator_url: str = "", public_url: st
 # No request body over 1 MiB is even read (callbacks are capped lower by CALLBACK_MAX_BYTES).
 WAITRESS_OPTIONS = {"clear_untrusted_proxy_headers": False, "max_request_body_size": 1 << 20}
 # A callback's thread mostly waits for its group commit, and the next batch can only gather
-# while the current one is written if threads are free to take requests meanwhile (issue 9's
-# benchmark on MariaDB: 16 threads gave ~360 callbacks/s, 32 gave ~480).
+# while the current one is written if threads are free to take requests meanwhile.
 WAITRESS_THREADS = 32
 
 

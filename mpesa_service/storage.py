@@ -299,8 +299,7 @@ account_balances = sa.Table(
 
 
 # One pooled connection per waitress thread (32) plus the jobs: with SQLAlchemy's default of 5,
-# busy requests opened and closed overflow connections on every call (the callback benchmark's
-# profile: 13% of the time, mostly in PyMySQL's SSL set-up).
+# busy requests would open and close overflow connections on every call.
 POOL = {"pool_size": 36, "max_overflow": 10}
 
 
