@@ -98,8 +98,8 @@ def service_app(database_url: str, journal: str, daraja_url: str = "", port: int
 def serve(which: str, port: int, database_url: str, journal: str, daraja_url: str = "") -> None:
     import logging
 
-    from mpesa_service import waitress_server
     from mpesa_service.entrypoint import WAITRESS_OPTIONS, WAITRESS_THREADS
+    from mpesa_service.throughput import waitress_server
 
     logging.basicConfig(level=logging.ERROR)
     app = service_app(database_url, journal, daraja_url, port) if which == "app" else empty_app()

@@ -3,21 +3,17 @@ transaction that also records the journal entry; replay what the database missed
 
 from __future__ import annotations
 
-import contextlib
-import threading
 from decimal import Decimal
 from typing import NamedTuple
 
 import sqlalchemy as sa
 
 from mpesa_service import log
-from mpesa_service.batch_results import SuccessBatch
 from mpesa_service.callback_auth import client_address
 from mpesa_service.context import Service
 from mpesa_service.flags import add_flag
-from mpesa_service.groupcommit import GroupCommit, Ticket
 from mpesa_service.ids import new_id
-from mpesa_service.journal import journal_entries_applied, journal_entry_body, mark_journal_applied
+from mpesa_service.journal import journal_entry_body, mark_journal_applied
 from mpesa_service.parsing import (
     ResultCallback,
     bounded,
@@ -31,10 +27,10 @@ from mpesa_service.resolution import apply_status_callback
 from mpesa_service.stk import apply_stk_callback
 from mpesa_service.storage import (
     account_balances,
-    batch_engine,
     callback_journal,
     utcnow,
 )
+from mpesa_service.throughput.handoff import Delivery
 
 # The answer to a callback that is journaled, as Daraja expects it.
 ACKNOWLEDGED = {"ResultCode": 0, "ResultDesc": "Accepted"}
@@ -151,7 +147,7 @@ def receive_callback(
     if refusal:
         refuse_delivery(svc, kind, body, len(body), address, refusal.reason)
         return refusal.status, {"ResultCode": 1, "ResultDesc": "Rejected"}
-    problem = callback_writer(svc).submit((kind, body, address, payment_id, until_applied))
+    problem = svc.callback_writer.submit(Delivery(kind, body, address, payment_id, until_applied))
     if problem:
         return 400, {"ResultCode": 1, "ResultDesc": problem}
     return 200, dict(ACKNOWLEDGED)
@@ -161,179 +157,6 @@ def refuse_delivery(svc: Service, kind: str, body: bytes, size: int, sender: str
     """Keep a bounded record of a delivery that was refused (see Journal.append_refused)."""
     if svc.journal.append_refused(kind, body, size, sender, reason):
         log.warning("callback refused (%s) from %s: %s", kind, sender, reason)
-
-
-# One writer thread on every database (and one applying thread after it). Before the two stages
-# were split, a second writer on MariaDB (writing a batch while the other waited on the server)
-# left both with batches of 8-10 and cost 15% more CPU per callback for no more callbacks a
-# second: issue 9's A/B under wrk, 1.06 against 1.25 ms and 781 against 732/s (medians of five
-# alternating rounds, 2026-11-26).
-CALLBACK_WRITERS = 1
-_WRITER_LOCK = threading.Lock()
-
-
-def callback_writer(svc: Service) -> GroupCommit:
-    """The service's one callback writer (see groupcommit): concurrent deliveries are journaled
-    with one fsync and applied in one transaction, each request answered as soon as its batch
-    is journaled (journal_batch), the batch applied on a second thread (apply_batch) that holds
-    one connection while it is busy."""
-    if svc.callback_writer is not None:  # every callback asks: no lock once it exists
-        return svc.callback_writer
-    with _WRITER_LOCK:
-        if svc.callback_writer is None:
-            svc.callback_writer = GroupCommit(
-                lambda tickets: journal_batch(svc, tickets),
-                name="callback-writer",
-                writers=CALLBACK_WRITERS,
-                then=lambda tickets: apply_batch(svc, tickets),
-                then_context=lambda: held_connection(svc.engine),
-            )
-        return svc.callback_writer
-
-
-def wait_applied(svc: Service, timeout: float = 10.0) -> bool:
-    """Wait until every callback received so far has been applied (or kept for replay), not
-    just answered: for tests, benchmarks and a clean shutdown. False on timeout."""
-    writer = svc.callback_writer
-    return writer is None or writer.drain(timeout)
-
-
-_writer_thread = threading.local()
-
-
-@contextlib.contextmanager
-def held_connection(engine: sa.Engine):
-    """For a callback writer thread's life, one connection (from storage.batch_engine) that
-    its batches reuse, so that a batch does not pay the pool's checkout ping and return
-    rollback (two of its nine or so round trips). It is taken on first use, so entering
-    cannot fail."""
-    _writer_thread.engine, _writer_thread.connection = engine, None
-    try:
-        yield
-    finally:
-        connection = _writer_thread.connection
-        _writer_thread.engine = _writer_thread.connection = None
-        if connection is not None:
-            connection.close()
-
-
-@contextlib.contextmanager
-def batch_transaction(engine: sa.Engine):
-    """A transaction on the writer thread's held connection, or on a pooled one elsewhere.
-    After any failure the held connection is closed and the next batch takes a fresh one."""
-    if getattr(_writer_thread, "engine", None) is not engine:
-        with engine.begin() as conn:
-            yield conn
-        return
-    if _writer_thread.connection is None:
-        _writer_thread.connection = batch_engine(engine).connect()
-    conn = _writer_thread.connection
-    try:
-        with conn.begin():
-            yield conn
-    except BaseException:
-        _writer_thread.connection = None
-        conn.close()
-        raise
-
-
-def journal_batch(svc: Service, tickets: list[Ticket]) -> None:
-    """The writer's first stage: journal a batch of (kind, body, address, payment id,
-    until_applied) deliveries with one fsync, parse each body once, and answer each ticket (its
-    result: what is wrong with its body as JSON, or None) unless it waits `until_applied`. Each
-    ticket's handover, (kind, raw body, journal id), the parsed body and the payment id, goes
-    on to apply_batch.
-
-    A callback is answered once it is journaled, before it is applied: the journal is durable,
-    and one not applied is replayed (the same rule as when the database is down). Answering
-    first lets the answered connections send the next batch while this one is applied, and
-    with the two stages on two threads the next batch is journaled meanwhile too (issue 9: on
-    MariaDB about a quarter more callbacks a second than one thread doing both)."""
-    journal_ids = svc.journal.append_many([ticket.item[:4] for ticket in tickets])
-    for ticket, journal_id in zip(tickets, journal_ids, strict=True):
-        kind, body, _, payment_id, until_applied = ticket.item
-        raw = body.decode("utf-8", errors="replace")
-        parsed = json_or_problem(raw)
-        ticket.result = parsed[1]
-        ticket.handover = ((kind, raw, journal_id), parsed, payment_id)
-        if not until_applied:
-            ticket.finish()
-
-
-def apply_batch(svc: Service, tickets: list[Ticket]) -> None:
-    """The writer's second stage: apply what journal_batch handed over. A ticket waiting
-    `until_applied` gets what applying it raised as its error; for the others, already
-    answered, that is logged, and the callback stays in the journal for replay."""
-    deliveries, payloads, named = [], {}, {}
-    for ticket in tickets:
-        delivery, parsed, payment_id = ticket.handover
-        deliveries.append(delivery)
-        payloads[delivery[2]] = parsed
-        if payment_id:
-            named[delivery[2]] = payment_id
-    errors = apply_deliveries(svc, deliveries, payloads, named)
-    for ticket, error, (kind, _, journal_id) in zip(tickets, errors, deliveries, strict=True):
-        if error is not None and ticket.finished:
-            log.error(
-                "%s callback %s kept in the journal for replay: applying it failed",
-                kind,
-                journal_id,
-                exc_info=error,
-            )
-        ticket.error = error
-
-
-def apply_deliveries(
-    svc: Service,
-    deliveries: list[tuple[str, str, str]],
-    payloads: dict | None = None,
-    named: dict | None = None,
-) -> list:
-    """Apply journaled (kind, raw body, journal id) deliveries: together in one transaction,
-    or, if any of them fails there, each on its own so that one bad callback neither holds
-    back nor undoes the others. A database failure leaves a callback in the journal for
-    replay. `payloads` may hold bodies already parsed, as {journal id: json_or_problem(raw)},
-    and `named` the payments their URLs named, as {journal id: payment id}. Returns, per
-    delivery, the other error it raised, or None."""
-    named = named or {}
-    if deliveries and _apply_together(svc, deliveries, payloads or {}, named):
-        return [None] * len(deliveries)
-    errors = []
-    for kind, raw, journal_id in deliveries:
-        errors.append(None)
-        try:
-            apply_callback(svc, kind, raw, journal_id, named.get(journal_id, ""))
-        except sa.exc.SQLAlchemyError:
-            log.exception(
-                "callback %s kept in the journal for replay: the database failed", journal_id
-            )
-        except Exception as error:  # noqa: BLE001 - raised in the request that delivered it
-            errors[-1] = error
-    return errors
-
-
-def _apply_together(
-    svc: Service, deliveries: list[tuple[str, str, str]], payloads: dict, named: dict
-) -> bool:
-    try:
-        with batch_transaction(svc.engine) as conn:
-            journaled = journal_entries_applied([(jid, kind) for kind, _, jid in deliveries])
-            successes = SuccessBatch(conn, deliveries, payloads, leading=[journaled])
-            for kind, raw, journal_id in deliveries:
-                if successes.take(kind, raw, journal_id):
-                    continue
-                successes.flush()
-                payment_id = named.get(journal_id, "")
-                CALLBACK_HANDLERS[kind](svc, conn, raw, journal_id, kind, payment_id)
-            successes.flush()
-        return True
-    except Exception as error:  # noqa: BLE001 - every one of them is applied again on its own
-        log.warning(
-            "a batch of %d callbacks failed together (%s); applying each alone",
-            len(deliveries),
-            type(error).__name__,
-        )
-        return False
 
 
 def apply_callback(svc: Service, kind: str, raw: str, journal_id: str, payment_id="") -> str:

@@ -34,7 +34,7 @@ class Service:
     keys: list[ApiKey] = field(default_factory=list)
     public_base_url: str = ""
     job_runs: dict = field(default_factory=dict)  # job id -> its last jobs.JobRun
-    callback_writer: object = None  # callbacks.callback_writer's GroupCommit, made on first use
+    callback_writer: object = None  # throughput.writer.callback_writer(svc), made by build_service
 
     def hook_url(self, *parts: str) -> str:
         return "/".join([self.public_base_url.rstrip("/"), "hooks", *parts, self.policy.token])

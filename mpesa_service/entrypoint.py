@@ -11,10 +11,10 @@ from collections.abc import Callable
 
 import sqlalchemy as sa
 
-from mpesa_service import golive, log, waitress_server
+from mpesa_service import golive, log
 from mpesa_service.api_keys import api_keys
 from mpesa_service.callback_auth import callback_policy, callback_token
-from mpesa_service.callbacks import replay_journal, wait_applied
+from mpesa_service.callbacks import replay_journal
 from mpesa_service.context import ApiError, Service
 from mpesa_service.daraja import DarajaAccount, DarajaClient, security_credential
 from mpesa_service.jobs import make_scheduler
@@ -29,6 +29,8 @@ from mpesa_service.storage import (
     render_mysql_schema,
     schema_revision,
 )
+from mpesa_service.throughput import waitress_server
+from mpesa_service.throughput.writer import callback_writer, wait_applied
 from mpesa_service.token_store import DatabaseTokenStore
 
 
@@ -99,10 +101,10 @@ def _is_unspecified(host: str) -> bool:
 
 def build_service(settings: Settings, *, simulator_url: str = "", public_url: str = "") -> Service:
     """The service's parts wired from its settings (the database engine, the Daraja client,
-    the journal, the callback policy, the API keys)."""
+    the journal, the callback policy, the API keys) and its callback writer."""
     engine = make_engine(settings["DATABASE_URL"])
     base_url, account = daraja_base_url(settings, simulator_url), daraja_account(settings)
-    return Service(
+    svc = Service(
         settings=settings,
         engine=engine,
         client=DarajaClient(
@@ -118,6 +120,8 @@ def build_service(settings: Settings, *, simulator_url: str = "", public_url: st
         keys=api_keys(settings),
         public_base_url=public_url or public_base_url(settings),
     )
+    svc.callback_writer = callback_writer(svc)
+    return svc
 
 
 # Waitress would drop X-Forwarded-For from untrusted peers itself; the callback policy decides

@@ -7,8 +7,8 @@ from __future__ import annotations
 import contextlib
 
 import simulator
-from mpesa_service import waitress_server
 from mpesa_service.entrypoint import WAITRESS_OPTIONS
+from mpesa_service.throughput import waitress_server
 
 
 @contextlib.contextmanager

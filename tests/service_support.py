@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 import service
 import simulator
-from mpesa_service.callbacks import wait_applied
+from mpesa_service.throughput.writer import wait_applied
 from tests import http_support
 from tests.sim_support import poll
 

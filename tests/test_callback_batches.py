@@ -15,7 +15,22 @@ import requests
 import sqlalchemy as sa
 
 import service
-from mpesa_service.batch_results import (
+from mpesa_service.callbacks import apply_callback
+from mpesa_service.journal import mark_journal_entries_applied
+from mpesa_service.storage import (
+    b2c_payment_callbacks,
+    b2c_payments,
+    b2c_payout_attempts,
+    callback_journal,
+    driver_form,
+    inserting,
+    payment_flags,
+    utcnow,
+)
+from mpesa_service.throughput.groupcommit import BATCH, GroupCommit
+from mpesa_service.throughput.handoff import Journaled
+from mpesa_service.throughput.statements import batch_engine, run_together
+from mpesa_service.throughput.success_batch import (
     PayoutMoved,
     SuccessBatch,
     answering,
@@ -23,31 +38,17 @@ from mpesa_service.batch_results import (
     known_receipts,
     matching,
 )
-from mpesa_service.callbacks import (
-    apply_callback,
-    apply_deliveries,
-    callback_writer,
-    held_connection,
-    wait_applied,
-)
-from mpesa_service.groupcommit import GroupCommit
-from mpesa_service.journal import mark_journal_entries_applied
-from mpesa_service.storage import (
-    _driver_form,
-    b2c_payment_callbacks,
-    b2c_payments,
-    b2c_payout_attempts,
-    batch_engine,
-    callback_journal,
-    inserting,
-    payment_flags,
-    run_together,
-    utcnow,
-)
+from mpesa_service.throughput.writer import apply_deliveries, held_connection, wait_applied
 from tests.service_support import TOKEN
 from tests.test_payouts import result_body
 
 # --- the group commit itself -------------------------------------------------------------------
+
+
+def group_commit(process, then=lambda tickets: None, name="group-commit-test") -> GroupCommit:
+    """A GroupCommit made as the callback writer is, its second stage doing nothing unless
+    given something to do."""
+    return GroupCommit(name, process, then, contextlib.nullcontext)
 
 
 def test_concurrent_submissions_are_batched_and_each_gets_its_own_answer():
@@ -59,7 +60,7 @@ def test_concurrent_submissions_are_batched_and_each_gets_its_own_answer():
         for ticket in tickets:
             ticket.result = ticket.item * 10
 
-    commit = GroupCommit(process, idle_seconds=0.2)
+    commit = group_commit(process)
     answers = {}
     start = threading.Barrier(20)
 
@@ -77,8 +78,7 @@ def test_concurrent_submissions_are_batched_and_each_gets_its_own_answer():
     assert commit.largest_batch > 1 and commit.batches == len(seen_batches) < 20
 
 
-@pytest.mark.parametrize("writers", [1, 2])
-def test_no_more_batches_run_at_once_than_there_are_writers(writers):
+def test_batches_are_processed_one_at_a_time():
     running, most = [0], [0]
     lock = threading.Lock()
 
@@ -90,7 +90,7 @@ def test_no_more_batches_run_at_once_than_there_are_writers(writers):
         with lock:
             running[0] -= 1
 
-    commit = GroupCommit(process, idle_seconds=0.2, writers=writers)
+    commit = group_commit(process)
     start = threading.Barrier(30)
 
     def submit(number):
@@ -103,7 +103,7 @@ def test_no_more_batches_run_at_once_than_there_are_writers(writers):
         thread.start()
     for thread in threads:
         thread.join()
-    assert most[0] == writers
+    assert most[0] == 1
 
 
 def test_an_error_reaches_only_its_own_submitter_and_a_crash_reaches_the_batch():
@@ -116,7 +116,7 @@ def test_an_error_reaches_only_its_own_submitter_and_a_crash_reaches_the_batch()
             else:
                 ticket.result = "ok"
 
-    commit = GroupCommit(process, idle_seconds=0.2)
+    commit = group_commit(process)
     assert commit.submit("fine") == "ok"
     with pytest.raises(ValueError, match="bad item"):
         commit.submit("bad")
@@ -138,7 +138,7 @@ def test_a_ticket_finished_early_is_answered_before_its_batch_is_done():
         for ticket in tickets:
             ticket.result = "applied"
 
-    commit = GroupCommit(process, idle_seconds=0.2)
+    commit = group_commit(process)
     assert commit.submit("early") == "journaled"
     assert commit.drain(timeout=0.1) is False  # answered, not yet processed
     done.set()
@@ -154,7 +154,7 @@ def test_a_crash_after_a_ticket_was_answered_reaches_only_the_others():
                 ticket.finish()
         raise RuntimeError("the batch broke")
 
-    commit = GroupCommit(process, idle_seconds=0.2)
+    commit = group_commit(process)
     assert commit.submit("early") == "journaled"
     with pytest.raises(RuntimeError, match="the batch broke"):
         commit.submit("late")
@@ -162,7 +162,7 @@ def test_a_crash_after_a_ticket_was_answered_reaches_only_the_others():
 
 
 def test_the_writer_thread_leaves_when_idle_and_comes_back_on_demand():
-    commit = GroupCommit(lambda tickets: None, idle_seconds=0.1, name="idle-writer-test")
+    commit = group_commit(lambda tickets: None, name="idle-writer-test")
     commit.submit("one")
 
     def writers():
@@ -176,7 +176,7 @@ def test_the_writer_thread_leaves_when_idle_and_comes_back_on_demand():
     assert commit.batches == 2
 
 
-def test_each_writer_thread_holds_its_context_for_its_whole_life():
+def test_the_second_stage_holds_its_context_across_batches():
     events, inside = [], threading.local()
 
     @contextlib.contextmanager
@@ -186,16 +186,16 @@ def test_each_writer_thread_holds_its_context_for_its_whole_life():
         yield
         events.append(("exit", threading.get_ident()))
 
-    def process(tickets):
+    def then(tickets):
         for ticket in tickets:
             ticket.result = getattr(inside, "held", False)
 
-    commit = GroupCommit(process, idle_seconds=1.0, writer_context=context)
+    commit = GroupCommit("held-context", lambda tickets: None, then, context)
     assert [commit.submit(number) for number in range(5)] == [True] * 5
     deadline = time.monotonic() + 5
     while len(events) < 2 and time.monotonic() < deadline:
         time.sleep(0.02)
-    # Five batches, one writer, entered once and left once when it went idle.
+    # Five batches, one second-stage thread, entered once and left once when it went idle.
     assert commit.batches == 5
     assert [kind for kind, _ in events] == ["enter", "exit"]
     assert events[0][1] == events[1][1]
@@ -218,7 +218,7 @@ def test_a_second_stage_runs_on_its_own_thread_after_the_answer_and_drain_waits_
             raise TimeoutError("the test never let the second stage finish")
         applied.extend(ticket.handover for ticket in tickets)
 
-    commit = GroupCommit(answered_early, idle_seconds=0.2, name="two-stage", then=apply)
+    commit = group_commit(answered_early, then=apply, name="two-stage")
     assert commit.submit("a") == "journaled a"  # answered while `apply` is held
     assert commit.submit("b") == "journaled b"  # and the first stage goes on meanwhile
     assert applied == [] and commit.drain(timeout=0.1) is False
@@ -243,7 +243,7 @@ def test_the_second_stage_answers_what_the_first_left_unanswered_with_its_error(
                 raise RuntimeError("applying broke")
             ticket.result = f"applied {ticket.item}"
 
-    commit = GroupCommit(journal, idle_seconds=0.2, then=apply)
+    commit = group_commit(journal, then=apply)
     assert commit.submit("late") == "applied late"
     with pytest.raises(RuntimeError, match="applying broke"):
         commit.submit("late broken")
@@ -254,28 +254,32 @@ def test_the_second_stage_answers_what_the_first_left_unanswered_with_its_error(
 
 
 def test_a_full_second_stage_holds_back_the_first():
-    release, answered = threading.Event(), []
+    entered, release, answered = threading.Event(), threading.Event(), []
 
     def apply(tickets):
+        entered.set()
         release.wait(5)
 
-    commit = GroupCommit(answered_early, idle_seconds=0.2, then=apply, then_max_batch=1)
+    commit = group_commit(answered_early, then=apply)
+    answered.append(commit.submit(0))
+    assert entered.wait(5)  # the second stage holds item 0 from here on
 
     def submit_all():
-        for number in range(8):
+        for number in range(1, BATCH + 10):
             answered.append(commit.submit(number))
 
     submitter = threading.Thread(target=submit_all)
     submitter.start()
     deadline = time.monotonic() + 5
-    while len(answered) < 3 and time.monotonic() < deadline:
+    while len(answered) < BATCH + 2 and time.monotonic() < deadline:
         time.sleep(0.02)
     time.sleep(0.2)  # time enough for more, were nothing holding them back
-    # One item being applied, one waiting for it, and one journaled but not yet handed on.
-    assert len(answered) == 3
+    # One item being applied, a batch's worth waiting for it, and one journaled but not yet
+    # handed on.
+    assert len(answered) == 1 + BATCH + 1
     release.set()
     submitter.join(5)
-    assert len(answered) == 8 and commit.drain(timeout=5) is True
+    assert len(answered) == BATCH + 10 and commit.drain(timeout=5) is True
 
 
 def test_the_second_stage_thread_holds_its_context_and_leaves_when_idle():
@@ -287,13 +291,7 @@ def test_the_second_stage_thread_holds_its_context_and_leaves_when_idle():
         yield
         events.append(("exit", threading.current_thread().name))
 
-    commit = GroupCommit(
-        answered_early,
-        idle_seconds=0.1,
-        name="ctx",
-        then=lambda tickets: None,
-        then_context=context,
-    )
+    commit = GroupCommit("ctx", answered_early, lambda tickets: None, context)
     for number in range(3):
         commit.submit(number)
     assert commit.drain(timeout=5) is True
@@ -445,16 +443,17 @@ def run(tmp_path: Path, database_url: str, chunk: int | None) -> dict:
     try:
         seed_scenario(svc.engine)
         deliveries = [
-            (kind, raw, f"journal-{index:02d}") for index, (kind, raw) in enumerate(DELIVERIES)
+            Journaled(kind, raw, f"journal-{index:02d}")
+            for index, (kind, raw) in enumerate(DELIVERIES)
         ]
         if chunk is None:
-            for kind, raw, journal_id in deliveries:
-                apply_callback(svc, kind, raw, journal_id)
+            for delivery in deliveries:
+                apply_callback(svc, delivery.kind, delivery.raw, delivery.journal_id)
         else:
             for start in range(0, len(deliveries), chunk):
                 errors = apply_deliveries(svc, deliveries[start : start + chunk])
                 assert errors == [None] * len(errors)
-        return outcome(svc.engine, [journal_id for _, _, journal_id in deliveries])
+        return outcome(svc.engine, [delivery.journal_id for delivery in deliveries])
     finally:
         svc.engine.dispose()
 
@@ -525,7 +524,7 @@ def test_the_batch_statements_compile_once_on_mariadb_only(engine):
         inserting(b2c_payment_callbacks, ("id", "journal_id", "received_at")),
         inserting(callback_journal, ("id", "kind", "state", "received_at", "applied_at")),
     ]
-    forms = [_driver_form(statement, engine.dialect) for statement in statements]
+    forms = [driver_form(statement, engine.dialect) for statement in statements]
     if engine.dialect.name == "sqlite":
         assert forms == [None] * len(statements)
     else:
@@ -596,11 +595,11 @@ def test_a_statement_failing_among_others_raises_as_sqlalchemy_would_and_writes_
 def test_only_the_leading_run_of_plain_successes_takes_the_short_path(engine):
     seed_scenario(engine)
     deliveries = [
-        (kind, raw, f"journal-{index:02d}") for index, (kind, raw) in enumerate(DELIVERIES)
+        Journaled(kind, raw, f"journal-{index:02d}") for index, (kind, raw) in enumerate(DELIVERIES)
     ]
     with engine.begin() as conn:
         successes = SuccessBatch(conn, deliveries)
-        taken = [successes.take(*delivery) for delivery in deliveries]
+        taken = [successes.take(delivery) for delivery in deliveries]
         conn.rollback()
     # p1 and p2 qualify; p3 reuses R1, so it and everything after it go the general way.
     assert taken == [True, True] + [False] * (len(DELIVERIES) - 2)
@@ -611,8 +610,8 @@ def test_a_replay_that_got_there_first_is_not_applied_twice(database_url, tmp_pa
     try:
         seed_scenario(svc.engine)
         deliveries = [
-            ("b2c_result", success("p1", "R1")[1], "journal-a"),
-            ("b2c_result", success("p2", "R2")[1], "journal-b"),
+            Journaled("b2c_result", success("p1", "R1")[1], "journal-a"),
+            Journaled("b2c_result", success("p2", "R2")[1], "journal-b"),
         ]
         with svc.engine.begin() as conn:  # the replay job got to journal-b a moment ago
             mark_journal_entries_applied(conn, [("journal-b", "b2c_result")])
@@ -650,7 +649,7 @@ def test_a_writer_whose_connection_dies_loses_nothing_and_takes_a_new_one(
         for name in names:
             seed(conn, name)
     pairs = [
-        [("b2c_result", success(name, f"RK{name}")[1], f"journal-{name}") for name in two]
+        [Journaled("b2c_result", success(name, f"RK{name}")[1], f"journal-{name}") for name in two]
         for two in (names[0:2], names[2:4], names[4:6])
     ]
     try:
@@ -672,13 +671,13 @@ def test_a_writer_whose_connection_dies_loses_nothing_and_takes_a_new_one(
 
 def test_a_payout_that_moves_after_being_read_fails_the_batch(engine):
     seed_scenario(engine)
-    kind, raw = success("p1", "R1")
+    callback = Journaled(*success("p1", "R1"), "journal-x")
     with pytest.raises(PayoutMoved), engine.begin() as conn:
-        successes = SuccessBatch(conn, [(kind, raw, "journal-x")])
+        successes = SuccessBatch(conn, [callback])
         conn.execute(
             b2c_payments.update().where(b2c_payments.c.id == "id-p1").values(status="failed")
         )
-        assert successes.take(kind, raw, "journal-x")
+        assert successes.take(callback)
         successes.flush()
     with engine.connect() as conn:
         status = conn.execute(
@@ -707,7 +706,7 @@ def test_concurrent_deliveries_over_http_are_batched_and_all_applied(stack):
     assert answers == [200] * 32
     completed = stack.rows(b2c_payments, b2c_payments.c.status == "completed")
     assert sorted(row.transaction_id for row in completed) == [f"RH{n:03d}" for n in range(32)]
-    assert callback_writer(stack.svc).largest_batch > 1
+    assert stack.svc.callback_writer.largest_batch > 1
     assert len(stack.journal()) == 32
 
 

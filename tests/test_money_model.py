@@ -55,7 +55,7 @@ from hypothesis.stateful import (
 import service
 import simulator
 from mpesa_service import idempotency
-from mpesa_service.callbacks import replay_journal, wait_applied
+from mpesa_service.callbacks import replay_journal
 from mpesa_service.payouts import (
     PayoutRequest,
     nairobi_day_start_utc,
@@ -67,6 +67,7 @@ from mpesa_service.resolution import resolve_payouts, retry_failed_payouts
 from mpesa_service.routes import CALLBACK_PATHS
 from mpesa_service.stk import StkRequest, sweep_stk, write_payment_ahead
 from mpesa_service.storage import utcnow
+from mpesa_service.throughput.writer import wait_applied
 from tests import http_support
 from tests.service_support import JOBS_WITHOUT_WAITS, TOKEN
 from tests.test_operator import KEYS, OPERATOR, as_key

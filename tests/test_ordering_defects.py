@@ -16,12 +16,13 @@ import pytest
 import sqlalchemy as sa
 
 import service
-from mpesa_service.callbacks import replay_journal, wait_applied
+from mpesa_service.callbacks import replay_journal
 from mpesa_service.parsing import parse_result_callback
 from mpesa_service.payouts import payout_by, settle_payout
 from mpesa_service.resolution import resolve_payouts, retry_failed_payouts
 from mpesa_service.stk import sweep_stk
 from mpesa_service.storage import utcnow
+from mpesa_service.throughput.writer import wait_applied
 from tests.service_support import JOBS_WITHOUT_WAITS, wait_until
 from tests.test_operator import KEYS, OPERATOR, as_key
 from tests.test_payouts import result_body

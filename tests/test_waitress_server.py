@@ -1,6 +1,6 @@
-"""The service's waitress server (mpesa_service.waitress_server): its loop leaves a channel to
-the request thread answering on it, and big or slowly read answers still arrive whole, on a
-kept-alive connection, past the output high watermark included."""
+"""The service's waitress server (mpesa_service.throughput.waitress_server): its loop leaves a
+channel to the request thread answering on it, and big or slowly read answers still arrive
+whole, on a kept-alive connection, past the output high watermark included."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import socket
 import time
 
 import simulator
-from mpesa_service import waitress_server
 from mpesa_service.entrypoint import WAITRESS_OPTIONS
+from mpesa_service.throughput import waitress_server
 
 
 def streaming_app(chunks: list[bytes]):

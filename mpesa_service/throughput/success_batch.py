@@ -1,5 +1,5 @@
 """Settling a batch of plain B2C success results with a few statements for the whole run
-instead of a dozen each: the common case of a callback batch (see callbacks.apply_deliveries).
+instead of a dozen each: the common case of a callback batch (see writer.apply_deliveries).
 
 A result takes this path only while it is plainly the first word on its payout: a well-formed
 success with a receipt, matched by its attempt's OriginatorConversationID, that attempt
@@ -33,9 +33,10 @@ from mpesa_service.storage import (
     b2c_payments,
     b2c_payout_attempts,
     inserting,
-    run_together,
     utcnow,
 )
+from mpesa_service.throughput.handoff import Journaled
+from mpesa_service.throughput.statements import run_together
 
 payouts, attempts = b2c_payments.c, b2c_payout_attempts.c
 
@@ -140,18 +141,14 @@ class PayoutMoved(Exception):
 class SuccessBatch:
     """The leading run of plain success results of one batch, read in one go and written
     together by `flush`. The `leading` (statement, params) pairs run first, in the same round
-    trip as the reads where the connection allows (see storage.run_together)."""
+    trip as the reads where the connection allows (see statements.run_together)."""
 
     def __init__(
-        self,
-        conn: sa.Connection,
-        deliveries: list[tuple[str, str, str]],
-        payloads=None,
-        leading: list | None = None,
+        self, conn: sa.Connection, callbacks: list[Journaled], leading: list | None = None
     ):
         self.conn = conn
-        self.parsed = _plain_successes(deliveries, payloads or {})
-        self.pending: list[tuple[PlainSuccess, str, str, object]] = []
+        self.parsed = _plain_successes(callbacks)
+        self.pending: list[tuple[PlainSuccess, Journaled, object]] = []
         self.claimed_payouts: set[str] = set()
         self.claimed_receipts: set[str] = set()
         self.open = bool(self.parsed)
@@ -182,15 +179,15 @@ class SuccessBatch:
         # case from a known one goes the general way, which asks the database itself.
         self.claimed_receipts.update(row[0].casefold() for row in known.rows)
 
-    def take(self, kind: str, raw: str, journal_id: str) -> bool:
-        """Collect this delivery if it qualifies and no earlier one has failed to; False means
-        it must take the general path (and so must every delivery after it)."""
+    def take(self, callback: Journaled) -> bool:
+        """Collect this callback if it qualifies and no earlier one has failed to; False means
+        it must take the general path (and so must every callback after it)."""
         if self.open:
-            self.open = self._collect(kind, raw, journal_id)
+            self.open = self._collect(callback)
         return self.open
 
-    def _collect(self, kind: str, raw: str, journal_id: str) -> bool:
-        plain = self.parsed.get(journal_id) if kind == "b2c_result" else None
+    def _collect(self, callback: Journaled) -> bool:
+        plain = self.parsed.get(callback.journal_id) if callback.kind == "b2c_result" else None
         match = self.matches.get(plain.parsed.originator_conversation_id) if plain else None
         if (
             match is None
@@ -203,7 +200,7 @@ class SuccessBatch:
             return False
         self.claimed_payouts.add(match.id)
         self.claimed_receipts.add(plain.parsed.receipt.casefold())
-        self.pending.append((plain, raw, journal_id, match))
+        self.pending.append((plain, callback, match))
         return True
 
     def flush(self) -> None:
@@ -213,7 +210,7 @@ class SuccessBatch:
             return
         now = utcnow()
         completions, answers = {"now": now}, {"now": now}
-        for index, (plain, _, _, payout) in enumerate(self.pending):
+        for index, (plain, _, payout) in enumerate(self.pending):
             completions[f"id_{index}"] = payout.id
             for name, value in plain.paid.items():
                 completions[f"{name}_{index}"] = value
@@ -223,9 +220,15 @@ class SuccessBatch:
         columns = tuple(self.pending[0][0].paid)
         rows = [
             result_callback_row(
-                plain.parsed, raw, journal_id, "result", payout, "applied", plain.parsed.receipt
+                plain.parsed,
+                callback.raw,
+                callback.journal_id,
+                "result",
+                payout,
+                "applied",
+                plain.parsed.receipt,
             )
-            for plain, raw, journal_id, payout in self.pending
+            for plain, callback, payout in self.pending
         ]
         completed, answered, _ = run_together(
             self.conn,
@@ -242,7 +245,7 @@ class SuccessBatch:
                 f"of {expected} results, {completed.rowcount} payouts and {answered.rowcount} "
                 "attempts were still as read"
             )
-        for plain, _, _, payout in self.pending:
+        for plain, _, payout in self.pending:
             flag_mismatches(self.conn, payout, plain.paid["paid_amount"], plain.parsed.receiver[0])
         self.pending = []
 
@@ -255,19 +258,16 @@ class PlainSuccess:
     paid: dict
 
 
-def _plain_successes(
-    deliveries: list[tuple[str, str, str]], payloads: dict
-) -> dict[str, PlainSuccess]:
-    """{journal id: plain success} for the well-formed B2C success results with a receipt
-    (`payloads`: bodies already parsed, {journal id: json_or_problem(raw)})."""
+def _plain_successes(callbacks: list[Journaled]) -> dict[str, PlainSuccess]:
+    """{journal id: plain success} for the well-formed B2C success results with a receipt."""
     plain = {}
-    for kind, raw, journal_id in deliveries:
-        if kind != "b2c_result":
+    for callback in callbacks:
+        if callback.kind != "b2c_result":
             continue
-        payload, problem = payloads.get(journal_id) or json_or_problem(raw)
+        payload, problem = callback.parsed or json_or_problem(callback.raw)
         parsed = parse_result_callback(payload)
         if problem or parsed.problems or not parsed.originator_conversation_id:
             continue
         if parsed.receipt:  # None unless it succeeded
-            plain[journal_id] = PlainSuccess(parsed, paid_values(parsed))
+            plain[callback.journal_id] = PlainSuccess(parsed, paid_values(parsed))
     return plain

@@ -1,22 +1,17 @@
 """The service's waitress server, with one change to waitress's HTTP channel: its event loop
 does not go round and round on a connection whose request thread is still answering.
 
-In waitress 3.0 a channel counts as writable as soon as any response bytes are queued. While a
-request thread is still answering, it sends those bytes itself and holds the channel's buffer
-lock to do so. If the thread then waits for the GIL, the loop finds the socket writable and
-the lock taken, does nothing, and polls again at once. Each pass runs readable() and
-writable() on every connection. Under callback load (a writer thread holding the GIL for
-milliseconds at a time) this spinning was the largest single cost. A/B under wrk (issue 9):
-907/s, 0.83 ms of CPU and p99 78 ms per callback with this channel, against 649/s, 1.30 ms and
-161 ms without it.
+In waitress 3.0 a channel counts as writable as soon as any response bytes are queued, while the
+request thread answering sends them itself under the channel's buffer lock. When that thread
+waits for the GIL (as it does while the callback writer holds it), the loop finds the socket
+writable and the lock taken, does nothing, and polls every connection again at once.
 
-While a request is being answered, then, the loop leaves the channel to the thread answering
-it. There are two exceptions: the channel is closing, or its buffer is past
-outbuf_high_watermark, where the request thread waits for the loop to drain it. Once the
-request is done, waitress pulls the trigger and the loop sends whatever is left, as before.
-This reads waitress internals (`requests`, `will_close`, `close_when_flushed`,
-`total_outbufs_len`); requirements.txt pins waitress, and tests/test_waitress_server.py checks
-the behaviour."""
+So while a request is being answered, the loop leaves its channel to the thread answering it,
+unless the channel is closing or its buffer is past outbuf_high_watermark (where the request
+thread waits for the loop to drain it). Once the request is done, waitress pulls the trigger
+and the loop sends whatever is left, as before. This reads waitress internals (`requests`,
+`will_close`, `close_when_flushed`, `total_outbufs_len`); requirements.txt pins waitress, and
+tests/test_waitress_server.py checks the behaviour."""
 
 from __future__ import annotations
 
