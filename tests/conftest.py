@@ -5,8 +5,11 @@ instead of skipping)."""
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import uuid
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -62,12 +65,67 @@ def mariadb_url():
 
 
 @pytest.fixture
-def database_url(empty_database_url):
-    """A database migrated to head, on SQLite and on MariaDB."""
-    engine = service.make_engine(empty_database_url)
+def database_url(empty_database_url, request):
+    """A database migrated to head, on SQLite and on MariaDB. The migrations run once per
+    test process, into a template that each test's database is copied from (a copied SQLite
+    file; on MariaDB the template's tables, as SHOW CREATE TABLE gives them, and rows); the
+    migrations themselves are tested from empty in tests/test_schema.py."""
+    if empty_database_url.startswith("sqlite"):
+        template = request.getfixturevalue("migrated_sqlite_file")
+        shutil.copyfile(template, sa.make_url(empty_database_url).database)
+    else:
+        copy_schema(request.getfixturevalue("migrated_mariadb_schema"), empty_database_url)
+    return empty_database_url
+
+
+@pytest.fixture(scope="session")
+def migrated_sqlite_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("template") / "migrated.db"
+    engine = service.make_engine(f"sqlite:///{path}")
     service.migrate(engine)
     engine.dispose()
-    return empty_database_url
+    return path
+
+
+@dataclass(frozen=True)
+class Schema:
+    tables: list[str]  # CREATE TABLE statements
+    rows: dict[str, list[dict]]  # the rows the migrations wrote, by table
+
+
+@pytest.fixture(scope="session")
+def migrated_mariadb_schema() -> Schema:
+    for url in fresh_mariadb_database():
+        engine = service.make_engine(url)
+        service.migrate(engine)
+        with engine.connect() as conn:
+            names = list(conn.exec_driver_sql("SHOW TABLES").scalars())
+            tables = [
+                conn.exec_driver_sql(f"SHOW CREATE TABLE `{name}`").one()[1] for name in names
+            ]
+            metadata = sa.MetaData()
+            rows = {
+                name: [
+                    dict(row._mapping)
+                    for row in conn.execute(sa.Table(name, metadata, autoload_with=conn).select())
+                ]
+                for name in names
+            }
+        engine.dispose()
+    return Schema(tables, rows)
+
+
+def copy_schema(schema: Schema, url: str) -> None:
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("SET FOREIGN_KEY_CHECKS = 0")
+        for create in schema.tables:
+            conn.exec_driver_sql(create)
+        metadata = sa.MetaData()
+        for name, rows in schema.rows.items():
+            if rows:
+                conn.execute(sa.Table(name, metadata, autoload_with=conn).insert(), rows)
+    engine.dispose()
 
 
 @pytest.fixture
