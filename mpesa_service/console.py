@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from mpesa_service.api_keys import console_secret, key_for
 from mpesa_service.context import ApiError, Service
 from mpesa_service.operator import requery_payout, resolve_payout
-from mpesa_service.payouts import nairobi_day_start_utc, payout_detail
+from mpesa_service.payouts import payout_detail
 from mpesa_service.settings import ApiKey
 from mpesa_service.storage import (
     account_balances,
@@ -41,7 +41,7 @@ from mpesa_service.storage import (
     utcnow,
 )
 from recon.codes import meaning
-from recon.rules import NAIROBI, InvalidValue, mpesa_phone, shillings_text
+from recon.rules import NAIROBI, InvalidValue, mpesa_phone, nairobi_day_start_utc, shillings_text
 
 TEMPLATES = [str(Path(__file__).resolve().parent / "templates")]
 COOKIE = "console_session"

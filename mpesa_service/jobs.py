@@ -22,13 +22,12 @@ from mpesa_service import log
 from mpesa_service.callbacks import replay_journal
 from mpesa_service.context import Service
 from mpesa_service.flags import add_flag, subject_name
-from mpesa_service.payouts import nairobi_day_start_utc
 from mpesa_service.resolution import resolve_payouts, retry_failed_payouts
 from mpesa_service.settings import Settings
 from mpesa_service.stk import sweep_stk
 from mpesa_service.storage import b2c_payments, payment_flags, utcnow
 from recon.mail import SmtpSettings, send_email, send_report
-from recon.rules import NAIROBI
+from recon.rules import NAIROBI, nairobi_day_start_utc
 
 # Where the scheduled reconciliation keeps its reports (the console links the newest).
 

@@ -39,11 +39,11 @@ from mpesa_service.storage import (
 from recon.codes import integer_code, lookup
 from recon.rules import (
     B2C_LIMITS,
-    NAIROBI,
     PAYOUT_MATCH_ORDER,
     InvalidValue,
     amount_difference,
     mpesa_phone,
+    nairobi_day_start_utc,
     shillings_text,
 )
 
@@ -267,14 +267,6 @@ def _sum_amount(conn: sa.Connection, condition) -> int:
         sa.select(sa.func.coalesce(sa.func.sum(b2c_payments.c.amount), 0)).where(condition)
     ).scalar()
     return int(Decimal(total))
-
-
-def nairobi_day_start_utc(moment: datetime | None = None) -> datetime:
-    """The start of the Nairobi day `moment` (default now) falls in, as naive UTC: the day
-    payout limits count and the scheduled reconciliation covers."""
-    local = (moment or datetime.now(UTC)).astimezone(NAIROBI)
-    local = local.replace(hour=0, minute=0, second=0, microsecond=0)
-    return local.astimezone(UTC).replace(tzinfo=None)
 
 
 def initiate_payout(svc: Service, body: dict, idempotency_key: str) -> tuple[int, dict]:

@@ -11,9 +11,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from datetime import UTC, datetime
+from datetime import datetime
 
-from recon.rules import NAIROBI
+from recon.rules import iso_time_to_utc
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 
@@ -23,16 +23,12 @@ class UsageError(Exception):
 
 
 def parse_time(text: str) -> datetime:
-    """ISO 8601 ('2025-11-05', '2025-11-05T14:00', '...+03:00', '...Z') as naive UTC. A date or
-    time without an offset is Africa/Nairobi, the statement's and the business's clock: the
-    day '2025-11-05' starts at 00:00 in Nairobi, 21:00 UTC the day before."""
+    """A command-line time as naive UTC, by recon.rules.iso_time_to_utc (Nairobi unless an
+    offset is given)."""
     try:
-        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+        return iso_time_to_utc(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=NAIROBI)
-    return moment.astimezone(UTC).replace(tzinfo=None)
 
 
 def positive_int(text: str) -> int:

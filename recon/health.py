@@ -39,7 +39,7 @@ from recon.load import LoadError, load_frames, make_engine
 from recon.matching import MatchedFrames
 from recon.money import decimal_from_cents
 from recon.queries import load_queries
-from recon.rules import NAIROBI
+from recon.rules import NAIROBI, iso_time_to_utc
 
 PAYOUT_STATUSES = ("submitting", "pending", "unknown", "completed", "failed", "review")
 OPEN_PAYOUT_STATUSES = frozenset({"submitting", "pending", "unknown"})
@@ -86,12 +86,10 @@ def load_health(
 
 def utc_time(value: str | datetime | None) -> datetime | None:
     """A notebook parameter as naive UTC: None stays None; ISO 8601 text without an offset is
-    Africa/Nairobi time (the CLI's rule, recon.cli.parse_time)."""
+    Africa/Nairobi time (recon.rules.iso_time_to_utc, the CLI's rule)."""
     if value is None or isinstance(value, datetime):
         return value
-    from recon.cli import parse_time
-
-    return parse_time(value)
+    return iso_time_to_utc(value)
 
 
 def write_outputs(

@@ -93,6 +93,25 @@ def nairobi_to_utc(value: object) -> datetime | None:
     return local.astimezone(UTC).replace(tzinfo=None)
 
 
+def iso_time_to_utc(text: str) -> datetime:
+    """ISO 8601 ('2025-11-05', '2025-11-05T14:00', '...+03:00', '...Z') as naive UTC. A date or
+    time without an offset is Africa/Nairobi, the statement's and the business's clock: the
+    day '2025-11-05' starts at 00:00 in Nairobi, 21:00 UTC the day before. ValueError if it is
+    not ISO 8601."""
+    moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=NAIROBI)
+    return moment.astimezone(UTC).replace(tzinfo=None)
+
+
+def nairobi_day_start_utc(moment: datetime | None = None) -> datetime:
+    """The start of the Nairobi day `moment` (default now) falls in, as naive UTC: the day
+    payout limits count and the scheduled reconciliation covers."""
+    local = (moment or datetime.now(UTC)).astimezone(NAIROBI)
+    local = local.replace(hour=0, minute=0, second=0, microsecond=0)
+    return local.astimezone(UTC).replace(tzinfo=None)
+
+
 def nairobi_timestamp(moment: datetime | None = None) -> str:
     """Daraja's 14-digit YYYYMMDDHHmmss timestamp in Africa/Nairobi time."""
     moment = moment or datetime.now(UTC)

@@ -58,7 +58,6 @@ from mpesa_service import idempotency
 from mpesa_service.callbacks import replay_journal
 from mpesa_service.payouts import (
     PayoutRequest,
-    nairobi_day_start_utc,
     payout_phone,
     post_attempt,
     write_ahead,
@@ -68,6 +67,7 @@ from mpesa_service.routes import CALLBACK_PATHS
 from mpesa_service.stk import StkRequest, sweep_stk, write_payment_ahead
 from mpesa_service.storage import utcnow
 from mpesa_service.throughput.writer import wait_applied
+from recon.rules import nairobi_day_start_utc
 from tests import http_support
 from tests.service_support import JOBS_WITHOUT_WAITS, TOKEN
 from tests.test_operator import KEYS, OPERATOR, as_key
