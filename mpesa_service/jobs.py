@@ -21,6 +21,7 @@ from apscheduler.triggers.cron import CronTrigger
 from mpesa_service import log
 from mpesa_service.callbacks import replay_journal
 from mpesa_service.context import Service
+from mpesa_service.events import deliver_events, emit
 from mpesa_service.flags import add_flag, subject_name
 from mpesa_service.resolution import resolve_payouts, retry_failed_payouts
 from mpesa_service.settings import Settings
@@ -45,6 +46,8 @@ def make_scheduler(svc: Service):
     add(RETRY, "interval", seconds=settings.integer("RETRY_INTERVAL_SECONDS"))
     add(STK_SWEEP, "interval", seconds=settings.integer("SWEEP_INTERVAL_SECONDS"))
     add(JOURNAL_REPLAY, "interval", seconds=60)
+    if settings["EVENTS_URL"]:
+        add(EVENTS, "interval", seconds=settings.integer("EVENTS_INTERVAL_SECONDS"))
     add(alerts_job(settings), "interval", seconds=settings.integer("ALERT_INTERVAL_SECONDS"))
     if settings.integer("BALANCE_CHECK_MINUTES"):
         add(BALANCE, "interval", minutes=settings.integer("BALANCE_CHECK_MINUTES"))
@@ -216,6 +219,8 @@ def email_reconciliation(svc: Service, today: datetime | None = None) -> int:
     )
     report.write(svc.settings.path("REPORTS_DIR") / nairobi_date(since))
     send_report(report, to=svc.settings.listing("RECON_EMAIL_TO"), smtp=smtp_settings(svc))
+    with svc.engine.begin() as conn:
+        emit(conn, "recon.finished", f"recon:{nairobi_date(since)}", report.to_dict())
     return 1
 
 
@@ -240,6 +245,7 @@ RETRY = Job("retry", retry_failed_payouts, "failed payout", "sent again as a new
 STK_SWEEP = Job("stk_sweep", sweep_stk, "open collection", "queried by STK Query or expired")
 JOURNAL_REPLAY = Job("journal_replay", replay_journal, "journaled callback", "applied")
 BALANCE = Job("balance", check_balance, "Account Balance query", "sent")
+EVENTS = Job("events", deliver_events, "event", "delivered to EVENTS_URL")
 RECONCILIATION = Job(
     "reconciliation", email_reconciliation, "reconciliation report", "emailed to RECON_EMAIL_TO"
 )

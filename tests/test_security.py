@@ -366,6 +366,8 @@ ROUTE_ROLES = {
     ("GET", "/payouts"): {READ, OPERATE},
     ("POST", "/payouts/<reference_id>/resolve"): {OPERATE},
     ("POST", "/payouts/<reference_id>/requery"): {OPERATE},
+    ("GET", "/events"): {READ, OPERATE},
+    ("POST", "/events/<event_id>/redeliver"): {OPERATE},
     ("POST", "/api.php"): {INITIATE},
 }
 # Each key and the roles it has (the operator key can read too).
@@ -394,7 +396,7 @@ def test_every_route_is_in_the_table_of_who_may_call_it(keyed):
 
 @pytest.mark.parametrize(("method", "rule"), sorted(ROUTE_ROLES))
 def test_each_api_route_answers_only_the_roles_it_names(keyed, method, rule):
-    path = rule.replace("<reference_id>", "payout_ref_nobody")
+    path = rule.replace("<reference_id>", "payout_ref_nobody").replace("<event_id>", "no-event")
     needed = ROUTE_ROLES[(method, rule)]
 
     def call(secret):
