@@ -30,6 +30,7 @@ from mpesa_service.storage import (
     inserting,
     utcnow,
 )
+from recon.rules import iso_time_to_utc
 
 # --- writing: the outbox -------------------------------------------------------------------
 
@@ -279,11 +280,9 @@ def _after(conn: sa.Connection, since: str):
     if seq is not None:
         return events.c.seq > seq
     try:
-        moment = datetime.fromisoformat(since.replace("Z", "+00:00"))
+        moment = iso_time_to_utc(since)  # Nairobi time unless it carries an offset
     except ValueError:
         raise ValueError(f"since: an ISO time or an event id, not {since!r}") from None
-    if moment.tzinfo:
-        moment = moment.astimezone(UTC).replace(tzinfo=None)
     return events.c.created_at >= moment
 
 
