@@ -48,7 +48,8 @@ Jobs (APScheduler 3, started by `python service.py` only; max_instances=1, coale
     stk_sweep        every SWEEP_INTERVAL_SECONDS: STK Query for open collections, with backoff;
                      fail those past STK_EXPIRY_SECONDS
     journal_replay   every 60 s: apply journaled callbacks the database missed
-    alerts           every ALERT_INTERVAL_SECONDS: one email to ALERT_EMAIL_TO for new flags
+    alerts           every ALERT_INTERVAL_SECONDS: one email to ALERT_EMAIL_TO for new flags;
+                     first raises (or closes) events_backlog and journal_space_low
     events           every EVENTS_INTERVAL_SECONDS (when EVENTS_URL is set): POST due events,
                      signed, oldest first per subject; retried on EVENTS_RETRY_SCHEDULE_SECONDS
     balance          every BALANCE_CHECK_MINUTES (when set): Account Balance query

@@ -254,6 +254,24 @@ def _settle(engine, event, owner: str, delivery: Delivery, attempt: Attempt) -> 
         )
 
 
+@dataclass(frozen=True)
+class Backlog:
+    """The events waiting for delivery: how many, and when the oldest was written (naive UTC)."""
+
+    count: int
+    oldest: datetime | None
+
+
+def backlog(engine: sa.Engine) -> Backlog:
+    with engine.connect() as conn:
+        count, oldest = conn.execute(
+            sa.select(sa.func.count(), sa.func.min(events.c.created_at)).where(
+                events.c.state == "pending"
+            )
+        ).one()
+    return Backlog(count, oldest)
+
+
 # --- reading and redelivering ----------------------------------------------------------------
 
 

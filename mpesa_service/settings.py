@@ -167,6 +167,9 @@ SETTINGS = (
     Setting("EVENTS_GIVE_UP_HOURS", "72", "Age after which an undelivered event is given up "
             "(state `failed`; POST /events/<id>/redeliver tries again)."),
     Setting("EVENTS_INTERVAL_SECONDS", "5", "How often the events job delivers what is due."),
+    Setting("EVENTS_ALERT_AFTER_MINUTES", "60", "With EVENTS_URL set, an alert "
+            "(`events_backlog`) is raised when the oldest undelivered event is older than this; "
+            "0 means never."),
     Setting("LOG_LEVEL", "INFO", "Python logging level."),
 )
 # fmt: on
@@ -197,6 +200,7 @@ NUMERIC_SETTINGS = (
     "SMTP_PORT",
     "EVENTS_GIVE_UP_HOURS",
     "EVENTS_INTERVAL_SECONDS",
+    "EVENTS_ALERT_AFTER_MINUTES",
 )
 
 

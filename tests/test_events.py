@@ -3,6 +3,8 @@ to a real receiver over HTTP, on SQLite and MariaDB."""
 
 import json
 import re
+import shutil
+import subprocess
 import threading
 import time
 import uuid
@@ -91,10 +93,16 @@ def events_of(stack, subject: str, count: int = 1) -> list[dict]:
     return mine()
 
 
+def readme_snippet(language: str) -> str:
+    """The one fenced `language` block of the README's Outbound events section, as written."""
+    section = README.read_text().split("## Outbound events", 1)[1].split("\n## ", 1)[0]
+    (snippet,) = re.findall(rf"```{language}\n(.*?)```", section, re.DOTALL)
+    return snippet
+
+
 def readme_verifier():
     """verify_event, executed from the README's Python snippet exactly as written."""
-    section = README.read_text().split("## Outbound events", 1)[1].split("\n## ", 1)[0]
-    (snippet,) = re.findall(r"```python\n(.*?)```", section, re.DOTALL)
+    snippet = readme_snippet("python")
     namespace: dict = {}
     exec(compile(snippet, "README.md", "exec"), namespace)  # noqa: S102 - our own README
     return namespace["verify_event"]
@@ -308,3 +316,39 @@ def test_readme_snippet_verifies_a_real_delivery_and_refuses_tampering_and_old_o
     old = int(time.time()) - 600
     assert not verify_event(body, signature(SECRET, old, body), SECRET)
     assert not verify_event(body, "v1=abc", SECRET)
+
+
+NEEDS_PHP = pytest.mark.skipif(
+    not shutil.which("php"), reason="needs php-cli (.ci/run installs it)"
+)
+PHP_RUNNER = """<?php
+require __DIR__ . '/verify_event.php';
+echo verify_event(file_get_contents($argv[1]), $argv[2], $argv[3]) ? 'valid' : 'invalid';
+"""
+
+
+def php_verdict(folder: Path, body: bytes, header: str, secret: str = SECRET) -> str:
+    """What the README's PHP snippet, run by php-cli, says of a delivery."""
+    (folder / "verify_event.php").write_text(readme_snippet("php"))
+    (folder / "run.php").write_text(PHP_RUNNER)
+    (folder / "body.json").write_bytes(body)
+    argv = ["php", str(folder / "run.php"), str(folder / "body.json"), header, secret]
+    return subprocess.run(argv, capture_output=True, text=True, check=True, timeout=30).stdout
+
+
+@NEEDS_PHP
+def test_readme_php_snippet_verifies_a_real_delivery_and_refuses_tampering_and_old_ones(
+    make_stack, receiver, tmp_path
+):
+    made, url = receiver
+    stack = event_stack(make_stack, url)
+    events_of(stack, pay(stack)["reference_id"])
+    assert deliver_events(stack.svc) == 1
+    ((headers, body),) = made.received
+    header = headers["Mpesa-Signature"]
+    assert php_verdict(tmp_path, body, header) == "valid"
+    assert php_verdict(tmp_path, body.replace(b"completed", b"failed"), header) == "invalid"
+    assert php_verdict(tmp_path, body, header, "another secret") == "invalid"
+    old = int(time.time()) - 600
+    assert php_verdict(tmp_path, body, signature(SECRET, old, body)) == "invalid"
+    assert php_verdict(tmp_path, body, "v1=abc") == "invalid"
