@@ -63,6 +63,29 @@ def event_row(event_type: str, subject: str, data: dict) -> dict:
     }
 
 
+# The databases this process writes events to: a service with EVENTS_URL set turns them on for
+# its database (build_service). Without it no event is built or written, so a deployment that
+# does not use events pays nothing for them on the callback path.
+_WRITING_TO: set[str] = set()
+
+
+def _database_key(url: sa.URL) -> str:
+    return url.set(query={}).render_as_string(hide_password=True)
+
+
+def write_events_to(url: sa.URL, on: bool) -> None:
+    key = _database_key(url)
+    if on:
+        _WRITING_TO.add(key)
+    else:
+        _WRITING_TO.discard(key)
+
+
+def writes_events(conn: sa.Connection) -> bool:
+    """Whether events are written to `conn`'s database (its service has EVENTS_URL set)."""
+    return _database_key(conn.engine.url) in _WRITING_TO
+
+
 def emit(conn: sa.Connection, event_type: str, subject: str, data: dict) -> str:
     """Write an event in `conn`'s transaction (call it where a status really moved): it is
     delivered once that transaction commits, and never if it rolls back. Returns its id."""

@@ -21,7 +21,7 @@ from apscheduler.triggers.cron import CronTrigger
 from mpesa_service import log
 from mpesa_service.callbacks import replay_journal
 from mpesa_service.context import Service
-from mpesa_service.events import backlog, deliver_events, emit
+from mpesa_service.events import backlog, deliver_events, emit, writes_events
 from mpesa_service.flags import add_flag, subject_name
 from mpesa_service.resolution import resolve_payouts, retry_failed_payouts
 from mpesa_service.settings import Settings
@@ -243,7 +243,8 @@ def email_reconciliation(svc: Service, today: datetime | None = None) -> int:
     report.write(svc.settings.path("REPORTS_DIR") / nairobi_date(since))
     send_report(report, to=svc.settings.listing("RECON_EMAIL_TO"), smtp=smtp_settings(svc))
     with svc.engine.begin() as conn:
-        emit(conn, "recon.finished", f"recon:{nairobi_date(since)}", report.to_dict())
+        if writes_events(conn):
+            emit(conn, "recon.finished", f"recon:{nairobi_date(since)}", report.to_dict())
     return 1
 
 

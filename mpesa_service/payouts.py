@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from mpesa_service import idempotency, log
 from mpesa_service.context import ApiError, Service
 from mpesa_service.daraja import DarajaRejected, NotSent, OutcomeUnknown, daraja_error_fields
-from mpesa_service.events import emit, event_row
+from mpesa_service.events import emit, event_row, writes_events
 from mpesa_service.flags import add_flag
 from mpesa_service.ids import new_id
 from mpesa_service.parsing import (
@@ -136,6 +136,8 @@ EVENT_STATES = ("completed", "failed", "review")
 
 def emit_payout_event(conn: sa.Connection, payout_id: str, status: str) -> None:
     """Write the payout.<status> event, its data what GET /payouts/<reference_id> answers now."""
+    if not writes_events(conn):
+        return
     payout = payout_by(conn, b2c_payments.c.id, payout_id)
     emit(conn, f"payout.{status}", payout.reference_id or payout.id, payout_view(conn, payout))
 

@@ -158,7 +158,7 @@ SETTINGS = (
     Setting("SMTP_PASSWORD", "", "SMTP password."),
     Setting("SMTP_FROM", "mpesa@localhost", "Sender address of alerts and reports."),
     Setting("EVENTS_URL", "", "Where outbound events are POSTed, signed (see Outbound events); "
-            "empty means they are only kept (GET /events), not delivered."),
+            "empty means events are off: none is written."),
     Setting("EVENTS_SECRET", "", "Secret of the events' Mpesa-Signature (HMAC-SHA256); "
             "required when EVENTS_URL is set."),
     Setting("EVENTS_TIMEOUT_SECONDS", "10", "Timeout of one event delivery (seconds)."),

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from mpesa_service import idempotency, log
 from mpesa_service.context import ApiError, Service
 from mpesa_service.daraja import DarajaError, DarajaRejected, NotSent, daraja_error_fields
-from mpesa_service.events import emit
+from mpesa_service.events import emit, writes_events
 from mpesa_service.flags import add_flag, flags_of
 from mpesa_service.ids import new_id
 from mpesa_service.parsing import StkCallback, json_amount, optional_text, requested_shillings
@@ -583,6 +583,8 @@ def payment_view(svc: Service, checkout_request_id: str) -> dict:
 
 def emit_payment_event(conn: sa.Connection, payment_id: str, event_type: str) -> None:
     """Write a payment event, its data what POST /payments/mpesa/stk-query answers now."""
+    if not writes_events(conn):
+        return
     payment = conn.execute(sa.select(payments).where(payments.c.id == payment_id)).one()
     subject = payment.checkout_request_id or payment.id
     emit(conn, event_type, subject, payment_row_view(conn, payment))

@@ -106,7 +106,7 @@ def test_an_old_undelivered_event_raises_one_backlog_alert_closed_when_it_clears
 @pytest.mark.parametrize(
     "settings",
     [
-        {"EVENTS_URL": "", "EVENTS_SECRET": ""},  # events are only kept: nothing is late
+        {"EVENTS_URL": "", "EVENTS_SECRET": ""},  # events are off: none is written, none late
         {
             "EVENTS_URL": "http://127.0.0.1:9/e",
             "EVENTS_SECRET": "s",

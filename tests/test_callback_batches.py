@@ -484,6 +484,9 @@ def service_for(tmp_path: Path, database_url: str):
             "CALLBACK_JOURNAL_PATH": str(tmp_path / "journal.log"),
             "CALLBACK_TOKEN": TOKEN,
             "API_KEYS": "test-key",
+            # Events on (nothing delivers them here), so that the batches' events are compared.
+            "EVENTS_URL": "http://127.0.0.1:9/events",
+            "EVENTS_SECRET": "test-secret",
         },
         env_file=tmp_path / "no.env",
     )

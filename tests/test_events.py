@@ -18,7 +18,7 @@ from mpesa_service.events import deliver_events, emit, signature
 from mpesa_service.storage import event_deliveries
 from tests.conftest import free_port
 from tests.http_support import serving
-from tests.service_support import API_KEY, wait_until
+from tests.service_support import API_KEY, payment_completed, wait_until
 from tests.test_payouts import callbacks_of, result_body
 
 SECRET = "whsec-test-secret"
@@ -65,6 +65,13 @@ def event_settings(url: str) -> dict:
 
 def event_stack(make_stack, url: str):
     return make_stack(event_settings(url))
+
+
+@pytest.fixture
+def stack(make_stack):
+    """The service with events on: EVENTS_URL names a port nothing listens on, and no job runs
+    in these tests, so every event stays pending where the test can read it."""
+    return event_stack(make_stack, "http://127.0.0.1:9/events")
 
 
 def pay(stack, phone="0712345678", amount=1000):
@@ -119,6 +126,17 @@ def test_a_completed_payout_emits_one_event_with_the_payout_as_data(stack):
     assert event["body"]["data"] == detail
     assert set(event["body"]) == {"id", "type", "created", "data"}
     assert event["body"]["id"] == event["id"]
+
+
+def test_without_events_url_no_event_is_built_or_written(make_stack):
+    plain = make_stack({"API_KEYS": f"{API_KEY},ops:operator:{OPERATOR_KEY}"})
+    created = pay(plain)
+    wait_until(
+        lambda: plain.get(f"/payouts/{created['reference_id']}").json()["status"] == "completed"
+    )
+    collected = collect(plain)
+    payment_completed(plain, collected["payment_id"])
+    assert outbox(plain) == []
 
 
 def test_a_failed_payout_emits_one_payout_failed_event(stack):
