@@ -24,6 +24,8 @@ Routes (JSON; initiation and reads need `Authorization: Bearer <API key>`)
     POST /payouts                         create a B2C payout (header Idempotency-Key required)
     GET  /payouts/<reference_id>          a payout with its attempts and flags
     GET  /payouts?status=&since=          list payouts
+    GET  /events?since=&type=             outbound events, oldest first, with delivery state
+    POST /events/<id>/redeliver           make an event due for delivery now (operator)
     POST /api.php                         old front end: action b2c_payment_initiate
     POST /hooks/stk/<token>               STK Push callback
     POST /hooks/stk/<token>/<payment_id>  the same, naming its payment (the CallBackURL sent)
@@ -46,7 +48,10 @@ Jobs (APScheduler 3, started by `python service.py` only; max_instances=1, coale
     stk_sweep        every SWEEP_INTERVAL_SECONDS: STK Query for open collections, with backoff;
                      fail those past STK_EXPIRY_SECONDS
     journal_replay   every 60 s: apply journaled callbacks the database missed
-    alerts           every ALERT_INTERVAL_SECONDS: one email to ALERT_EMAIL_TO for new flags
+    alerts           every ALERT_INTERVAL_SECONDS: one email to ALERT_EMAIL_TO for new flags;
+                     first raises (or closes) events_backlog and journal_space_low
+    events           every EVENTS_INTERVAL_SECONDS (when EVENTS_URL is set): POST due events,
+                     signed, oldest first per subject; retried on EVENTS_RETRY_SCHEDULE_SECONDS
     balance          every BALANCE_CHECK_MINUTES (when set): Account Balance query
     reconciliation   RECON_SCHEDULE (cron, Nairobi; when RECON_EMAIL_TO is set): the previous
                      day's reconciliation report, emailed

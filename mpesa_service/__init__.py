@@ -9,8 +9,9 @@ ones, with no cycles (a callback walks down them from the route that receives it
 - intake: callbacks (authenticate, journal, hand to the writer: groupcommit, batch_results)
 - apply: operator (audited resolutions), payment_claims, resolution (status queries, retries,
   review, status answers), then payouts (the B2C state machine) and stk (collections)
-- shared: idempotency (callers' keys), flags, parsing (what comes in), context (Service,
-  ApiError), journal, callback_auth, api_keys, ids
+- shared: events (the outbox of outbound events and their delivery), idempotency (callers'
+  keys), flags, parsing (what comes in), context (Service, ApiError), journal, callback_auth,
+  api_keys, ids
 - storage (tables and engines), settings, daraja (the client), token_store; and recon.rules /
   recon.codes, the rules the service shares with reconciliation
 """

@@ -26,6 +26,7 @@ import sqlalchemy as sa
 
 from mpesa_service.api_keys import console_secret, key_for
 from mpesa_service.context import ApiError, Service
+from mpesa_service.events import EventNotFound, redeliver
 from mpesa_service.operator import requery_payout, resolve_payout
 from mpesa_service.payouts import payout_detail
 from mpesa_service.settings import ApiKey
@@ -35,6 +36,8 @@ from mpesa_service.storage import (
     b2c_payments,
     b2c_payout_attempts,
     console_sessions,
+    event_deliveries,
+    events,
     payment_flags,
     payments,
     status_queries,
@@ -444,6 +447,52 @@ def pretty_json(raw: str | None) -> str:
         return raw or ""
 
 
+@dataclass(frozen=True)
+class EventRow:
+    """One outbound event as the deliveries page shows it, with its last delivery attempt
+    (None before the first). `reference_id` is the payout it tells of, if it is about one."""
+
+    id: str
+    type: str
+    subject: str
+    reference_id: str | None
+    created_at: datetime
+    state: str
+    attempts: int
+    failing: bool
+    last_attempt: object | None
+
+
+def recent_events(svc: Service, limit: int = 100) -> list[EventRow]:
+    """The last `limit` events, those failing (given up, or pending after a failed attempt)
+    first, newest first within each."""
+    with svc.engine.connect() as conn:
+        rows = conn.execute(sa.select(events).order_by(events.c.seq.desc()).limit(limit)).all()
+        attempts = conn.execute(
+            sa.select(event_deliveries)
+            .where(event_deliveries.c.event_id.in_([row.id for row in rows]))
+            .order_by(event_deliveries.c.attempted_at)
+        ).all()
+    last = {attempt.event_id: attempt for attempt in attempts}
+    shown = [event_row_shown(row, last.get(row.id)) for row in rows]
+    return sorted(shown, key=lambda event: not event.failing)  # stable: newest first kept
+
+
+def event_row_shown(row, last_attempt) -> EventRow:
+    failing = row.state == "failed" or (row.state == "pending" and row.attempts > 0)
+    return EventRow(
+        id=row.id,
+        type=row.type,
+        subject=row.subject,
+        reference_id=row.subject if row.type.startswith("payout.") else None,
+        created_at=row.created_at,
+        state=row.state,
+        attempts=row.attempts,
+        failing=failing,
+        last_attempt=last_attempt,
+    )
+
+
 # --- routes -------------------------------------------------------------------------------------
 
 
@@ -554,6 +603,17 @@ def add_page_routes(app: bottle.Bottle, console: Console) -> None:
             "payout", operator=key.name, csrf=console.csrf(cookie), p=page, **messages()
         )
 
+    @app.get("/console/events")
+    def events_page():
+        key, cookie = console.signed_in()
+        return console.render(
+            "events",
+            operator=key.name,
+            csrf=console.csrf(cookie),
+            events=recent_events(svc),
+            **messages(),
+        )
+
     @app.get("/console/reports/<run>/<name>")
     def report_file(run, name):
         console.signed_in()
@@ -588,6 +648,12 @@ def add_action_routes(app: bottle.Bottle, console: Console) -> None:
         console.checked_form(cookie)
         act(reference_id, lambda: requery_payout(svc, reference_id, actor=key.name))
 
+    @app.post("/console/events/<event_id>/redeliver")
+    def redeliver_event(event_id):
+        _, cookie = console.signed_in()
+        console.checked_form(cookie)
+        redeliver_and_return(svc, event_id)
+
 
 def report_file_folder(reports_dir: Path, run: str, name: str) -> Path | None:
     """The folder of report run `run` if `name` is a file in it. Both are looked up in the
@@ -617,6 +683,16 @@ def act(reference_id: str, action) -> None:
     except ApiError as error:
         bottle.redirect(f"{target}?error={quote(error.message)}", 303)
     bottle.redirect(f"{target}?message={quote(describe(result))}", 303)
+
+
+def redeliver_and_return(svc: Service, event_id: str) -> None:
+    """Make the event due now and go back to the deliveries page saying so."""
+    try:
+        event = redeliver(svc.engine, event_id)
+    except EventNotFound:
+        bottle.redirect(f"/console/events?error={quote(f'no event {event_id}')}", 303)
+    done = f"event {event['id']} ({event['type']}, {event['subject']}) is due for delivery now"
+    bottle.redirect(f"/console/events?message={quote(done)}", 303)
 
 
 def describe(result: dict) -> str:

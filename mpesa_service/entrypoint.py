@@ -17,6 +17,7 @@ from mpesa_service.callback_auth import callback_policy, callback_token
 from mpesa_service.callbacks import replay_journal
 from mpesa_service.context import ApiError, Service
 from mpesa_service.daraja import DarajaAccount, DarajaClient, security_credential
+from mpesa_service.events import write_events_to
 from mpesa_service.jobs import make_scheduler
 from mpesa_service.journal import Journal
 from mpesa_service.operator import resolve_payout
@@ -103,6 +104,7 @@ def build_service(settings: Settings, *, simulator_url: str = "", public_url: st
     """The service's parts wired from its settings (the database engine, the Daraja client,
     the journal, the callback policy, the API keys) and its callback writer."""
     engine = make_engine(settings["DATABASE_URL"])
+    write_events_to(engine.url, on=bool(settings["EVENTS_URL"]))
     base_url, account = daraja_base_url(settings, simulator_url), daraja_account(settings)
     svc = Service(
         settings=settings,

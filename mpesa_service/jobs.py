@@ -21,6 +21,7 @@ from apscheduler.triggers.cron import CronTrigger
 from mpesa_service import log
 from mpesa_service.callbacks import replay_journal
 from mpesa_service.context import Service
+from mpesa_service.events import backlog, deliver_events, emit, writes_events
 from mpesa_service.flags import add_flag, subject_name
 from mpesa_service.resolution import resolve_payouts, retry_failed_payouts
 from mpesa_service.settings import Settings
@@ -45,6 +46,8 @@ def make_scheduler(svc: Service):
     add(RETRY, "interval", seconds=settings.integer("RETRY_INTERVAL_SECONDS"))
     add(STK_SWEEP, "interval", seconds=settings.integer("SWEEP_INTERVAL_SECONDS"))
     add(JOURNAL_REPLAY, "interval", seconds=60)
+    if settings["EVENTS_URL"]:
+        add(EVENTS, "interval", seconds=settings.integer("EVENTS_INTERVAL_SECONDS"))
     add(alerts_job(settings), "interval", seconds=settings.integer("ALERT_INTERVAL_SECONDS"))
     if settings.integer("BALANCE_CHECK_MINUTES"):
         add(BALANCE, "interval", minutes=settings.integer("BALANCE_CHECK_MINUTES"))
@@ -100,9 +103,10 @@ def run_job(job: Job, svc: Service) -> int | None:
 
 def send_alerts(svc: Service) -> int:
     """One email for every flag raised since the last one (review, mismatches, orphans,
-    conflicts, low balance, low space for the journal). Flags are marked notified only once
-    the email went out."""
+    conflicts, low balance, low space for the journal, an events backlog). Flags are marked
+    notified only once the email went out."""
     flag_journal_space(svc)
+    keep_flag(svc, "events", "outbox", "events_backlog", events_backlog_problem(svc))
     with svc.engine.connect() as conn:
         flags = conn.execute(
             sa.select(payment_flags)
@@ -143,16 +147,38 @@ def journal_space_problem(svc: Service) -> str | None:
 
 def flag_journal_space(svc: Service) -> None:
     """Raise `journal_space_low` once while space is low; close it when space comes back."""
-    problem = journal_space_problem(svc)
-    is_open = sa.and_(
-        payment_flags.c.flag == "journal_space_low", payment_flags.c.resolved_at.is_(None)
-    )
+    keep_flag(svc, "journal", "journal", "journal_space_low", journal_space_problem(svc))
+
+
+def keep_flag(svc: Service, subject_type: str, subject_id: str, flag: str, problem: str | None):
+    """Raise `flag` once while `problem` holds, and close it once it no longer does."""
+    is_open = sa.and_(payment_flags.c.flag == flag, payment_flags.c.resolved_at.is_(None))
     with svc.engine.begin() as conn:
         raised = conn.execute(sa.select(payment_flags.c.id).where(is_open)).first()
         if problem and not raised:
-            add_flag(conn, "journal", "journal", "journal_space_low", problem)
+            add_flag(conn, subject_type, subject_id, flag, problem)
         elif raised and not problem:
             conn.execute(payment_flags.update().where(is_open).values(resolved_at=utcnow()))
+
+
+def events_backlog_problem(svc: Service) -> str | None:
+    """How long events have waited for delivery, when the oldest has waited longer than
+    EVENTS_ALERT_AFTER_MINUTES (and EVENTS_URL is set), or None.
+
+    Checked by the alerts job, not the events job: a backlog usually means the events job is
+    stuck on a slow receiver or not running at all, and the alerts job is what tells people."""
+    minutes = svc.settings.integer("EVENTS_ALERT_AFTER_MINUTES")
+    if not svc.settings["EVENTS_URL"] or not minutes:
+        return None
+    waiting = backlog(svc.engine)
+    if waiting.oldest is None or utcnow() - waiting.oldest <= timedelta(minutes=minutes):
+        return None
+    since = waiting.oldest.replace(tzinfo=UTC).astimezone(NAIROBI)
+    return (
+        f"{waiting.count:,} event(s) waiting for delivery to EVENTS_URL, the oldest since "
+        f"{since:%Y-%m-%d %H:%M %Z}: more than EVENTS_ALERT_AFTER_MINUTES ({minutes}); "
+        "see the console's Outbound events page"
+    )
 
 
 def alert_message(flags, names: dict, recipients: list[str], sender: str) -> EmailMessage:
@@ -216,6 +242,9 @@ def email_reconciliation(svc: Service, today: datetime | None = None) -> int:
     )
     report.write(svc.settings.path("REPORTS_DIR") / nairobi_date(since))
     send_report(report, to=svc.settings.listing("RECON_EMAIL_TO"), smtp=smtp_settings(svc))
+    with svc.engine.begin() as conn:
+        if writes_events(conn):
+            emit(conn, "recon.finished", f"recon:{nairobi_date(since)}", report.to_dict())
     return 1
 
 
@@ -240,6 +269,7 @@ RETRY = Job("retry", retry_failed_payouts, "failed payout", "sent again as a new
 STK_SWEEP = Job("stk_sweep", sweep_stk, "open collection", "queried by STK Query or expired")
 JOURNAL_REPLAY = Job("journal_replay", replay_journal, "journaled callback", "applied")
 BALANCE = Job("balance", check_balance, "Account Balance query", "sent")
+EVENTS = Job("events", deliver_events, "event", "delivered to EVENTS_URL")
 RECONCILIATION = Job(
     "reconciliation", email_reconciliation, "reconciliation report", "emailed to RECON_EMAIL_TO"
 )

@@ -15,7 +15,8 @@ import sqlalchemy as sa
 from mpesa_service import idempotency, log
 from mpesa_service.context import ApiError, Service
 from mpesa_service.daraja import DarajaRejected, NotSent, OutcomeUnknown, daraja_error_fields
-from mpesa_service.flags import add_flag, flags_of
+from mpesa_service.events import emit, event_row, writes_events
+from mpesa_service.flags import add_flag
 from mpesa_service.ids import new_id
 from mpesa_service.parsing import (
     ResultCallback,
@@ -123,7 +124,32 @@ def transition(
         .where(b2c_payments.c.id == payout_id, b2c_payments.c.status.in_(sources), *conditions)
         .values(status=target, updated_at=utcnow(), **values)
     )
-    return conn.execute(statement).rowcount == 1
+    moved = conn.execute(statement).rowcount == 1
+    if moved and target in EVENT_STATES:
+        emit_payout_event(conn, payout_id, target)
+    return moved
+
+
+# The statuses whose reaching is told as an event (payout.<status>), in the same transaction.
+EVENT_STATES = ("completed", "failed", "review")
+
+
+def emit_payout_event(conn: sa.Connection, payout_id: str, status: str) -> None:
+    """Write the payout.<status> event, its data what GET /payouts/<reference_id> answers now."""
+    if not writes_events(conn):
+        return
+    payout = payout_by(conn, b2c_payments.c.id, payout_id)
+    emit(conn, f"payout.{status}", payout.reference_id or payout.id, payout_view(conn, payout))
+
+
+def payout_event_rows(conn: sa.Connection, payout_ids: list[str], status: str) -> list[dict]:
+    """The payout.<status> events of several payouts that just moved, read together."""
+    payouts = conn.execute(sa.select(b2c_payments).where(b2c_payments.c.id.in_(payout_ids))).all()
+    views = payout_views(conn, payouts)
+    return [
+        event_row(f"payout.{status}", payout.reference_id or payout.id, views[payout.id])
+        for payout in sorted(payouts, key=lambda payout: payout_ids.index(payout.id))
+    ]
 
 
 def on_attempt(ocid: str | None):
@@ -1079,29 +1105,52 @@ def payout_detail(svc: Service, reference_id: str) -> dict:
         payout = payout_by(conn, b2c_payments.c.reference_id, reference_id)
         if payout is None:
             raise ApiError(404, f"no payout with reference_id {reference_id!r}")
-        attempts = conn.execute(
-            sa.select(b2c_payout_attempts)
-            .where(b2c_payout_attempts.c.payout_id == payout.id)
-            .order_by(b2c_payout_attempts.c.attempt_no)
-        ).all()
-        flags = flags_of(conn, "payout", payout.id)
-        history = audit_trail(conn, payout.id)
+        return payout_view(conn, payout)
+
+
+def payout_view(conn: sa.Connection, payout) -> dict:
+    """The payout as GET /payouts/<reference_id> shows it: with its attempts, flags, history."""
+    return payout_views(conn, [payout])[payout.id]
+
+
+def payout_views(conn: sa.Connection, payouts: list) -> dict[str, dict]:
+    """{payout id: its view} for these payout rows, with four reads whatever their number."""
+    ids = [payout.id for payout in payouts]
+    attempts = conn.execute(
+        sa.select(b2c_payout_attempts)
+        .where(b2c_payout_attempts.c.payout_id.in_(ids))
+        .order_by(b2c_payout_attempts.c.attempt_no)
+    ).all()
+    flags = conn.execute(
+        sa.select(payment_flags.c.subject_id, payment_flags.c.flag)
+        .where(payment_flags.c.subject_type == "payout", payment_flags.c.subject_id.in_(ids))
+        .order_by(payment_flags.c.created_at)
+    ).all()
+    audit = conn.execute(
+        sa.select(payout_audit)
+        .where(payout_audit.c.payout_id.in_(ids))
+        .order_by(payout_audit.c.created_at)
+    ).all()
     return {
-        **payout_row_view(payout),
-        "attempts": [
-            {
-                "attempt_no": a.attempt_no,
-                "originator_conversation_id": a.originator_conversation_id,
-                "conversation_id": a.conversation_id,
-                "status": a.status,
-                "error_code": a.error_code,
-                "error_message": a.error_message,
-                "created_at": _iso(a.created_at),
-            }
-            for a in attempts
-        ],
-        "flags": flags,
-        "history": history,
+        payout.id: {
+            **payout_row_view(payout),
+            "attempts": [attempt_view(a) for a in attempts if a.payout_id == payout.id],
+            "flags": list(dict.fromkeys(f.flag for f in flags if f.subject_id == payout.id)),
+            "history": [audit_entry(row) for row in audit if row.payout_id == payout.id],
+        }
+        for payout in payouts
+    }
+
+
+def attempt_view(attempt) -> dict:
+    return {
+        "attempt_no": attempt.attempt_no,
+        "originator_conversation_id": attempt.originator_conversation_id,
+        "conversation_id": attempt.conversation_id,
+        "status": attempt.status,
+        "error_code": attempt.error_code,
+        "error_message": attempt.error_message,
+        "created_at": _iso(attempt.created_at),
     }
 
 
@@ -1158,15 +1207,16 @@ def audit_trail(conn: sa.Connection, payout_id: str) -> list[dict]:
         .where(payout_audit.c.payout_id == payout_id)
         .order_by(payout_audit.c.created_at)
     ).all()
-    return [
-        {
-            "actor": row.actor,
-            "action": row.action,
-            "status_before": row.status_before,
-            "status_after": row.status_after,
-            "receipt": row.receipt,
-            "note": row.note,
-            "at": row.created_at.isoformat() + "Z",
-        }
-        for row in rows
-    ]
+    return [audit_entry(row) for row in rows]
+
+
+def audit_entry(row) -> dict:
+    return {
+        "actor": row.actor,
+        "action": row.action,
+        "status_before": row.status_before,
+        "status_after": row.status_after,
+        "receipt": row.receipt,
+        "note": row.note,
+        "at": row.created_at.isoformat() + "Z",
+    }

@@ -15,6 +15,7 @@ from mpesa_service.callback_auth import client_address
 from mpesa_service.callbacks import json_or_problem, receive_callback, refuse_delivery
 from mpesa_service.console import add_console
 from mpesa_service.context import ApiError, Service
+from mpesa_service.events import EventNotFound, list_events, redeliver
 from mpesa_service.jobs import journal_space_problem, prometheus_text
 from mpesa_service.journal import REFUSED_HEAD_BYTES
 from mpesa_service.operator import requery_payout, resolve_payout
@@ -90,6 +91,7 @@ def make_app(svc: Service) -> bottle.Bottle:
     add_health_routes(app, svc, require)
     add_collection_routes(app, svc, require, limit)
     add_payout_routes(app, svc, require, limit)
+    add_event_routes(app, svc, require)
     add_callback_routes(app, svc, limit)
     add_console(app, svc)
     add_error_pages(app)
@@ -202,6 +204,29 @@ def add_payout_routes(app: bottle.Bottle, svc: Service, require, limit: int) -> 
     def requery(reference_id):
         key = require("operator")
         return requery_payout(svc, reference_id, actor=key.name)
+
+
+def add_event_routes(app: bottle.Bottle, svc: Service, require) -> None:
+    @app.get("/events")
+    @api
+    def get_events():
+        require("read", "operator")
+        query = bottle.request.query
+        try:
+            found = list_events(svc.engine, query.get("since") or None, query.get("type") or None)
+        except ValueError as error:
+            field = str(error).split(":", 1)[0]
+            raise ApiError(400, str(error), field=field) from None
+        return {"events": found}
+
+    @app.post("/events/<event_id>/redeliver")
+    @api
+    def redeliver_event(event_id):
+        require("operator")
+        try:
+            return redeliver(svc.engine, event_id)
+        except EventNotFound:
+            raise ApiError(404, f"no event with id {event_id!r}") from None
 
 
 def add_callback_routes(app: bottle.Bottle, svc: Service, limit: int) -> None:

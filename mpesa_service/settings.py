@@ -157,6 +157,19 @@ SETTINGS = (
     Setting("SMTP_USER", "", "SMTP user name; empty means no login."),
     Setting("SMTP_PASSWORD", "", "SMTP password."),
     Setting("SMTP_FROM", "mpesa@localhost", "Sender address of alerts and reports."),
+    Setting("EVENTS_URL", "", "Where outbound events are POSTed, signed (see Outbound events); "
+            "empty means events are off: none is written."),
+    Setting("EVENTS_SECRET", "", "Secret of the events' Mpesa-Signature (HMAC-SHA256); "
+            "required when EVENTS_URL is set."),
+    Setting("EVENTS_TIMEOUT_SECONDS", "10", "Timeout of one event delivery (seconds)."),
+    Setting("EVENTS_RETRY_SCHEDULE_SECONDS", "5,30,120,600,1800,3600,7200,14400,21600",
+            "Waits after each failed delivery of an event (the last repeats)."),
+    Setting("EVENTS_GIVE_UP_HOURS", "72", "Age after which an undelivered event is given up "
+            "(state `failed`; POST /events/<id>/redeliver tries again)."),
+    Setting("EVENTS_INTERVAL_SECONDS", "5", "How often the events job delivers what is due."),
+    Setting("EVENTS_ALERT_AFTER_MINUTES", "60", "With EVENTS_URL set, an alert "
+            "(`events_backlog`) is raised when the oldest undelivered event is older than this; "
+            "0 means never."),
     Setting("LOG_LEVEL", "INFO", "Python logging level."),
 )
 # fmt: on
@@ -185,6 +198,9 @@ NUMERIC_SETTINGS = (
     "BALANCE_ALERT_BELOW",
     "RECON_STALE_AFTER_MINUTES",
     "SMTP_PORT",
+    "EVENTS_GIVE_UP_HOURS",
+    "EVENTS_INTERVAL_SECONDS",
+    "EVENTS_ALERT_AFTER_MINUTES",
 )
 
 
@@ -311,12 +327,12 @@ def _setting_problems(values: dict[str, str], given: dict[str, str]) -> list[str
             "production needs MPESA_SECURITY_CREDENTIAL, or MPESA_INITIATOR_PASSWORD "
             "with MPESA_CERT_PATH"
         )
-    schedule = values["RESOLVE_SCHEDULE_SECONDS"].replace(" ", "").split(",")
-    if not all(WHOLE.fullmatch(step) for step in schedule):
-        problems.append(
-            "RESOLVE_SCHEDULE_SECONDS must be comma-separated whole seconds, "
-            f"not {values['RESOLVE_SCHEDULE_SECONDS']!r}"
-        )
+    for name in ("RESOLVE_SCHEDULE_SECONDS", "EVENTS_RETRY_SCHEDULE_SECONDS"):
+        schedule = values[name].replace(" ", "").split(",")
+        if not all(WHOLE.fullmatch(step) for step in schedule):
+            problems.append(f"{name} must be comma-separated whole seconds, not {values[name]!r}")
+    if values["EVENTS_URL"] and not values["EVENTS_SECRET"]:
+        problems.append("EVENTS_SECRET is required when EVENTS_URL is set")
     problems += _api_key_problems(values["API_KEYS"])
     for name in NUMERIC_SETTINGS:
         if not WHOLE.fullmatch(values[name]):
@@ -329,7 +345,11 @@ DECIMAL = re.compile(r"[0-9]+(\.[0-9]+)?")
 
 
 def _timeout_problems(values: dict[str, str]) -> list[str]:
-    for name in ("DARAJA_TIMEOUT_SECONDS", "SUBMITTING_STUCK_AFTER_SECONDS"):
+    for name in (
+        "DARAJA_TIMEOUT_SECONDS",
+        "SUBMITTING_STUCK_AFTER_SECONDS",
+        "EVENTS_TIMEOUT_SECONDS",
+    ):
         if not DECIMAL.fullmatch(values[name]) or float(values[name]) <= 0:
             return [f"{name} must be a positive number of seconds, not {values[name]!r}"]
     timeout, stuck = values["DARAJA_TIMEOUT_SECONDS"], values["SUBMITTING_STUCK_AFTER_SECONDS"]

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from mpesa_service import idempotency, log
 from mpesa_service.context import ApiError, Service
 from mpesa_service.daraja import DarajaError, DarajaRejected, NotSent, daraja_error_fields
+from mpesa_service.events import emit, writes_events
 from mpesa_service.flags import add_flag, flags_of
 from mpesa_service.ids import new_id
 from mpesa_service.parsing import StkCallback, json_amount, optional_text, requested_shillings
@@ -233,11 +234,13 @@ def _update_after_sending(svc: Service, payment_id: str, *conditions, **values) 
 
     def update():
         with svc.engine.begin() as conn:
-            conn.execute(
+            moved = conn.execute(
                 payments.update()
                 .where(payments.c.id == payment_id, *conditions)
                 .values(updated_at=utcnow(), **values)
-            )
+            ).rowcount
+            if moved and values.get("status") == "failed":
+                emit_payment_event(conn, payment_id, "payment.failed")
 
     seconds = svc.settings.integer("STK_RECORD_RETRY_SECONDS")
     retry_while_unavailable(update, seconds, f"recording Daraja's answer for payment {payment_id}")
@@ -313,6 +316,7 @@ def settle_stk(
         .values(status="failed", result_code=code, result_desc=desc, updated_at=utcnow())
     ).rowcount
     if changed:
+        emit_payment_event(conn, payment.id, "payment.failed")
         return "applied"
     if payment.status == "failed" and payment.result_code == code:
         return "duplicate"
@@ -367,6 +371,8 @@ def _settle_stk_paid(conn, payment, desc, amount, receipt, completed_at) -> str:
                 f"({payment.result_code or payment.error_code}: {payment.result_desc})",
             )
         _flag_paid_amount(conn, payment, amount)
+        paid = "payment.amount_mismatch" if mismatch else "payment.completed"
+        emit_payment_event(conn, payment.id, paid)
         return "applied"
     if payment.mpesa_receipt is None and receipt:
         return _fill_stk_receipt(conn, payment, receipt, amount)
@@ -412,6 +418,8 @@ def _fill_stk_receipt(conn, payment, receipt: str, amount: Decimal | None) -> st
     if not filled:
         return "duplicate"
     _flag_paid_amount(conn, payment, amount)
+    if amount is not None and amount != payment.amount and payment.status == "completed":
+        emit_payment_event(conn, payment.id, "payment.amount_mismatch")
     return "applied"
 
 
@@ -570,8 +578,21 @@ def ask_daraja_about_stk(svc: Service, payment) -> bool:
 
 def payment_view(svc: Service, checkout_request_id: str) -> dict:
     with svc.engine.connect() as conn:
-        payment = _payment_by_checkout(conn, checkout_request_id)
-        flags = flags_of(conn, "payment", payment.id)
+        return payment_row_view(conn, _payment_by_checkout(conn, checkout_request_id))
+
+
+def emit_payment_event(conn: sa.Connection, payment_id: str, event_type: str) -> None:
+    """Write a payment event, its data what POST /payments/mpesa/stk-query answers now."""
+    if not writes_events(conn):
+        return
+    payment = conn.execute(sa.select(payments).where(payments.c.id == payment_id)).one()
+    subject = payment.checkout_request_id or payment.id
+    emit(conn, event_type, subject, payment_row_view(conn, payment))
+
+
+def payment_row_view(conn: sa.Connection, payment) -> dict:
+    """A collection as POST /payments/mpesa/stk-query answers it."""
+    flags = flags_of(conn, "payment", payment.id)
     return {
         "payment_id": payment.id,
         "checkout_request_id": payment.checkout_request_id,
@@ -633,8 +654,10 @@ def _sweep_one(svc: Service, payment, now: datetime) -> None:
     if payment.created_at and now - payment.created_at >= timedelta(seconds=seconds):
         reason = f"expired: no final answer from M-Pesa within {seconds} s"
         with svc.engine.begin() as conn:
-            conn.execute(
+            expired = conn.execute(
                 payments.update()
                 .where(payments.c.id == payment.id, payments.c.status.in_(STK_OPEN_STATES))
                 .values(status="failed", result_desc=reason, updated_at=utcnow())
-            )
+            ).rowcount
+            if expired:
+                emit_payment_event(conn, payment.id, "payment.failed")

@@ -298,6 +298,47 @@ account_balances = sa.Table(
 )
 
 
+# The outbox of outbound events (see events.py): each written in the transaction of the change
+# it tells of, then delivered, at least once, by the events job. `seq` orders them (by subject
+# too: an event waits for its subject's older ones); `id` is the event's own id, the one its
+# receiver de-duplicates by.
+SEQ = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("seq", SEQ, primary_key=True, autoincrement=True),
+    sa.Column("id", ID, nullable=False),
+    sa.Column("type", sa.String(50), nullable=False),
+    sa.Column("subject", sa.String(255), nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("body", LONGTEXT, nullable=False),
+    sa.Column("state", sa.String(30), nullable=False, server_default="pending"),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_attempt_at", sa.DateTime),
+    sa.Column("claim_owner", sa.String(64)),
+    sa.Column("claim_expires_at", sa.DateTime),
+    sa.Column("delivered_at", sa.DateTime),
+    sa.UniqueConstraint("id", name="uq_events_id"),
+    sa.Index("ix_events_state_next_attempt_at", "state", "next_attempt_at"),
+    sa.Index("ix_events_subject", "subject", "seq"),
+    sa.Index("ix_events_created_at", "created_at"),
+)
+
+# One row per delivery attempt of an event: the receiver's HTTP status, or the error.
+event_deliveries = sa.Table(
+    "event_deliveries",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("event_id", ID, nullable=False),
+    sa.Column("attempted_at", sa.DateTime, nullable=False),
+    sa.Column("status_code", sa.Integer),
+    sa.Column("error", sa.Text),
+    sa.Column("latency_ms", sa.Integer, nullable=False),
+    sa.Index("ix_event_deliveries_event_id", "event_id"),
+)
+
+
 # One pooled connection per waitress thread (32) plus the jobs: with SQLAlchemy's default of 5,
 # busy requests would open and close overflow connections on every call.
 POOL = {"pool_size": 36, "max_overflow": 10}

@@ -344,3 +344,42 @@ CREATE TABLE daraja_tokens (
 
 UPDATE alembic_version SET version_num='0008' WHERE alembic_version.version_num = '0007';
 
+-- Running upgrade 0008 -> 0009
+
+CREATE TABLE events (
+    seq BIGINT NOT NULL AUTO_INCREMENT, 
+    id VARCHAR(36) NOT NULL, 
+    type VARCHAR(50) NOT NULL, 
+    subject VARCHAR(255) NOT NULL, 
+    created_at DATETIME NOT NULL, 
+    body LONGTEXT NOT NULL, 
+    state VARCHAR(30) NOT NULL DEFAULT 'pending', 
+    attempts INTEGER NOT NULL DEFAULT '0', 
+    next_attempt_at DATETIME, 
+    claim_owner VARCHAR(64), 
+    claim_expires_at DATETIME, 
+    delivered_at DATETIME, 
+    PRIMARY KEY (seq), 
+    CONSTRAINT uq_events_id UNIQUE (id)
+);
+
+CREATE INDEX ix_events_state_next_attempt_at ON events (state, next_attempt_at);
+
+CREATE INDEX ix_events_subject ON events (subject, seq);
+
+CREATE INDEX ix_events_created_at ON events (created_at);
+
+CREATE TABLE event_deliveries (
+    id VARCHAR(36) NOT NULL, 
+    event_id VARCHAR(36) NOT NULL, 
+    attempted_at DATETIME NOT NULL, 
+    status_code INTEGER, 
+    error TEXT, 
+    latency_ms INTEGER NOT NULL, 
+    PRIMARY KEY (id)
+);
+
+CREATE INDEX ix_event_deliveries_event_id ON event_deliveries (event_id);
+
+UPDATE alembic_version SET version_num='0009' WHERE alembic_version.version_num = '0008';
+

@@ -23,8 +23,10 @@ from mpesa_service.storage import (
     b2c_payout_attempts,
     callback_journal,
     driver_form,
+    events,
     inserting,
     payment_flags,
+    payout_audit,
     utcnow,
 )
 from mpesa_service.throughput.groupcommit import BATCH, GroupCommit
@@ -427,13 +429,30 @@ def outcome(engine, journal_ids: list[str]) -> dict:
         stored = picked(conn, b2c_payment_callbacks, STORED_FIELDS)
         flags = picked(conn, payment_flags, ["subject_type", "flag", "detail"])
         journal = conn.execute(sa.select(callback_journal.c.id)).scalars().all()
+        emitted = conn.execute(sa.select(events.c.subject, events.c.type, events.c.body)).all()
     return {
+        "events": sorted(
+            (subject, kind, json.dumps(timeless(json.loads(body)["data"]), sort_keys=True))
+            for subject, kind, body in emitted
+        ),
         "payouts": payouts,
         "attempts": attempts,
         "stored": sorted((order[row[0]], *row[1:]) for row in stored),
         "flags": sorted(flags),
         "journal": sorted(order[journal_id] for journal_id in journal),
     }
+
+
+TIMES = {"initiated_at", "completed_at", "created_at", "at"}
+
+
+def timeless(value):
+    """An event's data without the times that differ from one run to the next."""
+    if isinstance(value, dict):
+        return {key: timeless(item) for key, item in value.items() if key not in TIMES}
+    if isinstance(value, list):
+        return [timeless(item) for item in value]
+    return value
 
 
 def run(tmp_path: Path, database_url: str, chunk: int | None) -> dict:
@@ -465,6 +484,9 @@ def service_for(tmp_path: Path, database_url: str):
             "CALLBACK_JOURNAL_PATH": str(tmp_path / "journal.log"),
             "CALLBACK_TOKEN": TOKEN,
             "API_KEYS": "test-key",
+            # Events on (nothing delivers them here), so that the batches' events are compared.
+            "EVENTS_URL": "http://127.0.0.1:9/events",
+            "EVENTS_SECRET": "test-secret",
         },
         env_file=tmp_path / "no.env",
     )
@@ -475,6 +497,8 @@ def wipe(database_url: str) -> None:
     engine = service.make_engine(database_url)
     with engine.begin() as conn:
         for table in (
+            events,
+            payout_audit,
             payment_flags,
             b2c_payment_callbacks,
             callback_journal,
@@ -508,6 +532,13 @@ def test_batches_of_any_size_end_as_one_by_one_does(database_url, tmp_path, capl
         "orphan_callback",
     }
     assert one_by_one["journal"] == list(range(len(DELIVERIES)))
+    # One event per payout that moved, whichever path moved it (p9 was completed before).
+    emitted = {(subject, kind.removeprefix("payout.")) for subject, kind, _ in one_by_one["events"]}
+    moved = {row[:2] for row in one_by_one["payouts"] if row[1] != "pending"} - {
+        ("ref-p9", "completed")
+    }
+    assert emitted == moved and len(one_by_one["events"]) == len(moved)
+    assert ("ref-p4", "failed") in emitted
 
 
 def test_the_batch_statements_compile_once_on_mariadb_only(engine):

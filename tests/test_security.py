@@ -21,8 +21,9 @@ import requests
 
 import service
 from mpesa_service import PROJECT_DIR
+from mpesa_service.events import emit
 from mpesa_service.flags import add_flag
-from mpesa_service.storage import utcnow
+from mpesa_service.storage import event_deliveries, events, utcnow
 from tests.service_support import API_KEY, TOKEN
 from tests.test_operator import OPERATOR, READER, TO_REVIEW
 
@@ -366,6 +367,8 @@ ROUTE_ROLES = {
     ("GET", "/payouts"): {READ, OPERATE},
     ("POST", "/payouts/<reference_id>/resolve"): {OPERATE},
     ("POST", "/payouts/<reference_id>/requery"): {OPERATE},
+    ("GET", "/events"): {READ, OPERATE},
+    ("POST", "/events/<event_id>/redeliver"): {OPERATE},
     ("POST", "/api.php"): {INITIATE},
 }
 # Each key and the roles it has (the operator key can read too).
@@ -394,7 +397,7 @@ def test_every_route_is_in_the_table_of_who_may_call_it(keyed):
 
 @pytest.mark.parametrize(("method", "rule"), sorted(ROUTE_ROLES))
 def test_each_api_route_answers_only_the_roles_it_names(keyed, method, rule):
-    path = rule.replace("<reference_id>", "payout_ref_nobody")
+    path = rule.replace("<reference_id>", "payout_ref_nobody").replace("<event_id>", "no-event")
     needed = ROUTE_ROLES[(method, rule)]
 
     def call(secret):
@@ -422,6 +425,8 @@ def test_each_api_route_answers_only_the_roles_it_names(keyed, method, rule):
         ("POST", "/console/payouts/x/requery"),
         ("POST", "/console/logout"),
         ("GET", "/console/reports/x/report.html"),
+        ("GET", "/console/events"),
+        ("POST", "/console/events/x/redeliver"),
     ],
 )
 def test_every_console_route_needs_a_session(keyed, method, path):
@@ -464,6 +469,7 @@ def test_hostile_strings_are_shown_as_text_on_every_console_page(ops):
             service.b2c_payment_callbacks.update().values(payout_id=payout_id, raw_response=XSS)
         )
         add_flag(conn, "payout", payout_id, "status_conflict", XSS)
+        hostile_events(conn)
     session = signed_in(ops)
     page = session.get(f"{ops.base_url}/console/payouts/{reference}", timeout=10).text
     resolved = session.post(
@@ -483,11 +489,32 @@ def test_hostile_strings_are_shown_as_text_on_every_console_page(ops):
             params={"message": XSS},
             timeout=10,
         ).text,
+        session.get(f"{ops.base_url}/console/events", params={"error": XSS}, timeout=10).text,
     ]
+    assert f'href="/console/payouts/{quote(XSS, safe="")}"' in pages[-1]
     for page in pages:
         assert "<script>alert" not in page and "<img src=x" not in page
         assert "onerror=alert" not in page.replace("onerror=alert(1)&gt;", "")
     assert "&lt;script&gt;alert(" in pages[4]  # shown, as text
+
+
+def hostile_events(conn) -> None:
+    """Events whose subject, type and delivery error are hostile, as a bad row could hold."""
+    payout_event = emit(conn, "payout.completed", XSS, {"reference_id": XSS})
+    conn.execute(
+        events.insert().values(
+            id=str(uuid.uuid4()), type=XSS[:50], subject=XSS, created_at=utcnow(), body="{}"
+        )
+    )
+    conn.execute(
+        event_deliveries.insert().values(
+            id=str(uuid.uuid4()),
+            event_id=payout_event,
+            attempted_at=utcnow(),
+            error=XSS,
+            latency_ms=1,
+        )
+    )
 
 
 # --- bodies: oversized, chunked, slow ----------------------------------------------------------

@@ -17,12 +17,14 @@
   pre { background: #f6f6f6; padding: .5rem; overflow-x: auto; max-width: 60rem; }
   form.inline { display: inline; }
   time { white-space: nowrap; }
+  tr.failing td { background: #fbe4e4; }
 </style>
 </head>
 <body>
 <header>
   <h1><a href="/console">M-Pesa console</a></h1>
   % if defined('operator'):
+  <a href="/console/events">Outbound events</a>
   <form method="get" action="/console"><input name="q" placeholder="any id, receipt, phone or user" value="{{get('search_text', '')}}" size="32"> <button>Search</button></form>
   <span>signed in as <b>{{operator}}</b></span>
   <form method="post" action="/console/logout" class="inline"><input type="hidden" name="csrf" value="{{csrf}}"><button>Sign out</button></form>

@@ -20,12 +20,14 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
+from mpesa_service.events import emit_rows, writes_events
 from mpesa_service.parsing import ResultCallback, json_or_problem, parse_result_callback
 from mpesa_service.payouts import (
     AWAITING_RESULT,
     OPEN_ATTEMPT_STATES,
     flag_mismatches,
     paid_values,
+    payout_event_rows,
     result_callback_row,
 )
 from mpesa_service.storage import (
@@ -245,6 +247,9 @@ class SuccessBatch:
                 f"of {expected} results, {completed.rowcount} payouts and {answered.rowcount} "
                 "attempts were still as read"
             )
+        if writes_events(self.conn):
+            completed_ids = [payout.id for _, _, payout in self.pending]
+            emit_rows(self.conn, payout_event_rows(self.conn, completed_ids, "completed"))
         for plain, _, payout in self.pending:
             flag_mismatches(self.conn, payout, plain.paid["paid_amount"], plain.parsed.receiver[0])
         self.pending = []
