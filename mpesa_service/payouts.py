@@ -1201,15 +1201,6 @@ def _iso(moment: datetime | None) -> str | None:
     return moment.replace(tzinfo=UTC).isoformat() if moment else None
 
 
-def audit_trail(conn: sa.Connection, payout_id: str) -> list[dict]:
-    rows = conn.execute(
-        sa.select(payout_audit)
-        .where(payout_audit.c.payout_id == payout_id)
-        .order_by(payout_audit.c.created_at)
-    ).all()
-    return [audit_entry(row) for row in rows]
-
-
 def audit_entry(row) -> dict:
     return {
         "actor": row.actor,
