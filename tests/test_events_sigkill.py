@@ -30,7 +30,10 @@ def settings(database_url: str, tmp_path, receiver_port: int) -> dict:
         "EVENTS_SECRET": SECRET,
         "EVENTS_TIMEOUT_SECONDS": "2",
         "EVENTS_INTERVAL_SECONDS": "1",
-        "EVENTS_RETRY_SCHEDULE_SECONDS": "3",
+        # The next attempt comes 8 s after the first refused one: the test sees the event
+        # unclaimed and kills the process well within that, even on a loaded machine (a kill
+        # while it is claimed would hold it for the claim's 62 s).
+        "EVENTS_RETRY_SCHEDULE_SECONDS": "8",
     }
 
 
@@ -55,7 +58,7 @@ def test_an_event_written_before_a_sigkill_is_delivered_once_after_the_restart(
         )
         assert payout.status_code == 201, payout.text
         # Completed, its event written and refused once, and not claimed at this moment (the
-        # next attempt is 3 s away): the kill lands between completion and delivery.
+        # next attempt is 8 s away): the kill lands between completion and delivery.
         wait_until(lambda: (e := the_event(engine)) and e.attempts >= 1 and not e.claim_owner)
         process.send_signal(signal.SIGKILL)
         assert process.wait(timeout=10) == -signal.SIGKILL
