@@ -8,6 +8,7 @@ deliver one event at once; an event waits while an older one of its subject is u
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
@@ -69,6 +70,7 @@ def event_row(event_type: str, subject: str, data: dict) -> dict:
 _WRITING_TO: set[str] = set()
 
 
+@functools.cache  # asked on every status move: a URL is rendered once
 def _database_key(url: sa.URL) -> str:
     return url.set(query={}).render_as_string(hide_password=True)
 

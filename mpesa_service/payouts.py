@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import re
 import uuid
+from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -146,9 +147,11 @@ def payout_event_rows(conn: sa.Connection, payout_ids: list[str], status: str) -
     """The payout.<status> events of several payouts that just moved, read together."""
     payouts = conn.execute(sa.select(b2c_payments).where(b2c_payments.c.id.in_(payout_ids))).all()
     views = payout_views(conn, payouts)
+    by_id = {payout.id: payout for payout in payouts}
     return [
-        event_row(f"payout.{status}", payout.reference_id or payout.id, views[payout.id])
-        for payout in sorted(payouts, key=lambda payout: payout_ids.index(payout.id))
+        event_row(f"payout.{status}", by_id[payout_id].reference_id or payout_id, views[payout_id])
+        for payout_id in dict.fromkeys(payout_ids)
+        if payout_id in by_id
     ]
 
 
@@ -1114,7 +1117,7 @@ def payout_view(conn: sa.Connection, payout) -> dict:
 
 
 def payout_views(conn: sa.Connection, payouts: list) -> dict[str, dict]:
-    """{payout id: its view} for these payout rows, with four reads whatever their number."""
+    """{payout id: its view} for these payout rows, with three reads whatever their number."""
     ids = [payout.id for payout in payouts]
     attempts = conn.execute(
         sa.select(b2c_payout_attempts)
@@ -1131,12 +1134,19 @@ def payout_views(conn: sa.Connection, payouts: list) -> dict[str, dict]:
         .where(payout_audit.c.payout_id.in_(ids))
         .order_by(payout_audit.c.created_at)
     ).all()
+    attempts_of, flags_of_payout, history_of = (defaultdict(list) for _ in range(3))
+    for attempt in attempts:
+        attempts_of[attempt.payout_id].append(attempt_view(attempt))
+    for flag in flags:
+        flags_of_payout[flag.subject_id].append(flag.flag)
+    for row in audit:
+        history_of[row.payout_id].append(audit_entry(row))
     return {
         payout.id: {
             **payout_row_view(payout),
-            "attempts": [attempt_view(a) for a in attempts if a.payout_id == payout.id],
-            "flags": list(dict.fromkeys(f.flag for f in flags if f.subject_id == payout.id)),
-            "history": [audit_entry(row) for row in audit if row.payout_id == payout.id],
+            "attempts": attempts_of[payout.id],
+            "flags": list(dict.fromkeys(flags_of_payout[payout.id])),
+            "history": history_of[payout.id],
         }
         for payout in payouts
     }
