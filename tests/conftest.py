@@ -196,8 +196,25 @@ def smtp_server():
 SHARED_FIXTURE_MODULES = ("test_soak", "test_notebooks", "test_recon_oracle", "test_simulator")
 
 
+# tryfirst: xdist's worker reads the marks in its own hook, which would otherwise run before this.
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items):
     for item in items:
         module = item.module.__name__.rsplit(".", 1)[-1]
         if module in SHARED_FIXTURE_MODULES:
             item.add_marker(pytest.mark.xdist_group(module))
+
+
+def pytest_xdist_node_collection_finished(node, ids):
+    """Stop if xdist did not group those modules (it names the group in each node id): the run
+    would still pass, building each shared fixture on every worker, at twice the time."""
+    if node.config.getoption("dist") != "loadgroup":
+        return
+    ungrouped = [
+        nodeid
+        for nodeid in ids
+        if nodeid.split("::")[0].removesuffix(".py").rpartition("/")[2] in SHARED_FIXTURE_MODULES
+        and "@" not in nodeid.rpartition("]")[2]
+    ]
+    if ungrouped:
+        raise pytest.UsageError(f"--dist loadgroup did not group {ungrouped[0]} (pytest-xdist#1386)")
