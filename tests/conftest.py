@@ -217,4 +217,5 @@ def pytest_xdist_node_collection_finished(node, ids):
         and "@" not in nodeid.rpartition("]")[2]
     ]
     if ungrouped:
-        raise pytest.UsageError(f"--dist loadgroup did not group {ungrouped[0]} (pytest-xdist#1386)")
+        message = f"--dist loadgroup left {ungrouped[0]} ungrouped (pytest-xdist#1386)"
+        raise pytest.UsageError(message)
