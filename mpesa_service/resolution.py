@@ -81,10 +81,11 @@ def retryable_codes(settings: Settings) -> frozenset[str]:
 
 
 def resolve_payouts(svc: Service) -> int:
-    """One pass: send due status queries, move exhausted payouts to review. Returns how many
-    payouts it worked on."""
+    """One pass: apply status answers left waiting, send due status queries, move exhausted
+    payouts to review. Returns how many payouts it worked on."""
     now = utcnow()
     expire_stuck_submissions(svc)
+    apply_waiting_status_answers(svc)
     with svc.engine.connect() as conn:
         due = conn.execute(
             sa.select(b2c_payments)
@@ -264,34 +265,64 @@ def _record_answer(conn, query, parsed: ResultCallback, raw: str) -> None:
     )
 
 
-def apply_waiting_status_answers(svc: Service, ocid: str | None, conversation_id: str | None):
-    """Apply status answers that arrived before their query's ids were stored."""
-    ids = [value for value in (ocid, conversation_id) if value]
-    if not ids:
-        return
+# The race it covers lasts milliseconds; the resolve job runs every RESOLVE_INTERVAL_SECONDS.
+WAITING_ANSWERS_SWEPT_FOR = timedelta(hours=1)
+
+
+def apply_waiting_status_answers(
+    svc: Service, ocid: str | None = None, conversation_id: str | None = None
+) -> int:
+    """Apply status answers stored as `orphan` because they beat their query's bookkeeping.
+    With ids: those naming them, right after a query stored them. Without: every orphan whose
+    query has its ids by now (the resolve job's sweep), for an answer whose own transaction
+    committed just after that look. Each answer is claimed first, so it is applied once.
+    Returns how many were applied."""
     callbacks = b2c_payment_callbacks.c
+    queries = status_queries.c
+    if ocid or conversation_id:
+        ids = [value for value in (ocid, conversation_id) if value]
+        naming = sa.or_(
+            callbacks.originator_conversation_id.in_(ids), callbacks.conversation_id.in_(ids)
+        )
+    else:  # by the time received, so that the sweep reads an index range, not every callback
+        naming = callbacks.received_at >= utcnow() - WAITING_ANSWERS_SWEPT_FOR
+        naming &= sa.exists().where(
+            sa.or_(
+                queries.originator_conversation_id == callbacks.originator_conversation_id,
+                queries.conversation_id == callbacks.conversation_id,
+            )
+        )
     with svc.engine.begin() as conn:
         waiting = conn.execute(
             sa.select(b2c_payment_callbacks)
-            .where(callbacks.kind == "status", callbacks.outcome == "orphan")
-            .where(
-                sa.or_(
-                    callbacks.originator_conversation_id.in_(ids),
-                    callbacks.conversation_id.in_(ids),
-                )
-            )
+            .where(callbacks.kind == "status", callbacks.outcome == "orphan", naming)
+            .limit(100)
         ).all()
-        for row in waiting:
-            parsed = parse_result_callback(json_or_problem(row.raw_response)[0])
-            query = _status_query_for(conn, parsed)
-            _record_answer(conn, query, parsed, row.raw_response)
-            payout = payout_by(conn, b2c_payments.c.id, query.payout_id)
-            outcome = apply_status_answer(svc, conn, payout, _attempt_of(conn, query), parsed)
-            conn.execute(
-                b2c_payment_callbacks.update()
-                .where(callbacks.id == row.id)
-                .values(outcome=outcome, payout_id=payout.id, reference_id=payout.reference_id)
-            )
+        return sum(_apply_waiting(svc, conn, row) for row in waiting)
+
+
+def _apply_waiting(svc: Service, conn: sa.Connection, row) -> bool:
+    callbacks = b2c_payment_callbacks.c
+    parsed = parse_result_callback(json_or_problem(row.raw_response)[0])
+    query = _status_query_for(conn, parsed)
+    if query is None:
+        return False
+    claimed = conn.execute(
+        b2c_payment_callbacks.update()
+        .where(callbacks.id == row.id, callbacks.outcome == "orphan")
+        .values(outcome="recorded")
+    ).rowcount
+    if not claimed:
+        return False
+    _record_answer(conn, query, parsed, row.raw_response)
+    payout = payout_by(conn, b2c_payments.c.id, query.payout_id)
+    outcome = apply_status_answer(svc, conn, payout, _attempt_of(conn, query), parsed)
+    conn.execute(
+        b2c_payment_callbacks.update()
+        .where(callbacks.id == row.id)
+        .values(outcome=outcome, payout_id=payout.id, reference_id=payout.reference_id)
+    )
+    return True
 
 
 def apply_status_answer(

@@ -203,6 +203,43 @@ def test_a_status_answer_about_the_query_itself_is_asked_again_never_failed(held
     assert len(held.sim_requests(STATUS_PATH)) == 2
 
 
+def test_a_status_answer_stored_before_its_query_had_ids_is_applied_by_the_next_pass(held):
+    """The lost wake-up: the answer arrived while its query was being recorded (no ids yet,
+    so it waits as an orphan) and committed only after the query had looked for answers
+    waiting on its ids. The resolve job's next pass applies it instead of asking again."""
+    reference, ocid = unknown_payout(held, processed=True)
+    status_answer_for(held, ocid)
+    (query,) = held.rows(service.status_queries)
+    queries = service.status_queries
+    with held.svc.engine.begin() as conn:  # the query as it was while its answer was on its way
+        conn.execute(
+            queries.update().values(
+                status="sending", originator_conversation_id=None, conversation_id=None
+            )
+        )
+    deliver(held, ocid)
+    (waiting,) = held.rows(
+        service.b2c_payment_callbacks, service.b2c_payment_callbacks.c.kind == "status"
+    )
+    assert waiting.outcome == "orphan"
+    with held.svc.engine.begin() as conn:  # its ids stored; its look for waiting answers done
+        conn.execute(
+            queries.update().values(
+                status="sent",
+                originator_conversation_id=query.originator_conversation_id,
+                conversation_id=query.conversation_id,
+            )
+        )
+    resolve_payouts(held.svc)
+    payout = detail(held, reference)
+    assert (payout["status"], payout["transaction_id"]) == (
+        "completed",
+        held.sim.ledger()[0]["receipt"],
+    )
+    assert [row.status for row in held.rows(service.status_queries)] == ["answered"]
+    assert len(held.sim_requests(STATUS_PATH)) == 1
+
+
 # --- 4. one payout per reference_id -------------------------------------------------------------
 
 
