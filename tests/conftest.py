@@ -4,10 +4,12 @@ instead of skipping)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,19 +35,33 @@ def mariadb_server_url() -> sa.URL:
 def fresh_mariadb_database():
     """Create an empty scratch database; yield its URL; drop it afterwards."""
     server = mariadb_server_url()
+    url = create_mariadb_database(server)
+    try:
+        yield url
+    finally:
+        drop_mariadb_database(url)
+
+
+def create_mariadb_database(server: sa.URL) -> str:
     name = f"t_{uuid.uuid4().hex[:12]}"
     admin = sa.create_engine(server)
     try:
         with admin.connect() as connection:
             connection.exec_driver_sql(f"CREATE DATABASE {name} CHARACTER SET utf8mb4")
     except sa.exc.OperationalError as error:
-        admin.dispose()
         pytest.fail(f"MariaDB at {server.host}:{server.port} is not reachable: {error}")
-    try:
-        yield server.set(database=name).render_as_string(hide_password=False)
     finally:
+        admin.dispose()
+    return server.set(database=name).render_as_string(hide_password=False)
+
+
+def drop_mariadb_database(url: str) -> None:
+    parsed = sa.make_url(url)
+    admin = sa.create_engine(parsed.set(database=None))
+    try:
         with admin.connect() as connection:
-            connection.exec_driver_sql(f"DROP DATABASE IF EXISTS {name}")
+            connection.exec_driver_sql(f"DROP DATABASE IF EXISTS {parsed.database}")
+    finally:
         admin.dispose()
 
 
@@ -64,18 +80,22 @@ def mariadb_url():
     yield from fresh_mariadb_database()
 
 
-@pytest.fixture
-def database_url(empty_database_url, request):
+@pytest.fixture(params=["sqlite", "mariadb"])
+def database_url(request, tmp_path):
     """A database migrated to head, on SQLite and on MariaDB. The migrations run once per
     test process, into a template that each test's database is copied from (a copied SQLite
-    file; on MariaDB the template's tables, as SHOW CREATE TABLE gives them, and rows); the
+    file; on MariaDB a database made ahead from the template, see PreparedDatabases); the
     migrations themselves are tested from empty in tests/test_schema.py."""
-    if empty_database_url.startswith("sqlite"):
-        template = request.getfixturevalue("migrated_sqlite_file")
-        shutil.copyfile(template, sa.make_url(empty_database_url).database)
-    else:
-        copy_schema(request.getfixturevalue("migrated_mariadb_schema"), empty_database_url)
-    return empty_database_url
+    if request.param == "sqlite":
+        path = tmp_path / "test.db"
+        shutil.copyfile(request.getfixturevalue("migrated_sqlite_file"), path)
+        yield f"sqlite:///{path}"
+        return
+    mariadb_server_url()  # skips, or fails in CI, before anything waits on a server
+    prepared = request.getfixturevalue("prepared_mariadb_databases")
+    url = prepared.take()
+    yield url
+    prepared.release(url)
 
 
 @pytest.fixture(scope="session")
@@ -126,6 +146,43 @@ def copy_schema(schema: Schema, url: str) -> None:
                 table = sa.table(name, *(sa.column(column) for column in rows[0]))
                 conn.execute(table.insert(), rows)
     engine.dispose()
+
+
+class PreparedDatabases:
+    """Migrated MariaDB databases made one test ahead, and dropped after, on a background
+    thread: creating one, copying the template's tables into it and dropping it take about a
+    quarter of a second, which the test before it hides. Every test still gets a database no
+    other test touched."""
+
+    def __init__(self, server: sa.URL, schema: Schema):
+        self.server, self.schema = server, schema
+        self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepared-db")
+        self.next = self.thread.submit(self._make)
+
+    def take(self) -> str:
+        url = self.next.result()
+        self.next = self.thread.submit(self._make)
+        return url
+
+    def release(self, url: str) -> None:
+        self.thread.submit(drop_mariadb_database, url)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):  # an unreachable server was already reported
+            drop_mariadb_database(self.next.result())
+        self.thread.shutdown(wait=True)
+
+    def _make(self) -> str:
+        url = create_mariadb_database(self.server)
+        copy_schema(self.schema, url)
+        return url
+
+
+@pytest.fixture(scope="session")
+def prepared_mariadb_databases(migrated_mariadb_schema):
+    prepared = PreparedDatabases(mariadb_server_url(), migrated_mariadb_schema)
+    yield prepared
+    prepared.close()
 
 
 @pytest.fixture
