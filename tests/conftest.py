@@ -253,13 +253,29 @@ def smtp_server():
 SHARED_FIXTURE_MODULES = ("test_soak", "test_notebooks", "test_recon_oracle", "test_simulator")
 
 
+# Modules of single tests that take 5 s to a minute, started first so that none is the last
+# thing a worker runs while the other waits for it.
+LONG_TEST_MODULES = (
+    "test_money_model",
+    "test_multiprocess",
+    "test_stk_outage",
+    "test_events_sigkill",
+    "test_api_schema",
+    "test_bench",
+)
+
+
 # tryfirst: xdist's worker reads the marks in its own hook, which would otherwise run before this.
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items):
     for item in items:
-        module = item.module.__name__.rsplit(".", 1)[-1]
-        if module in SHARED_FIXTURE_MODULES:
-            item.add_marker(pytest.mark.xdist_group(module))
+        if module_of(item) in SHARED_FIXTURE_MODULES:
+            item.add_marker(pytest.mark.xdist_group(module_of(item)))
+    items.sort(key=lambda item: module_of(item) not in LONG_TEST_MODULES)
+
+
+def module_of(item) -> str:
+    return item.module.__name__.rsplit(".", 1)[-1]
 
 
 def pytest_xdist_node_collection_finished(node, ids):
