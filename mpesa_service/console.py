@@ -27,6 +27,7 @@ import sqlalchemy as sa
 from mpesa_service.api_keys import console_secret, key_for
 from mpesa_service.context import ApiError, Service
 from mpesa_service.events import EventNotFound, redeliver
+from mpesa_service.new_payout import check_draft, form_body, new_form_key, send_draft
 from mpesa_service.operator import requery_payout, resolve_payout
 from mpesa_service.payouts import payout_detail
 from mpesa_service.settings import ApiKey
@@ -533,6 +534,19 @@ class Console:
             bottle.redirect("/console/login", 303)
         return key, cookie
 
+    def render_payout_form(
+        self, key: ApiKey, cookie: str, typed: dict, form_key: str, error: str = ""
+    ) -> str:
+        return self.render(
+            "new_payout",
+            operator=key.name,
+            csrf=self.csrf(cookie),
+            typed=typed,
+            form_key=form_key,
+            message="",
+            error=error,
+        )
+
     def csrf(self, cookie: str) -> str:
         return csrf_token(self.secret, cookie)
 
@@ -603,6 +617,11 @@ def add_page_routes(app: bottle.Bottle, console: Console) -> None:
             "payout", operator=key.name, csrf=console.csrf(cookie), p=page, **messages()
         )
 
+    @app.get("/console/new-payout")
+    def new_payout_page():
+        key, cookie = console.signed_in()
+        return console.render_payout_form(key, cookie, {}, new_form_key())
+
     @app.get("/console/events")
     def events_page():
         key, cookie = console.signed_in()
@@ -647,6 +666,33 @@ def add_action_routes(app: bottle.Bottle, console: Console) -> None:
         key, cookie = console.signed_in()
         console.checked_form(cookie)
         act(reference_id, lambda: requery_payout(svc, reference_id, actor=key.name))
+
+    @app.post("/console/new-payout/check")
+    def check_new_payout():
+        key, cookie = console.signed_in()
+        form = console.checked_form(cookie)
+        body, form_key = form_body(form), form.get("key") or new_form_key()
+        try:
+            draft = check_draft(svc, body, form_key)
+        except ApiError as error:
+            return console.render_payout_form(key, cookie, body, form_key, error.message)
+        return console.render(
+            "new_payout_confirm", operator=key.name, csrf=console.csrf(cookie), draft=draft
+        )
+
+    @app.post("/console/new-payout/send")
+    def send_new_payout():
+        key, cookie = console.signed_in()
+        form = console.checked_form(cookie)
+        body, form_key = form_body(form), form.get("key", "")
+        try:
+            status, payout = send_draft(svc, body, form_key, key.name)
+        except ApiError as error:
+            return console.render_payout_form(key, cookie, body, form_key, error.message)
+        said = "payout sent, now" if status == 201 else "this form was sent before: its payout is"
+        said = f"{said} {payout['status']}"
+        target = f"/console/payouts/{url_segment(payout['reference_id'])}"
+        bottle.redirect(f"{target}?message={quote(said)}", 303)
 
     @app.post("/console/events/<event_id>/redeliver")
     def redeliver_event(event_id):

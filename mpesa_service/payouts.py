@@ -10,6 +10,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from types import SimpleNamespace
 
 import sqlalchemy as sa
 
@@ -298,14 +299,17 @@ def _sum_amount(conn: sa.Connection, condition) -> int:
     return int(Decimal(total))
 
 
-def initiate_payout(svc: Service, body: dict, idempotency_key: str) -> tuple[int, dict]:
+def initiate_payout(
+    svc: Service, body: dict, idempotency_key: str, created_by: str | None = None
+) -> tuple[int, dict]:
     """Create one payout for one idempotency key and send its first attempt.
 
     The key, the payout and the attempt (with a fresh OriginatorConversationID) are committed
     together before Daraja is called; the key's primary key makes concurrent requests with one
     key create one payout, and the unique reference_id one payout per reference. Returns (201,
     answer) for a new payout, (200, first answer) for a replay; 409 when the key was used with
-    another body, or the reference by another payout."""
+    another body, or the reference by another payout. `created_by`, when given, is written in
+    the audit trail with the payout."""
     key = idempotency.require_key(idempotency_key)
     request_hash = idempotency.fingerprint(body)
     replay = replay_payout(svc, key, request_hash)
@@ -313,7 +317,9 @@ def initiate_payout(svc: Service, body: dict, idempotency_key: str) -> tuple[int
         return replay
     request = PayoutRequest.from_body(body, payout_phone(svc, body))
     try:
-        payout_id, attempt = retry_deadlocked(lambda: write_ahead(svc, request, key, request_hash))
+        payout_id, attempt = retry_deadlocked(
+            lambda: write_ahead(svc, request, key, request_hash, created_by)
+        )
     except sa.exc.IntegrityError:
         replay = replay_payout(svc, key, request_hash, wait=True)
         if replay is None:  # the key is free: the reference was taken meanwhile
@@ -355,7 +361,9 @@ def reference_taken(svc: Service, reference_id: str | None) -> ApiError:
     )
 
 
-def write_ahead(svc, request: PayoutRequest, key: str, request_hash: str) -> tuple[str, dict]:
+def write_ahead(
+    svc, request: PayoutRequest, key: str, request_hash: str, created_by: str | None = None
+) -> tuple[str, dict]:
     payout_id, now = new_id(), utcnow()
     attempt = {"id": new_id(), "originator_conversation_id": f"b2c-{uuid.uuid4()}"}
     with svc.engine.begin() as conn:
@@ -384,6 +392,14 @@ def write_ahead(svc, request: PayoutRequest, key: str, request_hash: str) -> tup
             )
         )
         _insert_attempt(conn, payout_id, 1, attempt)
+        if created_by:  # from no status, as the payout did not exist before
+            audit(
+                conn,
+                SimpleNamespace(id=payout_id, status=None),
+                created_by,
+                "created",
+                "submitting",
+            )
     return payout_id, attempt
 
 

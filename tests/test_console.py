@@ -354,32 +354,6 @@ def test_search_finds_a_collection_by_each_of_its_ids(found, column):
 # --- in a real browser ----------------------------------------------------------------------
 
 
-@pytest.fixture
-def browser():
-    """Headless Chromium driven by selenium (Debian's chromium and chromium-driver)."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service as DriverService
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium")
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--no-first-run",
-        "--disable-sync",
-        "--window-size=1400,1000",
-    ):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=DriverService(shutil.which("chromedriver")), options=options)
-    driver.implicitly_wait(10)
-    yield driver
-    driver.quit()
-
-
 def browser_signs_in(browser, stack) -> None:
     browser.get(f"{stack.base_url}/console/login")
     browser.find_element(By.NAME, "key").send_keys(OPERATOR)
