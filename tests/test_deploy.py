@@ -6,11 +6,16 @@ certificate, the journal) are replaced by real temporary ones in a copy; the kit
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import ipaddress
 import os
 import re
+import shutil
+import socket
 import subprocess
 import sys
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +31,7 @@ from cryptography.x509.oid import NameOID
 from mpesa_service.routes import CALLBACK_PATHS
 from mpesa_service.settings import SETTINGS
 from tests.conftest import fresh_mariadb_database
+from tests.http_support import serving
 from tests.service_support import wait_until
 from tests.test_entrypoint import free_port, run_service, serve_until_healthy, stop_and_read_log
 
@@ -54,6 +60,21 @@ REFERENCE_CALLBACK_IPS = {
     "196.201.212.136",
     "196.201.212.138",
 } | {"196.201.212.69", "196.201.212.74"}
+
+
+def needs(command: str, package: str):
+    """Skip, saying so, where a tool the kit runs is missing (.ci/run installs them all, and
+    fails on any skip)."""
+    return pytest.mark.skipif(
+        not shutil.which(command),
+        reason=f"needs {command} (Debian's {package}; .ci/run installs it)",
+    )
+
+
+needs_systemd = needs("systemd-analyze", "systemd")
+needs_nginx = needs("nginx", "nginx")
+needs_logrotate = needs("logrotate", "logrotate")
+needs_mysql_client = needs("mysqldump", "mariadb-client")
 
 
 def without_comments(text: str) -> str:
@@ -87,12 +108,14 @@ def systemd_analyze(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+@needs_systemd
 def test_systemd_unit_verifies_without_a_warning(tmp_path):
     result = systemd_analyze("verify", "--man=no", str(unit_copy(tmp_path)))
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""  # unknown keys and bad values are only warnings, exit 0
 
 
+@needs_systemd
 def test_systemd_verify_reports_a_misspelt_key(tmp_path):
     """The check above is not vacuous: the verifier does read the unit's keys."""
     misspelt = UNIT.read_text().replace("ProtectSystem=", "ProtectSytem=")
@@ -118,6 +141,7 @@ def test_systemd_unit_runs_the_service_as_its_own_user_restarting_on_failure():
     assert command.split()[1:] == ["/opt/mpesa-service/service.py"]  # serve; never migrate
 
 
+@needs_systemd
 def test_systemd_unit_is_hardened(tmp_path):
     result = systemd_analyze("security", "--offline=yes", str(unit_copy(tmp_path)))
     exposure = re.search(r"Overall exposure level for \S+: ([0-9.]+)", result.stdout)
@@ -140,6 +164,15 @@ def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
         .serial_number(x509.random_serial_number())
         .not_valid_before(now)
         .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [
+                    x509.DNSName("payments.example.com"),
+                    x509.IPAddress(ipaddress.ip_address(LOOPBACK)),
+                ]
+            ),
+            critical=False,
+        )
         .sign(key, hashes.SHA256())
     )
     cert_path, key_path = directory / "fullchain.pem", directory / "privkey.pem"
@@ -154,12 +187,15 @@ def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
     return cert_path, key_path
 
 
-def nginx_test_config(tmp_path: Path) -> Path:
-    """A main nginx.conf including a copy of the site whose certificate and log paths are real
-    temporary files."""
+LOOPBACK = "127.0.0.1"
+
+
+def nginx_test_config(tmp_path: Path, site: str | None = None) -> Path:
+    """A main nginx.conf including a copy of the site (or of `site`) whose certificate and log
+    paths are real temporary files."""
     cert, key = self_signed_certificate(tmp_path)
     site = (
-        SITE.read_text()
+        (SITE.read_text() if site is None else site)
         .replace("/etc/letsencrypt/live/payments.example.com/fullchain.pem", str(cert))
         .replace("/etc/letsencrypt/live/payments.example.com/privkey.pem", str(key))
         .replace("/var/log/nginx", str(tmp_path))
@@ -173,10 +209,10 @@ def nginx_test_config(tmp_path: Path) -> Path:
     return main
 
 
+@needs_nginx
 def test_nginx_accepts_the_site(tmp_path):
-    main = nginx_test_config(tmp_path)
     result = subprocess.run(
-        ["nginx", "-t", "-c", str(main), "-p", str(tmp_path), "-e", str(tmp_path / "error.log")],
+        nginx_command(nginx_test_config(tmp_path), "-t"),
         capture_output=True,
         text=True,
         timeout=30,
@@ -184,6 +220,85 @@ def test_nginx_accepts_the_site(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert "test is successful" in result.stderr
+
+
+def nginx_command(main: Path, *args: str) -> list[str]:
+    directory = main.parent
+    return ["nginx", "-c", str(main), "-p", str(directory), "-e", str(directory / "error.log")] + [
+        *args
+    ]
+
+
+class Recorder:
+    """A WSGI app standing in for the service: answers 200 and keeps each request's path and
+    the headers nginx added."""
+
+    def __init__(self):
+        self.requests = []
+
+    def __call__(self, environ, start_response):
+        environ["wsgi.input"].read()
+        forwarded = {name: environ.get(f"HTTP_{name}") for name in ("X_FORWARDED_FOR", "HOST")}
+        forwarded["X_FORWARDED_PROTO"] = environ.get("HTTP_X_FORWARDED_PROTO")
+        self.requests.append((environ["PATH_INFO"], forwarded))
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [b"{}"]
+
+
+@contextlib.contextmanager
+def nginx_serving(tmp_path: Path, upstream: str):
+    """nginx running the site in front of `upstream` (host:port), its HTTPS on a free loopback
+    port (IPv6 and port 80 left out): yields the HTTPS base URL."""
+    port = free_port()
+    site = (
+        SITE.read_text()
+        .replace("server 127.0.0.1:8000;", f"server {upstream};")
+        .replace("listen 443 ssl http2;", f"listen {LOOPBACK}:{port} ssl http2;")
+        .replace("listen 80;", f"listen {LOOPBACK}:{free_port()};")
+    )
+    site = "\n".join(line for line in site.splitlines() if "listen [::]" not in line)
+    main = nginx_test_config(tmp_path, site)
+    process = subprocess.Popen(
+        nginx_command(main, "-g", "daemon off; master_process off;"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            assert process.poll() is None, process.communicate()[0]
+            with contextlib.suppress(OSError), socket.create_connection((LOOPBACK, port), 1):
+                break
+            assert time.monotonic() < deadline, "nginx did not listen within 10 s"
+            time.sleep(0.05)
+        yield f"https://{LOOPBACK}:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@needs_nginx
+def test_nginx_refuses_callbacks_from_elsewhere_and_forwards_the_rest(tmp_path):
+    recorder = Recorder()
+    cap = int(setting_default("CALLBACK_MAX_BYTES"))
+    with serving(recorder) as upstream, nginx_serving(tmp_path, upstream.split("//")[1]) as url:
+        certificate = str(tmp_path / "fullchain.pem")
+        secret = "the-callback-token"
+        for path in (f"/hooks/b2c/result/{secret}", "/clientpaymentcallback.php"):
+            refused = requests.post(url + path, json={}, verify=certificate, timeout=10)
+            assert refused.status_code == 403, path  # 127.0.0.1 is not Safaricom
+        healthz = requests.get(url + "/healthz", verify=certificate, timeout=10)
+        at_cap = requests.post(url + "/payouts", data=b"x" * cap, verify=certificate, timeout=10)
+        over = requests.post(
+            url + "/payouts", data=b"x" * (cap + 1), verify=certificate, timeout=10
+        )
+    assert (healthz.status_code, at_cap.status_code, over.status_code) == (200, 200, 413)
+    forwarded = {"X_FORWARDED_FOR": LOOPBACK, "HOST": "127.0.0.1", "X_FORWARDED_PROTO": "https"}
+    assert recorder.requests == [("/healthz", forwarded), ("/payouts", forwarded)]
+    logs = "".join(path.read_text() for path in tmp_path.glob("*.log"))
+    assert "POST" in (tmp_path / "payments-callbacks.log").read_text()
+    assert secret not in logs  # the callback token never reaches nginx's logs
 
 
 def test_nginx_body_cap_is_the_default_callback_max_bytes():
@@ -219,6 +334,7 @@ def test_nginx_callbacks_come_only_from_reference_addresses():
 # --- logrotate ------------------------------------------------------------------------------
 
 
+@needs_logrotate
 def test_logrotate_rotates_the_journal_by_create(tmp_path):
     journal = tmp_path / "journal" / "b2c_callbacks.log"
     journal.parent.mkdir()
@@ -380,11 +496,13 @@ def deployment(tmp_path_factory):
             drop_users(database_url, users)
 
 
+@needs_mysql_client
 def test_a_payout_completes_with_the_runtime_users_grants(deployment):
     assert deployment.payout["status"] == "completed"
     assert deployment.payout["amount"] == 250
 
 
+@needs_mysql_client
 def test_the_runtime_user_has_only_row_privileges(deployment):
     engine = sa.create_engine(deployment.users.runtime_url)
     try:
@@ -399,6 +517,7 @@ def test_the_runtime_user_has_only_row_privileges(deployment):
     assert [grant for grant in grants if grant.startswith("GRANT USAGE")] == grants[:1]
 
 
+@needs_mysql_client
 def test_the_runtime_user_cannot_create_a_table(deployment):
     engine = sa.create_engine(deployment.users.runtime_url)
     denied = pytest.raises(sa.exc.OperationalError, match="CREATE command denied")
@@ -447,6 +566,7 @@ def payout_rows(database_url: str) -> list[dict]:
         engine.dispose()
 
 
+@needs_mysql_client
 def test_a_backup_restores_the_payout_and_the_journal(deployment, tmp_path):
     source = deployment.users
     backup = run_script(
@@ -486,6 +606,7 @@ def test_a_backup_restores_the_payout_and_the_journal(deployment, tmp_path):
             assert password not in backup.stdout + backup.stderr + restore.stdout + restore.stderr
 
 
+@needs_mysql_client
 def test_restore_refuses_a_database_that_has_tables(deployment, tmp_path):
     source = deployment.users
     options = str(client_options_file(tmp_path, source.migrate_url))
