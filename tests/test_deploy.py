@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from mpesa_service.callback_auth import SAFARICOM_CALLBACK_IPS
 from mpesa_service.routes import CALLBACK_PATHS
 from mpesa_service.settings import SETTINGS
 from tests.conftest import fresh_mariadb_database
@@ -329,6 +330,12 @@ def test_nginx_callbacks_come_only_from_reference_addresses():
     # nginx takes the first matching rule: nothing may follow `deny all`.
     rules = re.findall(r"^\s*(allow|deny)\s", body, re.MULTILINE)
     assert rules[-1] == "deny"
+
+
+def test_nginx_allows_the_callback_addresses_the_service_allows_in_production():
+    _, body = callback_location()
+    allowed = re.findall(r"^\s*allow\s+(\S+);", body, re.MULTILINE)
+    assert sorted(allowed) == sorted(SAFARICOM_CALLBACK_IPS)
 
 
 # --- logrotate ------------------------------------------------------------------------------
