@@ -31,7 +31,7 @@ from cryptography.x509.oid import NameOID
 from mpesa_service.callback_auth import SAFARICOM_CALLBACK_IPS
 from mpesa_service.routes import CALLBACK_PATHS
 from mpesa_service.settings import SETTINGS
-from tests.conftest import fresh_mariadb_database
+from tests.conftest import fresh_mariadb_database, mariadb_server_url
 from tests.http_support import serving
 from tests.service_support import wait_until
 from tests.test_entrypoint import free_port, run_service, serve_until_healthy, stop_and_read_log
@@ -388,10 +388,10 @@ class DatabaseUsers:
     host: str
 
 
-def mysql_admin(server: sa.URL, sql: str) -> str:
+def mysql_client(server: sa.URL, sql: str) -> subprocess.CompletedProcess:
     """`sql` run by the administrator in the mysql client, as an operator runs the grants file;
     the password (if any) in the environment, not on the command line."""
-    result = subprocess.run(
+    return subprocess.run(
         ["mysql", "--batch", "--skip-column-names", "-h", server.host or "127.0.0.1"]
         + ["-P", str(server.port or 3306), "-u", server.username or "root"],
         input=sql,
@@ -401,8 +401,22 @@ def mysql_admin(server: sa.URL, sql: str) -> str:
         env={**os.environ, "MYSQL_PWD": server.password or ""},
         check=False,
     )
+
+
+def mysql_admin(server: sa.URL, sql: str) -> str:
+    result = mysql_client(server, sql)
     assert result.returncode == 0, result.stderr
     return result.stdout
+
+
+@needs_mysql_client
+def test_the_grants_file_with_its_placeholders_left_in_creates_nothing():
+    server = mariadb_server_url()
+    result = mysql_client(server, GRANTS.read_text())
+    assert result.returncode == 1
+    assert "near '{{database}}" in result.stderr  # the first statement
+    made = "SELECT COUNT(*) FROM mysql.user WHERE user LIKE '{{%'"
+    assert mysql_admin(server, made).strip() == "0"
 
 
 def create_users(database_url: str) -> DatabaseUsers:
