@@ -369,6 +369,7 @@ def test_logrotate_rotates_the_journal_by_create(tmp_path):
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert "error" not in output.lower()  # an unknown option is an error line, exit 0
+    assert "(52 rotations)" in output  # a year of weekly files kept for replaying
     assert f"renaming {journal} to {journal}-" in output
     assert f"creating new {journal} mode = 0640" in output
     assert journal.read_text() == '{"id": "one entry"}\n'
@@ -459,6 +460,7 @@ class Deployment:
     users: DatabaseUsers
     payout: dict  # the payout as GET /payouts/<reference_id> answered once it completed
     journal: Path
+    runtime_settings: dict[str, str]  # the environment the service ran with
 
 
 API_KEY = "deploy-test-key-" + "x" * 24
@@ -506,13 +508,14 @@ def deployment(tmp_path_factory):
                 "migrate", environ={**environ, "DATABASE_URL": users.migrate_url}
             )
             assert migrated.returncode == 0, migrated.stderr
-            process, base_url = serve_until_healthy({**environ, "DATABASE_URL": users.runtime_url})
+            runtime_settings = {**environ, "DATABASE_URL": users.runtime_url}
+            process, base_url = serve_until_healthy(runtime_settings)
             try:
                 payout = pay_once(base_url)
             finally:
                 log = stop_and_read_log(process)
             assert "Traceback" not in log, log
-            yield Deployment(users, payout, journal)
+            yield Deployment(users, payout, journal, runtime_settings)
         finally:
             drop_users(database_url, users)
 
@@ -547,6 +550,15 @@ def test_the_runtime_user_cannot_create_a_table(deployment):
             connection.exec_driver_sql("CREATE TABLE intruder (id INT)")
     finally:
         engine.dispose()
+
+
+@needs_mysql_client
+def test_the_go_live_check_passes_with_the_runtime_users_grants(deployment):
+    result = run_service("check", environ=deployment.runtime_settings)
+    assert result.returncode == 0, result.stdout + result.stderr
+    (database,) = [line for line in result.stdout.splitlines() if line.startswith("database ")]
+    assert database.split()[1] == "ok"
+    assert "schema at head" in database
 
 
 # --- backup and restore ---------------------------------------------------------------------
