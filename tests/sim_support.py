@@ -202,9 +202,10 @@ def stk_items(callback: dict) -> dict:
     return {item["Name"]: item.get("Value") for item in items}
 
 
-def self_signed_certificate(common_name: str, days: int = 365):
+def self_signed_certificate(common_name: str, days: int = 365, alternative_names=()):
     """A fresh RSA-2048 key and a certificate for it that nobody but the caller has the key of:
-    (private key, x509 certificate)."""
+    (private key, x509 certificate). `alternative_names` (x509.GeneralName) make it good for
+    those hosts and addresses too, as a TLS client checks."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import rsa
@@ -213,7 +214,7 @@ def self_signed_certificate(common_name: str, days: int = 365):
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = datetime.now(UTC)
-    certificate = (
+    builder = (
         x509.CertificateBuilder()
         .subject_name(name)
         .issuer_name(name)
@@ -221,6 +222,9 @@ def self_signed_certificate(common_name: str, days: int = 365):
         .serial_number(x509.random_serial_number())
         .not_valid_before(now)
         .not_valid_after(now + timedelta(days=days))
-        .sign(key, hashes.SHA256())
     )
-    return key, certificate
+    if alternative_names:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName(list(alternative_names)), critical=False
+        )
+    return key, builder.sign(key, hashes.SHA256())

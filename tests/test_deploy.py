@@ -7,7 +7,6 @@ certificate, the journal) are replaced by real temporary ones in a copy; the kit
 from __future__ import annotations
 
 import contextlib
-import datetime
 import ipaddress
 import os
 import re
@@ -24,9 +23,7 @@ import pytest
 import requests
 import sqlalchemy as sa
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
 
 from mpesa_service.callback_auth import SAFARICOM_CALLBACK_IPS
 from mpesa_service.routes import CALLBACK_PATHS
@@ -34,6 +31,7 @@ from mpesa_service.settings import SETTINGS
 from tests.conftest import fresh_mariadb_database, mariadb_server_url
 from tests.http_support import serving
 from tests.service_support import wait_until
+from tests.sim_support import self_signed_certificate
 from tests.test_entrypoint import free_port, run_service, serve_until_healthy, stop_and_read_log
 
 # One worker builds the module's deployment (a database, two users, a served payout) once.
@@ -45,22 +43,6 @@ UNIT = DEPLOY / "mpesa-service.service"
 SITE = DEPLOY / "nginx-mpesa-service.conf"
 LOGROTATE = DEPLOY / "logrotate-mpesa-service"
 GRANTS = DEPLOY / "mysql-grants.sql"
-
-# REFERENCE 9.1: the 12 addresses repeated across SDKs, and the two mpesakit adds.
-REFERENCE_CALLBACK_IPS = {
-    "196.201.214.200",
-    "196.201.214.206",
-    "196.201.213.114",
-    "196.201.214.207",
-    "196.201.214.208",
-    "196.201.213.44",
-    "196.201.212.127",
-    "196.201.212.128",
-    "196.201.212.129",
-    "196.201.212.132",
-    "196.201.212.136",
-    "196.201.212.138",
-} | {"196.201.212.69", "196.201.212.74"}
 
 
 def needs(command: str, package: str):
@@ -153,28 +135,15 @@ def test_systemd_unit_is_hardened(tmp_path):
 # --- nginx ----------------------------------------------------------------------------------
 
 
-def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "payments.example.com")])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [
-                    x509.DNSName("payments.example.com"),
-                    x509.IPAddress(ipaddress.ip_address(LOOPBACK)),
-                ]
-            ),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
+def certificate_files(directory: Path) -> tuple[Path, Path]:
+    """A throwaway certificate for payments.example.com and the loopback address, and its key."""
+    key, certificate = self_signed_certificate(
+        "payments.example.com",
+        days=1,
+        alternative_names=(
+            x509.DNSName("payments.example.com"),
+            x509.IPAddress(ipaddress.ip_address(LOOPBACK)),
+        ),
     )
     cert_path, key_path = directory / "fullchain.pem", directory / "privkey.pem"
     cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
@@ -194,7 +163,7 @@ LOOPBACK = "127.0.0.1"
 def nginx_test_config(tmp_path: Path, site: str | None = None) -> Path:
     """A main nginx.conf including a copy of the site (or of `site`) whose certificate and log
     paths are real temporary files."""
-    cert, key = self_signed_certificate(tmp_path)
+    cert, key = certificate_files(tmp_path)
     site = (
         (SITE.read_text() if site is None else site)
         .replace("/etc/letsencrypt/live/payments.example.com/fullchain.pem", str(cert))
@@ -321,21 +290,16 @@ def test_nginx_callback_location_covers_every_callback_path():
     assert not re.search(pattern, "/payouts")
 
 
-def test_nginx_callbacks_come_only_from_reference_addresses():
+def test_nginx_allows_callbacks_from_the_addresses_the_service_allows_and_no_others():
+    """The service's SAFARICOM_CALLBACK_IPS is the project's copy of REFERENCE 9.1's list."""
     _, body = callback_location()
     allowed = re.findall(r"^\s*allow\s+(\S+);", body, re.MULTILINE)
-    assert allowed and set(allowed) <= REFERENCE_CALLBACK_IPS
+    assert sorted(allowed) == sorted(SAFARICOM_CALLBACK_IPS)
     denies = re.findall(r"^\s*deny\s+(\S+);", body, re.MULTILINE)
     assert denies == ["all"]
     # nginx takes the first matching rule: nothing may follow `deny all`.
     rules = re.findall(r"^\s*(allow|deny)\s", body, re.MULTILINE)
     assert rules[-1] == "deny"
-
-
-def test_nginx_allows_the_callback_addresses_the_service_allows_in_production():
-    _, body = callback_location()
-    allowed = re.findall(r"^\s*allow\s+(\S+);", body, re.MULTILINE)
-    assert sorted(allowed) == sorted(SAFARICOM_CALLBACK_IPS)
 
 
 # --- logrotate ------------------------------------------------------------------------------
