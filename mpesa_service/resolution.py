@@ -85,7 +85,10 @@ def resolve_payouts(svc: Service) -> int:
     payouts to review. Returns how many payouts it worked on."""
     now = utcnow()
     expire_stuck_submissions(svc)
-    apply_waiting_status_answers(svc)
+    try:
+        apply_waiting_status_answers(svc)
+    except Exception:  # noqa: BLE001 - an answer it cannot apply must not stop the queries
+        log.exception("status answers left waiting could not be applied")
     with svc.engine.connect() as conn:
         due = conn.execute(
             sa.select(b2c_payments)
