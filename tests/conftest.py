@@ -5,10 +5,8 @@ instead of skipping)."""
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import socket
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,52 +15,14 @@ import pytest
 import sqlalchemy as sa
 
 import service
-
-MARIADB_URL = os.environ.get("TEST_DATABASE_URL", "")
-REQUIRE_MARIADB = os.environ.get("REQUIRE_MARIADB") == "1"
-
-
-def mariadb_server_url() -> sa.URL:
-    """The MariaDB server to make scratch databases on; skips (or fails in CI) without one."""
-    if not MARIADB_URL:
-        message = "TEST_DATABASE_URL is not set: MariaDB-backed tests need a server"
-        if REQUIRE_MARIADB:
-            pytest.fail(message)
-        pytest.skip(message)
-    return sa.make_url(MARIADB_URL)
-
-
-def fresh_mariadb_database():
-    """Create an empty scratch database; yield its URL; drop it afterwards."""
-    server = mariadb_server_url()
-    url = create_mariadb_database(server)
-    try:
-        yield url
-    finally:
-        drop_mariadb_database(url)
-
-
-def create_mariadb_database(server: sa.URL) -> str:
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(server)
-    try:
-        with admin.connect() as connection:
-            connection.exec_driver_sql(f"CREATE DATABASE {name} CHARACTER SET utf8mb4")
-    except sa.exc.OperationalError as error:
-        pytest.fail(f"MariaDB at {server.host}:{server.port} is not reachable: {error}")
-    finally:
-        admin.dispose()
-    return server.set(database=name).render_as_string(hide_password=False)
-
-
-def drop_mariadb_database(url: str) -> None:
-    parsed = sa.make_url(url)
-    admin = sa.create_engine(parsed.set(database=None))
-    try:
-        with admin.connect() as connection:
-            connection.exec_driver_sql(f"DROP DATABASE IF EXISTS {parsed.database}")
-    finally:
-        admin.dispose()
+from tests import background_soaks
+from tests.background_soaks import module_name
+from tests.mariadb_support import (
+    create_mariadb_database,
+    drop_mariadb_database,
+    fresh_mariadb_database,
+    mariadb_server_url,
+)
 
 
 @pytest.fixture(params=["sqlite", "mariadb"])
@@ -276,7 +236,7 @@ def smtp_server():
 
 # Run in parallel (make test passes -n), a module whose tests share one costly module-scoped
 # fixture keeps them on one worker, so that the fixture is built once, not once per worker.
-SHARED_FIXTURE_MODULES = ("test_soak", "test_notebooks", "test_recon_oracle", "test_simulator")
+SHARED_FIXTURE_MODULES = ("test_notebooks", "test_recon_oracle", "test_simulator")
 
 
 # Modules of single tests that take 5 s to a minute, started first so that none is the last
@@ -304,16 +264,41 @@ def module_of(item) -> str:
     return item.module.__name__.rsplit(".", 1)[-1]
 
 
+def pytest_configure(config):
+    if not is_xdist_worker(config):
+        background_soaks.prepare()
+
+
+def pytest_collection_finish(session):
+    """Without xdist, this process collected the run: start the soaks its soak tests read."""
+    if is_xdist_worker(session.config) or session.config.option.collectonly:
+        return
+    SOAKS.start(item.nodeid for item in session.items)
+
+
+def pytest_unconfigure(config):
+    if not is_xdist_worker(config):
+        SOAKS.stop()
+
+
+def is_xdist_worker(config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+SOAKS = background_soaks.Soaks()
+
+
 def pytest_xdist_node_collection_finished(node, ids):
-    """Stop if xdist did not group those modules (it names the group in each node id): the run
-    would still pass, building each shared fixture on every worker, at twice the time."""
+    """Start the soaks the run's soak tests read. Stop if xdist did not group the shared
+    fixtures' modules (it names the group in each node id): the run would still pass, building
+    each shared fixture on every worker, at twice the time."""
+    SOAKS.start(ids)
     if node.config.getoption("dist") != "loadgroup":
         return
     ungrouped = [
         nodeid
         for nodeid in ids
-        if nodeid.split("::")[0].removesuffix(".py").rpartition("/")[2] in SHARED_FIXTURE_MODULES
-        and "@" not in nodeid.rpartition("]")[2]
+        if module_name(nodeid) in SHARED_FIXTURE_MODULES and "@" not in nodeid.rpartition("]")[2]
     ]
     if ungrouped:
         message = f"--dist loadgroup left {ungrouped[0]} ungrouped (pytest-xdist#1386)"

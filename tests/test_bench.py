@@ -16,8 +16,8 @@ import pytest
 import sqlalchemy as sa
 
 from mpesa_service import PROJECT_DIR
-from tests.conftest import mariadb_server_url
 from tests.http_support import serving
+from tests.mariadb_support import mariadb_server_url
 
 sys.path.insert(0, str(PROJECT_DIR / "bench"))
 

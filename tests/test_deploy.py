@@ -28,8 +28,8 @@ from cryptography.hazmat.primitives import serialization
 from mpesa_service.callback_auth import SAFARICOM_CALLBACK_IPS
 from mpesa_service.routes import CALLBACK_PATHS
 from mpesa_service.settings import SETTINGS
-from tests.conftest import fresh_mariadb_database, mariadb_server_url
 from tests.http_support import serving
+from tests.mariadb_support import fresh_mariadb_database, mariadb_server_url
 from tests.service_support import wait_until
 from tests.sim_support import self_signed_certificate
 from tests.test_entrypoint import free_port, run_service, serve_until_healthy, stop_and_read_log
