@@ -42,6 +42,12 @@ def the_event(engine: sa.Engine):
         return conn.execute(sa.select(events)).one_or_none()
 
 
+def the_retry_comes_due(engine: sa.Engine) -> None:
+    """Time passes while the service is down: the next attempt is due when it starts again."""
+    with engine.begin() as conn:
+        conn.execute(sa.update(events).values(next_attempt_at=events.c.created_at))
+
+
 def test_an_event_written_before_a_sigkill_is_delivered_once_after_the_restart(
     database_url, tmp_path
 ):
@@ -68,6 +74,7 @@ def test_an_event_written_before_a_sigkill_is_delivered_once_after_the_restart(
         process.communicate(timeout=10)
     event = the_event(engine)
     assert (event.type, event.state) == ("payout.completed", "pending")
+    the_retry_comes_due(engine)
     assert event.subject == payout.json()["reference_id"]
     made = Receiver()
     with serving_on(made.app, receiver_port):
