@@ -130,7 +130,7 @@ def _waiting_payout(conn: sa.Connection, reference_id: str):
         raise ApiError(
             409,
             f"payout {reference_id} is {payout.status}, not awaiting approval",
-            status=payout.status,
+            current_status=payout.status,
         )
     return payout
 
@@ -151,7 +151,7 @@ def _moved_on(conn: sa.Connection, payout) -> ApiError:
         409,
         f"payout {payout.reference_id} is {now.status}, not awaiting approval "
         "(decided by another at the same moment)",
-        status=now.status,
+        current_status=now.status,
     )
 
 
