@@ -290,3 +290,20 @@ def test_a_console_payout_above_the_threshold_waits_for_another_operator(ops):
     assert f"API key maker created payout {reference}: another operator" in refused.text
     assert detail(ops, reference)["status"] == "awaiting_approval"
     assert sent(ops) == []
+
+
+def test_payouts_that_were_never_sent_are_no_reconciliation_finding(ops, database_url):
+    """Awaiting approval, rejected and expired payouts moved no money: two days on, none is
+    stale, missing or in conflict."""
+    from recon.checks import Options, run_checks
+    from recon.load import load_frames
+
+    waiting(ops)
+    decide(ops, waiting(ops, user="coach-8"), "reject", reason="not due")
+    waiting(ops, user="coach-9")
+    expire_approvals(ops.svc, now=utcnow() + timedelta(hours=25))
+    waiting(ops, user="coach-10")
+    statuses = {p["status"] for p in ops.get("/payouts").json()["payouts"]}
+    assert statuses == {"awaiting_approval", "rejected", "expired"}
+    findings = run_checks(load_frames(database_url), Options(as_of=utcnow() + timedelta(days=2)))
+    assert findings.is_clean, findings.frame[["check", "reason"]].to_string()
