@@ -24,6 +24,9 @@ Routes (JSON; initiation and reads need `Authorization: Bearer <API key>`)
     POST /payouts                         create a B2C payout (header Idempotency-Key required)
     GET  /payouts/<reference_id>          a payout with its attempts and flags
     GET  /payouts?status=&since=          list payouts
+    POST /payouts/<reference_id>/approve  approve a payout awaiting approval (operator, not its
+                                          creator's key): it is sent
+    POST /payouts/<reference_id>/reject   reject it (operator, not its creator's key; a reason)
     GET  /events?since=&type=             outbound events, oldest first, with delivery state
     POST /events/<id>/redeliver           make an event due for delivery now (operator)
     POST /api.php                         old front end: action b2c_payment_initiate
@@ -48,6 +51,8 @@ Jobs (APScheduler 3, started by `python service.py` only; max_instances=1, coale
     stk_sweep        every SWEEP_INTERVAL_SECONDS: STK Query for open collections, with backoff;
                      fail those past STK_EXPIRY_SECONDS
     journal_replay   every 60 s: apply journaled callbacks the database missed
+    approval_expiry  every 60 s: payouts awaiting approval for APPROVAL_EXPIRES_HOURS end
+                     `expired`, never sent
     alerts           every ALERT_INTERVAL_SECONDS: one email to ALERT_EMAIL_TO for new flags;
                      first raises (or closes) events_backlog and journal_space_low
     events           every EVENTS_INTERVAL_SECONDS (when EVENTS_URL is set): POST due events,

@@ -4,8 +4,9 @@ An operator signs in once with an API key that has the `operator` role. The sess
 the server (`console_sessions`), and its cookie carries a random token signed with
 CONSOLE_SECRET (HttpOnly, SameSite=Strict, Secure behind HTTPS): signing out, staying idle for
 CONSOLE_IDLE_SECONDS or 8 hours end it, even for a copied cookie. Every form carries a CSRF
-token derived from the cookie. Resolutions go through `mpesa_service.operator`, the same
-functions as the API and the CLI, so the audit trail names the key that signed in.
+token derived from the cookie. Resolutions go through `mpesa_service.operator`, and approvals
+through `mpesa_service.approval`, the same functions as the API and the CLI, so the audit trail
+names the key that signed in (and the maker's key may not approve its own payout).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import bottle
 import sqlalchemy as sa
 
 from mpesa_service.api_keys import console_secret, key_for
+from mpesa_service.approval import AWAITING, Decision, approve_payout, reject_payout
 from mpesa_service.context import ApiError, Service
 from mpesa_service.events import EventNotFound, redeliver
 from mpesa_service.new_payout import check_draft, form_body, new_form_key, send_draft
@@ -199,6 +201,9 @@ def dashboard(svc: Service) -> dict:
                 conn, payments, payments.c.created_at, week, payments.c.method == "mpesa"
             ),
             "review": review_queue(conn),
+            "awaiting_approval": conn.execute(
+                sa.select(sa.func.count()).where(b2c_payments.c.status == AWAITING)
+            ).scalar(),
             "failures": recent_failures(conn, week),
             "flags": open_flags(conn),
             "balance": latest_balance(conn),
@@ -226,6 +231,38 @@ def review_queue(conn) -> list[dict]:
         }
         for row in rows
     ]
+
+
+def approvals_queue(svc: Service) -> list[dict]:
+    """Payouts awaiting approval, oldest first: who asked, how long ago, when they expire."""
+    with svc.engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(b2c_payments)
+            .where(b2c_payments.c.status == AWAITING)
+            .order_by(b2c_payments.c.initiated_at)
+            .limit(100)
+        ).all()
+    now, hours = utcnow(), svc.settings.integer("APPROVAL_EXPIRES_HOURS")
+    return [
+        {
+            "reference_id": row.reference_id,
+            "amount": row.amount,
+            "phone": mask_phone(row.phone_number),
+            "user_id": row.user_id or "",
+            "created_by": row.created_by or "",
+            "reason": row.reason or "",
+            "age": human_duration(now - (row.initiated_at or now)),
+            "expires": expires_text(row.initiated_at or now, hours, now),
+        }
+        for row in rows
+    ]
+
+
+def expires_text(created: datetime, hours: int, now: datetime) -> str:
+    if not hours:
+        return "never"
+    left = created + timedelta(hours=hours) - now
+    return f"in {human_duration(left)}" if left > timedelta(0) else "now (the job ends it)"
 
 
 def last_status_answer(conn, payout_id: str) -> str:
@@ -617,6 +654,17 @@ def add_page_routes(app: bottle.Bottle, console: Console) -> None:
             "payout", operator=key.name, csrf=console.csrf(cookie), p=page, **messages()
         )
 
+    @app.get("/console/approvals")
+    def approvals_page():
+        key, cookie = console.signed_in()
+        return console.render(
+            "approvals",
+            operator=key.name,
+            csrf=console.csrf(cookie),
+            waiting=approvals_queue(svc),
+            **messages(),
+        )
+
     @app.get("/console/new-payout")
     def new_payout_page():
         key, cookie = console.signed_in()
@@ -667,6 +715,20 @@ def add_action_routes(app: bottle.Bottle, console: Console) -> None:
         console.checked_form(cookie)
         act(reference_id, lambda: requery_payout(svc, reference_id, actor=key.name))
 
+    @app.post("/console/payouts/<reference_id>/approve")
+    def approve(reference_id):
+        key, cookie = console.signed_in()
+        form = console.checked_form(cookie)
+        decision = Decision(reference_id, key.name, (form.getunicode("reason") or "").strip())
+        decide_and_return(lambda: approve_payout(svc, decision), "approved")
+
+    @app.post("/console/payouts/<reference_id>/reject")
+    def reject(reference_id):
+        key, cookie = console.signed_in()
+        form = console.checked_form(cookie)
+        decision = Decision(reference_id, key.name, (form.getunicode("reason") or "").strip())
+        decide_and_return(lambda: reject_payout(svc, decision), "rejected")
+
     @app.post("/console/new-payout/check")
     def check_new_payout():
         key, cookie = console.signed_in()
@@ -691,6 +753,8 @@ def add_action_routes(app: bottle.Bottle, console: Console) -> None:
             return console.render_payout_form(key, cookie, body, form_key, error.message)
         said = "payout sent, now" if status == 201 else "this form was sent before: its payout is"
         said = f"{said} {payout['status']}"
+        if payout["status"] == AWAITING:
+            said += ": nothing is sent until another operator approves it"
         target = f"/console/payouts/{url_segment(payout['reference_id'])}"
         bottle.redirect(f"{target}?message={quote(said)}", 303)
 
@@ -729,6 +793,17 @@ def act(reference_id: str, action) -> None:
     except ApiError as error:
         bottle.redirect(f"{target}?error={quote(error.message)}", 303)
     bottle.redirect(f"{target}?message={quote(describe(result))}", 303)
+
+
+def decide_and_return(action, done: str) -> None:
+    """Apply an approval or a rejection and go back to the approvals queue saying how it went
+    (a refusal, such as approving one's own payout, says why)."""
+    try:
+        payout = action()
+    except ApiError as error:
+        bottle.redirect(f"/console/approvals?error={quote(error.message)}", 303)
+    said = f"payout {payout['reference_id']} {done}: now {payout['status']}"
+    bottle.redirect(f"/console/approvals?message={quote(said)}", 303)
 
 
 def redeliver_and_return(svc: Service, event_id: str) -> None:

@@ -19,6 +19,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 
 from mpesa_service import log
+from mpesa_service.approval import expire_approvals
 from mpesa_service.callbacks import replay_journal
 from mpesa_service.context import Service
 from mpesa_service.events import backlog, deliver_events, emit, writes_events
@@ -46,6 +47,7 @@ def make_scheduler(svc: Service):
     add(RETRY, "interval", seconds=settings.integer("RETRY_INTERVAL_SECONDS"))
     add(STK_SWEEP, "interval", seconds=settings.integer("SWEEP_INTERVAL_SECONDS"))
     add(JOURNAL_REPLAY, "interval", seconds=60)
+    add(APPROVAL_EXPIRY, "interval", seconds=60)
     if settings["EVENTS_URL"]:
         add(EVENTS, "interval", seconds=settings.integer("EVENTS_INTERVAL_SECONDS"))
     add(alerts_job(settings), "interval", seconds=settings.integer("ALERT_INTERVAL_SECONDS"))
@@ -268,6 +270,9 @@ RESOLVE = Job(
 RETRY = Job("retry", retry_failed_payouts, "failed payout", "sent again as a new attempt")
 STK_SWEEP = Job("stk_sweep", sweep_stk, "open collection", "queried by STK Query or expired")
 JOURNAL_REPLAY = Job("journal_replay", replay_journal, "journaled callback", "applied")
+APPROVAL_EXPIRY = Job(
+    "approval_expiry", expire_approvals, "payout", "expired unapproved (never sent)"
+)
 BALANCE = Job("balance", check_balance, "Account Balance query", "sent")
 EVENTS = Job("events", deliver_events, "event", "delivered to EVENTS_URL")
 RECONCILIATION = Job(
@@ -285,6 +290,10 @@ def alerts_job(settings: Settings) -> Job:
 # --- /metrics -----------------------------------------------------------------------------------
 
 
+# The statuses whose oldest payout /metrics shows the age of: those waiting for something.
+OLDEST_SHOWN = ("awaiting_approval", "submitting", "pending", "unknown", "review")
+
+
 def prometheus_text(svc: Service) -> str:
     """Counts by status, the age of the oldest open payouts, and each job's last run."""
     now = utcnow()
@@ -294,7 +303,7 @@ def prometheus_text(svc: Service) -> str:
         ).all()
         oldest = conn.execute(
             sa.select(b2c_payments.c.status, sa.func.min(b2c_payments.c.updated_at))
-            .where(b2c_payments.c.status.in_(["submitting", "pending", "unknown", "review"]))
+            .where(b2c_payments.c.status.in_(OLDEST_SHOWN))
             .group_by(b2c_payments.c.status)
         ).all()
     lines = ["# TYPE mpesa_payouts gauge"]

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from mpesa_service.context import Service
-from mpesa_service.payouts import PayoutRequest, initiate_payout, payout_phone
+from mpesa_service.payouts import Maker, PayoutRequest, initiate_payout, payout_phone
 from mpesa_service.storage import b2c_payments
 
 FIELDS = ("user_id", "phone", "amount", "reason", "description")
@@ -51,8 +51,9 @@ def check_draft(svc: Service, body: dict, key: str) -> Draft:
 
 def send_draft(svc: Service, body: dict, key: str, operator: str) -> tuple[int, dict]:
     """Send the confirmed payout once per form key: (201, payout) the first time, (200, the
-    same payout) for any repeat. The audit trail names the operator."""
-    return initiate_payout(svc, body, key, created_by=f"{operator} (console)")
+    same payout) for any repeat; above APPROVAL_ABOVE it waits for another operator's
+    approval. The audit trail names the operator, and the payout the operator's key."""
+    return initiate_payout(svc, body, key, Maker(operator, "console"))
 
 
 def last_recipient_name(svc: Service, phone: str) -> str | None:

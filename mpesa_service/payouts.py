@@ -65,9 +65,19 @@ from recon.rules import (
 # (`failed`, or an operator's receipt); when two attempts carry evidence it goes to `review`,
 # flagged `possible_double_payout`. `completed` is never unpaid again: its only move is to
 # `review` on a second attempt's evidence.
+#
+# Maker-checker. A payout above APPROVAL_ABOVE is written ahead `awaiting_approval`, with no
+# attempt: nothing can be sent for it, so no result can move it, until an operator key other
+# than the one that created it approves it (then it is `submitting` with its first attempt, and
+# goes on like any payout). `rejected` and `expired` end it unsent; they have no moves.
 
 PAYOUT_STATES = {
     # status: (meaning, statuses it may move to)
+    "awaiting_approval": (
+        "above APPROVAL_ABOVE: written ahead with no attempt, nothing sent; waits for an "
+        "operator key other than its creator's to approve (or reject) it",
+        ("submitting", "rejected", "expired"),
+    ),
     "submitting": (
         "written ahead (payout and attempt committed); the B2C request is being sent",
         ("pending", "unknown", "failed", "completed", "review"),
@@ -95,7 +105,11 @@ PAYOUT_STATES = {
         "paid; never unpaid again (a second attempt's evidence sends it to review)",
         ("review",),
     ),
+    "rejected": ("refused by an operator while awaiting approval; never sent", ()),
+    "expired": ("not approved within APPROVAL_EXPIRES_HOURS; never sent", ()),
 }
+# Statuses that moved no money and never will: they do not count against the daily limits.
+NEVER_SENT = ("rejected", "expired")
 B2C_COMMANDS = ("BusinessPayment", "SalaryPayment", "PromotionPayment")
 # Attempts whose outcome no answer has settled yet.
 OPEN_ATTEMPT_STATES = ("sending", "accepted", "unknown")
@@ -133,7 +147,7 @@ def transition(
 
 
 # The statuses whose reaching is told as an event (payout.<status>), in the same transaction.
-EVENT_STATES = ("completed", "failed", "review")
+EVENT_STATES = ("completed", "failed", "review", "awaiting_approval", "rejected", "expired")
 
 
 def emit_payout_event(conn: sa.Connection, payout_id: str, status: str) -> None:
@@ -254,10 +268,13 @@ def payout_phone(svc: Service, body: dict) -> str:
         raise ApiError(400, str(error), field=error.field) from None
 
 
-def check_payout_limits(conn: sa.Connection, settings: Settings, request: PayoutRequest) -> None:
+def check_payout_limits(
+    conn: sa.Connection, settings: Settings, request: PayoutRequest, excluding: str | None = None
+) -> None:
     """The configured limits (0 means none); 422 naming the one exceeded. The daily totals are
     read under a lock per user (and one for all payouts), held until the payout written in the
-    same transaction commits, so concurrent payouts cannot pass a limit together."""
+    same transaction commits, so concurrent payouts cannot pass a limit together. `excluding`
+    names a payout already counted that is the one being checked (an approval)."""
     maximum = settings.integer("PAYOUT_MAX_AMOUNT")
     if maximum and request.amount > maximum:
         raise ApiError(
@@ -266,7 +283,9 @@ def check_payout_limits(conn: sa.Connection, settings: Settings, request: Payout
             limit="PAYOUT_MAX_AMOUNT",
         )
     day_start = nairobi_day_start_utc()
-    counted = b2c_payments.c.status.notin_(["failed"])
+    counted = b2c_payments.c.status.notin_(["failed", *NEVER_SENT])
+    if excluding is not None:
+        counted = sa.and_(counted, b2c_payments.c.id != excluding)
     today = sa.and_(b2c_payments.c.initiated_at >= day_start, counted)
     user_limit = settings.integer("PAYOUT_USER_DAILY_LIMIT")
     if user_limit and request.user_id:
@@ -299,17 +318,41 @@ def _sum_amount(conn: sa.Connection, condition) -> int:
     return int(Decimal(total))
 
 
+@dataclass(frozen=True)
+class Maker:
+    """Who asks for a payout: the API key's name (kept on the payout: that key may not approve
+    it), and, for a person's form, what they used (the audit trail says "ops (console)")."""
+
+    key_name: str | None = None
+    via: str | None = None
+
+    @property
+    def actor(self) -> str | None:
+        if self.key_name and self.via:
+            return f"{self.key_name} ({self.via})"
+        return self.key_name
+
+
+NO_MAKER = Maker()
+
+
+def needs_approval(settings: Settings, amount: int) -> bool:
+    above = settings.integer("APPROVAL_ABOVE")
+    return bool(above) and amount > above
+
+
 def initiate_payout(
-    svc: Service, body: dict, idempotency_key: str, created_by: str | None = None
+    svc: Service, body: dict, idempotency_key: str, maker: Maker = NO_MAKER
 ) -> tuple[int, dict]:
-    """Create one payout for one idempotency key and send its first attempt.
+    """Create one payout for one idempotency key and send its first attempt, or, above
+    APPROVAL_ABOVE, keep it `awaiting_approval` with nothing sent.
 
     The key, the payout and the attempt (with a fresh OriginatorConversationID) are committed
     together before Daraja is called; the key's primary key makes concurrent requests with one
     key create one payout, and the unique reference_id one payout per reference. Returns (201,
     answer) for a new payout, (200, first answer) for a replay; 409 when the key was used with
-    another body, or the reference by another payout. `created_by`, when given, is written in
-    the audit trail with the payout."""
+    another body, or the reference by another payout. The maker's key name is kept on the
+    payout; a form's payouts and those awaiting approval start their audit trail with it."""
     key = idempotency.require_key(idempotency_key)
     request_hash = idempotency.fingerprint(body)
     replay = replay_payout(svc, key, request_hash)
@@ -318,14 +361,15 @@ def initiate_payout(
     request = PayoutRequest.from_body(body, payout_phone(svc, body))
     try:
         payout_id, attempt = retry_deadlocked(
-            lambda: write_ahead(svc, request, key, request_hash, created_by)
+            lambda: write_ahead(svc, request, key, request_hash, maker)
         )
     except sa.exc.IntegrityError:
         replay = replay_payout(svc, key, request_hash, wait=True)
         if replay is None:  # the key is free: the reference was taken meanwhile
             raise reference_taken(svc, request.reference_id) from None
         return replay
-    send_attempt(svc, payout_id, attempt)
+    if attempt is not None:
+        send_attempt(svc, payout_id, attempt)
     answer = payout_summary(svc, payout_id)
     idempotency.remember(svc, key, 201, answer)
     return 201, answer
@@ -362,10 +406,14 @@ def reference_taken(svc: Service, reference_id: str | None) -> ApiError:
 
 
 def write_ahead(
-    svc, request: PayoutRequest, key: str, request_hash: str, created_by: str | None = None
-) -> tuple[str, dict]:
+    svc, request: PayoutRequest, key: str, request_hash: str, maker: Maker = NO_MAKER
+) -> tuple[str, dict | None]:
+    """Commit the key, the payout and its first attempt (None, and nothing to send, for a
+    payout awaiting approval). Returns (payout id, attempt)."""
     payout_id, now = new_id(), utcnow()
-    attempt = {"id": new_id(), "originator_conversation_id": f"b2c-{uuid.uuid4()}"}
+    waits = needs_approval(svc.settings, request.amount)
+    attempt = None if waits else new_attempt()
+    status = "awaiting_approval" if waits else "submitting"
     with svc.engine.begin() as conn:
         idempotency.claim(conn, key, "payout", request_hash, payout_id)
         if request.reference_id and payout_by(
@@ -381,26 +429,32 @@ def write_ahead(
                 phone_number=request.phone,
                 amount=request.amount,
                 reference_id=request.reference_id or f"payout_ref_{uuid.uuid4().hex}",
-                status="submitting",
+                status=status,
                 reason=request.reason,
                 description=request.description,
                 command_id=request.command_id,
-                originator_conversation_id=attempt["originator_conversation_id"],
-                attempt_count=1,
+                originator_conversation_id=attempt and attempt["originator_conversation_id"],
+                attempt_count=0 if attempt is None else 1,
                 initiated_at=now,
                 updated_at=now,
+                created_by=maker.key_name,
             )
         )
-        _insert_attempt(conn, payout_id, 1, attempt)
-        if created_by:  # from no status, as the payout did not exist before
-            audit(
-                conn,
-                SimpleNamespace(id=payout_id, status=None),
-                created_by,
-                "created",
-                "submitting",
-            )
+        if attempt is not None:
+            insert_attempt(conn, payout_id, 1, attempt)
+        if maker.actor and (maker.via or waits):  # from no status: the payout did not exist
+            above = svc.settings.integer("APPROVAL_ABOVE")
+            note = f"above APPROVAL_ABOVE {above:,}: awaits approval" if waits else ""
+            born = SimpleNamespace(id=payout_id, status=None)
+            audit(conn, born, maker.actor, "created", status, note=note)
+        if waits:
+            emit_payout_event(conn, payout_id, status)
     return payout_id, attempt
+
+
+def new_attempt() -> dict:
+    """A new attempt's ids: the row's and a fresh OriginatorConversationID."""
+    return {"id": new_id(), "originator_conversation_id": f"b2c-{uuid.uuid4()}"}
 
 
 PayoutAttempt = sa.Row  # a b2c_payout_attempts row
@@ -422,7 +476,7 @@ def start_new_attempt(svc: Service, payout) -> dict | None:
     OriginatorConversationID. None when the payout is no longer `failed` (another process, or
     another run, got there first) or when any attempt of it carries evidence that it was paid."""
     number = payout.attempt_count + 1
-    attempt = {"id": new_id(), "originator_conversation_id": f"b2c-{uuid.uuid4()}"}
+    attempt = new_attempt()
     with svc.engine.begin() as conn:
         if not _within_limits_again(conn, svc.settings, payout):
             return None
@@ -432,6 +486,7 @@ def start_new_attempt(svc: Service, payout) -> dict | None:
             "submitting",
             b2c_payments.c.attempt_count == payout.attempt_count,
             NO_EVIDENCE,
+            only_from=("failed",),
             attempt_count=number,
             originator_conversation_id=attempt["originator_conversation_id"],
             conversation_id=None,
@@ -440,15 +495,14 @@ def start_new_attempt(svc: Service, payout) -> dict | None:
         )
         if not moved:
             return None
-        _insert_attempt(conn, payout.id, number, attempt)
+        insert_attempt(conn, payout.id, number, attempt)
     log.info("payout %s: attempt %d after %s", payout.reference_id, number, payout.reason_code)
     return attempt
 
 
-def _within_limits_again(conn: sa.Connection, settings: Settings, payout) -> bool:
-    """A failed payout stopped counting against the daily limits; sending it again must fit
-    them once more (other payouts may have taken the room meanwhile)."""
-    again = PayoutRequest(
+def request_of(payout) -> PayoutRequest:
+    """The request a stored payout stands for, to check the limits against again."""
+    return PayoutRequest(
         user_id=payout.user_id,
         user_type=payout.user_type,
         phone=payout.phone_number,
@@ -457,15 +511,20 @@ def _within_limits_again(conn: sa.Connection, settings: Settings, payout) -> boo
         description=payout.description or "",
         command_id=payout.command_id or "BusinessPayment",
     )
+
+
+def _within_limits_again(conn: sa.Connection, settings: Settings, payout) -> bool:
+    """A failed payout stopped counting against the daily limits; sending it again must fit
+    them once more (other payouts may have taken the room meanwhile)."""
     try:
-        check_payout_limits(conn, settings, again)
+        check_payout_limits(conn, settings, request_of(payout))
     except ApiError as error:
         log.warning("payout %s not retried now: %s", payout.reference_id, error.message)
         return False
     return True
 
 
-def _insert_attempt(conn: sa.Connection, payout_id: str, number: int, attempt: dict) -> None:
+def insert_attempt(conn: sa.Connection, payout_id: str, number: int, attempt: dict) -> None:
     conn.execute(
         b2c_payout_attempts.insert().values(
             id=attempt["id"],
@@ -1189,6 +1248,7 @@ def payout_row_view(payout) -> dict:
         "paid_amount": json_amount(payout.paid_amount),
         "phone_number": payout.phone_number,
         "user_id": payout.user_id,
+        "created_by": payout.created_by,
         "transaction_id": payout.transaction_id,
         "result_code": code,
         "result_desc": payout.result_desc or payout.error_description,

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 
 from mpesa_service import PROJECT_DIR, __version__, log
 from mpesa_service.api_keys import bearer_key
+from mpesa_service.approval import Decision, approve_payout, reject_payout
 from mpesa_service.callback_auth import client_address
 from mpesa_service.callbacks import json_or_problem, receive_callback, refuse_delivery
 from mpesa_service.console import add_console
@@ -21,7 +22,7 @@ from mpesa_service.journal import REFUSED_HEAD_BYTES
 from mpesa_service.operator import requery_payout, resolve_payout
 from mpesa_service.parsing import parse_result_callback, read_json
 from mpesa_service.payment_claims import confirm_payment_claim
-from mpesa_service.payouts import initiate_payout, list_payouts, payout_detail
+from mpesa_service.payouts import Maker, initiate_payout, list_payouts, payout_detail
 from mpesa_service.settings import ApiKey
 from mpesa_service.stk import initiate_stk, query_stk
 from mpesa_service.storage import database_is_reachable, is_database_unavailable
@@ -167,9 +168,9 @@ def add_payout_routes(app: bottle.Bottle, svc: Service, require, limit: int) -> 
     @app.post("/payouts")
     @api
     def create_payout():
-        require("initiate")
+        api_key = require("initiate")
         key = bottle.request.get_header("Idempotency-Key", "")
-        status, answer = initiate_payout(svc, json_object(limit), key)
+        status, answer = initiate_payout(svc, json_object(limit), key, Maker(api_key.name))
         return json_response(status, answer)
 
     @app.get("/payouts/<reference_id>")
@@ -199,11 +200,31 @@ def add_payout_routes(app: bottle.Bottle, svc: Service, require, limit: int) -> 
             note=str(body.get("note") or ""),
         )
 
+    @app.post("/payouts/<reference_id>/approve")
+    @api
+    def approve(reference_id):
+        key = require("operator")
+        return approve_payout(svc, decision(reference_id, key, json_object(limit)))
+
+    @app.post("/payouts/<reference_id>/reject")
+    @api
+    def reject(reference_id):
+        key = require("operator")
+        return reject_payout(svc, decision(reference_id, key, json_object(limit)))
+
     @app.post("/payouts/<reference_id>/requery")
     @api
     def requery(reference_id):
         key = require("operator")
         return requery_payout(svc, reference_id, actor=key.name)
+
+
+def decision(reference_id: str, key: ApiKey, body: dict) -> Decision:
+    """An approval or rejection by `key`, its `reason` from the body (text, or left out)."""
+    reason = body.get("reason")
+    if reason is not None and not isinstance(reason, str):
+        raise ApiError(400, f"reason: text, not {reason!r}", field="reason")
+    return Decision(reference_id, key.name, (reason or "").strip())
 
 
 def add_event_routes(app: bottle.Bottle, svc: Service, require) -> None:
@@ -363,7 +384,7 @@ def legacy_api_call(svc: Service, authorize, limit: int):
     """The old api.php, answered in the old shape: b2c_payment_initiate starts a payout;
     payment_insert confirms a collection the service holds (see payment_claims)."""
     try:
-        authorize()
+        api_key = authorize()
         body = json_object(limit)
         action = body.get("action")
         if action == "payment_insert":
@@ -375,19 +396,19 @@ def legacy_api_call(svc: Service, authorize, limit: int):
                 f"action: must be b2c_payment_initiate or payment_insert, not {action!r}",
                 field="action",
             )
-        status, data = _legacy_payout(svc, body)
+        status, data = _legacy_payout(svc, body, api_key.name)
     except ApiError as error:
         return json_response(error.status, {"status": "error", "message": error.message})
     return json_response(status, {"status": "success", "message": "Payout initiated", "data": data})
 
 
-def _legacy_payout(svc: Service, body: dict) -> tuple[int, dict]:
+def _legacy_payout(svc: Service, body: dict, key_name: str) -> tuple[int, dict]:
     key = bottle.request.get_header("Idempotency-Key", "") or str(body.get("reference_id") or "")
     if not key:
         raise ApiError(
             400, "an Idempotency-Key header or a reference_id is required", field="reference_id"
         )
-    status, answer = initiate_payout(svc, body, key)
+    status, answer = initiate_payout(svc, body, key, Maker(key_name))
     return status, {
         "reference_id": answer["reference_id"],
         "status": answer["status"],

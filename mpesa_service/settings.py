@@ -114,6 +114,11 @@ SETTINGS = (
             "0 means no limit."),
     Setting("PAYOUT_DAILY_LIMIT", "0", "Most all payouts together may total per Nairobi day; "
             "0 means no limit."),
+    Setting("APPROVAL_ABOVE", "0", "A payout of more than this many shillings waits as "
+            "`awaiting_approval`, sent only once an operator key other than the one that "
+            "created it approves it; 0 means no payout needs approval."),
+    Setting("APPROVAL_EXPIRES_HOURS", "24", "A payout still awaiting approval this many hours "
+            "after it was created ends `expired`, never sent; 0 means it never expires."),
     Setting("RESOLVE_PENDING_AFTER_SECONDS", "120", "Age after which an accepted payout with "
             "no result is checked by a status query."),
     Setting("RESOLVE_UNKNOWN_AFTER_SECONDS", "60", "Delay before the first status query of a "
@@ -186,6 +191,8 @@ NUMERIC_SETTINGS = (
     "PAYOUT_MAX_AMOUNT",
     "PAYOUT_USER_DAILY_LIMIT",
     "PAYOUT_DAILY_LIMIT",
+    "APPROVAL_ABOVE",
+    "APPROVAL_EXPIRES_HOURS",
     "RESOLVE_PENDING_AFTER_SECONDS",
     "RESOLVE_UNKNOWN_AFTER_SECONDS",
     "RESOLVE_INTERVAL_SECONDS",

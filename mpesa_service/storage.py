@@ -94,6 +94,8 @@ b2c_payments = sa.Table(
     sa.Column("next_check_at", sa.DateTime),
     sa.Column("claim_owner", sa.String(64)),
     sa.Column("claim_expires_at", sa.DateTime),
+    # The name of the API key that created the payout (an approval by it is refused).
+    sa.Column("created_by", sa.String(100)),
     sa.Index("ix_b2c_payments_user_id", "user_id"),
     sa.Index("uq_b2c_payments_reference_id", "reference_id", unique=True),
     sa.Index("ix_b2c_payments_transaction_id", "transaction_id"),

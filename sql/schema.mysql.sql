@@ -383,3 +383,9 @@ CREATE INDEX ix_event_deliveries_event_id ON event_deliveries (event_id);
 
 UPDATE alembic_version SET version_num='0009' WHERE alembic_version.version_num = '0008';
 
+-- Running upgrade 0009 -> 0010
+
+ALTER TABLE b2c_payments ADD COLUMN created_by VARCHAR(100);
+
+UPDATE alembic_version SET version_num='0010' WHERE alembic_version.version_num = '0009';
+

@@ -8,8 +8,10 @@ id, a queue timeout); the simulator holding every callback (results, queue timeo
 answers, STK callbacks) until a rule delivers one, again, late or out of order, and Daraja
 contradicting itself; status answers of every kind (completed, declined, not found, about the
 query itself, with no details, never); operators resolving paid, not paid or acknowledging;
-every job (resolve, retry, sweep, replay); a crash between any two steps, while a payout is
-being sent, or after a callback was journaled and before it was applied.
+every job (resolve, retry, sweep, replay, approval expiry); a crash between any two steps, while
+a payout is being sent, or after a callback was journaled and before it was applied; payouts
+above APPROVAL_ABOVE asked for, then approved (by another operator's key, or refused to the
+key that asked), rejected or left to expire.
 
 The real service runs over real HTTP against the simulator, on SQLite and MariaDB. Beside it
 a simple model keeps what is true and what the service was told, and after every step:
@@ -23,7 +25,10 @@ a simple model keeps what is true and what the service was told, and after every
   6. the API's status agrees with the evidence: one paid attempt is `completed` with its
      receipt, two are `review` flagged `possible_double_payout`; no evidence and no
      operator's "paid" is never `completed`; a collection whose success was delivered is paid
-     with that receipt.
+     with that receipt;
+  7. a payout not approved is never sent (no attempt, nothing in Daraja's ledger), so a
+     rejected or expired one is never paid; an approval is applied at most once per payout
+     and sends one request.
 
 CI runs a small budget on each database; `make verify` runs MONEY_MODEL_EXAMPLES (2,000) per
 database and prints the figures. docs/evidence.md says what it found."""
@@ -37,6 +42,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -55,6 +61,7 @@ from hypothesis.stateful import (
 import service
 import simulator
 from mpesa_service import idempotency
+from mpesa_service.approval import expire_approvals
 from mpesa_service.callbacks import replay_journal
 from mpesa_service.payouts import (
     PayoutRequest,
@@ -81,8 +88,14 @@ TIMEOUT = 0.2  # DARAJA_TIMEOUT_SECONDS
 STUCK = 0.25  # SUBMITTING_STUCK_AFTER_SECONDS
 SHARED_REFERENCE = "INV-SHARED"
 LIMIT, BURST_AMOUNT, BURST_USER = 1000, 400, "trainer-burst"  # PAYOUT_USER_DAILY_LIMIT
+# Payouts above APPROVAL_ABOVE wait for approval: none of the other rules' amounts is.
+APPROVAL_ABOVE, APPROVAL_AMOUNT = 500, 600
+MAKER = "maker-secret-1"  # a key that may both ask for payouts and approve them
+MAKERS = ("test-key", MAKER)
+APPROVAL_USERS = ("trainer-approval", BURST_USER)
 SETTINGS = {
-    "API_KEYS": KEYS,
+    "API_KEYS": f"{KEYS},maker:initiate+operator+read:{MAKER}",
+    "APPROVAL_ABOVE": str(APPROVAL_ABOVE),
     "CALLBACK_TOKEN": TOKEN,
     "DARAJA_TIMEOUT_SECONDS": str(TIMEOUT),
     "SUBMITTING_STUCK_AFTER_SECONDS": str(STUCK),
@@ -154,6 +167,8 @@ class Truth:
     references: list = field(default_factory=list)  # the payouts made, oldest first
     payout_keys: dict = field(default_factory=dict)  # key -> (variant, first answer)
     stk_keys: dict = field(default_factory=dict)  # key -> (variant, first status, answer)
+    asked_by: dict = field(default_factory=dict)  # reference awaiting approval -> maker's secret
+    approvals: Counter = field(default_factory=Counter)  # reference -> approvals answered 200
 
 
 class World:
@@ -344,6 +359,79 @@ class MoneyModel(RuleBasedStateMachine):
         since = self._submitting_since()
         if since is not None:
             time.sleep(max(0.0, STUCK - (utcnow() - since).total_seconds()))
+
+    # --- maker-checker ------------------------------------------------------------------------
+
+    @rule(maker=st.sampled_from(MAKERS), user=st.sampled_from(APPROVAL_USERS), twice=st.booleans())
+    def ask_for_a_payout_needing_approval(self, maker, user, twice):
+        """Above APPROVAL_ABOVE: it waits, nothing is sent; the same key again answers it."""
+        before, key = len(self.world.sim.requests(B2C_PATH)), f"appr-{uuid.uuid4().hex[:8]}"
+        body = {"user_id": user, "phone": "0712345678", "amount": APPROVAL_AMOUNT}
+        room = LIMIT - self._counted_today(user)
+        first = self.world.post("/payouts", body, key, secret=maker)
+        assert first.status_code == (201 if room >= APPROVAL_AMOUNT else 422), first.text
+        assert len(self.world.sim.requests(B2C_PATH)) == before, "sent before approval"
+        self.world.figures[f"approval asked, answered {first.status_code}"] += 1
+        if first.status_code != 201:
+            return
+        reference = first.json()["reference_id"]
+        assert first.json()["status"] == "awaiting_approval"
+        self.truth.asked_by[reference] = maker
+        self.truth.references.append(reference)
+        if twice:
+            again = self.world.post("/payouts", body, key, secret=maker)
+            assert (again.status_code, again.json()) == (200, first.json())
+
+    @rule(pick=PICK, by_maker=st.booleans(), answer=st.sampled_from(sorted(B2C_ANSWERS)))
+    def operator_approves(self, pick, by_maker, answer):
+        """By another operator's key it is sent once, however Daraja answers; by the key
+        that asked for it (or once decided, expired) it is refused and nothing is sent."""
+        reference = self._asked(pick)
+        if reference is None:
+            return
+        secret = self.truth.asked_by[reference] if by_maker else OPERATOR
+        was = self._status_of(reference)
+        before = len(self.world.sim.requests(B2C_PATH))
+        self.world.arm(*self._b2c_scenario(answer))
+        decided = self._decide(reference, "approve", secret)
+        self.world.sim.clear_scenarios()
+        sent = len(self.world.sim.requests(B2C_PATH)) - before
+        self.world.figures[f"approval by {'maker' if by_maker else 'checker'}: {decided}"] += 1
+        if secret == "test-key":  # a bare key has no operator role
+            assert decided == 403
+        elif was != "awaiting_approval":
+            assert decided == 409
+        elif by_maker:
+            assert decided == 403
+        else:
+            assert decided in (200, 422)
+        assert sent == (1 if decided == 200 else 0), f"approval answered {decided}, sent {sent}"
+        if decided == 200:
+            self.truth.approvals[reference] += 1
+
+    @rule(pick=PICK, by_maker=st.booleans())
+    def operator_rejects(self, pick, by_maker):
+        reference = self._asked(pick)
+        if reference is None:
+            return
+        secret = self.truth.asked_by[reference] if by_maker else OPERATOR
+        was = self._status_of(reference)
+        decided = self._decide(reference, "reject", secret)
+        if secret == "test-key":  # a bare key has no operator role
+            assert decided == 403
+        elif was != "awaiting_approval":
+            assert decided == 409
+        else:
+            assert decided == (403 if by_maker else 200)
+        self.world.figures[f"rejection by {'maker' if by_maker else 'checker'}: {decided}"] += 1
+
+    @rule()
+    def approvals_expire(self):
+        """APPROVAL_EXPIRES_HOURS pass: the expiry job ends every payout still waiting."""
+        waiting = self._awaiting_approval()
+        ended = expire_approvals(self.svc, now=utcnow() + timedelta(hours=25))
+        assert ended == len(waiting)
+        self.world.figures["expired unapproved"] += ended
 
     # --- collections --------------------------------------------------------------------------
 
@@ -555,6 +643,26 @@ class MoneyModel(RuleBasedStateMachine):
             elif payout.id not in self.truth.operator_paid:
                 assert shown["status"] != "completed", shown
 
+    @invariant()
+    def a_payout_not_approved_is_never_sent(self):
+        payouts = service.b2c_payments
+        unsent = ("awaiting_approval", "rejected", "expired")
+        ledger = self.world.sim.ledger()
+        paid = {e["originator_conversation_id"] for e in ledger if e["kind"] == "b2c"}
+        for payout in self.world.rows(payouts, payouts.c.status.in_(unsent)):
+            attempts = self._attempts(payout.id)
+            assert attempts == [] and payout.attempt_count == 0, f"{payout.status} was sent"
+            assert payout.originator_conversation_id is None
+            assert not any(self._payout_of_ocid(ocid) == payout.id for ocid in paid)
+        for reference, approvals in self.truth.approvals.items():
+            assert approvals <= 1, f"payout {reference} approved {approvals} times"
+        approved = Counter(
+            row.payout_id
+            for row in self.world.rows(service.payout_audit)
+            if row.action == "approved"
+        )
+        assert all(times == 1 for times in approved.values()), approved
+
     # --- helpers ---------------------------------------------------------------------------------
 
     def teardown(self):
@@ -596,13 +704,37 @@ class MoneyModel(RuleBasedStateMachine):
         else:
             assert (code, response.json()) == first[1:], response.text
 
+    def _asked(self, pick: int) -> str | None:
+        """One of the payouts asked for above APPROVAL_ABOVE, whatever it is now."""
+        asked = list(self.truth.asked_by)
+        return asked[pick % len(asked)] if asked else None
+
+    def _status_of(self, reference: str) -> str:
+        payouts = service.b2c_payments
+        (payout,) = self.world.rows(payouts, payouts.c.reference_id == reference)
+        return payout.status
+
+    def _awaiting_approval(self) -> list:
+        payouts = service.b2c_payments
+        return self.world.rows(payouts, payouts.c.status == "awaiting_approval")
+
+    def _decide(self, reference: str, verb: str, secret: str) -> int:
+        answer = requests.post(
+            f"{self.world.base_url}/payouts/{reference}/{verb}",
+            json={"reason": "model"},
+            headers=as_key(secret),
+            timeout=30,
+        )
+        return answer.status_code
+
     def _counted_today(self, user: str) -> int:
-        """What counts against the user's daily limit now: today's payouts not failed."""
+        """What counts against the user's daily limit now: today's payouts not failed, not
+        rejected, not expired (awaiting approval counts: it may yet be sent)."""
         payouts = service.b2c_payments
         rows = self.world.rows(
             payouts,
             payouts.c.user_id == user,
-            payouts.c.status != "failed",
+            payouts.c.status.notin_(["failed", "rejected", "expired"]),
             payouts.c.initiated_at >= nairobi_day_start_utc(),
         )
         return sum(int(row.amount) for row in rows)

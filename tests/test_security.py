@@ -373,6 +373,8 @@ ROUTE_ROLES = {
     ("GET", "/payouts"): {READ, OPERATE},
     ("POST", "/payouts/<reference_id>/resolve"): {OPERATE},
     ("POST", "/payouts/<reference_id>/requery"): {OPERATE},
+    ("POST", "/payouts/<reference_id>/approve"): {OPERATE},
+    ("POST", "/payouts/<reference_id>/reject"): {OPERATE},
     ("GET", "/events"): {READ, OPERATE},
     ("POST", "/events/<event_id>/redeliver"): {OPERATE},
     ("POST", "/api.php"): {INITIATE},

@@ -11,12 +11,15 @@ STATES = list(PAYOUT_STATES)
 # Evidence of payment completes a payout from any state, or sends it to review when a second
 # attempt was paid too; `completed` is never unpaid again.
 EXPECTED = {
+    "awaiting_approval": {"submitting", "rejected", "expired"},
     "submitting": {"pending", "unknown", "failed", "completed", "review"},
     "pending": {"completed", "failed", "unknown", "review"},
     "unknown": {"completed", "failed", "review"},
     "failed": {"submitting", "completed", "review"},
     "review": {"completed", "failed"},
     "completed": {"review"},
+    "rejected": set(),
+    "expired": set(),
 }
 
 

@@ -36,6 +36,9 @@
 % end
 </div>
 
+<h2 id="awaiting-approval"><a href="/console/approvals">Approvals queue</a> ({{awaiting_approval}})</h2>
+<p>{{awaiting_approval}} payout(s) above APPROVAL_ABOVE wait for an operator other than the one who asked for them.</p>
+
 <h2 id="review">Review queue ({{len(review)}})</h2>
 <table><tr><th>reference</th><th>status</th><th>age</th><th>amount</th><th>phone</th><th>last status answer</th><th>resolve</th></tr>
 % for item in review:

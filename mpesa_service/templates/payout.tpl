@@ -8,6 +8,10 @@
 <tr><th>flags</th><td colspan="3">{{', '.join(p['flags']) or 'none'}}</td></tr>
 </table>
 
+% if p['status'] == 'awaiting_approval':
+<h2>Awaiting approval</h2>
+<p>Asked for by {{p['created_by'] or 'an unrecorded key'}}; nothing is sent until an operator with another key approves it (<a href="/console/approvals">Approvals</a>).</p>
+% end
 % if p['status'] in ('review', 'unknown'):
 <h2>Resolve</h2>
 <form method="post" action="/console/payouts/{{url(p['reference_id'])}}/resolve" id="resolve">
