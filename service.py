@@ -24,6 +24,8 @@ Routes (JSON; initiation and reads need `Authorization: Bearer <API key>`)
     POST /payouts                         create a B2C payout (header Idempotency-Key required)
     GET  /payouts/<reference_id>          a payout with its attempts and flags
     GET  /payouts?status=&since=          list payouts
+    POST /payments/<payment_id>/reverse   reverse (refund) a paid collection once (operator;
+                                          a reason; "retry": true after a failed one)
     POST /payouts/<reference_id>/approve  approve a payout awaiting approval (operator, not its
                                           creator's key): it is sent
     POST /payouts/<reference_id>/reject   reject it (operator, not its creator's key; a reason)
@@ -37,6 +39,9 @@ Routes (JSON; initiation and reads need `Authorization: Bearer <API key>`)
     POST /hooks/status/result/<token>     Transaction Status result callback
     POST /hooks/status/timeout/<token>    Transaction Status queue-timeout callback
     POST /hooks/balance/result/<token>    Account Balance result (and /hooks/balance/timeout/...)
+    POST /hooks/reversal/result/<token>/<reversal_id>  Reversal result (and .../timeout/...,
+                                          .../status/... and .../status-timeout/... for its
+                                          Transaction Status answers; each also without the id)
     POST /clientpaymentcallback.php       the old B2C result URL (?token= when CALLBACK_TOKEN set)
     *    /simulator/...                   simulator environment only: the in-process simulator's
                                           control routes (requests, ledger, scenarios, ...)
@@ -45,7 +50,7 @@ Jobs (APScheduler 3, started by `python service.py` only; max_instances=1, coale
     resolve          every RESOLVE_INTERVAL_SECONDS: Transaction Status queries for `unknown`
                      payouts and `pending` ones older than RESOLVE_PENDING_AFTER_SECONDS, on the
                      RESOLVE_SCHEDULE_SECONDS backoff; `review` when it runs out; stuck
-                     `submitting` payouts become `unknown`
+                     `submitting` payouts become `unknown`; the same for reversals
     retry            every RETRY_INTERVAL_SECONDS: a new attempt for `failed` payouts with a
                      retryable code, after RETRY_DELAY_SECONDS, up to PAYOUT_MAX_ATTEMPTS
     stk_sweep        every SWEEP_INTERVAL_SECONDS: STK Query for open collections, with backoff;

@@ -16,6 +16,8 @@ Daraja routes (every POST takes JSON and `Authorization: Bearer <token>`)
     POST /mpesa/b2c/v1/paymentrequest                       B2C; the simulator makes the id
     POST /mpesa/transactionstatus/v1/query                  Transaction Status; result callback
     POST /mpesa/accountbalance/v1/query                     Account Balance; result callback
+    POST /mpesa/reversal/v1/request                         Reversal of a collection by its
+                                                            receipt; result callback
 
 Control routes (for tests and demos; not part of Daraja)
     GET    /simulator/scenarios     armed scenarios
@@ -71,8 +73,8 @@ succeeds. Armed ones win over magic phones.
     api_product_not_enabled     (armed only)   all but OAuth   404.001.03 whatever the token
     amount_mismatch             254744000001   STK push, B2C   paid amount = request - 1
 
-"async APIs" are STK push, B2C, Transaction Status and Account Balance; "result APIs" the last
-three (those with a QueueTimeOutURL). OAuth only takes server_error_before_accept and
+"async APIs" are STK push, B2C, Transaction Status, Account Balance and Reversal; "result APIs"
+the last four (those with a QueueTimeOutURL). OAuth only takes server_error_before_accept and
 spike_arrest, and only when armed with `"path": "/oauth/v1/generate"`. The token_expiry magic
 phone fires once after start or reset, so a client's refresh-and-retry then succeeds.
 
@@ -172,6 +174,7 @@ def _test_private_key():
 B2C_ROLE = "ORG B2C API Initiator"
 STATUS_ROLE = "Transaction Status query ORG API"
 BALANCE_ROLE = "Balance Query ORG API"
+REVERSAL_ROLE = "Org Reversals Initiator"
 # The simulator's initiator password, a public test value like the passkey above (the sandbox's
 # own is on the portal's test-credentials page).
 SANDBOX_INITIATOR_PASSWORD = "Safaricom999!*!"  # nosec B105
@@ -197,7 +200,9 @@ class SimulatorConfig:
     # TEST_CERTIFICATE, and the operator needs the API's role.
     initiator_name: str = "testapi"
     initiator_password: str = SANDBOX_INITIATOR_PASSWORD
-    initiator_roles: frozenset[str] = frozenset({B2C_ROLE, STATUS_ROLE, BALANCE_ROLE})
+    initiator_roles: frozenset[str] = frozenset(
+        {B2C_ROLE, STATUS_ROLE, BALANCE_ROLE, REVERSAL_ROLE}
+    )
     token_ttl_seconds: float = 3599
     expires_in_as_string: bool = False
     # Each token issued invalidates the ones before it (REFERENCE 1, the official FAQ).
@@ -247,17 +252,19 @@ B2C_V3_PATH = "/mpesa/b2c/v3/paymentrequest"
 B2C_V1_PATH = "/mpesa/b2c/v1/paymentrequest"
 STATUS_PATH = "/mpesa/transactionstatus/v1/query"
 BALANCE_PATH = "/mpesa/accountbalance/v1/query"
+REVERSAL_PATH = "/mpesa/reversal/v1/request"
 CONTROL_PREFIX = "/simulator/"  # the control routes' paths
 
-OAUTH, STK_PUSH, STK_QUERY, B2C, STATUS, BALANCE = (
+OAUTH, STK_PUSH, STK_QUERY, B2C, STATUS, BALANCE, REVERSAL = (
     "oauth",
     "stk_push",
     "stk_query",
     "b2c",
     "transaction_status",
     "account_balance",
+    "reversal",
 )
-RESULT_APIS = frozenset({B2C, STATUS, BALANCE})
+RESULT_APIS = frozenset({B2C, STATUS, BALANCE, REVERSAL})
 ASYNC_APIS = frozenset({STK_PUSH}) | RESULT_APIS
 BEARER_APIS = ASYNC_APIS | {STK_QUERY}
 
@@ -788,6 +795,8 @@ ABOVE_MAXIMUM = Refusal(
     3, "Declined due to limit rule: greater than the maximum transaction amount."
 )
 INVALID_COMMAND = Refusal(29, "Invalid CommandID.")
+ALREADY_REVERSED = Refusal("R000001", "The transaction has already been reversed.")
+INVALID_ORIGINAL = Refusal("R000002", "The OriginalTransactionID is invalid.")
 PAYBILL, BUY_GOODS = STK_TRANSACTION_TYPES
 
 
@@ -930,6 +939,34 @@ def validate_status_query(body: dict) -> StatusQuery:
 
 
 @dataclass(frozen=True)
+class ReversalRequest:
+    initiator: Initiator
+    transaction_id: str
+    amount: int
+    receiver_party: str
+    result_url: str
+    queue_timeout_url: str
+
+
+def validate_reversal(body: dict) -> ReversalRequest:
+    """REFERENCE 7.2's fields, "RecieverIdentifierType" in Safaricom's spelling."""
+    initiator = validate_initiator(body, "Initiator")
+    choice_field(body, "CommandID", ("TransactionReversal",))
+    transaction_id = text_field(body, "TransactionID", 40) or ""
+    amount = amount_field(body, (1, MAX_WHOLE_AMOUNT))
+    receiver = numeric_field(body, "ReceiverParty", (5, 9))
+    if str(present(body, "RecieverIdentifierType")) != "11":
+        raise invalid("RecieverIdentifierType")
+    text_field(body, "Remarks", 100, shortest=2)
+    text_field(body, "Occasion", 100, required=False)
+    queue_timeout_url = url_field(body, "QueueTimeOutURL")
+    result_url = url_field(body, "ResultURL")
+    return ReversalRequest(
+        initiator, transaction_id, amount, receiver, result_url, queue_timeout_url
+    )
+
+
+@dataclass(frozen=True)
 class BalanceQuery:
     initiator: Initiator
     result_url: str
@@ -959,15 +996,17 @@ INTERNAL_RESULT_URLS = {
     B2C: "https://internalsandbox.safaricom.co.ke/mpesa/b2cresults/v1/submit",
     STATUS: "https://internalsandbox.safaricom.co.ke/mpesa/tsresults/v1/submit",
     BALANCE: "https://internalsandbox.safaricom.co.ke/mpesa/abresults/v1/submit",
+    REVERSAL: "https://internalsandbox.safaricom.co.ke/mpesa/reversalresults/v1/submit",
 }
 NO_VALUE = object()
 
 
 @dataclass
 class Transaction:
-    """One STK payment or B2C payout the simulator accepted, and what happened to it."""
+    """One STK payment, B2C payout or reversal the simulator accepted, and what happened to
+    it."""
 
-    kind: str  # "stk" or "b2c"
+    kind: str  # "stk", "b2c" or "reversal"
     phone: str
     party: str  # the shortcode
     requested_amount: int
@@ -984,6 +1023,7 @@ class Transaction:
     merchant_request_id: str | None = None
     command_id: str | None = None
     fee: Decimal = Decimal(0)
+    reverses: str | None = None  # a reversal's: the receipt it reverses
 
     @property
     def succeeded(self) -> bool:
@@ -1015,6 +1055,7 @@ class Transaction:
             "conversation_id": self.conversation_id,
             "checkout_request_id": self.checkout_request_id,
             "merchant_request_id": self.merchant_request_id,
+            "reverses": self.reverses,
             "time": self.completes_at.isoformat(timespec="milliseconds"),
         }
 
@@ -1124,6 +1165,33 @@ def b2c_result_body(
     return result_body(ids, txn.result_code, txn.result_desc, parameters, reference, shape)
 
 
+def reversal_result_body(
+    txn: Transaction, balances: dict[str, Decimal], config: SimulatorConfig
+) -> dict:
+    """A Reversal result (REFERENCE 7.2): TransactionID is the reversal's own receipt; a failure
+    (R000001, R000002, ...) carries no ResultParameters."""
+    ids = ResultIds(
+        txn.originator_conversation_id or "",
+        txn.conversation_id or "",
+        txn.receipt or placeholder_transaction_id(txn.completes_at),
+    )
+    parameters = None
+    if txn.succeeded:
+        utility = balances["Utility Account"]
+        parameters = [
+            ("DebitAccountBalance", f"Utility Account|KES|{utility:.2f}|{utility:.2f}|0.00|0.00"),
+            ("Amount", txn.paid_amount),
+            ("TransCompletedTime", int(nairobi_timestamp(txn.completes_at))),
+            ("OriginalTransactionID", txn.reverses),
+            ("Charge", 0),
+            ("CreditPartyPublicName", f"{txn.phone} - {customer_name(txn.phone)}"),
+            ("DebitPartyPublicName", f"{txn.party} - {config.organisation_name}"),
+        ]
+    reference = internal_reference(REVERSAL)
+    shape = ResultShape.of(config)
+    return result_body(ids, txn.result_code, txn.result_desc, parameters, reference, shape)
+
+
 def queue_timeout_body(ids: ResultIds, kind: str, config: SimulatorConfig) -> dict:
     """Daraja does not document this payload; this is the Result-envelope guess (REFERENCE 4.5)."""
     reference = internal_reference(kind)
@@ -1138,6 +1206,10 @@ def status_parameters(txn: Transaction, now: datetime, config: SimulatorConfig) 
         account = "Utility Account"
         reason = B2C_REASON_TYPES.get(txn.command_id or "", B2C_REASON_TYPES["BusinessPayment"])
         charges = f"Fee For B2C Payment|KES|{txn.fee:.2f}"
+    elif txn.kind == "reversal":
+        debit = f"{txn.party} - {config.organisation_name}"
+        credit = f"{txn.phone} - {customer_name(txn.phone)}"
+        account, reason, charges = "Utility Account", "Reversal", ""
     else:
         debit = f"{txn.phone} - {customer_name(txn.phone)}"
         credit = f"{txn.party} - {config.organisation_name}"
@@ -1472,7 +1544,7 @@ class Simulator:
         with self.lock:
             moved = [txn for txn in self.transactions if txn.moved_money(now)]
         received = sum((t.paid_amount for t in moved if t.kind == "stk"), Decimal(0))
-        paid_out = sum((t.paid_amount for t in moved if t.kind == "b2c"), Decimal(0))
+        paid_out = sum((t.paid_amount for t in moved if t.kind in ("b2c", "reversal")), Decimal(0))
         fees = sum((t.fee for t in moved if t.kind == "b2c"), Decimal(0))
         return {
             "Working Account": self.config.opening_working_balance,
@@ -1740,7 +1812,9 @@ class Simulator:
 
         def build() -> dict:
             with self.lock:
-                txn = self._find_transaction(query.transaction_id, query.original_conversation_id)
+                txn = self._reversal_of(query.transaction_id, utc_now()) or self._find_transaction(
+                    query.transaction_id, query.original_conversation_id
+                )
             return status_result_body(ids, txn, query.occasion, self.config, utc_now(), refusal)
 
         timeout_body = (
@@ -1756,6 +1830,80 @@ class Simulator:
             subject=query.original_conversation_id or query.transaction_id or "",
         )
         return Answer(200, accepted_body(ids), is_named(scenario, "accepted_no_response"))
+
+    def handle_reversal(self, call: Call) -> Answer:
+        request = validate_reversal(call.body)
+        now = utc_now()
+        with self.lock:
+            scenario = self._accept(call)
+            original = self._collection(request.transaction_id, now)
+            txn = Transaction(
+                kind="reversal",
+                phone=original.phone if original else "",
+                party=request.receiver_party,
+                requested_amount=request.amount,
+                paid_amount=request.amount,
+                result_code=0,
+                result_desc=SUCCESS_DESC,
+                accepted_at=now,
+                completes_at=now,
+                processed=not is_named(scenario, "queue_timeout_never"),
+                originator_conversation_id=gateway_id(),
+                conversation_id=conversation_id(now),
+                reverses=request.transaction_id,
+            )
+            self._settle(txn, scenario, self._reversal_refusal(request, original, now))
+            self.transactions.append(txn)
+        ids = ResultIds(
+            txn.originator_conversation_id or "",
+            txn.conversation_id or "",
+            placeholder_transaction_id(now),
+        )
+        self._schedule_result(
+            scenario,
+            lambda: reversal_result_body(txn, self.balances(), self.config),
+            request.result_url,
+            "result",
+            queue_timeout=(
+                request.queue_timeout_url,
+                lambda: queue_timeout_body(ids, REVERSAL, self.config),
+            ),
+            subject=txn.originator_conversation_id or "",
+        )
+        return Answer(200, accepted_body(ids), is_named(scenario, "accepted_no_response"))
+
+    def _reversal_refusal(
+        self, request: ReversalRequest, original: Transaction | None, now: datetime
+    ) -> Refusal | None:
+        """How Daraja fails an accepted reversal (REFERENCE 7.2): a bad initiator (2001, 21), a
+        receipt it does not know as a collection (R000002), one reversed already (R000001), a
+        receiver party other than the shortcode that collected it (2028)."""
+        refusal = initiator_refusal(request.initiator, REVERSAL_ROLE, self.config)
+        if refusal is not None:
+            return refusal
+        if original is None:
+            return INVALID_ORIGINAL
+        if self._reversal_of(request.transaction_id, now) is not None:
+            return ALREADY_REVERSED
+        if request.receiver_party != original.party:
+            return NOT_PERMITTED
+        return None
+
+    def _collection(self, receipt: str, now: datetime) -> Transaction | None:
+        """The paid STK collection with this receipt, if any."""
+        for txn in self.transactions:
+            if txn.kind == "stk" and txn.receipt == receipt and txn.moved_money(now):
+                return txn
+        return None
+
+    def _reversal_of(self, receipt: str | None, now: datetime) -> Transaction | None:
+        """The completed reversal of this receipt, if any. A Transaction Status query naming a
+        reversed receipt is answered with it (see docs/simulator.md: unverified)."""
+        for txn in self.transactions:
+            reverses_it = receipt and txn.kind == "reversal" and txn.reverses == receipt
+            if reverses_it and txn.moved_money(now):
+                return txn
+        return None
 
     def handle_balance(self, call: Call) -> Answer:
         query = validate_balance_query(call.body)
@@ -1911,6 +2059,7 @@ class Simulator:
             (B2C_V1_PATH, "POST", self._bearer_endpoint(B2C, self.handle_b2c)),
             (STATUS_PATH, "POST", self._bearer_endpoint(STATUS, self.handle_status)),
             (BALANCE_PATH, "POST", self._bearer_endpoint(BALANCE, self.handle_balance)),
+            (REVERSAL_PATH, "POST", self._bearer_endpoint(REVERSAL, self.handle_reversal)),
         )
         for path, method, callback in daraja_routes:
             app.route(path, method, callback)

@@ -24,6 +24,7 @@ from mpesa_service.parsing import (
 )
 from mpesa_service.payouts import apply_b2c_callback, store_result_callback
 from mpesa_service.resolution import apply_status_callback
+from mpesa_service.reversals import apply_reversal_callback, apply_reversal_status_callback
 from mpesa_service.stk import apply_stk_callback
 from mpesa_service.storage import (
     account_balances,
@@ -56,6 +57,26 @@ def _handle_result(svc: Service, conn, raw: str, journal_id: str, kind: str, pay
     return apply_status_callback(svc, conn, parsed, raw, journal_id, STORED_KINDS[kind])
 
 
+def _handle_reversal(svc: Service, conn, raw: str, journal_id: str, kind: str, named="") -> str:
+    """A reversal's result, queue timeout, status answer or status timeout; `named` is the
+    reversal its URL names."""
+    payload, problem = json_or_problem(raw)
+    parsed = parse_result_callback(payload)
+    if problem:
+        parsed.problems.insert(0, problem)
+    stored_kind = REVERSAL_KINDS[kind]
+    if stored_kind in ("result", "timeout"):
+        return apply_reversal_callback(conn, parsed, raw, journal_id, stored_kind, named)
+    return apply_reversal_status_callback(conn, parsed, raw, journal_id, stored_kind, named)
+
+
+REVERSAL_KINDS = {
+    "reversal_result": "result",
+    "reversal_timeout": "timeout",
+    "reversal_status_result": "status",
+    "reversal_status_timeout": "status_timeout",
+}
+
 CALLBACK_HANDLERS = {
     "stk": _handle_stk,
     "b2c_result": _handle_result,
@@ -64,6 +85,7 @@ CALLBACK_HANDLERS = {
     "status_timeout": _handle_result,
     "balance_result": _handle_result,
     "balance_timeout": _handle_result,
+    **{kind: _handle_reversal for kind in REVERSAL_KINDS},
 }
 STORED_KINDS = {
     "status_result": "status",

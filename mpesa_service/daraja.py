@@ -1,4 +1,5 @@
-"""Daraja client: OAuth, STK Push and Query, B2C v3, Transaction Status, Account Balance.
+"""Daraja client: OAuth, STK Push and Query, B2C v3, Transaction Status, Account Balance,
+Reversal.
 
 A money-moving POST is sent once: an answer that does not prove Daraja turned the request away
 raises OutcomeUnknown, to be resolved by asking, never by sending again."""
@@ -264,6 +265,7 @@ class DarajaClient:
         original_conversation_id: str | None = None,
         transaction_id: str | None = None,
         remarks: str = "Payout status check",
+        party_a: str | None = None,
     ) -> dict:
         """Ask for the outcome of an earlier transaction; the answer arrives at result_url."""
         if not (original_conversation_id or transaction_id):
@@ -272,7 +274,7 @@ class DarajaClient:
             "Initiator": self.account.initiator_name,
             "SecurityCredential": self.account.security_credential,
             "CommandID": "TransactionStatusQuery",
-            "PartyA": self.account.b2c_shortcode,
+            "PartyA": party_a or self.account.b2c_shortcode,
             "IdentifierType": "4",
             "ResultURL": result_url,
             "QueueTimeOutURL": queue_timeout_url,
@@ -284,6 +286,32 @@ class DarajaClient:
         if transaction_id:
             body["TransactionID"] = transaction_id
         return self._post("/mpesa/transactionstatus/v1/query", body)
+
+    def reversal(
+        self,
+        *,
+        transaction_id: str,
+        amount: int,
+        remarks: str,
+        result_url: str,
+        queue_timeout_url: str,
+    ) -> dict:
+        """Ask M-Pesa to reverse a collection (REFERENCE 7.2): `transaction_id` is the receipt
+        to reverse, the receiver party the collecting shortcode. It moves money: sent once.
+        Daraja makes the OriginatorConversationID and answers with it."""
+        body = {
+            "Initiator": self.account.initiator_name,
+            "SecurityCredential": self.account.security_credential,
+            "CommandID": "TransactionReversal",
+            "TransactionID": transaction_id,
+            "Amount": amount,
+            "ReceiverParty": self.account.shortcode,
+            "RecieverIdentifierType": "11",  # Safaricom's spelling
+            "ResultURL": result_url,
+            "QueueTimeOutURL": queue_timeout_url,
+            "Remarks": remarks,
+        }
+        return self._post("/mpesa/reversal/v1/request", body, moves_money=True)
 
     def account_balance(self, *, result_url: str, queue_timeout_url: str) -> dict:
         """Ask for the B2C account balances; the answer arrives at result_url."""

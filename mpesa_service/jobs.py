@@ -25,6 +25,7 @@ from mpesa_service.context import Service
 from mpesa_service.events import backlog, deliver_events, emit, writes_events
 from mpesa_service.flags import add_flag, subject_name
 from mpesa_service.resolution import resolve_payouts, retry_failed_payouts
+from mpesa_service.reversals import resolve_reversals
 from mpesa_service.settings import Settings
 from mpesa_service.stk import sweep_stk
 from mpesa_service.storage import b2c_payments, payment_flags, utcnow
@@ -264,8 +265,17 @@ def nairobi_date(moment: datetime) -> str:
 
 # --- the jobs' names and log lines ------------------------------------------------------------
 
+
+def resolve_open_outcomes(svc: Service) -> int:
+    """The resolve job: payouts, then reversals, whose outcome is not known yet."""
+    return resolve_payouts(svc) + resolve_reversals(svc)
+
+
 RESOLVE = Job(
-    "resolve", resolve_payouts, "payout", "asked about by Transaction Status or sent to review"
+    "resolve",
+    resolve_open_outcomes,
+    "payout or reversal",
+    "asked about by Transaction Status or sent to review",
 )
 RETRY = Job("retry", retry_failed_payouts, "failed payout", "sent again as a new attempt")
 STK_SWEEP = Job("stk_sweep", sweep_stk, "open collection", "queried by STK Query or expired")

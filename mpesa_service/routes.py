@@ -23,6 +23,7 @@ from mpesa_service.operator import requery_payout, resolve_payout
 from mpesa_service.parsing import parse_result_callback, read_json
 from mpesa_service.payment_claims import confirm_payment_claim
 from mpesa_service.payouts import Maker, initiate_payout, list_payouts, payout_detail
+from mpesa_service.reversals import ReversalRequest, reverse_collection
 from mpesa_service.settings import ApiKey
 from mpesa_service.stk import initiate_stk, query_stk
 from mpesa_service.storage import database_is_reachable, is_database_unavailable
@@ -159,6 +160,14 @@ def add_collection_routes(app: bottle.Bottle, svc: Service, require, limit: int)
             raise ApiError(400, "checkout_request_id: required", field="checkout_request_id")
         return query_stk(svc, checkout_request_id)
 
+    @app.post("/payments/<payment_id>/reverse")
+    @api
+    def reverse(payment_id):
+        key = require("operator")
+        request = ReversalRequest.from_body(payment_id, json_object(limit), key.name)
+        status, answer = reverse_collection(svc, request)
+        return json_response(status, answer)
+
     @app.post("/api.php")
     def legacy_api():
         return legacy_api_call(svc, lambda: require("initiate"), limit)
@@ -258,11 +267,12 @@ def add_callback_routes(app: bottle.Bottle, svc: Service, limit: int) -> None:
         app.post(f"{path}/<token>", callback=handler)
         app.post(path, callback=handler)  # no token at all: refused, but journaled
     # An STK push's CallBackURL names its payment, for when its CheckoutRequestID never got
-    # recorded (see stk.apply_stk_callback).
-    app.post(
-        f"{CALLBACK_PATHS['stk']}/<token>/<payment_id>",
-        callback=_callback_route(svc, "stk", limit),
-    )
+    # recorded (see stk.apply_stk_callback); a reversal's URLs name the reversal.
+    for kind in NAMING_KINDS:
+        app.post(
+            f"{CALLBACK_PATHS[kind]}/<token>/<payment_id>",
+            callback=_callback_route(svc, kind, limit),
+        )
 
     @app.post("/clientpaymentcallback.php")
     def legacy_callback():
@@ -298,7 +308,20 @@ CALLBACK_PATHS = {
     "status_timeout": "/hooks/status/timeout",
     "balance_result": "/hooks/balance/result",
     "balance_timeout": "/hooks/balance/timeout",
+    "reversal_result": "/hooks/reversal/result",
+    "reversal_timeout": "/hooks/reversal/timeout",
+    "reversal_status_result": "/hooks/reversal/status",
+    "reversal_status_timeout": "/hooks/reversal/status-timeout",
 }
+# The callbacks whose URL may name what they answer (an STK push's payment, a reversal), for
+# when Daraja's own ids never got recorded.
+NAMING_KINDS = (
+    "stk",
+    "reversal_result",
+    "reversal_timeout",
+    "reversal_status_result",
+    "reversal_status_timeout",
+)
 
 
 def _callback_route(svc: Service, kind: str, limit: int):

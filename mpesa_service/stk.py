@@ -20,6 +20,7 @@ from mpesa_service.storage import (
     payment_flags,
     payments,
     retry_while_unavailable,
+    reversals,
     stk_callbacks,
     utcnow,
 )
@@ -605,7 +606,22 @@ def payment_row_view(conn: sa.Connection, payment) -> dict:
         "mpesa_receipt": payment.mpesa_receipt,
         "error_code": payment.error_code,
         "flags": flags,
+        **(
+            {"reversal_receipt": reversal_receipt(conn, payment.id)}
+            if payment.status == "reversed"
+            else {}
+        ),
     }
+
+
+def reversal_receipt(conn: sa.Connection, payment_id: str) -> str | None:
+    """The receipt of the reversal that reversed a collection (see reversals.py)."""
+    return conn.execute(
+        sa.select(reversals.c.receipt)
+        .where(reversals.c.payment_id == payment_id, reversals.c.status == "completed")
+        .order_by(reversals.c.completed_at)
+        .limit(1)
+    ).scalar()
 
 
 def sweep_stk(svc: Service) -> int:

@@ -300,6 +300,76 @@ account_balances = sa.Table(
 )
 
 
+# Reversals of collections (refunds): one row per attempt to reverse a collection, written
+# ahead (`submitting`) before Daraja is called, like a payout attempt; a collection has at most
+# one open or completed reversal (see reversals.py). `payment_kind` says which table
+# `payment_id` names. `originator_conversation_id` and `conversation_id` are Daraja's, from its
+# answer; `receipt` is the reversal's own M-Pesa receipt, `original_receipt` the one reversed.
+reversals = sa.Table(
+    "reversals",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("payment_kind", sa.String(10), nullable=False),
+    sa.Column("payment_id", ID, nullable=False),
+    sa.Column("attempt_no", sa.Integer, nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("amount", MONEY, nullable=False),
+    sa.Column("original_receipt", sa.String(255), nullable=False),
+    sa.Column("reason", sa.String(255), nullable=False),
+    sa.Column("requested_by", sa.String(100), nullable=False),
+    sa.Column("originator_conversation_id", sa.String(255)),
+    sa.Column("conversation_id", sa.String(255)),
+    sa.Column("receipt", sa.String(255)),
+    sa.Column("result_code", sa.String(50)),
+    sa.Column("result_desc", sa.Text),
+    sa.Column("check_count", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_check_at", sa.DateTime),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("sent_at", sa.DateTime),
+    sa.Column("completed_at", sa.DateTime),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+    sa.UniqueConstraint("payment_kind", "payment_id", "attempt_no", name="uq_reversals_attempt"),
+    sa.Index("ix_reversals_status", "status"),
+    sa.Index("ix_reversals_original_receipt", "original_receipt"),
+    sa.Index("ix_reversals_originator_conversation_id", "originator_conversation_id"),
+)
+
+# Every reversal result, queue timeout and status answer, stored whole, with what applying it did.
+reversal_callbacks = sa.Table(
+    "reversal_callbacks",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("reversal_id", ID),
+    sa.Column("kind", sa.String(20), nullable=False),
+    sa.Column("result_code", sa.String(50)),
+    sa.Column("result_desc", sa.Text),
+    sa.Column("originator_conversation_id", sa.String(255)),
+    sa.Column("conversation_id", sa.String(255)),
+    sa.Column("transaction_id", sa.String(255)),
+    sa.Column("outcome", sa.String(20), nullable=False),
+    sa.Column("journal_id", ID),
+    sa.Column("raw_response", LONGTEXT),
+    sa.Column("received_at", sa.DateTime, nullable=False),
+    sa.Index("ix_reversal_callbacks_reversal_id", "reversal_id"),
+)
+
+# The append-only audit trail of collections (who asked for a reversal, what became of it).
+collection_audit = sa.Table(
+    "collection_audit",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("payment_kind", sa.String(10), nullable=False),
+    sa.Column("payment_id", ID, nullable=False),
+    sa.Column("actor", sa.String(100), nullable=False),
+    sa.Column("action", sa.String(30), nullable=False),
+    sa.Column("status_before", sa.String(50)),
+    sa.Column("status_after", sa.String(50)),
+    sa.Column("receipt", sa.String(255)),
+    sa.Column("note", sa.Text),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Index("ix_collection_audit_payment", "payment_kind", "payment_id"),
+)
+
 # The outbox of outbound events (see events.py): each written in the transaction of the change
 # it tells of, then delivered, at least once, by the events job. `seq` orders them (by subject
 # too: an event waits for its subject's older ones); `id` is the event's own id, the one its

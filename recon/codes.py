@@ -71,7 +71,21 @@ B2C_CODES = _catalogue(
     ResultCode("SFC_IC0003", "recipient phone number does not exist"),
 )
 
-CATALOGUES = {"stk": STK_CODES, "b2c": B2C_CODES}
+# Reversal result codes (REFERENCE 7.2).
+REVERSAL_CODES = _catalogue(
+    ResultCode("0", "reversed"),
+    ResultCode("R000001", "the transaction was already reversed"),
+    ResultCode("R000002", "the original transaction id (receipt) is invalid"),
+    ResultCode("1", "insufficient balance to reverse"),
+    ResultCode("11", "account not active"),
+    ResultCode("21", "initiator not allowed to reverse (needs the Org Reversals Initiator role)"),
+    ResultCode("2001", "initiator information invalid (username, password or certificate)"),
+    ResultCode("2006", "account status does not allow this transaction"),
+    ResultCode("2028", "not permitted by product assignment"),
+    ResultCode("8006", "API user's security credential locked"),
+)
+
+CATALOGUES = {"stk": STK_CODES, "b2c": B2C_CODES, "reversal": REVERSAL_CODES}
 
 
 def normalise_code(code: object) -> str | None:

@@ -389,3 +389,72 @@ ALTER TABLE b2c_payments ADD COLUMN created_by VARCHAR(100);
 
 UPDATE alembic_version SET version_num='0010' WHERE alembic_version.version_num = '0009';
 
+-- Running upgrade 0010 -> 0011r
+
+CREATE TABLE reversals (
+    id VARCHAR(36) NOT NULL, 
+    payment_kind VARCHAR(10) NOT NULL, 
+    payment_id VARCHAR(36) NOT NULL, 
+    attempt_no INTEGER NOT NULL, 
+    status VARCHAR(20) NOT NULL, 
+    amount NUMERIC(15, 2) NOT NULL, 
+    original_receipt VARCHAR(255) NOT NULL, 
+    reason VARCHAR(255) NOT NULL, 
+    requested_by VARCHAR(100) NOT NULL, 
+    originator_conversation_id VARCHAR(255), 
+    conversation_id VARCHAR(255), 
+    receipt VARCHAR(255), 
+    result_code VARCHAR(50), 
+    result_desc TEXT, 
+    check_count INTEGER NOT NULL DEFAULT '0', 
+    next_check_at DATETIME, 
+    created_at DATETIME NOT NULL, 
+    sent_at DATETIME, 
+    completed_at DATETIME, 
+    updated_at DATETIME NOT NULL, 
+    PRIMARY KEY (id), 
+    CONSTRAINT uq_reversals_attempt UNIQUE (payment_kind, payment_id, attempt_no)
+);
+
+CREATE INDEX ix_reversals_status ON reversals (status);
+
+CREATE INDEX ix_reversals_original_receipt ON reversals (original_receipt);
+
+CREATE INDEX ix_reversals_originator_conversation_id ON reversals (originator_conversation_id);
+
+CREATE TABLE reversal_callbacks (
+    id VARCHAR(36) NOT NULL, 
+    reversal_id VARCHAR(36), 
+    kind VARCHAR(20) NOT NULL, 
+    result_code VARCHAR(50), 
+    result_desc TEXT, 
+    originator_conversation_id VARCHAR(255), 
+    conversation_id VARCHAR(255), 
+    transaction_id VARCHAR(255), 
+    outcome VARCHAR(20) NOT NULL, 
+    journal_id VARCHAR(36), 
+    raw_response LONGTEXT, 
+    received_at DATETIME NOT NULL, 
+    PRIMARY KEY (id)
+);
+
+CREATE INDEX ix_reversal_callbacks_reversal_id ON reversal_callbacks (reversal_id);
+
+CREATE TABLE collection_audit (
+    id VARCHAR(36) NOT NULL, 
+    payment_kind VARCHAR(10) NOT NULL, 
+    payment_id VARCHAR(36) NOT NULL, 
+    actor VARCHAR(100) NOT NULL, 
+    action VARCHAR(30) NOT NULL, 
+    status_before VARCHAR(50), 
+    status_after VARCHAR(50), 
+    receipt VARCHAR(255), 
+    note TEXT, 
+    created_at DATETIME NOT NULL, 
+    PRIMARY KEY (id)
+);
+
+CREATE INDEX ix_collection_audit_payment ON collection_audit (payment_kind, payment_id);
+
+UPDATE alembic_version SET version_num='0011r' WHERE alembic_version.version_num = '0010';
+

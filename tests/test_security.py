@@ -368,6 +368,7 @@ ROUTE_ROLES = {
     ("GET", "/metrics"): {READ, OPERATE},
     ("POST", "/payments/mpesa/stk-initiate"): {INITIATE},
     ("POST", "/payments/mpesa/stk-query"): {INITIATE, READ},
+    ("POST", "/payments/<payment_id>/reverse"): {OPERATE},
     ("POST", "/payouts"): {INITIATE},
     ("GET", "/payouts/<reference_id>"): {READ, OPERATE},
     ("GET", "/payouts"): {READ, OPERATE},
@@ -406,6 +407,7 @@ def test_every_route_is_in_the_table_of_who_may_call_it(keyed):
 @pytest.mark.parametrize(("method", "rule"), sorted(ROUTE_ROLES))
 def test_each_api_route_answers_only_the_roles_it_names(keyed, method, rule):
     path = rule.replace("<reference_id>", "payout_ref_nobody").replace("<event_id>", "no-event")
+    path = path.replace("<payment_id>", "no-payment")
     needed = ROUTE_ROLES[(method, rule)]
 
     def call(secret):
