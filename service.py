@@ -9,6 +9,9 @@ Commands
                                       PHP system's tables in place, losing no row)
     python service.py schema          print the MySQL DDL of the newest schema
     python service.py replay          apply journaled callbacks the database does not have yet
+    python service.py reverse PAYMENT_ID --reason WHY [--retry] [--actor NAME]
+                                      reverse (refund) a paid collection, as the API does; its
+                                      result comes to the running service's callback URLs
     python service.py check [--smoke] the go-live check: a table of what is ready (settings,
                                       database, OAuth, clock, certificate, credential, callback
                                       URLs, journal, callback filters), exit 1 on a failure;

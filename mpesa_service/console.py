@@ -32,12 +32,20 @@ from mpesa_service.events import EventNotFound, redeliver
 from mpesa_service.new_payout import check_draft, form_body, new_form_key, send_draft
 from mpesa_service.operator import requery_payout, resolve_payout
 from mpesa_service.payouts import payout_detail
+from mpesa_service.reversals import (
+    PAYOUT_NOT_REVERSIBLE,
+    ReversalRequest,
+    reversals_of,
+    reverse_collection,
+)
 from mpesa_service.settings import ApiKey
+from mpesa_service.stk import STK_PAID_STATES, payment_row_view
 from mpesa_service.storage import (
     account_balances,
     b2c_payment_callbacks,
     b2c_payments,
     b2c_payout_attempts,
+    collection_audit,
     console_sessions,
     event_deliveries,
     events,
@@ -468,6 +476,33 @@ def payout_page(svc: Service, reference_id: str) -> dict:
     return detail
 
 
+def collection_page(svc: Service, payment_id: str) -> dict | None:
+    """A collection with its reversals and audit trail, for its console page; None if there
+    is no such collection."""
+    with svc.engine.connect() as conn:
+        payment = conn.execute(sa.select(payments).where(payments.c.id == payment_id)).first()
+        if payment is None:
+            return None
+        history = conn.execute(
+            sa.select(collection_audit)
+            .where(collection_audit.c.payment_id == payment_id)
+            .order_by(collection_audit.c.created_at)
+        ).all()
+        view = payment_row_view(conn, payment)
+    attempts = reversals_of(svc, payment_id)
+    latest = attempts[-1]["status"] if attempts else None
+    return {
+        **view,
+        "phone_masked": mask_phone(payment.phone_number),
+        "created_at": payment.created_at,
+        "completed_at": payment.completed_at,
+        "reversals": attempts,
+        "history": history,
+        "reversible": payment.status in STK_PAID_STATES and latest in (None, "failed"),
+        "retry": latest == "failed",
+    }
+
+
 def amount_paid_text(detail: dict) -> str:
     """What the page says was paid: the amount M-Pesa stated; for a payout completed without
     one (an operator's resolution as paid records none), the amount requested, said to be it."""
@@ -651,7 +686,22 @@ def add_page_routes(app: bottle.Bottle, console: Console) -> None:
         except ApiError as error:
             bottle.abort(404, error.message)
         return console.render(
-            "payout", operator=key.name, csrf=console.csrf(cookie), p=page, **messages()
+            "payout",
+            operator=key.name,
+            csrf=console.csrf(cookie),
+            p=page,
+            not_reversible=PAYOUT_NOT_REVERSIBLE,
+            **messages(),
+        )
+
+    @app.get("/console/payments/<payment_id>")
+    def collection(payment_id):
+        key, cookie = console.signed_in()
+        page = collection_page(svc, payment_id)
+        if page is None:
+            bottle.abort(404, f"no collection with id {payment_id}")
+        return console.render(
+            "payment", operator=key.name, csrf=console.csrf(cookie), c=page, **messages()
         )
 
     @app.get("/console/approvals")
@@ -714,6 +764,21 @@ def add_action_routes(app: bottle.Bottle, console: Console) -> None:
         key, cookie = console.signed_in()
         console.checked_form(cookie)
         act(reference_id, lambda: requery_payout(svc, reference_id, actor=key.name))
+
+    @app.post("/console/payments/<payment_id>/reverse")
+    def reverse(payment_id):
+        key, cookie = console.signed_in()
+        form = console.checked_form(cookie)
+        body = {"reason": form.getunicode("reason") or "", "retry": form.get("retry") == "yes"}
+        target = f"/console/payments/{url_segment(payment_id)}"
+        try:
+            request = ReversalRequest.from_body(payment_id, body, f"{key.name} (console)")
+            status, reversal = reverse_collection(svc, request)
+        except ApiError as error:
+            bottle.redirect(f"{target}?error={quote(error.message)}", 303)
+        said = "reversal sent, now" if status == 201 else "a reversal was asked for already:"
+        said = f"{said} {reversal['status']}"
+        bottle.redirect(f"{target}?message={quote(said)}", 303)
 
     @app.post("/console/payouts/<reference_id>/approve")
     def approve(reference_id):

@@ -21,6 +21,7 @@ from mpesa_service.events import write_events_to
 from mpesa_service.jobs import make_scheduler
 from mpesa_service.journal import Journal
 from mpesa_service.operator import resolve_payout
+from mpesa_service.reversals import ReversalRequest, reverse_collection
 from mpesa_service.routes import make_app
 from mpesa_service.settings import DARAJA_BASE_URLS, Settings, SettingsError, load_settings
 from mpesa_service.storage import (
@@ -231,6 +232,29 @@ def resolve_from_cli(settings: Settings, args) -> int:
     return 0
 
 
+def reverse_from_cli(settings: Settings, args) -> int:
+    """`python service.py reverse PAYMENT_ID --reason WHY [--retry]`: the same reversal as the
+    API and the console, audited under --actor. Its result comes to the running service's
+    callback URLs (PUBLIC_BASE_URL)."""
+    if not args.reference_id or not args.reason:
+        print("reverse needs a payment_id and --reason", file=sys.stderr)
+        return 2
+    svc = build_service(settings)
+    body = {"reason": args.reason, "retry": args.retry}
+    try:
+        request = ReversalRequest.from_body(args.reference_id, body, args.actor)
+        status, reversal = reverse_collection(svc, request)
+    except ApiError as error:
+        print(f"not reversed: {error.message}", file=sys.stderr)
+        return 1
+    said = "sent" if status == 201 else "already asked for"
+    print(
+        f"reversal of {args.reference_id} {said}: {reversal['status']} "
+        f"(attempt {reversal['attempt']}, reversal_id {reversal['reversal_id']})"
+    )
+    return 0
+
+
 def check_from_cli(smoke: bool) -> int:
     """`python service.py check [--smoke]`: the go-live check's table; 1 when anything failed."""
     configure_logging("WARNING")
@@ -267,14 +291,24 @@ def main(argv: list[str] | None = None) -> int:
         "command",
         nargs="?",
         default="serve",
-        choices=["serve", "migrate", "schema", "replay", "resolve", "check"],
+        choices=["serve", "migrate", "schema", "replay", "resolve", "reverse", "check"],
     )
-    parser.add_argument("reference_id", nargs="?", help="resolve: the payout's reference_id")
+    parser.add_argument(
+        "reference_id",
+        nargs="?",
+        help="resolve: the payout's reference_id; reverse: the collection's payment_id",
+    )
     parser.add_argument("--outcome", choices=["paid", "not_paid", "acknowledge"])
     parser.add_argument("--receipt", help="resolve paid: the M-Pesa receipt")
     parser.add_argument("--note", default="", help="resolve: why (kept in the audit trail)")
+    parser.add_argument("--reason", default="", help="reverse: why the collection is refunded")
     parser.add_argument(
-        "--actor", default=f"cli:{getpass.getuser()}", help="resolve: who, for the audit trail"
+        "--retry", action="store_true", help="reverse: ask again after a failed reversal"
+    )
+    parser.add_argument(
+        "--actor",
+        default=f"cli:{getpass.getuser()}",
+        help="resolve, reverse: who, for the audit trail",
     )
     parser.add_argument(
         "--smoke",
@@ -298,6 +332,8 @@ def main(argv: list[str] | None = None) -> int:
         log.info("database at %s", head_revision())
     elif args.command == "resolve":
         return resolve_from_cli(settings, args)
+    elif args.command == "reverse":
+        return reverse_from_cli(settings, args)
     elif args.command == "replay":
         svc = build_service(settings)
         require_current_schema(svc.engine)

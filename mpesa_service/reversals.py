@@ -574,9 +574,12 @@ def _send_to_review(svc: Service, reversal, queries: int) -> None:
 
 def ask_reversal_status(svc: Service, reversal) -> bool:
     """One Transaction Status query about the reversal: by its OriginatorConversationID when
-    Daraja's answer gave it, else by the receipt it reverses. The answer comes to a URL naming
-    the reversal. False when the query could not be sent (it is asked again on schedule)."""
+    Daraja's answer gave it, else by the receipt it reverses (also after R000001, which says
+    the receipt was reversed by another request). The answer comes to a URL naming the
+    reversal. False when the query could not be sent (it is asked again on schedule)."""
     ocid = reversal.originator_conversation_id
+    if reversal.result_code == ALREADY_REVERSED:
+        ocid = None
     try:
         svc.client.transaction_status(
             result_url=reversal_hook(svc, "status", reversal.id),

@@ -291,6 +291,11 @@ def found(make_stack):
     return SimpleNamespace(stack=stack, paid=paid, collected=collected, search=search)
 
 
+def collection_link(payment_id: str) -> str:
+    """A found collection's id cell: a link to its page (where it can be reversed)."""
+    return f'<td><a href="/console/payments/{payment_id}">{payment_id}</a></td>'
+
+
 def collections_found(page: str) -> str:
     return (
         page.partition('<h2 id="collections-found"')[2]
@@ -310,7 +315,7 @@ def test_search_by_phone_finds_the_payout_and_the_collection(found, typed):
     paid, collected, search = found.paid, found.collected, found.search
     page = search(typed)
     assert f'href="/console/payouts/{paid.reference_id}"' in payouts_found(page)
-    assert f"<td>{collected.id}</td>" in collections_found(page)
+    assert collection_link(collected.id) in collections_found(page)
     results = payouts_found(page) + collections_found(page)
     assert results.count("2547****5678") == 2 and "254712345678" not in results
 
@@ -321,7 +326,7 @@ def test_search_by_phone_finds_a_collection_the_old_system_stored_as_07(found):
         conn.execute(
             payments.update().where(payments.c.id == collected.id).values(phone_number="0712345678")
         )
-    assert f"<td>{collected.id}</td>" in collections_found(search("+254712345678"))
+    assert collection_link(collected.id) in collections_found(search("+254712345678"))
 
 
 @pytest.mark.parametrize(
@@ -347,7 +352,7 @@ def test_search_finds_a_payout_by_its_receipt_typed_in_lower_case(found):
 def test_search_finds_a_collection_by_each_of_its_ids(found, column):
     collected, search = found.collected, found.search
     page = search(getattr(collected, column))
-    assert f"<td>{collected.id}</td>" in collections_found(page)
+    assert collection_link(collected.id) in collections_found(page)
     assert "href" not in payouts_found(page)
 
 

@@ -3,15 +3,24 @@ and MariaDB: one reversal per collection whatever the callers do, an unknown out
 asking, a result applied once."""
 
 import json
+import re
 import threading
 
 import pytest
 import requests
 
 import service
-from mpesa_service.reversals import resolve_reversals
-from mpesa_service.storage import collection_audit, events, reversal_callbacks, reversals
+from mpesa_service.reversals import REVERSAL_STATES, resolve_reversals, transition
+from mpesa_service.storage import (
+    collection_audit,
+    events,
+    payment_flags,
+    reversal_callbacks,
+    reversals,
+    utcnow,
+)
 from tests.service_support import API_KEY, TOKEN, payment_completed, wait_until
+from tests.sim_support import credential_for, fetch_token
 
 OPERATOR = "ops-secret-7"
 KEYS = {"API_KEYS": f"{API_KEY},ops:operator+read:{OPERATOR}"}
@@ -191,6 +200,46 @@ def test_a_receipt_reversed_already_is_not_reversed_again(ops):
     assert len(ops.sim_requests(REVERSAL_PATH)) == 1
 
 
+def test_a_receipt_reversed_elsewhere_is_found_by_asking_after_r000001(make_stack):
+    """R000001 says the receipt was reversed already, not by whom: the reversal is unknown
+    until a status query about the receipt finds the reversal and its receipt."""
+    stack = make_stack({**KEYS, "RESOLVE_UNKNOWN_AFTER_SECONDS": "0"}, hold_callbacks=True)
+    payment_id = paid_collection_held(stack)
+    receipt = payment(stack, payment_id).mpesa_receipt
+    portal = reverse_in_simulator(stack, receipt)  # as an operator might in the org portal
+
+    assert reverse(stack, payment_id).json()["status"] == "pending"
+    deliver_held(stack, "/hooks/reversal/result/")
+    (row,) = reversal_rows(stack, payment_id)
+    assert (row.status, row.result_code) == ("unknown", "R000001")
+    resolve_reversals(stack.svc)
+    (query,) = stack.sim_requests("/mpesa/transactionstatus/v1/query")
+    assert query["body"]["TransactionID"] == receipt
+    deliver_held(stack, "/hooks/reversal/status/")
+
+    (row,) = reversal_rows(stack, payment_id)
+    assert (row.status, row.receipt) == ("completed", portal)
+    assert payment(stack, payment_id).status == "reversed"
+    assert len(reversed_in_simulator(stack)) == 1
+
+
+def test_a_late_success_after_a_failure_completes_it_and_is_flagged(make_stack):
+    stack = make_stack(KEYS, hold_callbacks=True)
+    payment_id = paid_collection_held(stack)
+    reverse(stack, payment_id)
+    (row,) = reversal_rows(stack, payment_id)
+    with stack.svc.engine.begin() as conn:  # believed failed, as a misread answer would make it
+        assert transition(conn, row.id, "failed", result_code="2001", result_desc="x")
+
+    deliver_held(stack, "/hooks/reversal/result/")
+
+    (row,) = reversal_rows(stack, payment_id)
+    assert row.status == "completed"
+    assert payment(stack, payment_id).status == "reversed"
+    flags = stack.rows(payment_flags, payment_flags.c.subject_id == payment_id)
+    assert [f.flag for f in flags] == ["status_conflict"]
+
+
 @pytest.mark.parametrize("phone", ["254700001032", "254722000001"])
 def test_an_unpaid_collection_cannot_be_reversed(ops, phone):
     body = {"phone": phone, "amount": 100, "account_reference": "INV1", "description": "x"}
@@ -245,6 +294,117 @@ def test_only_an_operator_may_reverse(ops):
     )
 
 
+# --- the command line and the console --------------------------------------------------------
+
+
+def test_the_command_line_reverses_a_collection_once(ops, monkeypatch, capsys):
+    from mpesa_service.entrypoint import main
+
+    payment_id = paid_collection(ops)
+    settings = ops.svc.settings
+    for name in ("DATABASE_URL", "CALLBACK_TOKEN", "CALLBACK_JOURNAL_PATH", "API_KEYS"):
+        monkeypatch.setenv(name, settings[name])
+    monkeypatch.setenv("MPESA_BASE_URL", ops.sim_base_url)
+    monkeypatch.setenv("PUBLIC_BASE_URL", ops.base_url)
+
+    assert main(["reverse", payment_id, "--reason", "booking cancelled", "--actor", "cli:ann"]) == 0
+    assert main(["reverse", payment_id, "--reason", "booking cancelled"]) == 0
+
+    said = capsys.readouterr().out.splitlines()
+    assert said[0].startswith(f"reversal of {payment_id} sent: pending (attempt 1")
+    assert said[1].startswith(f"reversal of {payment_id} already asked for")
+    assert len(ops.sim_requests(REVERSAL_PATH)) == 1
+    wait_until(lambda: payment(ops, payment_id).status == "reversed")
+    (row,) = reversal_rows(ops, payment_id)
+    assert row.requested_by == "cli:ann"
+    assert main(["reverse", payment_id]) == 2  # no reason
+
+
+def console_session(stack):
+    session = requests.Session()
+    session.post(f"{stack.base_url}/console/login", data={"key": OPERATOR}, timeout=10)
+    return session
+
+
+def test_the_console_reverses_a_collection_with_a_reason_and_its_csrf_token(ops):
+    payment_id = paid_collection(ops)
+    session = console_session(ops)
+    page = session.get(f"{ops.base_url}/console/payments/{payment_id}", timeout=10).text
+    assert 'id="reverse"' in page
+    csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', page).group(1)
+    action = f"{ops.base_url}/console/payments/{payment_id}/reverse"
+
+    forged = session.post(action, data={"reason": "refund", "csrf": "0" * 64}, timeout=10)
+    assert forged.status_code == 403
+    assert ops.sim_requests(REVERSAL_PATH) == []
+    done = session.post(action, data={"reason": "booking cancelled", "csrf": csrf}, timeout=10)
+
+    assert "reversal sent" in done.url.replace("%20", " ")
+    wait_until(lambda: payment(ops, payment_id).status == "reversed")
+    page = session.get(f"{ops.base_url}/console/payments/{payment_id}", timeout=10).text
+    assert 'id="reverse"' not in page
+    (row,) = reversal_rows(ops, payment_id)
+    assert row.requested_by == "ops (console)"
+    assert row.receipt in page and "booking cancelled" in page
+
+
+def test_the_console_says_a_payout_cannot_be_reversed_by_api(ops):
+    created = ops.post(
+        "/payouts",
+        {"user_id": "u1", "phone": "0712345678", "amount": 500},
+        headers={"Idempotency-Key": "refund-me-2"},
+    ).json()
+    reference = created["reference_id"]
+    wait_until(lambda: ops.get(f"/payouts/{reference}").json()["status"] == "completed")
+
+    page = console_session(ops).get(f"{ops.base_url}/console/payouts/{reference}", timeout=10)
+
+    assert "cannot be reversed by API" in page.text
+    assert "M-Pesa organisation portal" in page.text
+
+
+# --- the state machine ------------------------------------------------------------------------
+
+EXPECTED = {
+    "submitting": {"pending", "unknown", "failed", "completed"},
+    "pending": {"completed", "failed", "unknown", "review"},
+    "unknown": {"completed", "failed", "review"},
+    "review": {"completed", "failed"},
+    "failed": {"completed"},
+    "completed": set(),
+}
+
+
+def test_the_state_table_in_the_code_is_the_documented_one():
+    assert {state: set(targets) for state, (_, targets) in REVERSAL_STATES.items()} == EXPECTED
+
+
+@pytest.mark.parametrize("state", list(EXPECTED))
+def test_allowed_and_forbidden_transitions_from(engine, state):
+    for target in EXPECTED:
+        with engine.begin() as conn:
+            conn.execute(
+                reversals.insert().values(
+                    id="r-1",
+                    payment_kind="stk",
+                    payment_id="p-1",
+                    attempt_no=1,
+                    status=state,
+                    amount=100,
+                    original_receipt="TK5AAAAAAA",
+                    reason="test",
+                    requested_by="ops",
+                    created_at=utcnow(),
+                    updated_at=utcnow(),
+                )
+            )
+            moved = transition(conn, "r-1", target)
+            now = conn.execute(reversals.select()).one().status
+            conn.execute(reversals.delete())
+        assert moved == (target in EXPECTED[state]), f"{state} -> {target}"
+        assert now == (target if moved else state)
+
+
 # --- helpers for held callbacks ---------------------------------------------------------------
 
 
@@ -255,6 +415,33 @@ def paid_collection_held(stack) -> str:
     wait_until(stack.sim.ledger)  # the customer has paid
     deliver_held(stack, "/hooks/stk/")
     return payment_completed(stack, payment_id).id
+
+
+def reverse_in_simulator(stack, receipt: str) -> str:
+    """Reverse a receipt at the simulator directly, not through the service; its receipt."""
+    config = stack.sim.config
+    body = {
+        "Initiator": config.initiator_name,
+        "SecurityCredential": credential_for(),
+        "CommandID": "TransactionReversal",
+        "TransactionID": receipt,
+        "Amount": 150,
+        "ReceiverParty": config.shortcode,
+        "RecieverIdentifierType": "11",
+        "ResultURL": "http://127.0.0.1:9/portal",
+        "QueueTimeOutURL": "http://127.0.0.1:9/portal",
+        "Remarks": "portal",
+    }
+    token = fetch_token(stack.sim_base_url)
+    answer = requests.post(
+        stack.sim_base_url + REVERSAL_PATH,
+        json=body,
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    assert answer.status_code == 200, answer.text
+    (entry,) = reversed_in_simulator(stack)
+    return entry["receipt"]
 
 
 def deliver_held(stack, path_part: str) -> None:

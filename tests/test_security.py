@@ -437,6 +437,8 @@ def test_each_api_route_answers_only_the_roles_it_names(keyed, method, rule):
         ("GET", "/console/reports/x/report.html"),
         ("GET", "/console/events"),
         ("POST", "/console/events/x/redeliver"),
+        ("GET", "/console/payments/x"),
+        ("POST", "/console/payments/x/reverse"),
     ],
 )
 def test_every_console_route_needs_a_session(keyed, method, path):

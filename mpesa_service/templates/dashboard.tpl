@@ -12,7 +12,7 @@
 <h2 id="collections-found">Collections matching {{search_text}} ({{len(found.collections)}})</h2>
 <table><tr><th>id</th><th>status</th><th>amount</th><th>receipt</th><th>phone</th><th>user</th><th>CheckoutRequestID</th><th>created</th></tr>
 % for row in found.collections:
-<tr><td>{{row.id}}</td><td>{{row.status}}</td><td class="num">{{money(row.amount or 0)}}</td><td>{{row.mpesa_receipt or ''}}</td><td>{{mask(row.phone_number)}}</td><td>{{row.user_id or ''}}</td><td>{{row.checkout_request_id or ''}}</td><td>{{!when(row.created_at)}}</td></tr>
+<tr><td><a href="/console/payments/{{url(row.id)}}">{{row.id}}</a></td><td>{{row.status}}</td><td class="num">{{money(row.amount or 0)}}</td><td>{{row.mpesa_receipt or ''}}</td><td>{{mask(row.phone_number)}}</td><td>{{row.user_id or ''}}</td><td>{{row.checkout_request_id or ''}}</td><td>{{!when(row.created_at)}}</td></tr>
 % end
 % if not found.collections:
 <tr><td colspan="8">No collection matches.</td></tr>

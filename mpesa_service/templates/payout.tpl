@@ -35,6 +35,10 @@
 </form>
 % end
 
+% if p['status'] == 'completed':
+<p id="not-reversible">{{not_reversible}}.</p>
+% end
+
 <h2>Attempts</h2>
 <table><tr><th>#</th><th>OriginatorConversationID</th><th>ConversationID</th><th>status</th><th>error</th><th>created</th></tr>
 % for a in p['attempts']:
