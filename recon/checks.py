@@ -642,6 +642,7 @@ def check_unrecorded_statement_entry(frames: Frames, *, options: Options) -> pd.
         results.loc[results["states_receipt"], "transaction_id"],
         frames.attempts["receipt"],
         frames.stk["receipt"],
+        frames.stk["reversal_receipt"],
     ]
     # Scan the large receipt lists for the few unrecorded ones (hashing the few, not the many).
     known = pd.concat([held[held.isin(rows["receipt"])] for held in everything_we_hold])
@@ -697,12 +698,16 @@ def _beyond_recorded_gap(rows: pd.DataFrame) -> pd.Series:
 def check_reversal(frames: Frames, *, options: Options) -> pd.DataFrame:
     """Payouts and collections we hold as paid that the statement shows reversed: a reversal
     row carrying or linked to their receipt, or a row with their receipt moving money the other
-    way. The money came back; a reversal of a receipt we do not know is reported too."""
+    way. The money came back; a reversal of a receipt we do not know is reported too. A
+    collection the service reversed matches its reversal's row (that row's receipt, or a row
+    with the collection's own receipt moving money back) and is no finding; any other reversal
+    of it is."""
     if frames.statement is None:
         return empty_findings()
     matched = MatchedFrames.of(frames)
     ours = matched.statement_matches.ours
     reversals = in_period(_reversal_rows(matched, ours), options)
+    reversals = reversals[~_reversed_by_us(reversals, ours)]
     ours_by_receipt = ours[ours["receipt"].isin(reversals["reversed"]).to_numpy()]
     ours_by_receipt = ours_by_receipt.drop_duplicates("receipt").set_index("receipt")
     known = reversals["reversed"].isin(ours_by_receipt.index).to_numpy()
@@ -738,6 +743,18 @@ def check_reversal(frames: Frames, *, options: Options) -> pd.DataFrame:
         actual_cents=reversals["amount_cents"],
         at_risk_cents=reversals["amount_cents"],
     )
+
+
+def _reversed_by_us(reversals: pd.DataFrame, ours: pd.DataFrame) -> np.ndarray:
+    """Whether each reversal row is one the service made: its own receipt is the receipt of a
+    reversal the service made, or it undoes a collection the service reversed under that
+    collection's own receipt (a Withdrawn row with the receipt)."""
+    refunded = ours[ours["reversal_receipt"].notna().to_numpy()]
+    own_receipt = reversals["receipt"].isin(refunded["reversal_receipt"])
+    back_under_ours = reversals["reversed"].isin(refunded["receipt"]) & (
+        reversals["receipt"] == reversals["reversed"]
+    )
+    return (own_receipt | back_under_ours).to_numpy(dtype=bool)
 
 
 def _reversal_rows(frames: MatchedFrames, ours: pd.DataFrame) -> pd.DataFrame:

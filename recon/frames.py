@@ -71,9 +71,11 @@ STK_COLUMNS = {
     "checkout_request_id": "checkout_request_id",
     "created_at": "created_at",
     "completed_at": "completed_at",
+    # The receipt of the reversal the service made of it (its refund), if any.
+    "reversal_receipt": "reversal_receipt",
 }
 LOWERCASE_COLUMNS = ("status", "kind")
-RECEIPT_COLUMNS = ("transaction_id", "receipt")
+RECEIPT_COLUMNS = ("transaction_id", "receipt", "reversal_receipt")
 UNREADABLE_COLUMNS = ["table", "id", "column", "value"]
 
 

@@ -119,6 +119,7 @@ def collection_receipts(stk: pd.DataFrame) -> pd.DataFrame:
             "amount_cents": stk["paid_amount_cents"].fillna(stk["amount_cents"]),
             "phone": stk["phone"],
             "occurred_at": stk["completed_at"].fillna(stk["created_at"]),
+            "reversal_receipt": stk["reversal_receipt"],
         }
     )
 

@@ -17,6 +17,7 @@ from recon.checks import (
     check_missing_from_statement,
     check_orphan_callback,
     check_possible_double_payout,
+    check_reversal,
     check_stale_pending,
     check_statement_amount_mismatch,
     check_statement_integrity,
@@ -33,6 +34,7 @@ from tests.recon_support import (
     at,
     attempt,
     balanced_statement,
+    entry,
     legacy_payout,
     legacy_result,
     nairobi,
@@ -640,6 +642,53 @@ def test_statement_integrity_reports_the_parsers_problems(tmp_path):
     assert list(found["reason"]) == [
         "statement integrity: total withdrawn: expected 101.00 (header) != rows 100.00 (1.00 short)"
     ]
+
+
+REFUNDED = {  # a collection the service reversed, TKR1 the reversal's receipt
+    "id": "s1",
+    "amount": "100.00",
+    "paid_amount": "100.00",
+    "status": "reversed",
+    "result_code": "0",
+    "receipt": "TKS1",
+    "checkout_request_id": "ws_CO_1",
+    "created_at": at(9),
+    "completed_at": at(9),
+    "reversal_receipt": "TKR1",
+}
+NOT_REVERSED_BY_US = {**REFUNDED, "status": "completed", "reversal_receipt": None}
+
+
+def reversal_statement(tmp_path, receipt, linked):
+    """The collection's Paid In row, then a reversal row giving the money back."""
+    back = entry(receipt, nairobi(at(10)), withdrawn="-100.00", reason="Reversal")
+    rows = [
+        entry("TKS1", nairobi(at(9)), paid_in="100.00", reason="Pay Utility"),
+        {**back, "Linked Transaction ID": linked},
+    ]
+    return parse_statement(write_statement(tmp_path / "statement.csv", rows))
+
+
+@pytest.mark.parametrize(
+    ("collection", "receipt", "linked", "found"),
+    [
+        (REFUNDED, "TKR1", "TKS1", []),  # ours, linked to the collection
+        (REFUNDED, "TKR1", "", []),  # ours, by its own receipt alone
+        (REFUNDED, "TKS1", "", []),  # ours, the money going back under the collection's receipt
+        (REFUNDED, "TKR9", "TKS1", ["reversal"]),  # reversed again by someone else
+        (NOT_REVERSED_BY_US, "TKR1", "TKS1", ["reversal"]),
+    ],
+    ids=["linked", "own receipt", "collection receipt", "another reversal", "not by us"],
+)
+def test_a_collection_the_service_reversed_matches_its_reversal_row(
+    tmp_path, collection, receipt, linked, found
+):
+    data = frames(stk=[collection], statement=reversal_statement(tmp_path, receipt, linked))
+
+    checks = (check_reversal, check_unrecorded_statement_entry, check_missing_from_statement)
+    findings = [f for check in checks for f in check(data, options=OPTIONS)["check"]]
+
+    assert findings == found
 
 
 def test_statement_checks_are_empty_without_a_statement():

@@ -5,11 +5,13 @@ asking, a result applied once."""
 import json
 import re
 import threading
+from datetime import datetime
 
 import pytest
 import requests
 
 import service
+from mpesa_service.entrypoint import main
 from mpesa_service.reversals import REVERSAL_STATES, resolve_reversals, transition
 from mpesa_service.storage import (
     collection_audit,
@@ -19,6 +21,11 @@ from mpesa_service.storage import (
     reversals,
     utcnow,
 )
+from recon.checks import Options, check_reversal, check_unrecorded_statement_entry
+from recon.load import load_frames
+from recon.rules import NAIROBI
+from recon.statement import parse_statement
+from tests.recon_support import entry, write_statement
 from tests.service_support import API_KEY, TOKEN, payment_completed, wait_until
 from tests.sim_support import credential_for, fetch_token
 
@@ -88,7 +95,7 @@ def test_a_paid_collection_is_reversed_once_with_its_receipt_audit_and_event(ops
     assert (row.receipt, row.original_receipt) == (ledger["receipt"], receipt)
     assert payment(ops, payment_id).mpesa_receipt == receipt  # never loses its own receipt
     audit = ops.rows(collection_audit, collection_audit.c.payment_id == payment_id)
-    assert [(a.action, a.actor, a.status_after) for a in audit] == [
+    assert sorted((a.action, a.actor, a.status_after) for a in audit) == [
         ("reversal_requested", "ops", "completed"),
         ("reversed", "system", "reversed"),
     ]
@@ -294,12 +301,36 @@ def test_only_an_operator_may_reverse(ops):
     )
 
 
+# --- reconciliation ----------------------------------------------------------------------------
+
+
+def test_recon_matches_a_reversed_collection_to_its_statement_reversal_row(ops, tmp_path):
+    payment_id = paid_collection(ops)
+    reverse(ops, payment_id)
+    wait_until(lambda: payment(ops, payment_id).status == "reversed")
+    collected, refunded = ops.sim.ledger()
+    when = datetime.now(NAIROBI).strftime("%d-%m-%Y %H:%M:%S")
+    back = entry(refunded["receipt"], when, withdrawn="-150.00", reason="Reversal")
+    rows = [
+        entry(collected["receipt"], when, paid_in="150.00", reason="Pay Utility"),
+        {**back, "Linked Transaction ID": collected["receipt"]},
+        entry("TKX0000001", when, withdrawn="-150.00", reason="Reversal"),  # not ours
+    ]
+    statement = parse_statement(write_statement(tmp_path / "statement.csv", rows))
+
+    frames = load_frames(ops.svc.settings["DATABASE_URL"], statement=statement)
+
+    (row,) = frames.stk[frames.stk["id"] == payment_id].itertuples()
+    assert row.reversal_receipt == refunded["receipt"]
+    options = Options()
+    assert list(check_reversal(frames, options=options)["transaction_id"]) == ["TKX0000001"]
+    assert check_unrecorded_statement_entry(frames, options=options).empty
+
+
 # --- the command line and the console --------------------------------------------------------
 
 
 def test_the_command_line_reverses_a_collection_once(ops, monkeypatch, capsys):
-    from mpesa_service.entrypoint import main
-
     payment_id = paid_collection(ops)
     settings = ops.svc.settings
     for name in ("DATABASE_URL", "CALLBACK_TOKEN", "CALLBACK_JOURNAL_PATH", "API_KEYS"):

@@ -72,7 +72,8 @@ WHERE (:since IS NULL OR received_at >= :since) AND (:until IS NULL OR received_
 -- (a payment started at 23:59 and paid at 00:00 belongs to both days): the amount
 -- requested, the amount paid (the row's paid_amount, else its successful STK callback's amount),
 -- the receipt (mpesa_receipt, else the callback's, else the legacy transaction_reference) and
--- the CheckoutRequestID (what names a collection to a person and to stk-query).
+-- the CheckoutRequestID (what names a collection to a person and to stk-query), and the
+-- receipt of the reversal that refunded it, if the service reversed it.
 SELECT p.id, p.user_id, p.phone_number, p.amount, p.status, p.result_code, p.created_at,
        p.completed_at, p.checkout_request_id,
        COALESCE(p.paid_amount,
@@ -81,7 +82,9 @@ SELECT p.id, p.user_id, p.phone_number, p.amount, p.status, p.result_code, p.cre
        COALESCE(p.mpesa_receipt,
                 (SELECT MAX(c.mpesa_receipt) FROM stk_callbacks c
                  WHERE c.payment_id = p.id AND c.result_code = '0'),
-                p.transaction_reference) AS receipt
+                p.transaction_reference) AS receipt,
+       (SELECT MAX(r.receipt) FROM reversals r
+        WHERE r.payment_id = p.id AND r.status = 'completed') AS reversal_receipt
 FROM payments p
 WHERE p.method = 'mpesa'
   AND (((:since IS NULL OR p.created_at >= :since) AND (:until IS NULL OR p.created_at < :until))
