@@ -204,9 +204,11 @@ def _reversible_amount(payment) -> int:
 
 
 def write_ahead(svc: Service, payment, request: ReversalRequest, amount: int, number: int) -> str:
-    """Commit the reversal attempt (`submitting`) and its audit row before Daraja is called."""
+    """Commit the reversal attempt (`submitting`) and its audit row before Daraja is called,
+    if the collection is still paid and none of its reversals has completed meanwhile."""
     reversal_id, now = new_id(), utcnow()
     with svc.engine.begin() as conn:
+        _still_reversible(conn, payment.id)
         conn.execute(
             reversals.insert().values(
                 id=reversal_id,
@@ -225,6 +227,17 @@ def write_ahead(svc: Service, payment, request: ReversalRequest, amount: int, nu
         note = f"reversal attempt {number} of {amount:,}: {request.reason}"
         audit(conn, payment, request.actor, "reversal_requested", payment.status, note=note)
     return reversal_id
+
+
+def _still_reversible(conn: sa.Connection, payment_id: str) -> None:
+    status = conn.execute(sa.select(payments.c.status).where(payments.c.id == payment_id)).scalar()
+    done = conn.execute(
+        sa.select(reversals.c.id).where(
+            reversals.c.payment_id == payment_id, reversals.c.status == "completed"
+        )
+    ).first()
+    if status not in STK_PAID_STATES or done is not None:
+        raise ApiError(409, f"collection {payment_id} is {status}: it cannot be reversed now")
 
 
 def send_reversal(svc: Service, reversal_id: str) -> str:
