@@ -53,7 +53,8 @@ Jobs (APScheduler 3, started by `python service.py` only; max_instances=1, coale
     resolve          every RESOLVE_INTERVAL_SECONDS: Transaction Status queries for `unknown`
                      payouts and `pending` ones older than RESOLVE_PENDING_AFTER_SECONDS, on the
                      RESOLVE_SCHEDULE_SECONDS backoff; `review` when it runs out; stuck
-                     `submitting` payouts become `unknown`; the same for reversals
+                     `submitting` payouts become `unknown`
+    reversal_resolve every RESOLVE_INTERVAL_SECONDS: the same for reversals (never sent again)
     retry            every RETRY_INTERVAL_SECONDS: a new attempt for `failed` payouts with a
                      retryable code, after RETRY_DELAY_SECONDS, up to PAYOUT_MAX_ATTEMPTS
     stk_sweep        every SWEEP_INTERVAL_SECONDS: STK Query for open collections, with backoff;

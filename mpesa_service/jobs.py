@@ -45,6 +45,7 @@ def make_scheduler(svc: Service):
         scheduler.add_job(run_job, trigger, id=job.name, name=job.name, args=[job, svc], **when)
 
     add(RESOLVE, "interval", seconds=settings.integer("RESOLVE_INTERVAL_SECONDS"))
+    add(REVERSAL_RESOLVE, "interval", seconds=settings.integer("RESOLVE_INTERVAL_SECONDS"))
     add(RETRY, "interval", seconds=settings.integer("RETRY_INTERVAL_SECONDS"))
     add(STK_SWEEP, "interval", seconds=settings.integer("SWEEP_INTERVAL_SECONDS"))
     add(JOURNAL_REPLAY, "interval", seconds=60)
@@ -265,16 +266,13 @@ def nairobi_date(moment: datetime) -> str:
 
 # --- the jobs' names and log lines ------------------------------------------------------------
 
-
-def resolve_open_outcomes(svc: Service) -> int:
-    """The resolve job: payouts, then reversals, whose outcome is not known yet."""
-    return resolve_payouts(svc) + resolve_reversals(svc)
-
-
 RESOLVE = Job(
-    "resolve",
-    resolve_open_outcomes,
-    "payout or reversal",
+    "resolve", resolve_payouts, "payout", "asked about by Transaction Status or sent to review"
+)
+REVERSAL_RESOLVE = Job(
+    "reversal_resolve",
+    resolve_reversals,
+    "reversal",
     "asked about by Transaction Status or sent to review",
 )
 RETRY = Job("retry", retry_failed_payouts, "failed payout", "sent again as a new attempt")

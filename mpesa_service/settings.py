@@ -124,7 +124,7 @@ SETTINGS = (
     Setting("RESOLVE_UNKNOWN_AFTER_SECONDS", "60", "Delay before the first status query of a "
             "payout whose outcome is unknown."),
     Setting("RESOLVE_INTERVAL_SECONDS", "15", "How often the resolve job looks for payouts "
-            "to query."),
+            "to query (and the reversal_resolve job for reversals)."),
     Setting("RESOLVE_SCHEDULE_SECONDS", "60,120,300,900,1800,3600,21600,21600,21600",
             "Waits between a payout's Transaction Status queries; when they run out the payout "
             "goes to `review`."),
