@@ -119,6 +119,16 @@ SETTINGS = (
             "created it approves it; 0 means no payout needs approval."),
     Setting("APPROVAL_EXPIRES_HOURS", "24", "A payout still awaiting approval this many hours "
             "after it was created ends `expired`, never sent; 0 means it never expires."),
+    Setting("BULK_REQUIRES_APPROVAL", "1", "1: an uploaded bulk payout file waits until an "
+            "operator key other than the uploader's approves the whole batch; 0: it is sent "
+            "as soon as it is uploaded."),
+    Setting("BULK_PAYOUTS_PER_SECOND", "2", "Most B2C requests a bulk batch sends per second "
+            "(Daraja publishes no TPS; too fast shows as 500.003.02 Spike Arrest Violation)."),
+    Setting("BULK_MAX_BYTES", "2000000", "Largest bulk payout file accepted (413 above)."),
+    Setting("BULK_MAX_ROWS", "5000", "Most rows in one bulk payout file."),
+    Setting("OPERATOR_EMAILS", "", "Comma-separated `key_name=address` pairs: where a bulk "
+            "batch's result file is emailed when it finishes (to its maker and its checker); "
+            "empty or a key not listed means no email."),
     Setting("RESOLVE_PENDING_AFTER_SECONDS", "120", "Age after which an accepted payout with "
             "no result is checked by a status query."),
     Setting("RESOLVE_UNKNOWN_AFTER_SECONDS", "60", "Delay before the first status query of a "
@@ -193,6 +203,10 @@ NUMERIC_SETTINGS = (
     "PAYOUT_DAILY_LIMIT",
     "APPROVAL_ABOVE",
     "APPROVAL_EXPIRES_HOURS",
+    "BULK_REQUIRES_APPROVAL",
+    "BULK_PAYOUTS_PER_SECOND",
+    "BULK_MAX_BYTES",
+    "BULK_MAX_ROWS",
     "RESOLVE_PENDING_AFTER_SECONDS",
     "RESOLVE_UNKNOWN_AFTER_SECONDS",
     "RESOLVE_INTERVAL_SECONDS",
