@@ -27,6 +27,13 @@ Routes (JSON; initiation and reads need `Authorization: Bearer <API key>`)
     POST /payouts/<reference_id>/approve  approve a payout awaiting approval (operator, not its
                                           creator's key): it is sent
     POST /payouts/<reference_id>/reject   reject it (operator, not its creator's key; a reason)
+    POST /payouts/batches                 upload a bulk payout file (CSV/XLSX; operator): checked,
+                                          nothing sent; 422 with the report for bad rows unless
+                                          ?skip_bad_rows=1; kept awaiting another key's approval
+    GET  /payouts/batches/<batch_id>      a batch: counts by status, progress, rows and outcomes
+    POST /payouts/batches/<id>/approve    approve the whole batch (operator, not its uploader)
+    POST /payouts/batches/<id>/reject     reject it, nothing sent (operator, not its uploader)
+    GET  /payouts/batches/<id>/result.csv the result file (also result.xlsx)
     GET  /events?since=&type=             outbound events, oldest first, with delivery state
     POST /events/<id>/redeliver           make an event due for delivery now (operator)
     POST /api.php                         old front end: action b2c_payment_initiate
