@@ -60,6 +60,9 @@ Jobs (APScheduler 3, started by `python service.py` only; max_instances=1, coale
     journal_replay   every 60 s: apply journaled callbacks the database missed
     approval_expiry  every 60 s: payouts awaiting approval for APPROVAL_EXPIRES_HOURS end
                      `expired`, never sent
+    batches          every 2 s: send approved bulk batches' rows at BULK_PAYOUTS_PER_SECOND (a
+                     lease per batch; each row a payout keyed by its reference), finish settled
+                     batches and email their result file to OPERATOR_EMAILS' maker and checker
     alerts           every ALERT_INTERVAL_SECONDS: one email to ALERT_EMAIL_TO for new flags;
                      first raises (or closes) events_backlog and journal_space_low
     events           every EVENTS_INTERVAL_SECONDS (when EVENTS_URL is set): POST due events,

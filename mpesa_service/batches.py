@@ -66,7 +66,6 @@ BATCH_STATES = {
 }
 # A payout that will not move again without a person (a failed one unless it is retried).
 SETTLED = ("completed", "review", "rejected", "expired")
-LEASE = timedelta(seconds=120)
 SEND_BUDGET_SECONDS = 30.0
 IN_CHUNK = 500
 
@@ -516,41 +515,53 @@ def send_batches(svc: Service, budget_seconds: float = SEND_BUDGET_SECONDS) -> i
         )
     sent = 0
     for batch_id in sending:
-        if time.monotonic() < deadline and _lease(svc, batch_id):
+        lease = Lease(svc, batch_id)
+        if time.monotonic() < deadline and lease.take():
             try:
-                sent += _send_rows(svc, batch_id, pace, deadline)
+                sent += _send_rows(svc, batch_id, pace, deadline, lease)
             finally:
-                _release(svc, batch_id)
+                lease.give_back()
         finish_if_settled(svc, batch_id)
     return sent
 
 
-def _lease(svc: Service, batch_id: str) -> bool:
-    """Claim the batch for this run by compare-and-set: no other process sends it meanwhile
-    (one that did could not pay a row twice, only send faster than the setting)."""
-    now = utcnow()
-    free = sa.or_(payout_batches.c.claimed_until.is_(None), payout_batches.c.claimed_until < now)
-    with svc.engine.begin() as conn:
-        return (
-            conn.execute(
+class Lease:
+    """This run's claim on a batch, taken and renewed by compare-and-set, so one process at a
+    time sends it (a second could not pay a row twice, only pass the rate). It lasts twice
+    DARAJA_TIMEOUT_SECONDS (at least 10 s) past each row, so a process that died holds it
+    no longer than that."""
+
+    def __init__(self, svc: Service, batch_id: str):
+        self.svc, self.batch_id, self.owner = svc, batch_id, new_id()
+        self.length = timedelta(
+            seconds=max(10.0, 2 * svc.settings.seconds("DARAJA_TIMEOUT_SECONDS"))
+        )
+
+    def take(self) -> bool:
+        now = utcnow()
+        lapsed = sa.or_(
+            payout_batches.c.claimed_until.is_(None), payout_batches.c.claimed_until < now
+        )
+        return self._set(lapsed, payout_batches.c.status == SENDING, claim_owner=self.owner)
+
+    def renew(self) -> bool:
+        return self._set(payout_batches.c.claim_owner == self.owner)
+
+    def give_back(self) -> None:
+        self._set(payout_batches.c.claim_owner == self.owner, claim_owner=None, claimed_until=None)
+
+    def _set(self, *conditions, **values) -> bool:
+        values.setdefault("claimed_until", utcnow() + self.length)
+        with self.svc.engine.begin() as conn:
+            statement = (
                 payout_batches.update()
-                .where(payout_batches.c.id == batch_id, payout_batches.c.status == SENDING, free)
-                .values(claimed_until=now + LEASE)
-            ).rowcount
-            == 1
-        )
+                .where(payout_batches.c.id == self.batch_id, *conditions)
+                .values(**values)
+            )
+            return conn.execute(statement).rowcount == 1
 
 
-def _release(svc: Service, batch_id: str) -> None:
-    with svc.engine.begin() as conn:
-        conn.execute(
-            payout_batches.update()
-            .where(payout_batches.c.id == batch_id)
-            .values(claimed_until=None)
-        )
-
-
-def _send_rows(svc: Service, batch_id: str, pace: Pace, deadline: float) -> int:
+def _send_rows(svc: Service, batch_id: str, pace: Pace, deadline: float, lease: Lease) -> int:
     with svc.engine.connect() as conn:
         batch = _batch(conn, batch_id)
         rows = conn.execute(
@@ -561,7 +572,7 @@ def _send_rows(svc: Service, batch_id: str, pace: Pace, deadline: float) -> int:
         ).all()
     sent = 0
     for row in rows:
-        if time.monotonic() >= deadline:
+        if time.monotonic() >= deadline or not lease.renew():
             break
         pace.wait()
         send_row(svc, batch, row)

@@ -259,6 +259,17 @@ def parse_api_keys(entries: list[str]) -> list[ApiKey]:
     return keys
 
 
+def operator_emails(text: str) -> dict[str, str]:
+    """OPERATOR_EMAILS as {key name: address}; ValueError names an entry without both."""
+    pairs = {}
+    for position, entry in enumerate((e.strip() for e in text.split(",") if e.strip()), 1):
+        name, _, address = entry.partition("=")
+        if not name.strip() or "@" not in address:
+            raise ValueError(f"OPERATOR_EMAILS entry {position} must be `key_name=address`")
+        pairs[name.strip()] = address.strip()
+    return pairs
+
+
 class SettingsError(Exception):
     """Configuration that cannot be run with; the message names every bad variable."""
 
@@ -355,6 +366,10 @@ def _setting_problems(values: dict[str, str], given: dict[str, str]) -> list[str
     if values["EVENTS_URL"] and not values["EVENTS_SECRET"]:
         problems.append("EVENTS_SECRET is required when EVENTS_URL is set")
     problems += _api_key_problems(values["API_KEYS"])
+    try:
+        operator_emails(values["OPERATOR_EMAILS"])
+    except ValueError as error:
+        problems.append(str(error))
     for name in NUMERIC_SETTINGS:
         if not WHOLE.fullmatch(values[name]):
             problems.append(f"{name} must be a whole number, not {values[name]!r}")

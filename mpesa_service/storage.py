@@ -343,7 +343,8 @@ event_deliveries = sa.Table(
 
 # Bulk payouts: a file's rows, uploaded once, approved once as a whole, each row then sent as
 # an ordinary payout whose idempotency key and reference_id are the row's reference (see
-# batches.py). `claimed_until` is the sending job's lease on a batch (compare-and-set).
+# batches.py). `claim_owner` holds the sending job's lease on a batch until `claimed_until`
+# (compare-and-set, renewed row by row).
 payout_batches = sa.Table(
     "payout_batches",
     metadata,
@@ -358,6 +359,7 @@ payout_batches = sa.Table(
     sa.Column("decided_at", sa.DateTime),
     sa.Column("decision_note", sa.Text),
     sa.Column("claimed_until", sa.DateTime),
+    sa.Column("claim_owner", sa.String(64)),
     sa.Column("finished_at", sa.DateTime),
     sa.Column("emailed_at", sa.DateTime),
     sa.Index("ix_payout_batches_status", "status"),

@@ -403,6 +403,7 @@ CREATE TABLE payout_batches (
     decided_at DATETIME, 
     decision_note TEXT, 
     claimed_until DATETIME, 
+    claim_owner VARCHAR(64), 
     finished_at DATETIME, 
     emailed_at DATETIME, 
     PRIMARY KEY (id)

@@ -5,6 +5,8 @@ key's approval has the batch job send every good row once, each completed or fai
 meaning; the result file says the same; the same file uploaded again makes no new payout."""
 
 import csv
+import email
+import email.policy
 import io
 import threading
 import uuid
@@ -14,6 +16,7 @@ import pytest
 import requests
 
 from mpesa_service.batches import XLSX_TYPE, send_batches
+from mpesa_service.jobs import run_batches
 from tests.service_support import API_KEY, wait_until
 
 MAKER, CHECKER = "maker-secret-1", "checker-secret-1"
@@ -284,3 +287,36 @@ def test_rows_above_approval_above_are_not_held_again_once_the_batch_is_approved
     assert done["rows"][0]["status"] == "completed"
     history = ops.get("/payouts/big-1").json()["history"]
     assert history[0]["note"] == f"approved with batch {batch_id} by checker"
+
+
+def test_a_finished_batch_is_emailed_to_its_maker_and_checker_with_the_result_file(
+    make_stack, smtp_server
+):
+    recorder, port = smtp_server
+    stack = make_stack(
+        {
+            **BULK,
+            "OPERATOR_EMAILS": "maker=maker@example.com,checker=checker@example.com",
+            "SMTP_HOST": "127.0.0.1",
+            "SMTP_PORT": str(port),
+            "SMTP_FROM": "payouts@example.com",
+        }
+    )
+    batch_id = upload(stack, csv_bytes(good_rows(3, "mail"))).json()["batch_id"]
+    decide(stack, batch_id, "approve")
+
+    def emailed():
+        run_batches(stack.svc)
+        return recorder.envelopes
+
+    (envelope,) = wait_until(emailed, timeout=30, interval=0.2)
+    assert sorted(envelope.rcpt_tos) == ["checker@example.com", "maker@example.com"]
+    message = email.message_from_bytes(envelope.content, policy=email.policy.default)
+    assert message["Subject"].strip() == f"Bulk payout batch {batch_id} finished: 3 completed"
+    files = {part.get_filename(): part.get_content() for part in message.iter_attachments()}
+    assert sorted(files) == [f"{batch_id}-result.csv", f"{batch_id}-result.xlsx"]
+    assert (
+        files[f"{batch_id}-result.csv"] == stack.get(f"/payouts/batches/{batch_id}/result.csv").text
+    )
+    run_batches(stack.svc)
+    assert len(recorder.envelopes) == 1  # once

@@ -32,6 +32,7 @@ def upgrade() -> None:
         sa.Column("decided_at", sa.DateTime),
         sa.Column("decision_note", sa.Text),
         sa.Column("claimed_until", sa.DateTime),
+        sa.Column("claim_owner", sa.String(64)),
         sa.Column("finished_at", sa.DateTime),
         sa.Column("emailed_at", sa.DateTime),
     )
