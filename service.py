@@ -9,6 +9,12 @@ Commands
                                       PHP system's tables in place, losing no row)
     python service.py schema          print the MySQL DDL of the newest schema
     python service.py replay          apply journaled callbacks the database does not have yet
+    python service.py bulk FILE [--skip-bad-rows] [--actor NAME]
+                                      check and upload a bulk payout file (CSV/XLSX) as
+                                      POST /payouts/batches does: prints each bad row, the
+                                      totals and limits, and the batch id; --actor is the maker
+    python service.py bulk-status BATCH_ID
+                                      a batch's status, progress and counts by status
     python service.py check [--smoke] the go-live check: a table of what is ready (settings,
                                       database, OAuth, clock, certificate, credential, callback
                                       URLs, journal, callback filters), exit 1 on a failure;

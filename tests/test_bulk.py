@@ -320,3 +320,29 @@ def test_a_finished_batch_is_emailed_to_its_maker_and_checker_with_the_result_fi
     )
     run_batches(stack.svc)
     assert len(recorder.envelopes) == 1  # once
+
+
+def test_the_cli_uploads_a_file_with_its_report_and_shows_the_batchs_progress(ops, tmp_path):
+    from tests.test_entrypoint import run_service
+
+    path = tmp_path / "week.csv"
+    path.write_bytes(csv_bytes([*good_rows(2, "cli"), ["cli-bad", "coach-1", "0712", 100, "", ""]]))
+    environ = {
+        "DATABASE_URL": ops.svc.settings["DATABASE_URL"],
+        "CALLBACK_JOURNAL_PATH": str(tmp_path / "cli.log"),
+        "API_KEYS": KEYS,
+    }
+    refused = run_service("bulk", str(path), environ=environ)
+    assert refused.returncode == 1
+    assert "line 4: phone: not a Kenyan mobile number" in refused.stdout
+    made = run_service("bulk", str(path), "--skip-bad-rows", "--actor", "ops-anne", environ=environ)
+    assert made.returncode == 0, made.stderr
+    assert "2 good rows, KES 201, largest KES 101" in made.stdout
+    batch_id = made.stdout.split("batch ")[-1].split(":")[0]
+    assert batch(ops, batch_id)["created_by"] == "ops-anne"
+    decide(ops, batch_id, "approve", secret=MAKER)  # a key other than ops-anne
+    run_until_finished(ops, batch_id)
+    status = run_service("bulk-status", batch_id, environ=environ)
+    assert status.stdout.strip() == (
+        f"batch {batch_id}: finished; 2/2 settled (100%), 2 sent; 2 completed"
+    )
