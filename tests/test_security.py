@@ -442,6 +442,12 @@ def test_each_api_route_answers_only_the_roles_it_names(keyed, method, rule):
         ("GET", "/console/reports/x/report.html"),
         ("GET", "/console/events"),
         ("POST", "/console/events/x/redeliver"),
+        ("GET", "/console/batches"),
+        ("POST", "/console/batches/upload"),
+        ("GET", "/console/batches/x"),
+        ("POST", "/console/batches/x/approve"),
+        ("POST", "/console/batches/x/reject"),
+        ("GET", "/console/batches/x/result.csv"),
     ],
 )
 def test_every_console_route_needs_a_session(keyed, method, path):
