@@ -265,27 +265,40 @@ def _references_used(svc: Service, references: list[str]) -> dict[str, str]:
 def limits_used(svc: Service, good: list[GoodRow]) -> dict:
     """The daily limits the batch would use, on top of what today's payouts already use: the
     rows that would pass one are refused when their turn comes, not sent."""
-    settings = svc.settings
     by_user = Counter()
     for row in good:
         by_user[row.request.user_id] += row.request.amount
-    total = sum(by_user.values())
+    daily = svc.settings.integer("PAYOUT_DAILY_LIMIT")
+    user_limit = svc.settings.integer("PAYOUT_USER_DAILY_LIMIT")
     with svc.engine.connect() as conn:
         today = sum_amount(conn, counted_today())
-        daily = settings.integer("PAYOUT_DAILY_LIMIT")
-        report = {
-            "PAYOUT_DAILY_LIMIT": _use(daily, today, total),
-            "PAYOUT_USER_DAILY_LIMIT": {"limit": settings.integer("PAYOUT_USER_DAILY_LIMIT")},
-        }
-        user_limit = settings.integer("PAYOUT_USER_DAILY_LIMIT")
-        over = []
-        for user_id, amount in sorted(by_user.items()) if user_limit else ():
-            mine = sa.and_(counted_today(), b2c_payments.c.user_id == user_id)
-            use = _use(user_limit, sum_amount(conn, mine), amount)
-            if use["over"]:
-                over.append({"user_id": user_id, **use})
-    report["PAYOUT_USER_DAILY_LIMIT"]["users_over"] = over
-    return report
+        used = _used_today_by_user(conn, sorted(by_user)) if user_limit else {}
+    users = (
+        {"user_id": user_id, **_use(user_limit, used.get(user_id, 0), amount)}
+        for user_id, amount in sorted(by_user.items())
+    )
+    return {
+        "PAYOUT_DAILY_LIMIT": _use(daily, today, sum(by_user.values())),
+        "PAYOUT_USER_DAILY_LIMIT": {
+            "limit": user_limit,
+            "users_over": [user for user in users if user["over"]],
+        },
+    }
+
+
+def _used_today_by_user(conn: sa.Connection, user_ids: list[str]) -> dict[str, int]:
+    used = {}
+    for start in range(0, len(user_ids), IN_CHUNK):
+        chunk = user_ids[start : start + IN_CHUNK]
+        used.update(
+            (user_id, int(total))
+            for user_id, total in conn.execute(
+                sa.select(b2c_payments.c.user_id, sa.func.sum(b2c_payments.c.amount))
+                .where(counted_today(), b2c_payments.c.user_id.in_(chunk))
+                .group_by(b2c_payments.c.user_id)
+            )
+        )
+    return used
 
 
 def _use(limit: int, today: int, batch: int) -> dict:
@@ -711,7 +724,7 @@ def _row_view(batch, row) -> dict:
         "result_desc": None,
     }
     if view["sent"]:
-        payout = payout_row_view(_payout_of(row))
+        payout = payout_row_view(_PayoutColumns(row))
         view.update(
             status=payout["status"],
             transaction_id=payout["transaction_id"],
@@ -736,10 +749,6 @@ class _PayoutColumns:
         return self._mapping[b2c_payments.c[name]]
 
 
-def _payout_of(row):
-    return _PayoutColumns(row)
-
-
 def _settled_rule(svc: Service):
     """row, view -> whether the row has settled: refused, or its payout will not move again
     without a person (failed counts only once no new attempt is due)."""
@@ -751,7 +760,7 @@ def _settled_rule(svc: Service):
             return True
         if view["status"] != "failed":
             return False
-        payout = _payout_of(row)
+        payout = _PayoutColumns(row)
         return payout.reason_code not in retryable or payout.attempt_count >= most
 
     return settled

@@ -346,3 +346,49 @@ def test_the_cli_uploads_a_file_with_its_report_and_shows_the_batchs_progress(op
     assert status.stdout.strip() == (
         f"batch {batch_id}: finished; 2/2 settled (100%), 2 sent; 2 completed"
     )
+
+
+def test_the_report_names_the_users_a_batch_would_take_over_their_daily_limit(make_stack):
+    stack = make_stack({**BULK, "PAYOUT_USER_DAILY_LIMIT": "1000", "PAYOUT_DAILY_LIMIT": "5000"})
+    rows = [
+        ["lim-1", "coach-1", "0712345678", 600, "", ""],
+        ["lim-2", "coach-1", "0712345678", 600, "", ""],
+    ]
+    rows.append(["lim-3", "coach-2", "0712345678", 300, "", ""])
+    answer = upload(stack, csv_bytes(rows)).json()
+    limits = answer["report"]["limits"]
+    assert limits["PAYOUT_DAILY_LIMIT"] == {
+        "limit": 5000,
+        "used_today": 0,
+        "batch": 1500,
+        "would_reach": 1500,
+        "over": False,
+    }
+    (over,) = limits["PAYOUT_USER_DAILY_LIMIT"]["users_over"]
+    assert (over["user_id"], over["would_reach"], over["over"]) == ("coach-1", 1200, True)
+    decide(stack, answer["batch_id"], "approve")
+    done = run_until_finished(stack, answer["batch_id"])
+    assert [row["status"] for row in done["rows"]] == ["completed", "refused", "completed"]
+    assert "over PAYOUT_USER_DAILY_LIMIT 1,000" in done["rows"][1]["result_desc"]
+    assert len(b2c_sent(stack)) == 2
+
+
+def test_without_bulk_approval_a_batch_is_sent_at_once_and_big_rows_wait_on_their_own(make_stack):
+    stack = make_stack({**BULK, "BULK_REQUIRES_APPROVAL": "0"})
+    rows = [
+        ["own-1", "coach-1", "0712345678", 500, "", ""],
+        ["own-2", "coach-2", "0712345678", 60000, "", ""],
+    ]
+    answer = upload(stack, csv_bytes(rows)).json()
+    assert answer["status"] == "sending"
+    send_batches(stack.svc)
+    detail = wait_until(
+        lambda: (d := batch(stack, answer["batch_id"]))["rows"][0]["status"] == "completed" and d
+    )
+    assert detail["rows"][1]["status"] == "awaiting_approval"
+    assert detail["status"] == "sending"  # until the big row is decided
+    assert stack.post("/payouts/own-2/reject", {"reason": "too much"}, headers=as_key(CHECKER)).ok
+    assert run_until_finished(stack, answer["batch_id"])["counts"] == {
+        "completed": 1,
+        "rejected": 1,
+    }
