@@ -124,7 +124,9 @@ SETTINGS = (
             "as soon as it is uploaded."),
     Setting("BULK_PAYOUTS_PER_SECOND", "2", "Most B2C requests a bulk batch sends per second "
             "(Daraja publishes no TPS; too fast shows as 500.003.02 Spike Arrest Violation)."),
-    Setting("BULK_MAX_BYTES", "2000000", "Largest bulk payout file accepted (413 above)."),
+    Setting("BULK_MAX_BYTES", "1000000", "Largest bulk payout file accepted (413 above); "
+            "at most 1 MiB, the service's cap on any request body (and nginx's for the upload "
+            "routes in deploy/)."),
     Setting("BULK_MAX_ROWS", "5000", "Most rows in one bulk payout file."),
     Setting("OPERATOR_EMAILS", "", "Comma-separated `key_name=address` pairs: where a bulk "
             "batch's result file is emailed when it finishes (to its maker and its checker); "
