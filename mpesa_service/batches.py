@@ -28,6 +28,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+import openpyxl
 import sqlalchemy as sa
 
 from mpesa_service import log
@@ -115,9 +116,6 @@ def _csv_table(content: bytes):
 
 
 def _xlsx_table(content: bytes):
-    # openpyxl only here: reading a spreadsheet is this module's one use of it.
-    import openpyxl
-
     try:
         book = openpyxl.load_workbook(io.BytesIO(content), read_only=True, data_only=True)
     except (zipfile.BadZipFile, KeyError, ValueError, OSError):
@@ -128,8 +126,8 @@ def _xlsx_table(content: bytes):
 
 
 def _text(value: object) -> str:
-    """A cell as text: numbers as a spreadsheet shows them (1500.0 stays "1500.0", so a
-    fractional amount is still refused), blanks as ""."""
+    """A cell as text, as a CSV would hold it: an XLSX number keeps its fraction (10.5 is
+    "10.5", refused as not whole; 1500.0 is "1500.0", taken), a blank is ""."""
     if value is None:
         return ""
     return str(value).strip()
