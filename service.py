@@ -9,6 +9,12 @@ Commands
                                       PHP system's tables in place, losing no row)
     python service.py schema          print the MySQL DDL of the newest schema
     python service.py replay          apply journaled callbacks the database does not have yet
+    python service.py bulk FILE [--skip-bad-rows] [--actor NAME]
+                                      check and upload a bulk payout file (CSV/XLSX) as
+                                      POST /payouts/batches does: prints each bad row, the
+                                      totals and limits, and the batch id; --actor is the maker
+    python service.py bulk-status BATCH_ID
+                                      a batch's status, progress and counts by status
     python service.py check [--smoke] the go-live check: a table of what is ready (settings,
                                       database, OAuth, clock, certificate, credential, callback
                                       URLs, journal, callback filters), exit 1 on a failure;
@@ -27,6 +33,13 @@ Routes (JSON; initiation and reads need `Authorization: Bearer <API key>`)
     POST /payouts/<reference_id>/approve  approve a payout awaiting approval (operator, not its
                                           creator's key): it is sent
     POST /payouts/<reference_id>/reject   reject it (operator, not its creator's key; a reason)
+    POST /payouts/batches                 upload a bulk payout file (CSV/XLSX; operator): checked,
+                                          nothing sent; 422 with the report for bad rows unless
+                                          ?skip_bad_rows=1; kept awaiting another key's approval
+    GET  /payouts/batches/<batch_id>      a batch: counts by status, progress, rows and outcomes
+    POST /payouts/batches/<id>/approve    approve the whole batch (operator, not its uploader)
+    POST /payouts/batches/<id>/reject     reject it, nothing sent (operator, not its uploader)
+    GET  /payouts/batches/<id>/result.csv the result file (also result.xlsx)
     GET  /events?since=&type=             outbound events, oldest first, with delivery state
     POST /events/<id>/redeliver           make an event due for delivery now (operator)
     POST /api.php                         old front end: action b2c_payment_initiate
@@ -53,6 +66,9 @@ Jobs (APScheduler 3, started by `python service.py` only; max_instances=1, coale
     journal_replay   every 60 s: apply journaled callbacks the database missed
     approval_expiry  every 60 s: payouts awaiting approval for APPROVAL_EXPIRES_HOURS end
                      `expired`, never sent
+    batches          every 2 s: send approved bulk batches' rows at BULK_PAYOUTS_PER_SECOND (a
+                     lease per batch; each row a payout keyed by its reference), finish settled
+                     batches and email their result file to OPERATOR_EMAILS' maker and checker
     alerts           every ALERT_INTERVAL_SECONDS: one email to ALERT_EMAIL_TO for new flags;
                      first raises (or closes) events_backlog and journal_space_low
     events           every EVENTS_INTERVAL_SECONDS (when EVENTS_URL is set): POST due events,

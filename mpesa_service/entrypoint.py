@@ -8,11 +8,13 @@ import ipaddress
 import logging
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import sqlalchemy as sa
 
 from mpesa_service import golive, log
 from mpesa_service.api_keys import api_keys
+from mpesa_service.batches import Upload, batch_detail, upload_batch
 from mpesa_service.callback_auth import callback_policy, callback_token
 from mpesa_service.callbacks import replay_journal
 from mpesa_service.context import ApiError, Service
@@ -231,6 +233,65 @@ def resolve_from_cli(settings: Settings, args) -> int:
     return 0
 
 
+def bulk_from_cli(settings: Settings, args) -> int:
+    """`python service.py bulk FILE [--skip-bad-rows] [--actor NAME]`: check and upload a bulk
+    payout file as POST /payouts/batches does, uploaded by --actor (who may not approve it);
+    prints the report and the batch id. 1 when it is refused."""
+    if not args.reference_id:
+        print("bulk needs a FILE (CSV or XLSX)", file=sys.stderr)
+        return 2
+    path = Path(args.reference_id)
+    upload = Upload(path.read_bytes(), path.name, args.actor, skip_bad_rows=args.skip_bad_rows)
+    svc = build_service(settings)
+    try:
+        batch = upload_batch(svc, upload)
+    except ApiError as error:
+        print_report(error.extra.get("report"))
+        print(f"refused: {error.message}", file=sys.stderr)
+        return 1
+    print_report(batch["report"])
+    print(f"batch {batch['batch_id']}: {batch['status']}, {batch['row_count']} rows")
+    return 0
+
+
+def print_report(report: dict | None) -> None:
+    if not report:
+        return
+    for bad in report["bad_rows"]:
+        print(f"line {bad['line']}: {bad['reason']}")
+    totals = report["totals"]
+    print(
+        f"{totals['count']} good rows, KES {totals['amount']:,}, largest KES {totals['largest']:,}"
+    )
+    for name, use in report["limits"].items():
+        if "would_reach" in use and use["limit"]:
+            print(
+                f"{name} {use['limit']:,}: today {use['used_today']:,}, "
+                f"with the batch {use['would_reach']:,}"
+            )
+        for user in use.get("users_over", []):
+            print(f"{name}: user {user['user_id']} would reach {user['would_reach']:,}")
+
+
+def bulk_status_from_cli(settings: Settings, args) -> int:
+    """`python service.py bulk-status BATCH_ID`: the batch's status, progress and counts."""
+    if not args.reference_id:
+        print("bulk-status needs a BATCH_ID", file=sys.stderr)
+        return 2
+    try:
+        batch = batch_detail(build_service(settings), args.reference_id)
+    except ApiError as error:
+        print(error.message, file=sys.stderr)
+        return 1
+    progress = batch["progress"]
+    counts = ", ".join(f"{n} {status}" for status, n in sorted(batch["counts"].items()))
+    print(
+        f"batch {batch['batch_id']}: {batch['status']}; {progress['settled']}/{progress['rows']} "
+        f"settled ({progress['percent']}%), {progress['sent']} sent; {counts}"
+    )
+    return 0
+
+
 def check_from_cli(smoke: bool) -> int:
     """`python service.py check [--smoke]`: the go-live check's table; 1 when anything failed."""
     configure_logging("WARNING")
@@ -267,14 +328,25 @@ def main(argv: list[str] | None = None) -> int:
         "command",
         nargs="?",
         default="serve",
-        choices=["serve", "migrate", "schema", "replay", "resolve", "check"],
+        choices=["serve", "migrate", "schema", "replay", "resolve", "check", "bulk", "bulk-status"],
     )
-    parser.add_argument("reference_id", nargs="?", help="resolve: the payout's reference_id")
+    parser.add_argument(
+        "reference_id",
+        nargs="?",
+        help="resolve: the payout's reference_id; bulk: the FILE; bulk-status: the BATCH_ID",
+    )
     parser.add_argument("--outcome", choices=["paid", "not_paid", "acknowledge"])
     parser.add_argument("--receipt", help="resolve paid: the M-Pesa receipt")
     parser.add_argument("--note", default="", help="resolve: why (kept in the audit trail)")
     parser.add_argument(
-        "--actor", default=f"cli:{getpass.getuser()}", help="resolve: who, for the audit trail"
+        "--actor",
+        default=f"cli:{getpass.getuser()}",
+        help="resolve, bulk: who, for the audit trail (bulk: the maker, who may not approve it)",
+    )
+    parser.add_argument(
+        "--skip-bad-rows",
+        action="store_true",
+        help="bulk: keep the good rows of a file with bad ones",
     )
     parser.add_argument(
         "--smoke",
@@ -298,6 +370,10 @@ def main(argv: list[str] | None = None) -> int:
         log.info("database at %s", head_revision())
     elif args.command == "resolve":
         return resolve_from_cli(settings, args)
+    elif args.command == "bulk":
+        return bulk_from_cli(settings, args)
+    elif args.command == "bulk-status":
+        return bulk_status_from_cli(settings, args)
     elif args.command == "replay":
         svc = build_service(settings)
         require_current_schema(svc.engine)

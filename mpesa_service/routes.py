@@ -12,6 +12,16 @@ import sqlalchemy as sa
 from mpesa_service import PROJECT_DIR, __version__, log
 from mpesa_service.api_keys import bearer_key
 from mpesa_service.approval import Decision, approve_payout, reject_payout
+from mpesa_service.batches import (
+    XLSX_TYPE,
+    BatchDecision,
+    Upload,
+    approve_batch,
+    batch_detail,
+    reject_batch,
+    result_file,
+    upload_batch,
+)
 from mpesa_service.callback_auth import client_address
 from mpesa_service.callbacks import json_or_problem, receive_callback, refuse_delivery
 from mpesa_service.console import add_console
@@ -92,6 +102,7 @@ def make_app(svc: Service) -> bottle.Bottle:
     add_health_routes(app, svc, require)
     add_collection_routes(app, svc, require, limit)
     add_payout_routes(app, svc, require, limit)
+    add_batch_routes(app, svc, require, limit)
     add_event_routes(app, svc, require)
     add_callback_routes(app, svc, limit)
     add_console(app, svc)
@@ -225,6 +236,88 @@ def decision(reference_id: str, key: ApiKey, body: dict) -> Decision:
     if reason is not None and not isinstance(reason, str):
         raise ApiError(400, f"reason: text, not {reason!r}", field="reason")
     return Decision(reference_id, key.name, (reason or "").strip())
+
+
+def add_batch_routes(app: bottle.Bottle, svc: Service, require, limit: int) -> None:
+    @app.post("/payouts/batches")
+    @api
+    def create_batch():
+        key = require("operator")
+        content, name = uploaded_file(svc.settings.integer("BULK_MAX_BYTES"))
+        skip = bottle.request.query.get("skip_bad_rows") or bottle.request.forms.get(
+            "skip_bad_rows"
+        )
+        upload = Upload(content, name, key.name, skip_bad_rows=skip in ("1", "true", "on"))
+        return json_response(201, upload_batch(svc, upload))
+
+    @app.get("/payouts/batches/<batch_id>")
+    @api
+    def get_batch(batch_id):
+        require("read", "operator")
+        return batch_detail(svc, batch_id)
+
+    @app.post("/payouts/batches/<batch_id>/approve")
+    @api
+    def approve_whole_batch(batch_id):
+        key = require("operator")
+        return approve_batch(svc, batch_decision(batch_id, key, json_object(limit)))
+
+    @app.post("/payouts/batches/<batch_id>/reject")
+    @api
+    def reject_whole_batch(batch_id):
+        key = require("operator")
+        return reject_batch(svc, batch_decision(batch_id, key, json_object(limit)))
+
+    @app.get("/payouts/batches/<batch_id>/result.csv")
+    @api
+    def batch_result_csv(batch_id):
+        require("read", "operator")
+        return result_response(svc, batch_id, "csv")
+
+    @app.get("/payouts/batches/<batch_id>/result.xlsx")
+    @api
+    def batch_result_xlsx(batch_id):
+        require("read", "operator")
+        return result_response(svc, batch_id, "xlsx")
+
+
+FILE_TYPES = {"csv": "text/csv; charset=utf-8", "xlsx": XLSX_TYPE}
+
+
+def result_response(svc: Service, batch_id: str, kind: str) -> bottle.HTTPResponse:
+    """A batch's result file as a download (the API and the console)."""
+    content = result_file(svc, batch_id, kind)
+    disposition = f'attachment; filename="{batch_id}-result.{kind}"'
+    headers = {"Content-Type": FILE_TYPES[kind], "Content-Disposition": disposition}
+    return bottle.HTTPResponse(content, status=200, headers=headers)
+
+
+def uploaded_file(limit: int) -> tuple[bytes, str]:
+    """The bulk file: the body itself (text/csv or XLSX), or the multipart form field `file`;
+    with its name (the form's file name, or the X-File-Name header)."""
+    content_type = bottle.request.content_type.split(";")[0].strip().lower()
+    if content_type in ("text/csv", XLSX_TYPE):
+        return read_body(limit), bottle.request.get_header("X-File-Name", "")
+    if content_type != "multipart/form-data":
+        raise ApiError(
+            415,
+            f"Content-Type: text/csv, {XLSX_TYPE} or multipart/form-data with a `file` field, "
+            f"not {content_type or 'none'!r}",
+        )
+    if bottle.request.content_length > limit + 65536:
+        raise ApiError(413, f"body of {bottle.request.content_length} bytes is over the limit")
+    upload = bottle.request.files.get("file")
+    if upload is None:
+        raise ApiError(400, "file: a multipart form field `file` is required", field="file")
+    content = upload.file.read(limit + 1)
+    if len(content) > limit:
+        raise ApiError(413, f"file is over the {limit}-byte limit (BULK_MAX_BYTES)")
+    return content, upload.raw_filename or ""
+
+
+def batch_decision(batch_id: str, key: ApiKey, body: dict) -> BatchDecision:
+    """An approval or rejection of a batch by `key`, its `reason` from the body."""
+    return BatchDecision(batch_id, key.name, decision(batch_id, key, body).reason)
 
 
 def add_event_routes(app: bottle.Bottle, svc: Service, require) -> None:

@@ -119,6 +119,18 @@ SETTINGS = (
             "created it approves it; 0 means no payout needs approval."),
     Setting("APPROVAL_EXPIRES_HOURS", "24", "A payout still awaiting approval this many hours "
             "after it was created ends `expired`, never sent; 0 means it never expires."),
+    Setting("BULK_REQUIRES_APPROVAL", "1", "1: an uploaded bulk payout file waits until an "
+            "operator key other than the uploader's approves the whole batch; 0: it is sent "
+            "as soon as it is uploaded."),
+    Setting("BULK_PAYOUTS_PER_SECOND", "2", "Most B2C requests a bulk batch sends per second "
+            "(Daraja publishes no TPS; too fast shows as 500.003.02 Spike Arrest Violation)."),
+    Setting("BULK_MAX_BYTES", "1000000", "Largest bulk payout file accepted (413 above); "
+            "at most 1 MiB, the service's cap on any request body (and nginx's for the upload "
+            "routes in deploy/)."),
+    Setting("BULK_MAX_ROWS", "5000", "Most rows in one bulk payout file."),
+    Setting("OPERATOR_EMAILS", "", "Comma-separated `key_name=address` pairs: where a bulk "
+            "batch's result file is emailed when it finishes (to its maker and its checker); "
+            "empty or a key not listed means no email."),
     Setting("RESOLVE_PENDING_AFTER_SECONDS", "120", "Age after which an accepted payout with "
             "no result is checked by a status query."),
     Setting("RESOLVE_UNKNOWN_AFTER_SECONDS", "60", "Delay before the first status query of a "
@@ -193,6 +205,10 @@ NUMERIC_SETTINGS = (
     "PAYOUT_DAILY_LIMIT",
     "APPROVAL_ABOVE",
     "APPROVAL_EXPIRES_HOURS",
+    "BULK_REQUIRES_APPROVAL",
+    "BULK_PAYOUTS_PER_SECOND",
+    "BULK_MAX_BYTES",
+    "BULK_MAX_ROWS",
     "RESOLVE_PENDING_AFTER_SECONDS",
     "RESOLVE_UNKNOWN_AFTER_SECONDS",
     "RESOLVE_INTERVAL_SECONDS",
@@ -243,6 +259,17 @@ def parse_api_keys(entries: list[str]) -> list[ApiKey]:
             )
         keys.append(ApiKey(parts[0], roles, parts[2]))
     return keys
+
+
+def operator_emails(text: str) -> dict[str, str]:
+    """OPERATOR_EMAILS as {key name: address}; ValueError names an entry without both."""
+    pairs = {}
+    for position, entry in enumerate((e.strip() for e in text.split(",") if e.strip()), 1):
+        name, _, address = entry.partition("=")
+        if not name.strip() or "@" not in address:
+            raise ValueError(f"OPERATOR_EMAILS entry {position} must be `key_name=address`")
+        pairs[name.strip()] = address.strip()
+    return pairs
 
 
 class SettingsError(Exception):
@@ -341,6 +368,10 @@ def _setting_problems(values: dict[str, str], given: dict[str, str]) -> list[str
     if values["EVENTS_URL"] and not values["EVENTS_SECRET"]:
         problems.append("EVENTS_SECRET is required when EVENTS_URL is set")
     problems += _api_key_problems(values["API_KEYS"])
+    try:
+        operator_emails(values["OPERATOR_EMAILS"])
+    except ValueError as error:
+        problems.append(str(error))
     for name in NUMERIC_SETTINGS:
         if not WHOLE.fullmatch(values[name]):
             problems.append(f"{name} must be a whole number, not {values[name]!r}")

@@ -341,6 +341,62 @@ event_deliveries = sa.Table(
 )
 
 
+# Bulk payouts: a file's rows, uploaded once, approved once as a whole, each row then sent as
+# an ordinary payout whose idempotency key and reference_id are the row's reference (see
+# batches.py). `claim_owner` holds the sending job's lease on a batch until `claimed_until`
+# (compare-and-set, renewed row by row).
+payout_batches = sa.Table(
+    "payout_batches",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("status", sa.String(30), nullable=False),
+    sa.Column("file_name", sa.String(255)),
+    sa.Column("row_count", sa.Integer, nullable=False),
+    sa.Column("total_amount", MONEY, nullable=False),
+    sa.Column("created_by", sa.String(100), nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("decided_by", sa.String(100)),
+    sa.Column("decided_at", sa.DateTime),
+    sa.Column("decision_note", sa.Text),
+    sa.Column("claimed_until", sa.DateTime),
+    sa.Column("claim_owner", sa.String(64)),
+    sa.Column("finished_at", sa.DateTime),
+    sa.Column("emailed_at", sa.DateTime),
+    sa.Index("ix_payout_batches_status", "status"),
+)
+
+payout_batch_rows = sa.Table(
+    "payout_batch_rows",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("batch_id", ID, nullable=False),
+    sa.Column("line_no", sa.Integer, nullable=False),
+    sa.Column("reference_id", sa.String(255), nullable=False),
+    sa.Column("user_id", ID, nullable=False),
+    sa.Column("phone_number", sa.String(20), nullable=False),
+    sa.Column("amount", MONEY, nullable=False),
+    sa.Column("reason", sa.String(100), nullable=False),
+    sa.Column("description", sa.String(100), nullable=False),
+    sa.Column("payout_id", ID),
+    sa.Column("refused", sa.Text),
+    sa.UniqueConstraint("batch_id", "line_no", name="uq_payout_batch_rows_line"),
+    sa.Index("ix_payout_batch_rows_reference_id", "reference_id"),
+)
+
+# The batch's own audit trail: upload, approval, rejection, refused decisions, the end.
+payout_batch_audit = sa.Table(
+    "payout_batch_audit",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("batch_id", ID, nullable=False),
+    sa.Column("actor", sa.String(100), nullable=False),
+    sa.Column("action", sa.String(30), nullable=False),
+    sa.Column("note", sa.Text),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Index("ix_payout_batch_audit_batch_id", "batch_id"),
+)
+
+
 # One pooled connection per waitress thread (32) plus the jobs: with SQLAlchemy's default of 5,
 # busy requests would open and close overflow connections on every call.
 POOL = {"pool_size": 36, "max_overflow": 10}

@@ -315,6 +315,20 @@ def _tr(cells, *, numbers=frozenset(), flagged: bool = False) -> str:
     return f'  <tr class="flagged">{tds}</tr>' if flagged else f"  <tr>{tds}</tr>"
 
 
+def table_csv(frame: pd.DataFrame) -> bytes:
+    """Any table as CSV, its formula-like text made inert (the findings' rule, for other
+    files the project hands to spreadsheets)."""
+    return _inert_text(frame.copy()).to_csv(index=False).encode()
+
+
+def table_xlsx(frame: pd.DataFrame, sheet_name: str) -> bytes:
+    """Any table as a one-sheet XLSX, its formula-like text made inert."""
+    buffer = io.BytesIO()
+    with pd.ExcelWriter(buffer, engine="openpyxl") as writer:
+        _inert_text(frame.copy()).to_excel(writer, sheet_name=sheet_name, index=False)
+    return buffer.getvalue()
+
+
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 

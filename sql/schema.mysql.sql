@@ -389,3 +389,57 @@ ALTER TABLE b2c_payments ADD COLUMN created_by VARCHAR(100);
 
 UPDATE alembic_version SET version_num='0010' WHERE alembic_version.version_num = '0009';
 
+-- Running upgrade 0010 -> 0011b
+
+CREATE TABLE payout_batches (
+    id VARCHAR(36) NOT NULL, 
+    status VARCHAR(30) NOT NULL, 
+    file_name VARCHAR(255), 
+    row_count INTEGER NOT NULL, 
+    total_amount NUMERIC(15, 2) NOT NULL, 
+    created_by VARCHAR(100) NOT NULL, 
+    created_at DATETIME NOT NULL, 
+    decided_by VARCHAR(100), 
+    decided_at DATETIME, 
+    decision_note TEXT, 
+    claimed_until DATETIME, 
+    claim_owner VARCHAR(64), 
+    finished_at DATETIME, 
+    emailed_at DATETIME, 
+    PRIMARY KEY (id)
+);
+
+CREATE INDEX ix_payout_batches_status ON payout_batches (status);
+
+CREATE TABLE payout_batch_rows (
+    id VARCHAR(36) NOT NULL, 
+    batch_id VARCHAR(36) NOT NULL, 
+    line_no INTEGER NOT NULL, 
+    reference_id VARCHAR(255) NOT NULL, 
+    user_id VARCHAR(36) NOT NULL, 
+    phone_number VARCHAR(20) NOT NULL, 
+    amount NUMERIC(15, 2) NOT NULL, 
+    reason VARCHAR(100) NOT NULL, 
+    description VARCHAR(100) NOT NULL, 
+    payout_id VARCHAR(36), 
+    refused TEXT, 
+    PRIMARY KEY (id), 
+    CONSTRAINT uq_payout_batch_rows_line UNIQUE (batch_id, line_no)
+);
+
+CREATE INDEX ix_payout_batch_rows_reference_id ON payout_batch_rows (reference_id);
+
+CREATE TABLE payout_batch_audit (
+    id VARCHAR(36) NOT NULL, 
+    batch_id VARCHAR(36) NOT NULL, 
+    actor VARCHAR(100) NOT NULL, 
+    action VARCHAR(30) NOT NULL, 
+    note TEXT, 
+    created_at DATETIME NOT NULL, 
+    PRIMARY KEY (id)
+);
+
+CREATE INDEX ix_payout_batch_audit_batch_id ON payout_batch_audit (batch_id);
+
+UPDATE alembic_version SET version_num='0011b' WHERE alembic_version.version_num = '0010';
+

@@ -375,6 +375,12 @@ ROUTE_ROLES = {
     ("POST", "/payouts/<reference_id>/requery"): {OPERATE},
     ("POST", "/payouts/<reference_id>/approve"): {OPERATE},
     ("POST", "/payouts/<reference_id>/reject"): {OPERATE},
+    ("POST", "/payouts/batches"): {OPERATE},
+    ("GET", "/payouts/batches/<batch_id>"): {READ, OPERATE},
+    ("POST", "/payouts/batches/<batch_id>/approve"): {OPERATE},
+    ("POST", "/payouts/batches/<batch_id>/reject"): {OPERATE},
+    ("GET", "/payouts/batches/<batch_id>/result.csv"): {READ, OPERATE},
+    ("GET", "/payouts/batches/<batch_id>/result.xlsx"): {READ, OPERATE},
     ("GET", "/events"): {READ, OPERATE},
     ("POST", "/events/<event_id>/redeliver"): {OPERATE},
     ("POST", "/api.php"): {INITIATE},
@@ -406,6 +412,7 @@ def test_every_route_is_in_the_table_of_who_may_call_it(keyed):
 @pytest.mark.parametrize(("method", "rule"), sorted(ROUTE_ROLES))
 def test_each_api_route_answers_only_the_roles_it_names(keyed, method, rule):
     path = rule.replace("<reference_id>", "payout_ref_nobody").replace("<event_id>", "no-event")
+    path = path.replace("<batch_id>", "no-batch")
     needed = ROUTE_ROLES[(method, rule)]
 
     def call(secret):
@@ -435,6 +442,12 @@ def test_each_api_route_answers_only_the_roles_it_names(keyed, method, rule):
         ("GET", "/console/reports/x/report.html"),
         ("GET", "/console/events"),
         ("POST", "/console/events/x/redeliver"),
+        ("GET", "/console/batches"),
+        ("POST", "/console/batches/upload"),
+        ("GET", "/console/batches/x"),
+        ("POST", "/console/batches/x/approve"),
+        ("POST", "/console/batches/x/reject"),
+        ("GET", "/console/batches/x/result.csv"),
     ],
 )
 def test_every_console_route_needs_a_session(keyed, method, path):

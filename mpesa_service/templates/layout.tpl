@@ -26,6 +26,7 @@
   % if defined('operator'):
   <a href="/console/new-payout">New payout</a>
   <a href="/console/approvals">Approvals</a>
+  <a href="/console/batches">Bulk payouts</a>
   <a href="/console/events">Outbound events</a>
   <form method="get" action="/console"><input name="q" placeholder="any id, receipt, phone or user" value="{{get('search_text', '')}}" size="32"> <button>Search</button></form>
   <span>signed in as <b>{{operator}}</b></span>
