@@ -389,7 +389,7 @@ ALTER TABLE b2c_payments ADD COLUMN created_by VARCHAR(100);
 
 UPDATE alembic_version SET version_num='0010' WHERE alembic_version.version_num = '0009';
 
--- Running upgrade 0010 -> 0011b
+-- Running upgrade 0010 -> 0011
 
 CREATE TABLE payout_batches (
     id VARCHAR(36) NOT NULL, 
@@ -441,5 +441,5 @@ CREATE TABLE payout_batch_audit (
 
 CREATE INDEX ix_payout_batch_audit_batch_id ON payout_batch_audit (batch_id);
 
-UPDATE alembic_version SET version_num='0011b' WHERE alembic_version.version_num = '0010';
+UPDATE alembic_version SET version_num='0011' WHERE alembic_version.version_num = '0010';
 

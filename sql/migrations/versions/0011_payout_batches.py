@@ -1,7 +1,7 @@
 """Bulk payouts: batches uploaded from a file, their rows (each sent as an ordinary payout
 keyed by its reference) and the batches' audit trail.
 
-Revision ID: 0011b
+Revision ID: 0011
 Revises: 0010
 Create Date: 2026-12-07
 """
@@ -9,7 +9,7 @@ Create Date: 2026-12-07
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0011b"
+revision = "0011"
 down_revision = "0010"
 branch_labels = None
 depends_on = None
