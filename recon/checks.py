@@ -31,6 +31,7 @@ from recon.matching import (
 from recon.money import decimal_from_cents, format_cents
 from recon.rules import amount_difference, amount_gap
 from recon.statement import ROLE_REVERSAL
+from recon.tariff import Tariff, shipped_tariff
 
 FINDING_COLUMNS = [
     "check",
@@ -63,6 +64,11 @@ class Options:
     amount_tolerance_cents: int = 0
     since: datetime | None = None  # the period checked, naive UTC; None means unbounded
     until: datetime | None = None
+    tariff: Tariff | None = None  # B2C charges; None means the shipped tariff
+
+    @property
+    def b2c_tariff(self) -> Tariff:
+        return self.tariff or shipped_tariff()
 
     @property
     def now(self) -> pd.Timestamp:
