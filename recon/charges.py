@@ -31,7 +31,8 @@ class StatementCharges:
     """`payouts`: one row per receipt of the statement's B2C payout rows (its first row's line,
     file, time and amount; `rows`, how many payout rows carry it; `kind`, the tariff column;
     `charged_cents`, its charge rows' sum; `charge_rows`). `orphans`: charge rows whose receipt
-    is on no other row of the statement. `shown`: whether the statement has any charge row."""
+    is on no other row of the statement. `shown`: whether the statement shows B2C charges at all
+    (a charge row of a payout, or of no payment); a collection's charge rows do not count."""
 
     payouts: pd.DataFrame
     orphans: pd.DataFrame
@@ -67,7 +68,8 @@ def statement_charges(entries: pd.DataFrame) -> StatementCharges:
     others = entries["receipt"][roles != ROLE_CHARGE]
     orphans = charges[~charges["receipt"].isin(others).to_numpy()].copy()
     orphans["amount_cents"] = orphans["withdrawn_cents"]
-    return StatementCharges(payouts=payouts, orphans=orphans, shown=not charges.empty)
+    shown = bool((payouts["charge_rows"] > 0).any()) or not orphans.empty
+    return StatementCharges(payouts=payouts, orphans=orphans, shown=shown)
 
 
 def expected_charges(payouts: pd.DataFrame, tariff: Tariff) -> pd.DataFrame:

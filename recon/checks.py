@@ -1149,7 +1149,7 @@ def scope(frames: Frames, options: Options) -> list[str]:
     charges = MatchedFrames.of(frames).statement_charges
     if not charges.shown and len(in_period(charges.payouts, options)):
         lines.append(
-            "The statement shows no charge rows: charge_mismatch not checked (B2C charges may "
+            "The statement shows no B2C charge rows: charge_mismatch not checked (the charges may "
             "be on the charges account's statement)."
         )
     return lines

@@ -61,6 +61,22 @@ def charge_line(receipt, when, amount="5.00"):
     return (receipt, nairobi(when), None, amount, CHARGE_REASON)
 
 
+def collection(id, receipt, amount, when) -> dict:
+    return {
+        "id": id,
+        "amount": Decimal(amount),
+        "paid_amount": Decimal(amount),
+        "method": "mpesa",
+        "status": "completed",
+        "mpesa_receipt": receipt,
+        "checkout_request_id": f"ws_CO_{id}",
+        "result_code": "0",
+        "phone_number": "254733000001",
+        "created_at": when,
+        "completed_at": when,
+    }
+
+
 def paid_payout(engine, id, receipt, hour, amount="1000.00", *, completed=None):
     ocid = f"OC-{id}"
     payout = new_payout(id, amount, "completed", ocid=ocid, txn=receipt, hour=hour)
@@ -162,9 +178,26 @@ def test_a_statement_without_charge_rows_says_charges_were_not_checked(
 
     assert found(report) == []
     assert report.findings.scope[-1] == (
-        "The statement shows no charge rows: charge_mismatch not checked (B2C charges may be on "
-        "the charges account's statement)."
+        "The statement shows no B2C charge rows: charge_mismatch not checked (the charges may "
+        "be on the charges account's statement)."
     )
+
+
+def test_a_statement_whose_only_charges_are_collections_says_payout_charges_were_not_checked(
+    engine, database_url, tmp_path
+):
+    paid_payout(engine, "p01", "TK1", 8)
+    seed(engine, payments=[collection("s01", "TKS1", "500.00", at(9))])
+    lines = [
+        payout_line("TK1", at(8, 1)),
+        ("TKS1", nairobi(at(9)), "500.00", None, "Pay Utility"),
+        ("TKS1", nairobi(at(9)), None, "5.00", "Pay Bill Charge"),
+    ]
+
+    report = reconcile(database_url, statement_file(tmp_path, lines))
+
+    assert found(report) == []
+    assert report.findings.scope[-1].startswith("The statement shows no B2C charge rows")
 
 
 def test_a_payout_in_a_band_the_tariff_does_not_know_is_not_checked_and_not_clean(
