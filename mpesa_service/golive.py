@@ -39,6 +39,7 @@ from mpesa_service.storage import (
     status_queries,
     stk_callbacks,
 )
+from recon.tariff import TariffError, load_tariff
 
 OK, FAIL, WARN = "ok", "FAIL", "warn"
 SAFARICOM_DOMAIN = "safaricom.co.ke"
@@ -543,6 +544,31 @@ def _proxies_finding(networks: list) -> Finding:
     return Finding(name, OK, f"{len(networks)} networks")
 
 
+# --- reconciliation ------------------------------------------------------------------------
+
+
+def check_recon_tariff(settings: Settings) -> Finding:
+    """The B2C tariff the scheduled reconciliation checks charges against (RECON_TARIFF) reads,
+    so a malformed file stops the go-live check, not the first report."""
+    path = settings.path("RECON_TARIFF")
+    try:
+        tariff = load_tariff(path)
+    except TariffError as error:
+        return Finding("RECON_TARIFF", FAIL, f"{error}: fix the file or name another")
+    unknown = sum(
+        charge is None
+        for version in tariff.versions
+        for band in version.bands
+        for charge in band.charges.values()
+    )
+    return Finding(
+        "RECON_TARIFF",
+        OK,
+        f"{path}: {len(tariff.versions)} tariff(s), the latest from "
+        f"{tariff.versions[-1].since_text}; {unknown} unknown charges are reported as not checked",
+    )
+
+
 # --- running the checks ---------------------------------------------------------------------
 
 
@@ -558,6 +584,7 @@ def run_checks(svc: Service) -> list[Finding]:
         *check_callback_urls(svc),
         check_journal(svc),
         *check_callback_filters(svc.settings),
+        check_recon_tariff(svc.settings),
     ]
 
 

@@ -167,6 +167,9 @@ SETTINGS = (
             "project folder."),
     Setting("RECON_STALE_AFTER_MINUTES", "30", "Age after which an open payout is reported as "
             "stale by the scheduled reconciliation."),
+    Setting("RECON_TARIFF", "recon/tariffs/b2c.csv", "The B2C tariff (CSV, see recon/tariff.py) "
+            "the scheduled reconciliation checks payout charges against; relative to the "
+            "project folder."),
     Setting("SMTP_HOST", "", "SMTP server for alerts and reports."),
     Setting("SMTP_PORT", "25", "SMTP port (587 is usual with STARTTLS, 465 with SSL)."),
     Setting("SMTP_STARTTLS", "0", "1 to upgrade the SMTP connection with STARTTLS."),

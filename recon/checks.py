@@ -19,6 +19,7 @@ from decimal import Decimal
 import numpy as np
 import pandas as pd
 
+from recon.charges import UNKNOWN, expected_charges, totals_per_day
 from recon.codes import meaning
 from recon.frames import Frames
 from recon.matching import (
@@ -31,6 +32,7 @@ from recon.matching import (
 from recon.money import decimal_from_cents, format_cents
 from recon.rules import amount_difference, amount_gap
 from recon.statement import ROLE_REVERSAL
+from recon.tariff import Tariff, shipped_tariff
 
 FINDING_COLUMNS = [
     "check",
@@ -63,6 +65,11 @@ class Options:
     amount_tolerance_cents: int = 0
     since: datetime | None = None  # the period checked, naive UTC; None means unbounded
     until: datetime | None = None
+    tariff: Tariff | None = None  # B2C charges; None means the shipped tariff
+
+    @property
+    def b2c_tariff(self) -> Tariff:
+        return self.tariff or shipped_tariff()
 
     @property
     def now(self) -> pd.Timestamp:
@@ -79,6 +86,7 @@ class Findings:
     match: dict[str, tuple[int, int]] = field(default_factory=dict)
     scope: list[str] = field(default_factory=list)  # what was checked and what was not
     traffic: dict[str, int] = field(default_factory=dict)  # what was looked at (see traffic)
+    charges: pd.DataFrame | None = None  # per Nairobi day, see charge_totals; None: no statement
 
     def __len__(self) -> int:
         return len(self.frame)
@@ -940,6 +948,88 @@ def check_statement_integrity(frames: Frames, *, options: Options) -> pd.DataFra
     )
 
 
+def check_charge_mismatch(frames: Frames, *, options: Options) -> pd.DataFrame:
+    """B2C payouts on the statement whose charge rows differ from the tariff in force on their
+    Nairobi day (a payout without one included), charge rows of no payment, and payouts whose
+    charge the tariff does not know (not checked). A statement without any charge row says
+    nothing of charges (they may be on the charges account's statement)."""
+    if frames.statement is None:
+        return empty_findings()
+    matched = MatchedFrames.of(frames)
+    charges = matched.statement_charges
+    if not charges.shown:
+        return empty_findings()
+    payouts = in_period(expected_charges(charges.payouts, options.b2c_tariff), options)
+    unknown = (payouts["expected_cents"] == UNKNOWN).to_numpy()
+    gap = (payouts["charged_cents"] - payouts["expected_cents"]).abs()
+    off = ~unknown & (gap > options.amount_tolerance_cents).to_numpy()
+    rows = payouts[off | unknown]
+    checked = ~unknown[off | unknown]
+    payout_part = make_findings(
+        "charge_mismatch",
+        rows,
+        options=options,
+        reasons=[
+            _charge_reason(row, known)
+            for row, known in zip(rows.itertuples(), checked, strict=True)
+        ],
+        **_statement_payout_keys(matched, rows),
+        transaction_id=rows["receipt"],
+        occurred_at=rows["completed_at"],
+        expected_cents=rows["expected_cents"].where(checked),
+        actual_cents=rows["charged_cents"],
+        at_risk_cents=(rows["charged_cents"] - rows["expected_cents"]).abs().where(checked),
+    )
+    orphans = in_period(charges.orphans, options)
+    reasons = [
+        f"charge mismatch: expected a payment with receipt {receipt} != none on the statement "
+        f"({format_cents(amount)} charged for none)"
+        for receipt, amount in zip(orphans["receipt"], orphans["amount_cents"], strict=True)
+    ]
+    orphan_part = statement_row_findings("charge_mismatch", orphans, reasons, options)
+    parts = [part for part in (payout_part, orphan_part) if len(part)]
+    return pd.concat(parts, ignore_index=True) if parts else empty_findings()
+
+
+def _charge_reason(row, known: bool) -> str:
+    if not known:
+        return (
+            f"charge mismatch: expected a tariff charge for {format_cents(row.withdrawn_cents)} "
+            f"on {pd.Timestamp(row.day):%Y-%m-%d} != unknown ({row.band or 'no tariff band'}; "
+            f"not checked, {format_cents(row.charged_cents)} charged)"
+        )
+    charged = f"charged {format_cents(row.charged_cents)}" if row.charge_rows else "no charge row"
+    return (
+        f"charge mismatch: expected {format_cents(row.expected_cents)} ({row.band}) != "
+        f"{charged} ({_cents_gap(row.expected_cents, row.charged_cents)})"
+    )
+
+
+def _statement_payout_keys(matched: MatchedFrames, rows: pd.DataFrame) -> dict:
+    """record_keys for statement payout rows: our payout holding the receipt, else the row."""
+    ours = matched.statement_matches.ours
+    ours = ours[(ours["kind"] == "payout").to_numpy()].drop_duplicates("receipt")
+    ours = ours.set_index("receipt")
+    ids = lookup_values(rows["receipt"], ours["id"].astype("str"))
+    references = lookup_values(rows["receipt"], ours["reference"].astype("str"))
+    keys = record_keys("payout", references, ids)
+    mine = ids.notna()
+    keys["subject"] = keys["subject"].where(mine, statement_lines(rows))
+    keys["payout_id"] = keys["payout_id"].where(mine)
+    return keys
+
+
+def charge_totals(frames: Frames, options: Options) -> pd.DataFrame | None:
+    """Per Nairobi day of the period: B2C payout rows on the statement, KES charged, KES the
+    tariff expected and payouts it has no charge for (recon.charges.totals_per_day); None
+    without a statement."""
+    if frames.statement is None:
+        return None
+    charges = MatchedFrames.of(frames).statement_charges
+    payouts = in_period(expected_charges(charges.payouts, options.b2c_tariff), options)
+    return totals_per_day(payouts, in_period(charges.orphans, options))
+
+
 # -- registry and runner ------------------------------------------------------------------------
 
 Check = Callable[..., pd.DataFrame]
@@ -961,6 +1051,7 @@ CHECKS: list[Check] = [
     check_reversal,
     check_statement_integrity,
     check_statement_coverage,
+    check_charge_mismatch,
 ]
 CHECK_NAMES = tuple(check.__name__.removeprefix("check_") for check in CHECKS)
 KES_AT_RISK = (
@@ -987,6 +1078,7 @@ AT_RISK: dict[str, str | None] = {
     "reversal": "the amount returned",
     "statement_integrity": None,
     "statement_coverage": None,
+    "charge_mismatch": "the difference from the tariff (a charge of no payment: its amount)",
 }
 COUNT_ONLY = tuple(name for name in CHECK_NAMES if AT_RISK[name] is None)
 STATEMENT_CHECKS = (
@@ -996,6 +1088,7 @@ STATEMENT_CHECKS = (
     "reversal",
     "statement_integrity",
     "statement_coverage",
+    "charge_mismatch",
     "the statement side of duplicate_receipt",
 )
 
@@ -1013,6 +1106,7 @@ def run_checks(frames: Frames, options: Options | None = None) -> Findings:
         match=match_rates(frames),
         scope=scope(frames, options),
         traffic=traffic(frames, options),
+        charges=charge_totals(frames, options),
     )
 
 
@@ -1052,6 +1146,12 @@ def scope(frames: Frames, options: Options) -> list[str]:
         if gaps
         else "The statement covers the whole period."
     )
+    charges = MatchedFrames.of(frames).statement_charges
+    if not charges.shown and len(in_period(charges.payouts, options)):
+        lines.append(
+            "The statement shows no B2C charge rows: charge_mismatch not checked (the charges may "
+            "be on the charges account's statement)."
+        )
     return lines
 
 

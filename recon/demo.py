@@ -12,6 +12,10 @@ every check in `recon.checks.CHECK_NAMES` but the two in `NOT_PLANTED`, and a pa
 status of the service's state machine (submitting, pending, unknown, completed, failed,
 review). `PLANTED` names them.
 
+Each B2C payout row of the statement has the charge row the shipped tariff
+(recon/tariffs/b2c.csv) asks on its Nairobi day, none where it asks nothing or does not know
+the charge (recon then reports the payout as not checked).
+
 Rows go into the migrated database's own tables, reflected with SQLAlchemy (recon never imports
 the service); times are naive UTC, the statement is in Nairobi time.
 """
@@ -24,22 +28,25 @@ import os
 import random
 import sys
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
+import numpy as np
 import sqlalchemy as sa
 
 from recon.codes import integer_code, meaning
 from recon.load import make_engine
 from recon.rules import NAIROBI, amount_difference
 from recon.statement import PORTAL_HEADER
+from recon.tariff import shipped_tariff
 
 DEFAULT_SEED = 7
 DEFAULT_DAYS = 7
 OPENING_BALANCE = Decimal("1500000.00")
 TOTAL_WITHDRAWN_ERROR = Decimal("100.00")  # the statement header's deliberate mistake
+OVERCHARGE = Decimal("10.00")  # the planted charge's excess over the tariff
 PAYOUTS_PER_DAY = 42
 STK_PER_DAY = 58
 CUSTOMERS = 400
@@ -78,6 +85,7 @@ PLANTED = {
     "paid_twice": "a payout whose two attempts were both paid, under two receipts",
     "duplicate_receipt": "a statement payout row listed twice",
     "reversal": "a payout the statement shows reversed (Paid In, Reason Type Reversal)",
+    "charge_mismatch": "a payout charged 10.00 more than the tariff asks",
 }
 NOT_PLANTED = {
     "unreadable_value": "the demo writes through typed columns, which hold only readable values",
@@ -157,6 +165,7 @@ class StatementLine:
     withdrawn: Decimal = Decimal(0)
     reason: str = PAYOUT_REASON
     other_party: str = ""
+    overcharged: Decimal = Decimal(0)  # charged this much above the tariff
 
 
 @dataclass
@@ -489,6 +498,7 @@ class _Generator:
             if line.reason == PAYOUT_REASON and line.completed_at < early
         ]
         listed_twice, reversed_ = self.rng.sample(payouts, 2)
+        self.overcharge([line for line in payouts if line not in (listed_twice, reversed_)])
         self.data.statement.append(listed_twice)
         self.data.statement.append(
             StatementLine(
@@ -499,6 +509,13 @@ class _Generator:
                 other_party=reversed_.other_party,
             )
         )
+
+    def overcharge(self, payouts: list[StatementLine]) -> None:
+        """One payout row, of an amount the tariff charges, charged OVERCHARGE too much."""
+        charged = [line for line in payouts if tariff_charge(line.withdrawn, line.completed_at)]
+        chosen = self.rng.choice(charged)
+        index = self.data.statement.index(chosen)
+        self.data.statement[index] = replace(chosen, overcharged=OVERCHARGE)
 
     def late_success(self, payout: dict) -> None:
         """A Transaction Status result saying the payout was paid, after it was marked failed."""
@@ -724,13 +741,16 @@ def generate(seed: int = DEFAULT_SEED, days: int = DEFAULT_DAYS, end: date | Non
 # -- the statement file ---------------------------------------------------------------------------
 
 
-def charge(amount: Decimal) -> Decimal:
-    """The B2C transaction charge of a payout (a tariff in the spirit of Safaricom's)."""
-    if amount <= 100:
-        return Decimal(0)
-    if amount <= 1000:
-        return Decimal(5)
-    return Decimal(9) if amount <= 10_000 else Decimal(13)
+def tariff_charge(amount: Decimal, when: datetime) -> Decimal | None:
+    """The shipped tariff's charge of a B2C payout of `amount` completed at `when` (naive UTC);
+    None where the tariff does not know it."""
+    quote = shipped_tariff().quote(
+        np.array([int(amount * 100)], dtype=np.int64),
+        np.array([nairobi(when).date()], dtype="datetime64[D]"),
+        np.array(["registered"], dtype=object),
+    )
+    cents = int(quote.cents[0])
+    return None if cents < 0 else Decimal(cents).scaleb(-2)
 
 
 def statement_rows(data: DemoData) -> tuple[list[list[str]], list[dict[str, str]]]:
@@ -746,8 +766,10 @@ def statement_rows(data: DemoData) -> tuple[list[list[str]], list[dict[str, str]
     rows = []
     for line in lines:
         movements = [(line.reason, line.paid_in, line.withdrawn)]
-        if line.withdrawn and line.reason == PAYOUT_REASON and charge(line.withdrawn):
-            movements.append((CHARGE_REASON, Decimal(0), charge(line.withdrawn)))
+        if line.withdrawn and line.reason == PAYOUT_REASON:
+            charge = (tariff_charge(line.withdrawn, line.completed_at) or 0) + line.overcharged
+            if charge:
+                movements.append((CHARGE_REASON, Decimal(0), charge))
         for reason, paid_in, withdrawn in movements:
             balance += paid_in - withdrawn
             paid_total += paid_in

@@ -18,6 +18,7 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
+from recon.charges import StatementCharges, statement_charges
 from recon.frames import Frames
 from recon.rules import PAYOUT_MATCH_ORDER
 from recon.statement import ROLE_PAYMENT
@@ -440,3 +441,8 @@ class MatchedFrames(Frames):
         ours["statement_cents"] = pd.arrays.IntegerArray(cents, absent)
         statement["recorded"] = recorded
         return StatementMatches(ours=ours, rows=statement)
+
+    @cached_property
+    def statement_charges(self) -> StatementCharges:
+        """The statement's B2C payout rows with their charge rows (recon.charges)."""
+        return statement_charges(self.statement.entries)

@@ -66,6 +66,7 @@ CHECK_COLOURS = dict(
             "#2b3d26",  # olive green
             "#b3446c",  # purplish red
             "#654522",  # yellowish brown
+            "#e25822",  # reddish orange
         ],
         strict=True,
     )

@@ -30,7 +30,7 @@ from recon.api import build_report
 from recon.checks import CHECK_NAMES
 from recon.cli import main as recon_main
 from recon.codes import meaning
-from recon.demo import NOT_PLANTED, generate, statement_rows, window, write_demo
+from recon.demo import NOT_PLANTED, OVERCHARGE, generate, statement_rows, window, write_demo
 from recon.frames import Frames
 from recon.plots import CHECK_COLOURS, stacked_bars
 from recon.report import CHECK_MEANINGS
@@ -128,6 +128,7 @@ def notebook_params(name: str, demo: Demo) -> dict:
             "as_of": None,  # the default, as the CLI's (the statement's end: AS_OF)
             "stale_after_minutes": STALE_AFTER,
             "double_payout_window_hours": 24,
+            "tariff_path": None,
         }
     period = {"since": f"{START:%Y-%m-%dT%H:%M}Z", "until": f"{AS_OF:%Y-%m-%dT%H:%M}Z"}
     if name == "02-payouts-health":
@@ -206,6 +207,8 @@ def test_reconciliation_notebook_with_its_defaults_equals_the_cli_with_its_own(
     assert set(notebook["written"]) == {path.name for path in out.iterdir()}
     for name in ("summary.csv", "findings.csv", "report.txt"):
         assert (saved / name).read_bytes() == (out / name).read_bytes(), name
+    assert notebook["charges"][-1]["difference"] == str(OVERCHARGE)  # the one planted
+    assert len(notebook["charges"]) == 8  # the 7 Nairobi days and the total
     timed = sum(notebook["findings_per_day"].values())
     assert timed == notebook["findings"] - notebook["counts"]["statement_integrity"]
 
@@ -370,6 +373,9 @@ def test_generator_plants_every_check_and_every_status(database_url, tmp_path):
 
     counts = report.findings.counts()
     assert {check for check in CHECK_NAMES if counts[check] == 0} == set(NOT_PLANTED)
+    charges = report.findings.of("charge_mismatch")
+    assert list(charges["at_risk"]) == [OVERCHARGE]  # every other payout charged as the tariff
+    assert report.charges.iloc[-1]["difference"] == OVERCHARGE
     engine = service.make_engine(database_url)
     try:
         with engine.connect() as connection:
