@@ -29,6 +29,7 @@ Routes (JSON; initiation and reads need `Authorization: Bearer <API key>`)
     POST /payouts/<reference_id>/reject   reject it (operator, not its creator's key; a reason)
     GET  /events?since=&type=             outbound events, oldest first, with delivery state
     POST /events/<id>/redeliver           make an event due for delivery now (operator)
+    GET  /c2b/payments?since=&bill_ref=   C2B paybill and till payments, newest first
     POST /api.php                         old front end: action b2c_payment_initiate
     POST /hooks/stk/<token>               STK Push callback
     POST /hooks/stk/<token>/<payment_id>  the same, naming its payment (the CallBackURL sent)
@@ -37,6 +38,8 @@ Routes (JSON; initiation and reads need `Authorization: Bearer <API key>`)
     POST /hooks/status/result/<token>     Transaction Status result callback
     POST /hooks/status/timeout/<token>    Transaction Status queue-timeout callback
     POST /hooks/balance/result/<token>    Account Balance result (and /hooks/balance/timeout/...)
+    POST /hooks/c2b/validation/<token>    C2B validation: journaled, answered accept or reject
+    POST /hooks/c2b/confirmation/<token>  C2B confirmation: the payment recorded once per TransID
     POST /clientpaymentcallback.php       the old B2C result URL (?token= when CALLBACK_TOKEN set)
     *    /simulator/...                   simulator environment only: the in-process simulator's
                                           control routes (requests, ledger, scenarios, ...)
@@ -73,6 +76,7 @@ from mpesa_service.storage import (
     b2c_payment_callbacks,
     b2c_payments,
     b2c_payout_attempts,
+    c2b_payments,
     callback_journal,
     console_sessions,
     head_revision,
@@ -101,6 +105,7 @@ __all__ = [
     "b2c_payments",
     "b2c_payout_attempts",
     "build_service",
+    "c2b_payments",
     "callback_journal",
     "console_sessions",
     "head_revision",

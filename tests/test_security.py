@@ -377,6 +377,7 @@ ROUTE_ROLES = {
     ("POST", "/payouts/<reference_id>/reject"): {OPERATE},
     ("GET", "/events"): {READ, OPERATE},
     ("POST", "/events/<event_id>/redeliver"): {OPERATE},
+    ("GET", "/c2b/payments"): {READ, OPERATE},
     ("POST", "/api.php"): {INITIATE},
 }
 # Each key and the roles it has (the operator key can read too).
@@ -435,6 +436,7 @@ def test_each_api_route_answers_only_the_roles_it_names(keyed, method, rule):
         ("GET", "/console/reports/x/report.html"),
         ("GET", "/console/events"),
         ("POST", "/console/events/x/redeliver"),
+        ("GET", "/console/c2b"),
     ],
 )
 def test_every_console_route_needs_a_session(keyed, method, path):
