@@ -14,6 +14,11 @@ Commands
                                       URLs, journal, callback filters), exit 1 on a failure;
                                       --smoke also sends an STK push, a payout and two queries
                                       through the running service and waits for their callbacks
+    python service.py register-urls   C2B Register URL with PUBLIC_BASE_URL's hook URLs (REFERENCE
+                                      9.5's keywords checked first); Pull Transactions
+                                      registration too when C2B_PULL_NOMINATED_NUMBER is set
+    python service.py pull-c2b [--hours H]  store C2B payments Pull Transactions knows and no
+                                      confirmation brought (flagged confirmation_missed)
 
 Routes (JSON; initiation and reads need `Authorization: Bearer <API key>`)
     GET  /healthz                         version, environment, database reachability (503 down)
@@ -61,6 +66,8 @@ Jobs (APScheduler 3, started by `python service.py` only; max_instances=1, coale
     events           every EVENTS_INTERVAL_SECONDS (when EVENTS_URL is set): POST due events,
                      signed, oldest first per subject; retried on EVENTS_RETRY_SCHEDULE_SECONDS
     balance          every BALANCE_CHECK_MINUTES (when set): Account Balance query
+    c2b_pull         every C2B_PULL_INTERVAL_MINUTES (when set): Pull Transactions for the last
+                     C2B_PULL_HOURS; payments no confirmation brought are stored, flagged
     reconciliation   RECON_SCHEDULE (cron, Nairobi; when RECON_EMAIL_TO is set): the previous
                      day's reconciliation report, emailed
 """

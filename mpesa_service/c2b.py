@@ -13,7 +13,6 @@ from decimal import Decimal
 import sqlalchemy as sa
 
 from mpesa_service import log
-from mpesa_service.callback_auth import REJECTED_URL_WORDS
 from mpesa_service.context import ApiError, Service
 from mpesa_service.events import emit, writes_events
 from mpesa_service.flags import add_flag
@@ -29,7 +28,13 @@ from mpesa_service.parsing import (
 )
 from mpesa_service.settings import Settings
 from mpesa_service.storage import c2b_payments, utcnow
-from recon.rules import NAIROBI, amount_difference, iso_time_to_utc
+from recon.rules import (
+    NAIROBI,
+    PULL_TRANSACTIONS_HOURS,
+    REJECTED_URL_WORDS,
+    amount_difference,
+    iso_time_to_utc,
+)
 
 # --- validation: accept or reject, from the body and the settings alone ---------------------
 
@@ -232,8 +237,10 @@ def pull_c2b(svc: Service, hours: int | None = None) -> int:
     """Fetch the last `hours` (default C2B_PULL_HOURS) of C2B transactions and store those no
     confirmation brought, flagged. Returns how many were stored."""
     hours = hours or svc.settings.integer("C2B_PULL_HOURS")
-    if not 1 <= hours <= 48:
-        raise ValueError(f"hours: Pull Transactions keeps 1 to 48 hours, not {hours}")
+    if not 1 <= hours <= PULL_TRANSACTIONS_HOURS:
+        raise ValueError(
+            f"hours: Pull Transactions keeps 1 to {PULL_TRANSACTIONS_HOURS} hours, not {hours}"
+        )
     end = datetime.now(UTC)
     start = end - timedelta(hours=hours)
     stored = 0

@@ -13,10 +13,17 @@ import sqlalchemy as sa
 
 from mpesa_service import golive, log
 from mpesa_service.api_keys import api_keys
+from mpesa_service.c2b import UnusableUrl, pull_c2b, register_pull, register_urls
 from mpesa_service.callback_auth import callback_policy, callback_token
 from mpesa_service.callbacks import replay_journal
 from mpesa_service.context import ApiError, Service
-from mpesa_service.daraja import DarajaAccount, DarajaClient, security_credential
+from mpesa_service.daraja import (
+    DarajaAccount,
+    DarajaClient,
+    DarajaError,
+    DarajaRejected,
+    security_credential,
+)
 from mpesa_service.events import write_events_to
 from mpesa_service.jobs import make_scheduler
 from mpesa_service.journal import Journal
@@ -231,6 +238,63 @@ def resolve_from_cli(settings: Settings, args) -> int:
     return 0
 
 
+def register_urls_command(svc: Service) -> int:
+    """`python service.py register-urls`: C2B Register URL with this deployment's URLs (and
+    Pull Transactions registration when C2B_PULL_NOMINATED_NUMBER is set); says what was
+    registered, or why not. The callback token is never printed."""
+    hidden = svc.policy.token
+
+    def shown(url: str) -> str:
+        return url.replace(hidden, "<CALLBACK_TOKEN>") if hidden else url
+
+    try:
+        done = register_urls(svc)
+    except UnusableUrl as error:
+        print(f"not registered, nothing sent to Daraja: {shown(str(error))}", file=sys.stderr)
+        return 1
+    except DarajaError as error:
+        print(f"not registered: {_daraja_refusal(error)}", file=sys.stderr)
+        return 1
+    print(
+        f"registered C2B URLs for shortcode {done.shortcode} (ResponseType {done.response_type})"
+        f":\n  confirmation {shown(done.confirmation_url)}\n  validation   "
+        f"{shown(done.validation_url)}\n  Daraja said: "
+        f"{done.answer.get('ResponseDescription') or done.answer}"
+    )
+    return _register_pull_command(svc)
+
+
+def _register_pull_command(svc: Service) -> int:
+    try:
+        answer = register_pull(svc)
+    except DarajaError as error:
+        print(f"Pull Transactions not registered: {_daraja_refusal(error)}", file=sys.stderr)
+        return 1
+    if answer is not None:
+        print(f"registered for Pull Transactions: {answer.get('ResponseDescription') or answer}")
+    return 0
+
+
+def _daraja_refusal(error: DarajaError) -> str:
+    if isinstance(error, DarajaRejected):
+        return f"Daraja refused it ({error.code}: {error.message})"
+    return f"Daraja could not be reached ({error})"
+
+
+def pull_c2b_command(svc: Service, hours: int | None) -> int:
+    """`python service.py pull-c2b --hours H`: the c2b_pull job, by hand."""
+    try:
+        stored = pull_c2b(svc, hours)
+    except ValueError as error:
+        print(str(error), file=sys.stderr)
+        return 2
+    except DarajaError as error:
+        print(f"Pull Transactions failed: {_daraja_refusal(error)}", file=sys.stderr)
+        return 1
+    print(f"{stored} C2B payments found by Pull Transactions that no confirmation had brought")
+    return 0
+
+
 def check_from_cli(smoke: bool) -> int:
     """`python service.py check [--smoke]`: the go-live check's table; 1 when anything failed."""
     configure_logging("WARNING")
@@ -267,7 +331,16 @@ def main(argv: list[str] | None = None) -> int:
         "command",
         nargs="?",
         default="serve",
-        choices=["serve", "migrate", "schema", "replay", "resolve", "check"],
+        choices=[
+            "serve",
+            "migrate",
+            "schema",
+            "replay",
+            "resolve",
+            "check",
+            "register-urls",
+            "pull-c2b",
+        ],
     )
     parser.add_argument("reference_id", nargs="?", help="resolve: the payout's reference_id")
     parser.add_argument("--outcome", choices=["paid", "not_paid", "acknowledge"])
@@ -280,6 +353,9 @@ def main(argv: list[str] | None = None) -> int:
         "--smoke",
         action="store_true",
         help="check: also send one STK push, one payout and two queries through the service",
+    )
+    parser.add_argument(
+        "--hours", type=int, help="pull-c2b: how many hours back (1-48; C2B_PULL_HOURS)"
     )
     args = parser.parse_args(argv)
     if args.command == "schema":
@@ -298,6 +374,12 @@ def main(argv: list[str] | None = None) -> int:
         log.info("database at %s", head_revision())
     elif args.command == "resolve":
         return resolve_from_cli(settings, args)
+    elif args.command == "register-urls":
+        return register_urls_command(build_for_check(settings))
+    elif args.command == "pull-c2b":
+        svc = build_for_check(settings)
+        require_current_schema(svc.engine)
+        return pull_c2b_command(svc, args.hours)
     elif args.command == "replay":
         svc = build_service(settings)
         require_current_schema(svc.engine)

@@ -20,6 +20,7 @@ from apscheduler.triggers.cron import CronTrigger
 
 from mpesa_service import log
 from mpesa_service.approval import expire_approvals
+from mpesa_service.c2b import pull_c2b
 from mpesa_service.callbacks import replay_journal
 from mpesa_service.context import Service
 from mpesa_service.events import backlog, deliver_events, emit, writes_events
@@ -51,6 +52,8 @@ def make_scheduler(svc: Service):
     if settings["EVENTS_URL"]:
         add(EVENTS, "interval", seconds=settings.integer("EVENTS_INTERVAL_SECONDS"))
     add(alerts_job(settings), "interval", seconds=settings.integer("ALERT_INTERVAL_SECONDS"))
+    if settings.integer("C2B_PULL_INTERVAL_MINUTES"):
+        add(C2B_PULL, "interval", minutes=settings.integer("C2B_PULL_INTERVAL_MINUTES"))
     if settings.integer("BALANCE_CHECK_MINUTES"):
         add(BALANCE, "interval", minutes=settings.integer("BALANCE_CHECK_MINUTES"))
     if settings.listing("RECON_EMAIL_TO"):
@@ -275,6 +278,9 @@ APPROVAL_EXPIRY = Job(
 )
 BALANCE = Job("balance", check_balance, "Account Balance query", "sent")
 EVENTS = Job("events", deliver_events, "event", "delivered to EVENTS_URL")
+C2B_PULL = Job(
+    "c2b_pull", pull_c2b, "C2B payment", "found by Pull Transactions (its confirmation missed)"
+)
 RECONCILIATION = Job(
     "reconciliation", email_reconciliation, "reconciliation report", "emailed to RECON_EMAIL_TO"
 )

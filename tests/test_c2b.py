@@ -10,7 +10,10 @@ import requests
 
 import service
 from mpesa_service.callbacks import replay_journal
+from mpesa_service.entrypoint import pull_c2b_command, register_urls_command
 from mpesa_service.storage import c2b_payments, events
+from mpesa_service.throughput.writer import wait_applied
+from tests.service_support import TOKEN, wait_until
 from tests.test_console import signed_in
 from tests.test_operator import KEYS
 
@@ -189,3 +192,167 @@ def test_the_console_lists_c2b_payments_with_their_flags(make_stack):
 
     assert "TKR1234ABC" in page and "2547 ***** 126" in page and "1,500.00" in page
     assert "(none: malformed)" in page and "malformed_callback" in page
+
+
+# --- Register URL and the simulator's customer, end to end -------------------------------------
+
+
+def registered(stack) -> dict:
+    assert register_urls_command(stack.svc) == 0
+    (registration,) = stack.sim.c2b_registered()["registrations"]
+    return registration
+
+
+def customer_pays(stack, amount=1500, bill_ref="BK1234", **extra) -> dict:
+    answer = requests.post(
+        f"{stack.sim_base_url}/simulator/c2b",
+        json={"amount": amount, "bill_ref": bill_ref, **extra},
+        timeout=30,
+    )
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def stored_once(stack, trans_id: str):
+    """The receipt's row, once its confirmation (or confirmations) have been applied."""
+
+    def probe():
+        confirmations = [c for c in stack.sim.callbacks() if c["purpose"] == "c2b_confirmation"]
+        return confirmations if all(c["status"] for c in confirmations) else None
+
+    wait_until(probe)
+    assert wait_applied(stack.svc)
+    return wait_until(lambda: stored(stack, trans_id))
+
+
+def test_register_urls_registers_this_deployments_token_urls(c2b_stack, capsys):
+    registration = registered(c2b_stack)
+
+    base = c2b_stack.base_url
+    assert registration == {
+        "shortcode": "174379",
+        "response_type": "Completed",
+        "confirmation_url": f"{base}/hooks/c2b/confirmation/{TOKEN}",
+        "validation_url": f"{base}/hooks/c2b/validation/{TOKEN}",
+    }
+    said = capsys.readouterr().out
+    assert "registered C2B URLs for shortcode 174379" in said and TOKEN not in said
+
+
+@pytest.mark.parametrize("base", ["https://pay.example.com/MPesa", "https://sqlpay.example.com"])
+def test_register_urls_refuses_a_forbidden_keyword_before_calling_daraja(c2b_stack, capsys, base):
+    c2b_stack.svc.public_base_url = base
+    assert register_urls_command(c2b_stack.svc) == 1
+    assert "nothing sent to Daraja" in capsys.readouterr().err
+    assert c2b_stack.sim.requests("/mpesa/c2b/v1/registerurl") == []
+    assert c2b_stack.sim.c2b_registered()["registrations"] == []
+
+
+def test_register_urls_says_why_daraja_refused(make_stack, capsys):
+    stack = make_stack({"C2B_SHORTCODE": "555555"})  # not a shortcode the simulator has
+    assert register_urls_command(stack.svc) == 1
+    assert "Daraja refused it (400.002.02: Bad Request - Invalid ShortCode)" in (
+        capsys.readouterr().err
+    )
+
+
+def test_a_payment_through_the_simulator_is_validated_confirmed_and_stored_once(c2b_stack):
+    registered(c2b_stack)
+    paid = customer_pays(c2b_stack, scenario="confirmation_twice")
+
+    assert (paid["status"], paid["validation"], paid["confirmations"]) == (
+        "completed",
+        "accepted",
+        2,
+    )
+    (row,) = stored_once(c2b_stack, paid["TransID"])
+    assert (row.amount, row.bill_ref_number, row.source) == (
+        Decimal("1500"),
+        "BK1234",
+        "confirmation",
+    )
+    assert row.msisdn == "2547 ***** 149"
+    kinds = [e["kind"] for e in c2b_stack.journal()]
+    assert kinds.count("c2b_validation") == 1 and kinds.count("c2b_confirmation") == 2
+    (ledger,) = c2b_stack.sim.ledger()
+    assert (ledger["kind"], ledger["receipt"], ledger["amount"]) == ("c2b", paid["TransID"], 1500)
+
+
+def test_a_payment_rejected_by_validation_stores_nothing_and_moves_no_money(c2b_stack):
+    registered(c2b_stack)
+    paid = customer_pays(c2b_stack, bill_ref="not-an-account")
+
+    assert (paid["status"], paid["result_code"], paid["TransID"]) == (
+        "rejected",
+        "C2B00012",
+        None,
+    )
+    assert wait_applied(c2b_stack.svc)
+    assert stored(c2b_stack) == [] and c2b_stack.sim.ledger() == []
+    assert [c["purpose"] for c in c2b_stack.sim.callbacks()] == ["c2b_validation"]
+
+
+@pytest.mark.parametrize(
+    ("response_type", "status"), [("Completed", "completed"), ("Cancelled", "cancelled")]
+)
+def test_a_validation_timeout_does_what_response_type_says(make_stack, response_type, status):
+    stack = make_stack({**RULES, "C2B_RESPONSE_TYPE": response_type})
+    registered(stack)
+    paid = customer_pays(stack, bill_ref="not-an-account", scenario="validation_timeout")
+
+    assert paid["status"] == status
+    assert len(stack.sim.ledger()) == (1 if status == "completed" else 0)
+    if status == "completed":  # money moved although validation would have refused it
+        (row,) = stored_once(stack, paid["TransID"])
+        assert row.bill_ref_number == "not-an-account"
+
+
+def test_a_dropped_confirmation_is_found_by_pull_transactions_and_not_duplicated(c2b_stack):
+    registered(c2b_stack)
+    paid = customer_pays(c2b_stack, amount=2750, bill_ref="BK7777", scenario="confirmation_dropped")
+    kept = customer_pays(c2b_stack, amount=100, bill_ref="BK1000")
+    stored_once(c2b_stack, kept["TransID"])
+    assert stored(c2b_stack, paid["TransID"]) == []
+
+    assert pull_c2b_command(c2b_stack.svc, 2) == 0
+    (row,) = stored(c2b_stack, paid["TransID"])
+    assert (row.source, row.amount, row.bill_ref_number, row.confirmed_at) == (
+        "pull",
+        Decimal("2750"),
+        "BK7777",
+        None,
+    )
+    assert row.msisdn == "2547 ***** 149"
+    flags = c2b_stack.rows(service.payment_flags, service.payment_flags.c.subject_id == row.id)
+    assert [flag.flag for flag in flags] == ["confirmation_missed"]
+    assert len(stored(c2b_stack)) == 2  # the confirmed one is not stored again
+
+    assert pull_c2b_command(c2b_stack.svc, 2) == 0  # a second run stores nothing more
+    late = [dict(c2b_body(paid["TransID"], "2750.00", "BK7777"), FirstName="Late")]
+    c2b_stack.hook(CONFIRMATION, late[0])
+    (filled,) = stored(c2b_stack, paid["TransID"])
+    assert (filled.source, filled.first_name, filled.confirmed_at is not None) == (
+        "pull",
+        "Late",
+        True,
+    )
+    assert len(stored(c2b_stack)) == 2
+    received = c2b_stack.rows(events, events.c.type == "c2b.received")
+    assert sorted(e.subject for e in received) == sorted([paid["TransID"], kept["TransID"]])
+
+
+def test_pull_transactions_pages_through_every_transaction(make_stack):
+    stack = make_stack(pull_page_size=2)
+    for amount in (10, 20, 30, 40, 50):
+        customer_pays(stack, amount=amount)  # no URLs registered: money moves, nothing sent
+    assert stored(stack) == []
+
+    assert pull_c2b_command(stack.svc, 1) == 0
+    assert sorted(row.amount for row in stored(stack)) == [10, 20, 30, 40, 50]
+    offsets = [r["body"]["OffSetValue"] for r in stack.sim.requests("/pulltransactions/v1/query")]
+    assert offsets == [0, 2, 4, 5]
+
+
+def test_pull_c2b_refuses_more_hours_than_daraja_keeps(c2b_stack, capsys):
+    assert pull_c2b_command(c2b_stack.svc, 49) == 2
+    assert "1 to 48 hours" in capsys.readouterr().err
