@@ -244,6 +244,7 @@ def email_reconciliation(svc: Service, today: datetime | None = None) -> int:
         until=until,
         as_of=utcnow(),
         stale_after_minutes=svc.settings.integer("RECON_STALE_AFTER_MINUTES"),
+        bill_ref_query=svc.settings["C2B_BILL_REF_QUERY"],
     )
     report.write(svc.settings.path("REPORTS_DIR") / nairobi_date(since))
     send_report(report, to=svc.settings.listing("RECON_EMAIL_TO"), smtp=smtp_settings(svc))

@@ -23,6 +23,7 @@ REQUIRED_TABLES = (
     "b2c_payment_callbacks",
     "payments",
     "stk_callbacks",
+    "c2b_payments",
 )
 
 
@@ -37,6 +38,7 @@ def build_report(
     double_payout_window_hours: float = 24,
     amount_tolerance_cents: int = 0,
     progress: Progress | None = None,
+    bill_ref_query: str = "",
 ) -> Report:
     """Load [since, until) (naive UTC; None is unbounded), run every check, return the Report.
 
@@ -45,7 +47,8 @@ def build_report(
     recon.statement.parse_statements). With a statement and neither `since` nor `until`, the
     period is the statements' own.
     Raises StatementError / LoadError (messages name the bad input) when an input is unusable.
-    `progress` is told each stage (recon.progress) as it starts and ends.
+    `progress` is told each stage (recon.progress) as it starts and ends. `bill_ref_query`
+    (C2B_BILL_REF_QUERY) turns on the c2b_unknown_bill_ref check.
     """
     with stage(progress, "checking the database"):
         readable_url = usable_database(database_url)
@@ -60,7 +63,13 @@ def build_report(
             since, until = start.to_pydatetime(), (end + timedelta(seconds=1)).to_pydatetime()
     try:
         with stage(progress, "loading the database"):
-            frames = load_frames(readable_url, since=since, until=until, statement=statement)
+            frames = load_frames(
+                readable_url,
+                since=since,
+                until=until,
+                statement=statement,
+                bill_ref_query=bill_ref_query,
+            )
     except pd.errors.DatabaseError as error:  # a query pandas ran failed (a column missing)
         raise LoadError(f"cannot read the database {_shown(database_url)}: {error}") from None
     options = Options(

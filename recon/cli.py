@@ -78,6 +78,13 @@ def make_parser() -> argparse.ArgumentParser:
         metavar="HOURS",
         help="window for possible double payouts (24)",
     )
+    parser.add_argument(
+        "--bill-ref-query",
+        default=os.environ.get("C2B_BILL_REF_QUERY", ""),
+        metavar="SQL",
+        help="SQL finding the booking or user a C2B bill reference names, by :bill_ref; "
+        "turns on c2b_unknown_bill_ref (default: $C2B_BILL_REF_QUERY)",
+    )
     parser.add_argument("--out", required=True, help="directory for the report files")
     parser.add_argument(
         "--email",
@@ -158,6 +165,7 @@ def _reconcile(args, progress):
             statement_path=args.statement,
             double_payout_window_hours=args.double_payout_window,
             progress=progress,
+            bill_ref_query=args.bill_ref_query,
         )
     except (StatementError, LoadError) as error:
         raise UsageError(str(error)) from None

@@ -2,7 +2,7 @@
 stored once per receipt; on SQLite and MariaDB, over real HTTP."""
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -13,6 +13,9 @@ from mpesa_service.callbacks import replay_journal
 from mpesa_service.entrypoint import pull_c2b_command, register_urls_command
 from mpesa_service.storage import c2b_payments, events
 from mpesa_service.throughput.writer import wait_applied
+from recon.api import build_report
+from recon.rules import NAIROBI, nairobi_day_start_utc
+from tests.recon_support import balanced_statement, header_block, write_statement
 from tests.service_support import TOKEN, wait_until
 from tests.test_console import signed_in
 from tests.test_operator import KEYS
@@ -356,3 +359,49 @@ def test_pull_transactions_pages_through_every_transaction(make_stack):
 def test_pull_c2b_refuses_more_hours_than_daraja_keeps(c2b_stack, capsys):
     assert pull_c2b_command(c2b_stack.svc, 49) == 2
     assert "1 to 48 hours" in capsys.readouterr().err
+
+
+# --- reconciled against the statement ----------------------------------------------------------
+
+
+def statement_of_today(path, movements) -> str:
+    """A balanced org-portal statement of today's Nairobi day holding `movements`."""
+    today = datetime.now(NAIROBI).strftime("%d-%m-%Y")
+    rows, _ = balanced_statement(movements, header=False)
+    paid_in = sum(Decimal(paid or 0) for _, _, paid, _, _ in movements)
+    opening = Decimal("100000.00")
+    header = header_block(
+        opening=f"{opening:,.2f}",
+        closing=f"{opening + paid_in:,.2f}",
+        paid_in=f"{paid_in:,.2f}",
+        withdrawn="0.00",
+        start=f"{today} 00:00:00",
+        end=f"{today} 23:59:59",
+    )
+    return str(write_statement(path, rows, header))
+
+
+def test_a_c2b_payment_confirmed_through_the_simulator_reconciles_cleanly(c2b_stack, tmp_path):
+    registered(c2b_stack)
+    paid = customer_pays(c2b_stack, amount=1500, bill_ref="BK1234")
+    (row,) = stored_once(c2b_stack, paid["TransID"])
+    when = row.trans_time.replace(tzinfo=UTC).astimezone(NAIROBI).strftime("%d-%m-%Y %H:%M:%S")
+    on_statement = (paid["TransID"], when, "1500.00", None, "Pay Bill Online")
+    start = nairobi_day_start_utc()
+
+    clean = build_report(
+        c2b_stack.svc.settings["DATABASE_URL"],
+        since=start,
+        until=start + timedelta(days=1),
+        statement_path=statement_of_today(tmp_path / "clean.csv", [on_statement]),
+    )
+    lacking = build_report(
+        c2b_stack.svc.settings["DATABASE_URL"],
+        since=start,
+        until=start + timedelta(days=1),
+        statement_path=statement_of_today(tmp_path / "lacking.csv", []),
+    )
+
+    assert clean.findings.frame.empty, clean.render()
+    assert clean.findings.traffic["C2B payment"] == 1
+    assert list(lacking.findings.frame["check"]) == ["c2b_missing_from_statement"]
