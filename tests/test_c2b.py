@@ -11,6 +11,7 @@ import requests
 import service
 from mpesa_service.callbacks import replay_journal
 from mpesa_service.entrypoint import pull_c2b_command, register_urls_command
+from mpesa_service.flags import subject_name
 from mpesa_service.storage import c2b_payments, events
 from mpesa_service.throughput.writer import wait_applied
 from recon.api import build_report
@@ -216,16 +217,21 @@ def customer_pays(stack, amount=1500, bill_ref="BK1234", **extra) -> dict:
     return answer.json()
 
 
-def stored_once(stack, trans_id: str):
-    """The receipt's row, once its confirmation (or confirmations) have been applied."""
+def stored_once(stack, paid: dict):
+    """The rows of the receipt `paid` (the simulator's answer) names, once every confirmation
+    the simulator sent for it has been answered and applied."""
 
-    def probe():
-        confirmations = [c for c in stack.sim.callbacks() if c["purpose"] == "c2b_confirmation"]
-        return confirmations if all(c["status"] for c in confirmations) else None
+    def delivered():
+        sent = [
+            c
+            for c in stack.sim.callbacks()
+            if c["purpose"] == "c2b_confirmation" and c["body"]["TransID"] == paid["TransID"]
+        ]
+        return len(sent) == paid["confirmations"] and all(c["status"] for c in sent)
 
-    wait_until(probe)
+    wait_until(delivered)
     assert wait_applied(stack.svc)
-    return wait_until(lambda: stored(stack, trans_id))
+    return stored(stack, paid["TransID"])
 
 
 def test_register_urls_registers_this_deployments_token_urls(c2b_stack, capsys):
@@ -268,7 +274,7 @@ def test_a_payment_through_the_simulator_is_validated_confirmed_and_stored_once(
         "accepted",
         2,
     )
-    (row,) = stored_once(c2b_stack, paid["TransID"])
+    (row,) = stored_once(c2b_stack, paid)
     assert (row.amount, row.bill_ref_number, row.source) == (
         Decimal("1500"),
         "BK1234",
@@ -306,7 +312,7 @@ def test_a_validation_timeout_does_what_response_type_says(make_stack, response_
     assert paid["status"] == status
     assert len(stack.sim.ledger()) == (1 if status == "completed" else 0)
     if status == "completed":  # money moved although validation would have refused it
-        (row,) = stored_once(stack, paid["TransID"])
+        (row,) = stored_once(stack, paid)
         assert row.bill_ref_number == "not-an-account"
 
 
@@ -314,7 +320,7 @@ def test_a_dropped_confirmation_is_found_by_pull_transactions_and_not_duplicated
     registered(c2b_stack)
     paid = customer_pays(c2b_stack, amount=2750, bill_ref="BK7777", scenario="confirmation_dropped")
     kept = customer_pays(c2b_stack, amount=100, bill_ref="BK1000")
-    stored_once(c2b_stack, kept["TransID"])
+    stored_once(c2b_stack, kept)
     assert stored(c2b_stack, paid["TransID"]) == []
 
     assert pull_c2b_command(c2b_stack.svc, 2) == 0
@@ -328,6 +334,9 @@ def test_a_dropped_confirmation_is_found_by_pull_transactions_and_not_duplicated
     assert row.msisdn == "2547 ***** 149"
     flags = c2b_stack.rows(service.payment_flags, service.payment_flags.c.subject_id == row.id)
     assert [flag.flag for flag in flags] == ["confirmation_missed"]
+    with c2b_stack.svc.engine.connect() as conn:  # how the alert names it
+        named = subject_name(conn, "c2b_payment", row.id)
+    assert named == f"c2b_payment {paid['TransID']} (id {row.id})"
     assert len(stored(c2b_stack)) == 2  # the confirmed one is not stored again
 
     assert pull_c2b_command(c2b_stack.svc, 2) == 0  # a second run stores nothing more
@@ -384,7 +393,7 @@ def statement_of_today(path, movements) -> str:
 def test_a_c2b_payment_confirmed_through_the_simulator_reconciles_cleanly(c2b_stack, tmp_path):
     registered(c2b_stack)
     paid = customer_pays(c2b_stack, amount=1500, bill_ref="BK1234")
-    (row,) = stored_once(c2b_stack, paid["TransID"])
+    (row,) = stored_once(c2b_stack, paid)
     when = row.trans_time.replace(tzinfo=UTC).astimezone(NAIROBI).strftime("%d-%m-%Y %H:%M:%S")
     on_statement = (paid["TransID"], when, "1500.00", None, "Pay Bill Online")
     start = nairobi_day_start_utc()
