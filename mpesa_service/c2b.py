@@ -32,8 +32,9 @@ from recon.rules import (
     NAIROBI,
     PULL_TRANSACTIONS_HOURS,
     REJECTED_URL_WORDS,
-    amount_difference,
+    amount_gap,
     iso_time_to_utc,
+    shillings_text,
 )
 
 # --- validation: accept or reject, from the body and the settings alone ---------------------
@@ -59,10 +60,11 @@ def validation_answer(settings: Settings, shortcode: str, raw: str) -> dict:
     pattern, amount range). No database or network work: M-Pesa waits only about 8 s."""
     payload, problem = json_or_problem(raw)
     parsed = parse_c2b_payload(payload)
-    reason = problem or validation_refusal(settings, shortcode, parsed, payload)
-    if reason is None:
+    refusal = (OTHER_ERROR, problem) if problem else None
+    refusal = refusal or validation_refusal(settings, shortcode, parsed, payload)
+    if refusal is None:
         return dict(ACCEPTED)
-    code, why = reason if isinstance(reason, tuple) else (OTHER_ERROR, reason)
+    code, why = refusal
     log.info("C2B validation of %s rejected: %s %s", parsed.trans_id, code, why)
     return {"ResultCode": code, "ResultDesc": f"Rejected: {why}"}
 
@@ -178,8 +180,9 @@ def _fill_pulled(conn: sa.Connection, existing, parsed: C2BPayment, raw: str, jo
             "c2b_payment",
             existing.id,
             "amount_mismatch",
-            f"C2B {parsed.trans_id}: Pull Transactions said {existing.amount}, the confirmation "
-            + amount_difference(existing.amount, parsed.amount),
+            f"C2B {parsed.trans_id}: Pull Transactions {shillings_text(existing.amount)} != "
+            f"confirmation {shillings_text(parsed.amount)} "
+            f"({amount_gap(existing.amount, parsed.amount)})",
         )
     return "filled"
 

@@ -9,6 +9,7 @@ import pytest
 import requests
 
 import service
+from mpesa_service.c2b import PulledTransaction, store_pulled
 from mpesa_service.callbacks import replay_journal
 from mpesa_service.entrypoint import pull_c2b_command, register_urls_command
 from mpesa_service.flags import subject_name
@@ -414,3 +415,23 @@ def test_a_c2b_payment_confirmed_through_the_simulator_reconciles_cleanly(c2b_st
     assert clean.findings.frame.empty, clean.render()
     assert clean.findings.traffic["C2B payment"] == 1
     assert list(lacking.findings.frame["check"]) == ["c2b_missing_from_statement"]
+
+
+def test_a_late_confirmation_of_another_amount_than_pulled_is_flagged(c2b_stack):
+    pulled = PulledTransaction.from_item(
+        {"transactionId": "TKP0000001", "trxDate": "2026-12-07T06:30:15Z", "amount": "500.00"}
+    )
+    with c2b_stack.svc.engine.begin() as conn:
+        assert store_pulled(conn, pulled) == 1
+        assert store_pulled(conn, pulled) == 0  # a second pull stores nothing
+
+    c2b_stack.hook(CONFIRMATION, c2b_body("TKP0000001", "450.00"))
+
+    (row,) = stored(c2b_stack, "TKP0000001")
+    assert (row.amount, row.source, row.first_name) == (Decimal("500.00"), "pull", "Wanjiru")
+    flags = c2b_stack.rows(service.payment_flags, service.payment_flags.c.subject_id == row.id)
+    details = {flag.flag: flag.detail for flag in flags}
+    assert sorted(details) == ["amount_mismatch", "confirmation_missed"]
+    assert details["amount_mismatch"] == (
+        "C2B TKP0000001: Pull Transactions 500.00 != confirmation 450.00 (50.00 short)"
+    )
