@@ -14,6 +14,7 @@ import sqlalchemy as sa
 
 from mpesa_service import log
 from mpesa_service.context import ApiError, Service
+from mpesa_service.daraja import DarajaAccount
 from mpesa_service.events import emit, writes_events
 from mpesa_service.flags import add_flag
 from mpesa_service.ids import new_id
@@ -55,13 +56,21 @@ def c2b_shortcode(settings: Settings, default: str) -> str:
     return settings["C2B_SHORTCODE"] or default
 
 
-def validation_answer(settings: Settings, shortcode: str, raw: str) -> dict:
-    """Accept or reject a C2B validation by the settings' rules (shortcode, BillRefNumber
-    pattern, amount range). No database or network work: M-Pesa waits only about 8 s."""
+def our_shortcodes(settings: Settings, account: DarajaAccount) -> frozenset[str]:
+    """The shortcodes a C2B payment may be made to: the C2B paybill or till (c2b_shortcode),
+    the STK paybill, and the STK till (MPESA_STK_PARTY_B) when there is one."""
+    codes = (c2b_shortcode(settings, account.shortcode), account.shortcode, account.stk_party_b)
+    return frozenset(code for code in codes if code)
+
+
+def validation_answer(settings: Settings, shortcodes: frozenset[str], raw: str) -> dict:
+    """Accept or reject a C2B validation by the settings' rules (one of `shortcodes`,
+    BillRefNumber pattern, amount range). No database or network work: M-Pesa waits only
+    about 8 s."""
     payload, problem = json_or_problem(raw)
     parsed = parse_c2b_payload(payload)
     refusal = (OTHER_ERROR, problem) if problem else None
-    refusal = refusal or validation_refusal(settings, shortcode, parsed, payload)
+    refusal = refusal or validation_refusal(settings, shortcodes, parsed, payload)
     if refusal is None:
         return dict(ACCEPTED)
     code, why = refusal
@@ -70,12 +79,12 @@ def validation_answer(settings: Settings, shortcode: str, raw: str) -> dict:
 
 
 def validation_refusal(
-    settings: Settings, shortcode: str, parsed: C2BPayment, payload: object
+    settings: Settings, shortcodes: frozenset[str], parsed: C2BPayment, payload: object
 ) -> tuple[str, str] | None:
     """(code, why) when the payment must be rejected, else None."""
     if not isinstance(payload, dict):
         return OTHER_ERROR, "body is not a JSON object"
-    if shortcode and parsed.business_short_code != shortcode:
+    if shortcodes and parsed.business_short_code not in shortcodes:
         return INVALID_SHORTCODE, f"BusinessShortCode {parsed.business_short_code!r} is not ours"
     pattern = settings["C2B_ACCOUNT_PATTERN"]
     reference = parsed.bill_ref_number or ""

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from mpesa_service import PROJECT_DIR, __version__, log
 from mpesa_service.api_keys import bearer_key
 from mpesa_service.approval import Decision, approve_payout, reject_payout
-from mpesa_service.c2b import C2B_HOOKS, c2b_shortcode, list_c2b_payments, validation_answer
+from mpesa_service.c2b import C2B_HOOKS, list_c2b_payments, our_shortcodes, validation_answer
 from mpesa_service.callback_auth import client_address
 from mpesa_service.callbacks import json_or_problem, receive_callback, refuse_delivery
 from mpesa_service.console import add_console
@@ -340,7 +340,7 @@ def _callback_route(svc: Service, kind: str, limit: int):
 def _validation_route(svc: Service, limit: int):
     """C2B validation: journaled like every callback, then answered accept or reject from its
     body by the settings' rules (c2b.validation_answer), never waiting on the database."""
-    shortcode = c2b_shortcode(svc.settings, svc.client.account.shortcode)
+    shortcodes = our_shortcodes(svc.settings, svc.client.account)
 
     @api
     def handle(**segments):
@@ -353,7 +353,7 @@ def _validation_route(svc: Service, limit: int):
         if status not in (200, 400):  # refused: a wrong token or sender
             return json_response(status, answer)
         raw = body.decode("utf-8", "replace")
-        return json_response(200, validation_answer(svc.settings, shortcode, raw))
+        return json_response(200, validation_answer(svc.settings, shortcodes, raw))
 
     return handle
 

@@ -435,3 +435,17 @@ def test_a_late_confirmation_of_another_amount_than_pulled_is_flagged(c2b_stack)
     assert details["amount_mismatch"] == (
         "C2B TKP0000001: Pull Transactions 500.00 != confirmation 450.00 (50.00 short)"
     )
+
+
+def test_a_till_payment_through_the_simulator_is_validated_against_the_stk_till(make_stack):
+    stack = make_stack({**RULES, "MPESA_STK_PARTY_B": "600100"})  # the simulator's till
+    registered(stack)  # the head office's URLs; its till's payments go to them
+    paid = customer_pays(stack, amount=250, bill_ref="BK0042", kind="till")
+
+    assert (paid["status"], paid["validation"]) == ("completed", "accepted")
+    (row,) = stored_once(stack, paid)
+    assert (row.kind, row.transaction_type, row.business_short_code) == (
+        "till",
+        "Buy Goods",
+        "600100",
+    )
