@@ -1,7 +1,10 @@
 """C2B paybill and till payments: validation and confirmation through the journal-first intake,
 stored once per receipt; on SQLite and MariaDB, over real HTTP."""
 
+import contextlib
 import json
+import sqlite3
+import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -449,3 +452,39 @@ def test_a_till_payment_through_the_simulator_is_validated_against_the_stk_till(
         "Buy Goods",
         "600100",
     )
+
+
+@contextlib.contextmanager
+def database_held(stack):
+    """Hold the database's write lock (SQLite) or the journal table (MariaDB) so that nothing
+    can be applied until the block ends."""
+    url = stack.svc.engine.url
+    if url.get_backend_name() == "sqlite":
+        holder = sqlite3.connect(url.database, isolation_level=None, timeout=30)
+        holder.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        return
+    with stack.svc.engine.connect() as holder:
+        holder.exec_driver_sql("LOCK TABLES callback_journal WRITE")
+        try:
+            yield
+        finally:
+            holder.exec_driver_sql("UNLOCK TABLES")
+
+
+def test_validation_answers_at_once_while_the_database_is_busy(c2b_stack):
+    url = f"{c2b_stack.base_url}{VALIDATION}/{TOKEN}"
+    with database_held(c2b_stack):
+        started = time.monotonic()
+        accepted = requests.post(url, json=c2b_body(), timeout=8)
+        rejected = requests.post(url, json=c2b_body(reference="nope"), timeout=8)
+        took = time.monotonic() - started
+
+    assert took < 3, f"validation took {took:.1f} s while the database was held"
+    assert [accepted.json()["ResultCode"], rejected.json()["ResultCode"]] == ["0", "C2B00012"]
+    assert wait_applied(c2b_stack.svc)
+    assert [e["kind"] for e in c2b_stack.journal()] == ["c2b_validation"] * 2
