@@ -32,7 +32,6 @@ from mpesa_service.storage import c2b_payments, utcnow
 from recon.rules import (
     NAIROBI,
     PULL_TRANSACTIONS_HOURS,
-    REJECTED_URL_WORDS,
     amount_gap,
     iso_time_to_utc,
     shillings_text,
@@ -371,19 +370,10 @@ C2B_HOOKS = {
 }
 
 
-class UnusableUrl(ValueError):
-    """A callback URL Daraja would refuse (REFERENCE 9.5), named with the reason."""
-
-
-def check_callback_url(url: str, production: bool) -> None:
-    """UnusableUrl when Daraja's Register URL would refuse `url`: a word it rejects, in any
-    case, or plain HTTP in production."""
-    lowered = url.lower()
-    words = [word for word in REJECTED_URL_WORDS if word in lowered]
-    if words:
-        raise UnusableUrl(f"{url} holds {', '.join(repr(w) for w in words)}, which Daraja refuses")
-    if production and not lowered.startswith("https://"):
-        raise UnusableUrl(f"{url} is not HTTPS, which production needs")
+def c2b_urls(svc: Service) -> dict[str, str]:
+    """This deployment's C2B URLs, as Register URL is given them: {"validation": ...,
+    "confirmation": ...} (PUBLIC_BASE_URL + hook path + callback token)."""
+    return {name: svc.hook_url("c2b", name) for name in C2B_HOOKS}
 
 
 @dataclass(frozen=True)
@@ -398,28 +388,18 @@ class Registration:
 
 
 def register_urls(svc: Service) -> Registration:
-    """Register this deployment's C2B URLs (PUBLIC_BASE_URL + token paths), after checking them
-    against Daraja's keyword rules. UnusableUrl or DarajaError says why nothing was
-    registered."""
-    token = svc.policy.token
-    urls = {name: f"{svc.public_base_url}{path}/{token}" for name, path in C2B_HOOKS.items()}
-    production = svc.settings.environment == "production"
-    for url in urls.values():
-        check_callback_url(url, production)
-    registration = Registration(
-        shortcode=c2b_shortcode(svc.settings, svc.client.account.shortcode),
-        response_type=svc.settings["C2B_RESPONSE_TYPE"],
+    """C2B Register URL with this deployment's URLs (c2b_urls) and C2B_RESPONSE_TYPE; the
+    caller checks the URLs first (golive.url_problems). DarajaError says why Daraja refused."""
+    urls = c2b_urls(svc)
+    shortcode = c2b_shortcode(svc.settings, svc.client.account.shortcode)
+    response_type = svc.settings["C2B_RESPONSE_TYPE"]
+    answer = svc.client.c2b_register_url(
+        shortcode=shortcode,
+        response_type=response_type,
         confirmation_url=urls["confirmation"],
         validation_url=urls["validation"],
-        answer={},
     )
-    answer = svc.client.c2b_register_url(
-        shortcode=registration.shortcode,
-        response_type=registration.response_type,
-        confirmation_url=registration.confirmation_url,
-        validation_url=registration.validation_url,
-    )
-    return Registration(**{**registration.__dict__, "answer": answer})
+    return Registration(shortcode, response_type, urls["confirmation"], urls["validation"], answer)
 
 
 def register_pull(svc: Service) -> dict | None:
@@ -430,5 +410,5 @@ def register_pull(svc: Service) -> dict | None:
     return svc.client.pull_register(
         shortcode=c2b_shortcode(svc.settings, svc.client.account.shortcode),
         nominated_number=nominated,
-        callback_url=f"{svc.public_base_url}{C2B_HOOKS['confirmation']}/{svc.policy.token}",
+        callback_url=c2b_urls(svc)["confirmation"],
     )

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 from mpesa_service import golive, log
 from mpesa_service.api_keys import api_keys
-from mpesa_service.c2b import UnusableUrl, pull_c2b, register_pull, register_urls
+from mpesa_service.c2b import c2b_urls, pull_c2b, register_pull, register_urls
 from mpesa_service.callback_auth import callback_policy, callback_token
 from mpesa_service.callbacks import replay_journal
 from mpesa_service.context import ApiError, Service
@@ -240,25 +240,27 @@ def resolve_from_cli(settings: Settings, args) -> int:
 
 def register_urls_command(svc: Service) -> int:
     """`python service.py register-urls`: C2B Register URL with this deployment's URLs (and
-    Pull Transactions registration when C2B_PULL_NOMINATED_NUMBER is set); says what was
-    registered, or why not. The callback token is never printed."""
-    hidden = svc.policy.token
-
-    def shown(url: str) -> str:
-        return url.replace(hidden, "<CALLBACK_TOKEN>") if hidden else url
-
+    Pull Transactions registration when C2B_PULL_NOMINATED_NUMBER is set), once the URLs pass
+    the go-live check's URL rules (REFERENCE 9.5); says what was registered, or why not. The
+    callback token is never printed."""
+    token = svc.policy.token
+    refusals = [
+        f"{golive.redacted(url, token)}: {'; '.join(problems)}"
+        for url in c2b_urls(svc).values()
+        if (problems := golive.url_problems(url, token, svc.settings.environment))
+    ]
+    if refusals:
+        print("not registered, nothing sent to Daraja: " + " | ".join(refusals), file=sys.stderr)
+        return 1
     try:
         done = register_urls(svc)
-    except UnusableUrl as error:
-        print(f"not registered, nothing sent to Daraja: {shown(str(error))}", file=sys.stderr)
-        return 1
     except DarajaError as error:
         print(f"not registered: {_daraja_refusal(error)}", file=sys.stderr)
         return 1
     print(
         f"registered C2B URLs for shortcode {done.shortcode} (ResponseType {done.response_type})"
-        f":\n  confirmation {shown(done.confirmation_url)}\n  validation   "
-        f"{shown(done.validation_url)}\n  Daraja said: "
+        f":\n  confirmation {golive.redacted(done.confirmation_url, token)}\n  validation   "
+        f"{golive.redacted(done.validation_url, token)}\n  Daraja said: "
         f"{done.answer.get('ResponseDescription') or done.answer}"
     )
     return _register_pull_command(svc)
