@@ -1974,6 +1974,7 @@ class Simulator:
             raise ValueError(f"scenario: one of {', '.join(C2B_SCENARIOS)}, not {scenario!r}")
         txn = self._c2b_transaction(request)
         with self.lock:
+            txn.receipt = self._unique_receipt(txn.accepted_at)  # validation carries it too
             registration = self.c2b_registrations.get(txn.party)
             registration = registration or self.c2b_registrations.get(
                 self.config.tills.get(txn.party, "")
@@ -1982,7 +1983,6 @@ class Simulator:
         if verdict["status"] != "completed":
             return {**verdict, "TransID": None}
         with self.lock:
-            txn.receipt = self._unique_receipt(txn.accepted_at)
             self.transactions.append(txn)
         sent = self._c2b_confirm(txn, registration, scenario)
         return {**verdict, "TransID": txn.receipt, "confirmations": sent}
