@@ -20,6 +20,11 @@ Commands
                                       URLs, journal, callback filters), exit 1 on a failure;
                                       --smoke also sends an STK push, a payout and two queries
                                       through the running service and waits for their callbacks
+    python service.py register-urls   C2B Register URL with PUBLIC_BASE_URL's hook URLs (REFERENCE
+                                      9.5's keywords checked first); Pull Transactions
+                                      registration too when C2B_PULL_NOMINATED_NUMBER is set
+    python service.py pull-c2b [--hours H]  store C2B payments Pull Transactions knows and no
+                                      confirmation brought (flagged confirmation_missed)
 
 Routes (JSON; initiation and reads need `Authorization: Bearer <API key>`)
     GET  /healthz                         version, environment, database reachability (503 down)
@@ -42,6 +47,7 @@ Routes (JSON; initiation and reads need `Authorization: Bearer <API key>`)
     GET  /payouts/batches/<id>/result.csv the result file (also result.xlsx)
     GET  /events?since=&type=             outbound events, oldest first, with delivery state
     POST /events/<id>/redeliver           make an event due for delivery now (operator)
+    GET  /c2b/payments?since=&bill_ref=   C2B paybill and till payments, newest first
     POST /api.php                         old front end: action b2c_payment_initiate
     POST /hooks/stk/<token>               STK Push callback
     POST /hooks/stk/<token>/<payment_id>  the same, naming its payment (the CallBackURL sent)
@@ -50,6 +56,8 @@ Routes (JSON; initiation and reads need `Authorization: Bearer <API key>`)
     POST /hooks/status/result/<token>     Transaction Status result callback
     POST /hooks/status/timeout/<token>    Transaction Status queue-timeout callback
     POST /hooks/balance/result/<token>    Account Balance result (and /hooks/balance/timeout/...)
+    POST /hooks/c2b/validation/<token>    C2B validation: journaled, answered accept or reject
+    POST /hooks/c2b/confirmation/<token>  C2B confirmation: the payment recorded once per TransID
     POST /clientpaymentcallback.php       the old B2C result URL (?token= when CALLBACK_TOKEN set)
     *    /simulator/...                   simulator environment only: the in-process simulator's
                                           control routes (requests, ledger, scenarios, ...)
@@ -74,6 +82,8 @@ Jobs (APScheduler 3, started by `python service.py` only; max_instances=1, coale
     events           every EVENTS_INTERVAL_SECONDS (when EVENTS_URL is set): POST due events,
                      signed, oldest first per subject; retried on EVENTS_RETRY_SCHEDULE_SECONDS
     balance          every BALANCE_CHECK_MINUTES (when set): Account Balance query
+    c2b_pull         every C2B_PULL_INTERVAL_MINUTES (when set): Pull Transactions for the last
+                     C2B_PULL_HOURS; payments no confirmation brought are stored, flagged
     reconciliation   RECON_SCHEDULE (cron, Nairobi; when RECON_EMAIL_TO is set): the previous
                      day's reconciliation report, emailed
 """
@@ -89,6 +99,7 @@ from mpesa_service.storage import (
     b2c_payment_callbacks,
     b2c_payments,
     b2c_payout_attempts,
+    c2b_payments,
     callback_journal,
     console_sessions,
     head_revision,
@@ -117,6 +128,7 @@ __all__ = [
     "b2c_payments",
     "b2c_payout_attempts",
     "build_service",
+    "c2b_payments",
     "callback_journal",
     "console_sessions",
     "head_revision",

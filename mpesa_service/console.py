@@ -49,6 +49,7 @@ from mpesa_service.storage import (
     b2c_payment_callbacks,
     b2c_payments,
     b2c_payout_attempts,
+    c2b_payments,
     console_sessions,
     event_deliveries,
     events,
@@ -542,6 +543,25 @@ def event_row_shown(row, last_attempt) -> EventRow:
     )
 
 
+def recent_c2b_payments(svc: Service, limit: int = 200) -> list:
+    """The last `limit` C2B payments received, newest first, with their open flags' names."""
+    with svc.engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(c2b_payments).order_by(c2b_payments.c.received_at.desc()).limit(limit)
+        ).all()
+        flagged = conn.execute(
+            sa.select(payment_flags.c.subject_id, payment_flags.c.flag).where(
+                payment_flags.c.subject_type == "c2b_payment",
+                payment_flags.c.subject_id.in_([row.id for row in rows]),
+                payment_flags.c.resolved_at.is_(None),
+            )
+        ).all()
+    flags: dict[str, list[str]] = {}
+    for subject_id, flag in flagged:
+        flags.setdefault(subject_id, []).append(flag)
+    return [(row, flags.get(row.id, [])) for row in rows]
+
+
 # --- routes -------------------------------------------------------------------------------------
 
 
@@ -702,6 +722,17 @@ def add_page_routes(app: bottle.Bottle, console: Console) -> None:
             operator=key.name,
             csrf=console.csrf(cookie),
             events=recent_events(svc),
+            **messages(),
+        )
+
+    @app.get("/console/c2b")
+    def c2b_page():
+        key, cookie = console.signed_in()
+        return console.render(
+            "c2b",
+            operator=key.name,
+            csrf=console.csrf(cookie),
+            payments=recent_c2b_payments(svc),
             **messages(),
         )
 

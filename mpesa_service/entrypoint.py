@@ -15,10 +15,17 @@ import sqlalchemy as sa
 from mpesa_service import golive, log
 from mpesa_service.api_keys import api_keys
 from mpesa_service.batches import Upload, batch_detail, upload_batch
+from mpesa_service.c2b import c2b_urls, pull_c2b, register_pull, register_urls
 from mpesa_service.callback_auth import callback_policy, callback_token
 from mpesa_service.callbacks import replay_journal
 from mpesa_service.context import ApiError, Service
-from mpesa_service.daraja import DarajaAccount, DarajaClient, security_credential
+from mpesa_service.daraja import (
+    DarajaAccount,
+    DarajaClient,
+    DarajaError,
+    DarajaRejected,
+    security_credential,
+)
 from mpesa_service.events import write_events_to
 from mpesa_service.jobs import make_scheduler
 from mpesa_service.journal import Journal
@@ -292,6 +299,65 @@ def bulk_status_from_cli(settings: Settings, args) -> int:
     return 0
 
 
+def register_urls_command(svc: Service) -> int:
+    """`python service.py register-urls`: C2B Register URL with this deployment's URLs (and
+    Pull Transactions registration when C2B_PULL_NOMINATED_NUMBER is set), once the URLs pass
+    the go-live check's URL rules (REFERENCE 9.5); says what was registered, or why not. The
+    callback token is never printed."""
+    token = svc.policy.token
+    refusals = [
+        f"{golive.redacted(url, token)}: {'; '.join(problems)}"
+        for url in c2b_urls(svc).values()
+        if (problems := golive.url_problems(url, token, svc.settings.environment))
+    ]
+    if refusals:
+        print("not registered, nothing sent to Daraja: " + " | ".join(refusals), file=sys.stderr)
+        return 1
+    try:
+        done = register_urls(svc)
+    except DarajaError as error:
+        print(f"not registered: {_daraja_refusal(error)}", file=sys.stderr)
+        return 1
+    print(
+        f"registered C2B URLs for shortcode {done.shortcode} (ResponseType {done.response_type})"
+        f":\n  confirmation {golive.redacted(done.confirmation_url, token)}\n  validation   "
+        f"{golive.redacted(done.validation_url, token)}\n  Daraja said: "
+        f"{done.answer.get('ResponseDescription') or done.answer}"
+    )
+    return _register_pull_command(svc)
+
+
+def _register_pull_command(svc: Service) -> int:
+    try:
+        answer = register_pull(svc)
+    except DarajaError as error:
+        print(f"Pull Transactions not registered: {_daraja_refusal(error)}", file=sys.stderr)
+        return 1
+    if answer is not None:
+        print(f"registered for Pull Transactions: {answer.get('ResponseDescription') or answer}")
+    return 0
+
+
+def _daraja_refusal(error: DarajaError) -> str:
+    if isinstance(error, DarajaRejected):
+        return f"Daraja refused it ({error.code}: {error.message})"
+    return f"Daraja could not be reached ({error})"
+
+
+def pull_c2b_command(svc: Service, hours: int | None) -> int:
+    """`python service.py pull-c2b --hours H`: the c2b_pull job, by hand."""
+    try:
+        stored = pull_c2b(svc, hours)
+    except ValueError as error:
+        print(str(error), file=sys.stderr)
+        return 2
+    except DarajaError as error:
+        print(f"Pull Transactions failed: {_daraja_refusal(error)}", file=sys.stderr)
+        return 1
+    print(f"{stored} C2B payments found by Pull Transactions that no confirmation had brought")
+    return 0
+
+
 def check_from_cli(smoke: bool) -> int:
     """`python service.py check [--smoke]`: the go-live check's table; 1 when anything failed."""
     configure_logging("WARNING")
@@ -328,7 +394,18 @@ def main(argv: list[str] | None = None) -> int:
         "command",
         nargs="?",
         default="serve",
-        choices=["serve", "migrate", "schema", "replay", "resolve", "check", "bulk", "bulk-status"],
+        choices=[
+            "serve",
+            "migrate",
+            "schema",
+            "replay",
+            "resolve",
+            "check",
+            "bulk",
+            "bulk-status",
+            "register-urls",
+            "pull-c2b",
+        ],
     )
     parser.add_argument(
         "reference_id",
@@ -353,6 +430,9 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="check: also send one STK push, one payout and two queries through the service",
     )
+    parser.add_argument(
+        "--hours", type=int, help="pull-c2b: how many hours back (1-48; C2B_PULL_HOURS)"
+    )
     args = parser.parse_args(argv)
     if args.command == "schema":
         sys.stdout.write(render_mysql_schema())
@@ -374,6 +454,12 @@ def main(argv: list[str] | None = None) -> int:
         return bulk_from_cli(settings, args)
     elif args.command == "bulk-status":
         return bulk_status_from_cli(settings, args)
+    elif args.command == "register-urls":
+        return register_urls_command(build_for_check(settings))
+    elif args.command == "pull-c2b":
+        svc = build_for_check(settings)
+        require_current_schema(svc.engine)
+        return pull_c2b_command(svc, args.hours)
     elif args.command == "replay":
         svc = build_service(settings)
         require_current_schema(svc.engine)

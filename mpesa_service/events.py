@@ -45,6 +45,7 @@ EVENT_TYPES = (
     "payment.completed",
     "payment.failed",
     "payment.amount_mismatch",
+    "c2b.received",
     "recon.finished",
 )
 EVENT_COLUMNS = ("id", "type", "subject", "created_at", "body", "state", "next_attempt_at")

@@ -24,7 +24,8 @@ import requests
 import sqlalchemy as sa
 from cryptography import x509
 
-from mpesa_service.callback_auth import REJECTED_URL_WORDS, parse_networks
+from mpesa_service.c2b import c2b_urls
+from mpesa_service.callback_auth import parse_networks
 from mpesa_service.context import Service
 from mpesa_service.daraja import DarajaError, DarajaRejected
 from mpesa_service.jobs import journal_space_problem
@@ -39,6 +40,7 @@ from mpesa_service.storage import (
     status_queries,
     stk_callbacks,
 )
+from recon.rules import REJECTED_URL_WORDS
 from recon.tariff import TariffError, load_tariff
 
 OK, FAIL, WARN = "ok", "FAIL", "warn"
@@ -396,6 +398,8 @@ def callback_urls(svc: Service) -> dict[str, str]:
         "status QueueTimeOutURL": svc.hook_url("status", "timeout"),
         "balance ResultURL": svc.hook_url("balance", "result"),
         "balance QueueTimeOutURL": svc.hook_url("balance", "timeout"),
+        "C2B ConfirmationURL": c2b_urls(svc)["confirmation"],
+        "C2B ValidationURL": c2b_urls(svc)["validation"],
     }
 
 

@@ -21,6 +21,7 @@ from apscheduler.triggers.cron import CronTrigger
 from mpesa_service import log
 from mpesa_service.approval import expire_approvals
 from mpesa_service.batches import FINISHED, batch_detail, result_file, send_batches
+from mpesa_service.c2b import pull_c2b
 from mpesa_service.callbacks import replay_journal
 from mpesa_service.context import Service
 from mpesa_service.events import backlog, deliver_events, emit, writes_events
@@ -53,6 +54,8 @@ def make_scheduler(svc: Service):
     if settings["EVENTS_URL"]:
         add(EVENTS, "interval", seconds=settings.integer("EVENTS_INTERVAL_SECONDS"))
     add(alerts_job(settings), "interval", seconds=settings.integer("ALERT_INTERVAL_SECONDS"))
+    if settings.integer("C2B_PULL_INTERVAL_MINUTES"):
+        add(C2B_PULL, "interval", minutes=settings.integer("C2B_PULL_INTERVAL_MINUTES"))
     if settings.integer("BALANCE_CHECK_MINUTES"):
         add(BALANCE, "interval", minutes=settings.integer("BALANCE_CHECK_MINUTES"))
     if settings.listing("RECON_EMAIL_TO"):
@@ -317,6 +320,7 @@ def email_reconciliation(svc: Service, today: datetime | None = None) -> int:
         as_of=utcnow(),
         stale_after_minutes=svc.settings.integer("RECON_STALE_AFTER_MINUTES"),
         tariff_path=svc.settings.path("RECON_TARIFF"),
+        bill_ref_query=svc.settings["C2B_BILL_REF_QUERY"],
     )
     report.write(svc.settings.path("REPORTS_DIR") / nairobi_date(since))
     send_report(report, to=svc.settings.listing("RECON_EMAIL_TO"), smtp=smtp_settings(svc))
@@ -352,6 +356,9 @@ APPROVAL_EXPIRY = Job(
 BATCHES = Job("batches", run_batches, "bulk row", "sent as a payout")
 BALANCE = Job("balance", check_balance, "Account Balance query", "sent")
 EVENTS = Job("events", deliver_events, "event", "delivered to EVENTS_URL")
+C2B_PULL = Job(
+    "c2b_pull", pull_c2b, "C2B payment", "found by Pull Transactions (its confirmation missed)"
+)
 RECONCILIATION = Job(
     "reconciliation", email_reconciliation, "reconciliation report", "emailed to RECON_EMAIL_TO"
 )

@@ -22,6 +22,7 @@ from mpesa_service.batches import (
     result_file,
     upload_batch,
 )
+from mpesa_service.c2b import C2B_HOOKS, list_c2b_payments, our_shortcodes, validation_answer
 from mpesa_service.callback_auth import client_address
 from mpesa_service.callbacks import json_or_problem, receive_callback, refuse_delivery
 from mpesa_service.console import add_console
@@ -104,6 +105,7 @@ def make_app(svc: Service) -> bottle.Bottle:
     add_payout_routes(app, svc, require, limit)
     add_batch_routes(app, svc, require, limit)
     add_event_routes(app, svc, require)
+    add_c2b_routes(app, svc, require)
     add_callback_routes(app, svc, limit)
     add_console(app, svc)
     add_error_pages(app)
@@ -343,11 +345,22 @@ def add_event_routes(app: bottle.Bottle, svc: Service, require) -> None:
             raise ApiError(404, f"no event with id {event_id!r}") from None
 
 
+def add_c2b_routes(app: bottle.Bottle, svc: Service, require) -> None:
+    @app.get("/c2b/payments")
+    @api
+    def get_c2b_payments():
+        require("read", "operator")
+        query = bottle.request.query
+        return list_c2b_payments(svc, query.get("since") or None, query.get("bill_ref") or None)
+
+
 def add_callback_routes(app: bottle.Bottle, svc: Service, limit: int) -> None:
     """Daraja's callbacks (authenticated by the token in their URL, not by an API key) and the
     old system's callback URL."""
     for kind, path in CALLBACK_PATHS.items():
         handler = _callback_route(svc, kind, limit)
+        if kind == "c2b_validation":
+            handler = _validation_route(svc, limit)
         app.post(f"{path}/<token>", callback=handler)
         app.post(path, callback=handler)  # no token at all: refused, but journaled
     # An STK push's CallBackURL names its payment, for when its CheckoutRequestID never got
@@ -391,6 +404,8 @@ CALLBACK_PATHS = {
     "status_timeout": "/hooks/status/timeout",
     "balance_result": "/hooks/balance/result",
     "balance_timeout": "/hooks/balance/timeout",
+    "c2b_validation": C2B_HOOKS["validation"],
+    "c2b_confirmation": C2B_HOOKS["confirmation"],
 }
 
 
@@ -411,6 +426,27 @@ def _callback_route(svc: Service, kind: str, limit: int):
             payment_id=_plausible_id(payment_id),
         )
         return json_response(status, answer)
+
+    return handle
+
+
+def _validation_route(svc: Service, limit: int):
+    """C2B validation: journaled like every callback, then answered accept or reject from its
+    body by the settings' rules (c2b.validation_answer), never waiting on the database."""
+    shortcodes = our_shortcodes(svc.settings, svc.client.account)
+
+    @api
+    def handle(**segments):
+        body = _callback_body(svc, "c2b_validation", limit)
+        forwarded = bottle.request.get_header("X-Forwarded-For", "")
+        token = segments.get("token", "")
+        status, answer = receive_callback(
+            svc, "c2b_validation", token, body, peer_address(), forwarded
+        )
+        if status not in (200, 400):  # refused: a wrong token or sender
+            return json_response(status, answer)
+        raw = body.decode("utf-8", "replace")
+        return json_response(200, validation_answer(svc.settings, shortcodes, raw))
 
     return handle
 

@@ -190,6 +190,27 @@ SETTINGS = (
     Setting("EVENTS_ALERT_AFTER_MINUTES", "60", "With EVENTS_URL set, an alert "
             "(`events_backlog`) is raised when the oldest undelivered event is older than this; "
             "0 means never."),
+    Setting("C2B_SHORTCODE", "", "Paybill or till number customers pay by C2B (Register URL, "
+            "validation, Pull Transactions); empty means MPESA_SHORTCODE."),
+    Setting("C2B_RESPONSE_TYPE", "Completed", "What M-Pesa does with a C2B payment when the "
+            "validation URL does not answer in time: `Completed` or `Cancelled` (Register URL)."),
+    Setting("C2B_ACCOUNT_PATTERN", "", "Regular expression the whole BillRefNumber (account "
+            "number) of a C2B payment must match, or validation rejects it (C2B00012); empty "
+            "means any."),
+    Setting("C2B_MIN_AMOUNT", "1", "Smallest C2B payment validation accepts, in shillings "
+            "(below: C2B00013)."),
+    Setting("C2B_MAX_AMOUNT", "250000", "Largest C2B payment validation accepts, in shillings "
+            "(above: C2B00013)."),
+    Setting("C2B_PULL_INTERVAL_MINUTES", "0", "How often the c2b_pull job fetches the last "
+            "C2B_PULL_HOURS of C2B transactions by Pull Transactions, storing those whose "
+            "confirmation never came; 0 means never."),
+    Setting("C2B_PULL_HOURS", "6", "How many hours back the c2b_pull job looks (at most 48, "
+            "all Pull Transactions keeps)."),
+    Setting("C2B_PULL_NOMINATED_NUMBER", "", "The phone Pull Transactions registration names "
+            "(NominatedNumber); when set, `register-urls` registers the shortcode for it too."),
+    Setting("C2B_BILL_REF_QUERY", "", "SQL finding the booking or user a C2B bill reference "
+            "names, by `:bill_ref`; when set, reconciliation reports C2B payments it finds "
+            "nothing for (c2b_unknown_bill_ref)."),
     Setting("LOG_LEVEL", "INFO", "Python logging level."),
 )
 # fmt: on
@@ -227,6 +248,10 @@ NUMERIC_SETTINGS = (
     "EVENTS_GIVE_UP_HOURS",
     "EVENTS_INTERVAL_SECONDS",
     "EVENTS_ALERT_AFTER_MINUTES",
+    "C2B_MIN_AMOUNT",
+    "C2B_MAX_AMOUNT",
+    "C2B_PULL_INTERVAL_MINUTES",
+    "C2B_PULL_HOURS",
 )
 
 
@@ -378,9 +403,26 @@ def _setting_problems(values: dict[str, str], given: dict[str, str]) -> list[str
     for name in NUMERIC_SETTINGS:
         if not WHOLE.fullmatch(values[name]):
             problems.append(f"{name} must be a whole number, not {values[name]!r}")
-    return problems + _timeout_problems(values)
+    return problems + _timeout_problems(values) + _c2b_problems(values)
 
 
+def _c2b_problems(values: dict[str, str]) -> list[str]:
+    problems = []
+    if values["C2B_RESPONSE_TYPE"] not in C2B_RESPONSE_TYPES:
+        problems.append(
+            f"C2B_RESPONSE_TYPE must be Completed or Cancelled, not {values['C2B_RESPONSE_TYPE']!r}"
+        )
+    try:
+        re.compile(values["C2B_ACCOUNT_PATTERN"])
+    except re.error as error:
+        problems.append(f"C2B_ACCOUNT_PATTERN is not a regular expression ({error})")
+    hours = values["C2B_PULL_HOURS"]
+    if WHOLE.fullmatch(hours) and not 1 <= int(hours) <= 48:
+        problems.append(f"C2B_PULL_HOURS must be between 1 and 48, not {hours}")
+    return problems
+
+
+C2B_RESPONSE_TYPES = ("Completed", "Cancelled")
 WHOLE = re.compile(r"[0-9]+")  # not str.isdigit, which takes "²"
 DECIMAL = re.compile(r"[0-9]+(\.[0-9]+)?")
 

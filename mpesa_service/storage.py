@@ -287,6 +287,38 @@ console_sessions = sa.Table(
     sa.Column("ended_at", sa.DateTime),
 )
 
+# C2B payments (paybill and till) customers started themselves: one row per M-Pesa receipt
+# (TransID), from its confirmation or, when that never came, from Pull Transactions (`source`
+# "pull"). MSISDN is kept as sent: Daraja masks or hashes it. A malformed confirmation is kept
+# raw with no TransID.
+c2b_payments = sa.Table(
+    "c2b_payments",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("trans_id", sa.String(255)),
+    sa.Column("transaction_type", sa.String(50)),
+    sa.Column("kind", sa.String(10)),
+    sa.Column("amount", MONEY),
+    sa.Column("msisdn", sa.String(255)),
+    sa.Column("bill_ref_number", sa.String(255)),
+    sa.Column("invoice_number", sa.String(255)),
+    sa.Column("business_short_code", sa.String(20)),
+    sa.Column("first_name", sa.String(100)),
+    sa.Column("middle_name", sa.String(100)),
+    sa.Column("last_name", sa.String(100)),
+    sa.Column("trans_time", sa.DateTime),
+    sa.Column("source", sa.String(20), nullable=False),
+    sa.Column("outcome", sa.String(20), nullable=False),
+    sa.Column("raw_response", LONGTEXT),
+    sa.Column("journal_id", ID),
+    sa.Column("received_at", sa.DateTime, nullable=False),
+    sa.Column("confirmed_at", sa.DateTime),
+    sa.UniqueConstraint("trans_id", name="uq_c2b_payments_trans_id"),
+    sa.Index("ix_c2b_payments_bill_ref_number", "bill_ref_number"),
+    sa.Index("ix_c2b_payments_trans_time", "trans_time"),
+    sa.Index("ix_c2b_payments_received_at", "received_at"),
+)
+
 account_balances = sa.Table(
     "account_balances",
     metadata,

@@ -24,6 +24,7 @@ REQUIRED_TABLES = (
     "b2c_payment_callbacks",
     "payments",
     "stk_callbacks",
+    "c2b_payments",
 )
 
 
@@ -39,6 +40,7 @@ def build_report(
     amount_tolerance_cents: int = 0,
     tariff_path: str | Path | None = None,
     progress: Progress | None = None,
+    bill_ref_query: str = "",
 ) -> Report:
     """Load [since, until) (naive UTC; None is unbounded), run every check, return the Report.
 
@@ -47,7 +49,8 @@ def build_report(
     recon.statement.parse_statements). With a statement and neither `since` nor `until`, the
     period is the statements' own.
     `tariff_path` is the B2C tariff file payout charges are checked against (None: the one
-    shipped, recon/tariffs/b2c.csv).
+    shipped, recon/tariffs/b2c.csv). `bill_ref_query` (C2B_BILL_REF_QUERY) turns on the
+    c2b_unknown_bill_ref check.
     Raises StatementError / LoadError / TariffError (messages name the bad input) when an input
     is unusable.
     `progress` is told each stage (recon.progress) as it starts and ends.
@@ -66,7 +69,13 @@ def build_report(
             since, until = start.to_pydatetime(), (end + timedelta(seconds=1)).to_pydatetime()
     try:
         with stage(progress, "loading the database"):
-            frames = load_frames(readable_url, since=since, until=until, statement=statement)
+            frames = load_frames(
+                readable_url,
+                since=since,
+                until=until,
+                statement=statement,
+                bill_ref_query=bill_ref_query,
+            )
     except pd.errors.DatabaseError as error:  # a query pandas ran failed (a column missing)
         raise LoadError(f"cannot read the database {_shown(database_url)}: {error}") from None
     options = Options(

@@ -31,7 +31,7 @@ from recon.matching import (
 )
 from recon.money import decimal_from_cents, format_cents
 from recon.rules import amount_difference, amount_gap
-from recon.statement import ROLE_REVERSAL
+from recon.statement import ROLE_REVERSAL, customer_initiated
 from recon.tariff import Tariff, shipped_tariff
 
 FINDING_COLUMNS = [
@@ -611,18 +611,8 @@ def check_stk_amount_mismatch(frames: Frames, *, options: Options) -> pd.DataFra
 def check_missing_from_statement(frames: Frames, *, options: Options) -> pd.DataFrame:
     """Completed payouts and collections, inside the statement's period, whose receipt the
     statement does not show (or that have no receipt to look for)."""
-    if frames.statement is None:
-        return empty_findings()
-    statement = frames.statement
-    start, end = statement.period
-    if start is None:
-        return empty_findings()
-    ours = MatchedFrames.of(frames).statement_matches.ours
-    if statement.time_periods:
-        in_period = statement.covers(ours["occurred_at"])
-    else:
-        in_period = ours["occurred_at"].between(start, end).to_numpy()
-    rows = ours[in_period & ours["statement_cents"].isna().to_numpy()]
+    rows = _missing_from_statement(frames)
+    rows = rows[(rows["kind"] != "c2b").to_numpy()]
     reasons = [
         f"missing from statement: expected receipt {receipt if isinstance(receipt, str) else '-'} "
         f"({direction} {format_cents(amount)}) in the statement != not found "
@@ -636,11 +626,73 @@ def check_missing_from_statement(frames: Frames, *, options: Options) -> pd.Data
     )
 
 
+def check_c2b_missing_from_statement(frames: Frames, *, options: Options) -> pd.DataFrame:
+    """C2B payments we hold (confirmed, or found by Pull Transactions), inside the statement's
+    period, whose receipt the statement does not show as Paid In."""
+    rows = _missing_from_statement(frames)
+    rows = rows[(rows["kind"] == "c2b").to_numpy()]
+    reasons = [
+        f"C2B payment missing from statement: expected receipt {receipt} (paid in "
+        f"{format_cents(amount)}) in the statement != not found ({format_cents(amount)} "
+        "unconfirmed)"
+        for receipt, amount in zip(rows["receipt"], rows["amount_cents"], strict=True)
+    ]
+    return OUR_RECORDS.findings(
+        "c2b_missing_from_statement", rows, reasons, options, at_risk_cents=rows["amount_cents"]
+    )
+
+
+def _missing_from_statement(frames: Frames) -> pd.DataFrame:
+    """our_records (but repeats) inside the statement's period that it does not show."""
+    if frames.statement is None or frames.statement.period[0] is None:
+        return MatchedFrames.of(frames).our_records.iloc[:0]
+    statement = frames.statement
+    start, end = statement.period
+    ours = MatchedFrames.of(frames).statement_matches.ours
+    if statement.time_periods:
+        in_period = statement.covers(ours["occurred_at"])
+    else:
+        in_period = ours["occurred_at"].between(start, end).to_numpy()
+    return ours[in_period & ours["statement_cents"].isna().to_numpy()]
+
+
 def check_unrecorded_statement_entry(frames: Frames, *, options: Options) -> pd.DataFrame:
     """Statement payouts and collections (inside the period checked) with a receipt we have no
-    payout, result or payment for."""
+    payout, result or payment for; C2B rows are c2b_without_confirmation's."""
     if frames.statement is None:
         return empty_findings()
+    rows = _unrecorded_rows(frames, options)
+    rows = rows[~rows["customer_initiated"].to_numpy()]
+    reasons = [
+        f"unrecorded statement entry: expected a record of receipt {receipt} != none found "
+        f"({direction} {format_cents(amount)} unaccounted)"
+        for receipt, direction, amount in zip(
+            rows["receipt"], rows["direction"], rows["amount_cents"], strict=True
+        )
+    ]
+    return statement_row_findings("unrecorded_statement_entry", rows, reasons, options)
+
+
+def check_c2b_without_confirmation(frames: Frames, *, options: Options) -> pd.DataFrame:
+    """Statement rows of payments customers started (paybill, till: by Reason Type or Details)
+    whose receipt no C2B confirmation, Pull Transactions run or other record of ours holds."""
+    if frames.statement is None:
+        return empty_findings()
+    rows = _unrecorded_rows(frames, options)
+    rows = rows[rows["customer_initiated"].to_numpy()]
+    reasons = [
+        f"C2B statement entry without a confirmation: expected a C2B payment {receipt} != none "
+        f"found ({direction} {format_cents(amount)} unaccounted)"
+        for receipt, direction, amount in zip(
+            rows["receipt"], rows["direction"], rows["amount_cents"], strict=True
+        )
+    ]
+    return statement_row_findings("c2b_without_confirmation", rows, reasons, options)
+
+
+def _unrecorded_rows(frames: Frames, options: Options) -> pd.DataFrame:
+    """Statement payment rows in the period whose receipt nothing of ours holds, with
+    `customer_initiated` (statement.customer_initiated)."""
     matched = MatchedFrames.of(frames)
     rows = matched.statement_matches.rows
     rows = in_period(rows[~rows["recorded"]], options)
@@ -650,18 +702,37 @@ def check_unrecorded_statement_entry(frames: Frames, *, options: Options) -> pd.
         results.loc[results["states_receipt"], "transaction_id"],
         frames.attempts["receipt"],
         frames.stk["receipt"],
+        frames.c2b["receipt"],
     ]
     # Scan the large receipt lists for the few unrecorded ones (hashing the few, not the many).
     known = pd.concat([held[held.isin(rows["receipt"])] for held in everything_we_hold])
     rows = rows[~rows["receipt"].isin(known)]
+    return rows.assign(customer_initiated=customer_initiated(rows))
+
+
+def check_c2b_unknown_bill_ref(frames: Frames, *, options: Options) -> pd.DataFrame:
+    """C2B payments whose bill reference C2B_BILL_REF_QUERY finds no booking or user for
+    (only when that query is configured: recon.load looks each one up)."""
+    c2b = frames.c2b
+    rows = c2b[(c2b["bill_ref_known"] == False).fillna(False).to_numpy()]  # noqa: E712
+    rows = rows.assign(reference=rows["receipt"].fillna("id " + rows["id"].astype("str")))
     reasons = [
-        f"unrecorded statement entry: expected a record of receipt {receipt} != none found "
-        f"({direction} {format_cents(amount)} unaccounted)"
-        for receipt, direction, amount in zip(
-            rows["receipt"], rows["direction"], rows["amount_cents"], strict=True
-        )
+        f"C2B bill reference unknown: expected a booking or user for {bill_ref!r} != none "
+        f"found ({format_cents(amount)} received, not attributed)"
+        for bill_ref, amount in zip(rows["bill_ref"].fillna(""), rows["amount_cents"], strict=True)
     ]
-    return statement_row_findings("unrecorded_statement_entry", rows, reasons, options)
+    return make_findings(
+        "c2b_unknown_bill_ref",
+        rows,
+        options=options,
+        subject="c2b " + rows["reference"],
+        reasons=reasons,
+        reference_id=rows["receipt"],
+        transaction_id=rows["receipt"],
+        phone=rows["msisdn"],
+        occurred_at=rows["paid_at"].fillna(rows["received_at"]),
+        actual_cents=rows["amount_cents"],
+    )
 
 
 def check_statement_amount_mismatch(frames: Frames, *, options: Options) -> pd.DataFrame:
@@ -758,7 +829,8 @@ def _reversal_rows(frames: MatchedFrames, ours: pd.DataFrame) -> pd.DataFrame:
     backwards = []
     for direction, kind in (("paid in", "payout"), ("withdrawn", "payment")):
         side = payments[(payments["direction"] == direction).to_numpy()]
-        found = receipts[direction].keys.get_indexer(ours.loc[ours["kind"] == kind, "receipt"])
+        kinds = ("payment", "c2b") if kind == "payment" else (kind,)
+        found = receipts[direction].keys.get_indexer(ours.loc[ours["kind"].isin(kinds), "receipt"])
         backwards.append(side.iloc[found[found >= 0]])
     undone = entries[(entries["role"] == ROLE_REVERSAL).to_numpy()]
     parts = [part for part in (undone, *backwards) if len(part)]
@@ -1047,6 +1119,9 @@ CHECKS: list[Check] = [
     check_duplicate_receipt,
     check_missing_from_statement,
     check_unrecorded_statement_entry,
+    check_c2b_missing_from_statement,
+    check_c2b_without_confirmation,
+    check_c2b_unknown_bill_ref,
     check_statement_amount_mismatch,
     check_reversal,
     check_statement_integrity,
@@ -1074,6 +1149,9 @@ AT_RISK: dict[str, str | None] = {
     "duplicate_receipt": "the extra record's or row's amount",
     "missing_from_statement": "the amount paid",
     "unrecorded_statement_entry": "the row's amount",
+    "c2b_missing_from_statement": "the amount recorded",
+    "c2b_without_confirmation": "the row's amount",
+    "c2b_unknown_bill_ref": None,
     "statement_amount_mismatch": "the part not already counted",
     "reversal": "the amount returned",
     "statement_integrity": None,
@@ -1084,6 +1162,8 @@ COUNT_ONLY = tuple(name for name in CHECK_NAMES if AT_RISK[name] is None)
 STATEMENT_CHECKS = (
     "missing_from_statement",
     "unrecorded_statement_entry",
+    "c2b_missing_from_statement",
+    "c2b_without_confirmation",
     "statement_amount_mismatch",
     "reversal",
     "statement_integrity",
@@ -1119,6 +1199,8 @@ def traffic(frames: Frames, options: Options) -> dict[str, int]:
         "callback": len(frames.results),
         "collection": len(frames.stk),
     }
+    if len(frames.c2b):
+        counts["C2B payment"] = len(frames.c2b)
     if frames.statement is not None:
         counts["statement row"] = len(in_period(frames.statement.entries, options))
     return counts

@@ -84,6 +84,13 @@ def make_parser() -> argparse.ArgumentParser:
         help="B2C tariff CSV that payout charges are checked against "
         "(default: the shipped recon/tariffs/b2c.csv)",
     )
+    parser.add_argument(
+        "--bill-ref-query",
+        default=os.environ.get("C2B_BILL_REF_QUERY", ""),
+        metavar="SQL",
+        help="SQL finding the booking or user a C2B bill reference names, by :bill_ref; "
+        "turns on c2b_unknown_bill_ref (default: $C2B_BILL_REF_QUERY)",
+    )
     parser.add_argument("--out", required=True, help="directory for the report files")
     parser.add_argument(
         "--email",
@@ -166,6 +173,7 @@ def _reconcile(args, progress):
             double_payout_window_hours=args.double_payout_window,
             tariff_path=args.tariff,
             progress=progress,
+            bill_ref_query=args.bill_ref_query,
         )
     except (StatementError, LoadError, TariffError) as error:
         raise UsageError(str(error)) from None

@@ -443,3 +443,37 @@ CREATE INDEX ix_payout_batch_audit_batch_id ON payout_batch_audit (batch_id);
 
 UPDATE alembic_version SET version_num='0011' WHERE alembic_version.version_num = '0010';
 
+-- Running upgrade 0011 -> 0012
+
+CREATE TABLE c2b_payments (
+    id VARCHAR(36) NOT NULL, 
+    trans_id VARCHAR(255), 
+    transaction_type VARCHAR(50), 
+    kind VARCHAR(10), 
+    amount NUMERIC(15, 2), 
+    msisdn VARCHAR(255), 
+    bill_ref_number VARCHAR(255), 
+    invoice_number VARCHAR(255), 
+    business_short_code VARCHAR(20), 
+    first_name VARCHAR(100), 
+    middle_name VARCHAR(100), 
+    last_name VARCHAR(100), 
+    trans_time DATETIME, 
+    source VARCHAR(20) NOT NULL, 
+    outcome VARCHAR(20) NOT NULL, 
+    raw_response LONGTEXT, 
+    journal_id VARCHAR(36), 
+    received_at DATETIME NOT NULL, 
+    confirmed_at DATETIME, 
+    PRIMARY KEY (id), 
+    CONSTRAINT uq_c2b_payments_trans_id UNIQUE (trans_id)
+);
+
+CREATE INDEX ix_c2b_payments_bill_ref_number ON c2b_payments (bill_ref_number);
+
+CREATE INDEX ix_c2b_payments_trans_time ON c2b_payments (trans_time);
+
+CREATE INDEX ix_c2b_payments_received_at ON c2b_payments (received_at);
+
+UPDATE alembic_version SET version_num='0012' WHERE alembic_version.version_num = '0011';
+

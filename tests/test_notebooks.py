@@ -30,7 +30,15 @@ from recon.api import build_report
 from recon.checks import CHECK_NAMES
 from recon.cli import main as recon_main
 from recon.codes import meaning
-from recon.demo import NOT_PLANTED, OVERCHARGE, generate, statement_rows, window, write_demo
+from recon.demo import (
+    BILL_REF_QUERY,
+    NOT_PLANTED,
+    OVERCHARGE,
+    generate,
+    statement_rows,
+    window,
+    write_demo,
+)
 from recon.frames import Frames
 from recon.plots import CHECK_COLOURS, stacked_bars
 from recon.report import CHECK_MEANINGS
@@ -129,6 +137,7 @@ def notebook_params(name: str, demo: Demo) -> dict:
             "stale_after_minutes": STALE_AFTER,
             "double_payout_window_hours": 24,
             "tariff_path": None,
+            "bill_ref_query": BILL_REF_QUERY,
         }
     period = {"since": f"{START:%Y-%m-%dT%H:%M}Z", "until": f"{AS_OF:%Y-%m-%dT%H:%M}Z"}
     if name == "02-payouts-health":
@@ -183,7 +192,7 @@ def test_reconciliation_notebook_with_its_defaults_equals_the_cli_with_its_own(
 ):
     out = tmp_path / "cli"
     command = [sys.executable, "-m", "recon", "--database-url", demo.url]
-    command += ["--statement", str(demo.statement)]
+    command += ["--statement", str(demo.statement), "--bill-ref-query", BILL_REF_QUERY]
     finished = subprocess.run(
         [*command, "--out", str(out)], cwd=PROJECT, capture_output=True, text=True, timeout=120
     )
@@ -359,6 +368,14 @@ def test_collections_notebook_records_what_the_database_says(recorded, demo_engi
     ).dt.total_seconds()
     assert notebook["time_to_callback"] == quantiles(seconds)
 
+    c2b = rows(demo_engine, sa.select(service.c2b_payments))
+    assert notebook["c2b_payments"] == len(c2b) and len(c2b) >= 50
+    assert sum(row["payments"] for row in notebook["c2b_per_day"]) == len(c2b)
+    assert sum(row["pulled"] for row in notebook["c2b_per_day"]) == (c2b["source"] == "pull").sum()
+    assert sum(Decimal(row["kes_received"]) for row in notebook["c2b_per_day"]) == sum(
+        Decimal(str(amount)) for amount in c2b["amount"]
+    )
+
 
 # -- the generator --------------------------------------------------------------------------------
 
@@ -368,7 +385,12 @@ def test_generator_plants_every_check_and_every_status(database_url, tmp_path):
     write_demo(database_url, statement, seed=SEED, end=END)
 
     report = build_report(
-        database_url, since=None, until=None, as_of=AS_OF, statement_path=str(statement)
+        database_url,
+        since=None,
+        until=None,
+        as_of=AS_OF,
+        statement_path=str(statement),
+        bill_ref_query=BILL_REF_QUERY,
     )
 
     counts = report.findings.counts()

@@ -41,7 +41,7 @@ def test_text_rendering(report):
 TEXT_SNAPSHOT = """\
 M-Pesa reconciliation report
 Period 2025-11-05 00:00:00 to 2025-11-06 00:00:00 UTC, as of 2025-11-06 00:00:00 UTC
-No statement given: missing_from_statement, unrecorded_statement_entry, statement_amount_mismatch, reversal, statement_integrity, statement_coverage, charge_mismatch, the statement side of duplicate_receipt not checked.
+No statement given: missing_from_statement, unrecorded_statement_entry, c2b_missing_from_statement, c2b_without_confirmation, statement_amount_mismatch, reversal, statement_integrity, statement_coverage, charge_mismatch, the statement side of duplicate_receipt not checked.
 3 findings, KES 1,150.00 at risk.
 
 Summary by check
@@ -59,6 +59,9 @@ unreadable_value                  0      count only
 duplicate_receipt                 0            0.00
 missing_from_statement            0            0.00
 unrecorded_statement_entry        0            0.00
+c2b_missing_from_statement        0            0.00
+c2b_without_confirmation          0            0.00
+c2b_unknown_bill_ref              0      count only
 statement_amount_mismatch         0            0.00
 reversal                          0            0.00
 statement_integrity               0      count only

@@ -383,6 +383,7 @@ ROUTE_ROLES = {
     ("GET", "/payouts/batches/<batch_id>/result.xlsx"): {READ, OPERATE},
     ("GET", "/events"): {READ, OPERATE},
     ("POST", "/events/<event_id>/redeliver"): {OPERATE},
+    ("GET", "/c2b/payments"): {READ, OPERATE},
     ("POST", "/api.php"): {INITIATE},
 }
 # Each key and the roles it has (the operator key can read too).
@@ -448,6 +449,7 @@ def test_each_api_route_answers_only_the_roles_it_names(keyed, method, rule):
         ("POST", "/console/batches/x/approve"),
         ("POST", "/console/batches/x/reject"),
         ("GET", "/console/batches/x/result.csv"),
+        ("GET", "/console/c2b"),
     ],
 )
 def test_every_console_route_needs_a_session(keyed, method, path):
