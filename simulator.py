@@ -18,6 +18,11 @@ Daraja routes (every POST takes JSON and `Authorization: Bearer <token>`)
     POST /mpesa/accountbalance/v1/query                     Account Balance; result callback
     POST /mpesa/reversal/v1/request                         Reversal of a collection by its
                                                             receipt; result callback
+    POST /mpesa/c2b/v1/registerurl (and v2)                 C2B Register URL: remembers the
+                                                            shortcode's URLs and ResponseType
+    POST /pulltransactions/v1/register                      Pull Transactions registration
+    POST /pulltransactions/v1/query                         C2B transactions from the ledger,
+                                                            48 hours back, paged by OffSetValue
 
 Control routes (for tests and demos; not part of Daraja)
     GET    /simulator/scenarios     armed scenarios
@@ -27,6 +32,12 @@ Control routes (for tests and demos; not part of Daraja)
     GET    /simulator/ledger        money actually moved, one entry per completed transaction
     GET    /simulator/callbacks     callbacks sent: url, body, status or error
     POST   /simulator/reset         forget requests, ledger, transactions, callbacks, scenarios
+                                    and registrations
+    POST   /simulator/c2b           a customer pays the paybill or till: {"amount", "bill_ref"?,
+                                    "phone"?, "kind"? (paybill|till), "shortcode"?, "scenario"?
+                                    (success | validation_timeout | confirmation_twice |
+                                    confirmation_dropped)}: validation, then confirmation
+    GET    /simulator/c2b/registrations  the URLs Register URL was given
 
 Scenarios: an armed scenario (control route or `Simulator.arm`) applies to the next matching
 requests; otherwise the magic phone (STK PhoneNumber, B2C PartyB) decides; any other phone
@@ -104,6 +115,7 @@ import argparse
 import base64
 import binascii
 import functools
+import hashlib
 import heapq
 import itertools
 import json
@@ -128,7 +140,15 @@ import requests
 import waitress
 from waitress.channel import ClientDisconnected, HTTPChannel
 
-from recon.rules import B2C_LIMITS, DARAJA_TIME_FORMATS, NAIROBI, STK_LIMITS, nairobi_timestamp
+from recon.rules import (
+    B2C_LIMITS,
+    DARAJA_TIME_FORMATS,
+    NAIROBI,
+    PULL_TRANSACTIONS_HOURS,
+    REJECTED_URL_WORDS,
+    STK_LIMITS,
+    nairobi_timestamp,
+)
 
 log = logging.getLogger("mpesa.simulator")
 
@@ -239,6 +259,14 @@ class SimulatorConfig:
     include_balance_item: bool = True
     # Keep every callback for the caller to deliver (held(), deliver()) instead of sending it.
     hold_callbacks: bool = False
+    # C2B: whether the shortcode has validation turned on (Safaricom does it on request), how
+    # long M-Pesa waits for the validation URL, and how MSISDN is sent ("masked" as v2 does,
+    # "hashed" as v1 is reported to, or "plain").
+    c2b_validation_enabled: bool = True
+    c2b_validation_timeout_seconds: float = 8.0
+    c2b_msisdn_style: str = "masked"
+    # Pull Transactions: items per page, and how far back it keeps them.
+    pull_page_size: int = 100
 
 
 # ============================================================================================
@@ -253,6 +281,9 @@ B2C_V1_PATH = "/mpesa/b2c/v1/paymentrequest"
 STATUS_PATH = "/mpesa/transactionstatus/v1/query"
 BALANCE_PATH = "/mpesa/accountbalance/v1/query"
 REVERSAL_PATH = "/mpesa/reversal/v1/request"
+C2B_REGISTER_PATHS = ("/mpesa/c2b/v1/registerurl", "/mpesa/c2b/v2/registerurl")
+PULL_REGISTER_PATH = "/pulltransactions/v1/register"
+PULL_QUERY_PATH = "/pulltransactions/v1/query"
 CONTROL_PREFIX = "/simulator/"  # the control routes' paths
 
 OAUTH, STK_PUSH, STK_QUERY, B2C, STATUS, BALANCE, REVERSAL = (
@@ -264,6 +295,7 @@ OAUTH, STK_PUSH, STK_QUERY, B2C, STATUS, BALANCE, REVERSAL = (
     "account_balance",
     "reversal",
 )
+C2B_REGISTER, PULL_REGISTER, PULL_QUERY = "c2b_register", "pull_register", "pull_query"
 RESULT_APIS = frozenset({B2C, STATUS, BALANCE, REVERSAL})
 ASYNC_APIS = frozenset({STK_PUSH}) | RESULT_APIS
 BEARER_APIS = ASYNC_APIS | {STK_QUERY}
@@ -1024,6 +1056,9 @@ class Transaction:
     command_id: str | None = None
     fee: Decimal = Decimal(0)
     reverses: str | None = None  # a reversal's: the receipt it reverses
+    # C2B: the account number the customer typed, and "Pay Bill" or "Buy Goods".
+    bill_ref_number: str | None = None
+    transaction_type: str | None = None
 
     @property
     def succeeded(self) -> bool:
@@ -1045,7 +1080,9 @@ class Transaction:
         return {value for value in ids if value}
 
     def ledger_entry(self) -> dict:
+        c2b = {"bill_ref_number": self.bill_ref_number} if self.kind == "c2b" else {}
         return {
+            **c2b,
             "kind": self.kind,
             "receipt": self.receipt,
             "amount": self.paid_amount,
@@ -1291,6 +1328,85 @@ def accepted_body(ids: ResultIds) -> dict:
     }
 
 
+# C2B: what a customer's own paybill or till payment sends (REFERENCE 14), and Pull
+# Transactions' items (REFERENCE 12.3).
+
+C2B_TRANSACTION_TYPES = {"paybill": "Pay Bill", "till": "Buy Goods"}
+PULL_TRANSACTION_TYPES = {"Pay Bill": "c2b-pay-bill-debit", "Buy Goods": "c2b-buy-goods-debit"}
+C2B_SCENARIOS = ("success", "validation_timeout", "confirmation_twice", "confirmation_dropped")
+PULL_DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+
+@dataclass(frozen=True)
+class C2BRegistration:
+    """The URLs Register URL was given for a shortcode."""
+
+    shortcode: str
+    response_type: str
+    confirmation_url: str
+    validation_url: str
+
+
+def c2b_msisdn(phone: str, style: str) -> str:
+    """MSISDN as the confirmation carries it: masked (2547 ***** 126), hashed or plain."""
+    if style == "hashed":
+        return hashlib.sha256(phone.encode()).hexdigest()
+    if style == "masked":
+        return f"{phone[:4]} ***** {phone[-3:]}"
+    return phone
+
+
+def c2b_payload(txn: Transaction, config: SimulatorConfig, confirmed: bool) -> dict:
+    """A validation (confirmed False: no balance yet) or confirmation body."""
+    first, _, rest = customer_name(txn.phone).partition(" ")
+    middle, _, last = rest.rpartition(" ")
+    return {
+        "TransactionType": txn.transaction_type,
+        "TransID": txn.receipt,
+        "TransTime": nairobi_timestamp(txn.accepted_at),
+        "TransAmount": f"{txn.paid_amount:.2f}",
+        "BusinessShortCode": txn.party,
+        "BillRefNumber": txn.bill_ref_number or "",
+        "InvoiceNumber": "",
+        "OrgAccountBalance": "" if not confirmed else f"{config.opening_utility_balance:.2f}",
+        "ThirdPartyTransID": "",
+        "MSISDN": c2b_msisdn(txn.phone, config.c2b_msisdn_style),
+        "FirstName": first,
+        "MiddleName": middle,
+        "LastName": last,
+    }
+
+
+def pulled_item(txn: Transaction, config: SimulatorConfig) -> dict:
+    return {
+        "transactionId": txn.receipt,
+        "trxDate": txn.completes_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "msisdn": c2b_msisdn(txn.phone, config.c2b_msisdn_style),
+        "sender": "",
+        "transactiontype": PULL_TRANSACTION_TYPES.get(txn.transaction_type or "", ""),
+        "billreference": txn.bill_ref_number or "",
+        "amount": f"{txn.paid_amount:.2f}",
+        "organizationname": config.organisation_name,
+    }
+
+
+def callback_url_field(body: dict, name: str) -> str:
+    """A Register URL URL: Daraja refuses one holding a word of REFERENCE 9.5, in any case."""
+    url = url_field(body, name)
+    if any(word in url.lower() for word in REJECTED_URL_WORDS):
+        raise invalid(name)
+    return url
+
+
+def pull_date_field(body: dict, name: str) -> datetime:
+    value = present(body, name)
+    try:
+        local = datetime.strptime(str(value), PULL_DATE_FORMAT).replace(tzinfo=NAIROBI)
+    except ValueError:
+        raise invalid(name) from None
+    return local.astimezone(UTC)
+
+
 # ============================================================================================
 # Callback delivery
 # ============================================================================================
@@ -1454,6 +1570,8 @@ class Simulator:
         self._held: list[Delivery] = []
         self.originator_ids: set[str] = set()
         self.receipts: set[str] = set()
+        self.c2b_registrations: dict[str, C2BRegistration] = {}
+        self.pull_registrations: dict[str, dict] = {}
         self.generation = 0
         self._sequence = itertools.count(1)
         self.app = self._build_app()
@@ -1530,6 +1648,8 @@ class Simulator:
             self.transactions.clear()
             self._held.clear()
             self.originator_ids.clear()
+            self.c2b_registrations.clear()
+            self.pull_registrations.clear()
             self.scenarios.clear()
             self.generation += 1
             self.dispatcher.cancel_pending()
@@ -1543,7 +1663,7 @@ class Simulator:
         now = utc_now()
         with self.lock:
             moved = [txn for txn in self.transactions if txn.moved_money(now)]
-        received = sum((t.paid_amount for t in moved if t.kind == "stk"), Decimal(0))
+        received = sum((t.paid_amount for t in moved if t.kind in ("stk", "c2b")), Decimal(0))
         paid_out = sum((t.paid_amount for t in moved if t.kind in ("b2c", "reversal")), Decimal(0))
         fees = sum((t.fee for t in moved if t.kind == "b2c"), Decimal(0))
         return {
@@ -1923,6 +2043,200 @@ class Simulator:
         )
         return Answer(200, accepted_body(ids), is_named(scenario, "accepted_no_response"))
 
+    # ---------------------------------------------------------------- C2B and Pull Transactions
+
+    def handle_c2b_register(self, call: Call) -> Answer:
+        shortcode = numeric_field(call.body, "ShortCode", (5, 7))
+        if shortcode != self.config.shortcode and shortcode not in self.config.tills:
+            raise invalid("ShortCode")
+        registration = C2BRegistration(
+            shortcode=shortcode,
+            response_type=choice_field(call.body, "ResponseType", ("Completed", "Cancelled")),
+            confirmation_url=callback_url_field(call.body, "ConfirmationURL"),
+            validation_url=callback_url_field(call.body, "ValidationURL"),
+        )
+        with self.lock:
+            self.c2b_registrations[shortcode] = registration
+        body = {
+            "OriginatorCoversationID": gateway_id(),  # Daraja's own spelling
+            "ConversationID": "",
+            "ResponseCode": "0",
+            "ResponseDescription": "Success",
+        }
+        return Answer(200, body)
+
+    def handle_pull_register(self, call: Call) -> Answer:
+        shortcode = numeric_field(call.body, "ShortCode", (5, 7))
+        choice_field(call.body, "RequestType", ("Pull",))
+        nominated = phone_field(call.body, "NominatedNumber")
+        callback_url_field(call.body, "CallBackURL")
+        with self.lock:
+            self.pull_registrations[shortcode] = {"nominated_number": nominated}
+        body = {
+            "ResponseRefID": gateway_id(),
+            "ResponseStatus": "1000",
+            "ShortCode": shortcode,
+            "ResponseDescription": "Shortcode Registered Successfully",
+        }
+        return Answer(200, body)
+
+    def handle_pull_query(self, call: Call) -> Answer:
+        """C2B transactions of the shortcode (and its tills) completed between StartDate and
+        EndDate within the last 48 hours, oldest first, a page from OffSetValue."""
+        shortcode = numeric_field(call.body, "ShortCode", (5, 7))
+        start, end = pull_date_field(call.body, "StartDate"), pull_date_field(call.body, "EndDate")
+        offset = call.body.get("OffSetValue", 0)
+        if not is_number_like(offset):
+            raise invalid("OffSetValue")
+        now = utc_now()
+        start = max(start, now - timedelta(hours=PULL_TRANSACTIONS_HOURS))
+        parties = {shortcode} | {
+            till for till, head in self.config.tills.items() if head == shortcode
+        }
+        with self.lock:
+            found = [
+                txn
+                for txn in self.transactions
+                if txn.kind == "c2b"
+                and txn.party in parties
+                and txn.moved_money(now)
+                and start <= txn.completes_at.replace(microsecond=0) <= end
+            ]
+        found.sort(key=lambda txn: txn.completes_at)
+        page = found[int(offset) : int(offset) + self.config.pull_page_size]
+        body = {
+            "ResponseRefID": gateway_id(),
+            "ResponseCode": "1000",
+            "ResponseMessage": "Success",
+            "Response": [[pulled_item(txn, self.config) for txn in page]],
+        }
+        return Answer(200, body)
+
+    def customer_pays(self, request: dict) -> dict:
+        """A customer pays the paybill or till from the phone (the /simulator/c2b control
+        route): validation first if the shortcode has URLs and validation on, then the money
+        moves and the confirmation goes out, as the `scenario` says. ValueError names a bad
+        field of `request`."""
+        scenario = str(request.get("scenario") or "success")
+        if scenario not in C2B_SCENARIOS:
+            raise ValueError(f"scenario: one of {', '.join(C2B_SCENARIOS)}, not {scenario!r}")
+        txn = self._c2b_transaction(request)
+        with self.lock:
+            txn.receipt = self._unique_receipt(txn.accepted_at)  # validation carries it too
+            registration = self.c2b_registrations.get(txn.party)
+            registration = registration or self.c2b_registrations.get(
+                self.config.tills.get(txn.party, "")
+            )
+        verdict = self._c2b_validation(txn, registration, scenario)
+        if verdict["status"] != "completed":
+            return {**verdict, "TransID": None}
+        with self.lock:
+            self.transactions.append(txn)
+        sent = self._c2b_confirm(txn, registration, scenario)
+        return {**verdict, "TransID": txn.receipt, "confirmations": sent}
+
+    def _c2b_transaction(self, request: dict) -> Transaction:
+        amount = request.get("amount")
+        if not is_number_like(amount) or not STK_LIMITS[0] <= int(amount) <= STK_LIMITS[1]:
+            raise ValueError(f"amount: whole shillings from 1 to 250,000, not {amount!r}")
+        phone = str(request.get("phone") or "254708374149")
+        if not PHONE_PATTERN.fullmatch(phone):
+            raise ValueError(f"phone: 2547XXXXXXXX or 2541XXXXXXXX, not {phone!r}")
+        kind = str(request.get("kind") or "paybill")
+        if kind not in C2B_TRANSACTION_TYPES:
+            raise ValueError(f"kind: paybill or till, not {kind!r}")
+        default_party = (
+            self.config.shortcode if kind == "paybill" else next(iter(self.config.tills))
+        )
+        now = utc_now()
+        return Transaction(
+            kind="c2b",
+            phone=phone,
+            party=str(request.get("shortcode") or default_party),
+            requested_amount=int(amount),
+            paid_amount=int(amount),
+            result_code=0,
+            result_desc="Completed",
+            accepted_at=now,
+            completes_at=now,
+            bill_ref_number=str(request.get("bill_ref") or ""),
+            transaction_type=C2B_TRANSACTION_TYPES[kind],
+        )
+
+    def _c2b_validation(
+        self, txn: Transaction, registration: C2BRegistration | None, scenario: str
+    ) -> dict:
+        """Ask the validation URL (if any, and validation is on): {"status": "completed",
+        "rejected" or "cancelled", "validation": what came of asking}."""
+        if registration is None or not self.config.c2b_validation_enabled:
+            return {"status": "completed", "validation": "not asked"}
+        answer = self._post_validation(txn, registration.validation_url)
+        timed_out = scenario == "validation_timeout" or answer is None
+        if timed_out:
+            status = "completed" if registration.response_type == "Completed" else "cancelled"
+            return {"status": status, "validation": f"no answer in time: {status}"}
+        code = str(answer.get("ResultCode"))
+        if code == "0":
+            return {"status": "completed", "validation": "accepted"}
+        return {"status": "rejected", "validation": f"rejected {code}", "result_code": code}
+
+    def _post_validation(self, txn: Transaction, url: str) -> dict | None:
+        """The validation URL's JSON answer, or None when it gave none in time."""
+        body = c2b_payload(txn, self.config, confirmed=False)
+        entry = {"time": utc_now().isoformat(timespec="milliseconds"), "purpose": "c2b_validation"}
+        entry.update({"url": url, "body": body, "status": None, "error": None})
+        answer = None
+        try:
+            response = requests.post(
+                url, json=body, timeout=self.config.c2b_validation_timeout_seconds
+            )
+            entry["status"] = response.status_code
+            answer = response.json() if response.status_code == 200 else None
+        except Exception as error:  # noqa: BLE001 - M-Pesa treats any failure as no answer
+            entry["error"] = f"{type(error).__name__}: {error}"
+        with self.lock:
+            self._callback_log.append(entry)
+        return answer if isinstance(answer, dict) else None
+
+    def _c2b_confirm(
+        self, txn: Transaction, registration: C2BRegistration | None, scenario: str
+    ) -> int:
+        """Schedule the confirmation(s) the scenario says; how many."""
+        if registration is None or scenario == "confirmation_dropped":
+            return 0
+        times = 2 if scenario == "confirmation_twice" else 1
+        for sending in range(times):
+            delivery = Delivery(
+                registration.confirmation_url,
+                "c2b_confirmation",
+                lambda: c2b_payload(txn, self.config, confirmed=True),
+                self.generation,
+                txn.receipt or "",
+            )
+            with self.lock:
+                if self.config.hold_callbacks:
+                    self._held.append(delivery)
+                    continue
+            gap = sending * self.config.duplicate_callback_gap_seconds
+            self.dispatcher.schedule(self.config.callback_delay_seconds + gap, delivery)
+        return times
+
+    def control_c2b(self) -> bottle.HTTPResponse:
+        body = bottle.request.json if bottle.request.content_length else None
+        if not isinstance(body, dict):
+            return json_response({"error": "send a JSON object with an `amount`"}, 400)
+        try:
+            return json_response(self.customer_pays(body), 200)
+        except ValueError as error:
+            return json_response({"error": str(error)}, 400)
+
+    def c2b_registered(self) -> dict:
+        with self.lock:
+            return {
+                "registrations": [asdict(r) for r in self.c2b_registrations.values()],
+                "pull_registrations": dict(self.pull_registrations),
+            }
+
     # ---------------------------------------------------------------- transactions
 
     def _settle(self, txn: Transaction, scenario: Scenario | None, refusal: Refusal | None) -> None:
@@ -2060,6 +2374,15 @@ class Simulator:
             (STATUS_PATH, "POST", self._bearer_endpoint(STATUS, self.handle_status)),
             (BALANCE_PATH, "POST", self._bearer_endpoint(BALANCE, self.handle_balance)),
             (REVERSAL_PATH, "POST", self._bearer_endpoint(REVERSAL, self.handle_reversal)),
+            (
+                PULL_REGISTER_PATH,
+                "POST",
+                self._bearer_endpoint(PULL_REGISTER, self.handle_pull_register),
+            ),
+            (PULL_QUERY_PATH, "POST", self._bearer_endpoint(PULL_QUERY, self.handle_pull_query)),
+        ) + tuple(
+            (path, "POST", self._bearer_endpoint(C2B_REGISTER, self.handle_c2b_register))
+            for path in C2B_REGISTER_PATHS
         )
         for path, method, callback in daraja_routes:
             app.route(path, method, callback)
@@ -2074,6 +2397,8 @@ class Simulator:
         app.route("/simulator/ledger", "GET", lambda: {"ledger": self.ledger()})
         app.route("/simulator/callbacks", "GET", lambda: {"callbacks": self.callbacks()})
         app.route("/simulator/reset", "POST", self._reset_route)
+        app.route("/simulator/c2b", "POST", self.control_c2b)
+        app.route("/simulator/c2b/registrations", "GET", self.c2b_registered)
         app.error(404)(lambda error: daraja_error_page("404.001.01", "Resource not found"))
         app.error(405)(lambda error: daraja_error_page("405.001", "Method Not Allowed"))
         return app

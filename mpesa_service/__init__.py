@@ -7,7 +7,8 @@ ones, with no cycles (a callback walks down them from the route that receives it
 - entrypoint: wiring (build the Service) and the commands; golive (the go-live check)
 - routes: the HTTP API and hooks; console (the status page); jobs (the scheduler's jobs)
 - intake: callbacks (authenticate, journal, hand to the writer: groupcommit, batch_results)
-- apply: operator (audited resolutions), new_payout (the console's payout form),
+- apply: operator (audited resolutions), new_payout (the console's payout form), batches (bulk
+  payouts from a file, approved once),
   payment_claims, resolution (status queries, retries,
   review, status answers), then payouts (the B2C state machine) and stk (collections)
 - shared: events (the outbox of outbound events and their delivery), idempotency (callers'

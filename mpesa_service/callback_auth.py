@@ -11,6 +11,7 @@ from typing import NamedTuple
 
 from mpesa_service.api_keys import persisted_secret
 from mpesa_service.settings import Settings
+from recon.rules import REJECTED_URL_WORDS
 
 SAFARICOM_CALLBACK_IPS = [
     "196.201.214.200",
@@ -98,10 +99,6 @@ def callback_policy(settings: Settings, token: str) -> CallbackPolicy:
         trusted_proxies=parse_networks(settings.listing("TRUSTED_PROXIES")),
         max_bytes=settings.integer("CALLBACK_MAX_BYTES"),
     )
-
-
-# REFERENCE 9.5: words Daraja rejects in a callback URL, in any case ("exec" contains "exe").
-REJECTED_URL_WORDS = ("m-pesa", "mpesa", "safaricom", "exe", "cmd", "sql", "query")
 
 
 def callback_token(settings: Settings) -> str:

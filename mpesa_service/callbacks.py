@@ -9,6 +9,7 @@ from typing import NamedTuple
 import sqlalchemy as sa
 
 from mpesa_service import log
+from mpesa_service.c2b import apply_c2b_confirmation
 from mpesa_service.callback_auth import client_address
 from mpesa_service.context import Service
 from mpesa_service.flags import add_flag
@@ -77,7 +78,18 @@ REVERSAL_KINDS = {
     "reversal_status_timeout": "status_timeout",
 }
 
+
+def _handle_c2b(svc: Service, conn, raw: str, journal_id: str, kind: str, payment_id="") -> str:
+    """A confirmation is recorded; a validation was answered from its body when it came, and
+    the journal keeps it."""
+    if kind == "c2b_confirmation":
+        return apply_c2b_confirmation(conn, raw, journal_id)
+    return "validated"
+
+
 CALLBACK_HANDLERS = {
+    "c2b_validation": _handle_c2b,
+    "c2b_confirmation": _handle_c2b,
     "stk": _handle_stk,
     "b2c_result": _handle_result,
     "b2c_timeout": _handle_result,

@@ -27,6 +27,17 @@ import sqlalchemy as sa
 
 from mpesa_service.api_keys import console_secret, key_for
 from mpesa_service.approval import AWAITING, Decision, approve_payout, reject_payout
+from mpesa_service.batches import (
+    XLSX_TYPE,
+    BatchDecision,
+    Upload,
+    approve_batch,
+    batch_detail,
+    list_batches,
+    reject_batch,
+    result_file,
+    upload_batch,
+)
 from mpesa_service.context import ApiError, Service
 from mpesa_service.events import EventNotFound, redeliver
 from mpesa_service.new_payout import check_draft, form_body, new_form_key, send_draft
@@ -45,6 +56,7 @@ from mpesa_service.storage import (
     b2c_payment_callbacks,
     b2c_payments,
     b2c_payout_attempts,
+    c2b_payments,
     collection_audit,
     console_sessions,
     event_deliveries,
@@ -566,6 +578,25 @@ def event_row_shown(row, last_attempt) -> EventRow:
     )
 
 
+def recent_c2b_payments(svc: Service, limit: int = 200) -> list:
+    """The last `limit` C2B payments received, newest first, with their open flags' names."""
+    with svc.engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(c2b_payments).order_by(c2b_payments.c.received_at.desc()).limit(limit)
+        ).all()
+        flagged = conn.execute(
+            sa.select(payment_flags.c.subject_id, payment_flags.c.flag).where(
+                payment_flags.c.subject_type == "c2b_payment",
+                payment_flags.c.subject_id.in_([row.id for row in rows]),
+                payment_flags.c.resolved_at.is_(None),
+            )
+        ).all()
+    flags: dict[str, list[str]] = {}
+    for subject_id, flag in flagged:
+        flags.setdefault(subject_id, []).append(flag)
+    return [(row, flags.get(row.id, [])) for row in rows]
+
+
 # --- routes -------------------------------------------------------------------------------------
 
 
@@ -574,6 +605,7 @@ def add_console(app: bottle.Bottle, svc: Service) -> None:
     add_sign_in_routes(app, console)
     add_page_routes(app, console)
     add_action_routes(app, console)
+    add_batch_routes(app, console)
 
 
 class Console:
@@ -615,6 +647,17 @@ class Console:
             csrf=self.csrf(cookie),
             typed=typed,
             form_key=form_key,
+            message="",
+            error=error,
+        )
+
+    def render_batches(self, key: ApiKey, cookie: str, report: dict | None, error: str = ""):
+        return self.render(
+            "batches",
+            operator=key.name,
+            csrf=self.csrf(cookie),
+            batches=list_batches(self.svc),
+            report=report,
             message="",
             error=error,
         )
@@ -712,6 +755,7 @@ def add_page_routes(app: bottle.Bottle, console: Console) -> None:
             operator=key.name,
             csrf=console.csrf(cookie),
             waiting=approvals_queue(svc),
+            batches=[b for b in list_batches(svc) if b["status"] == AWAITING],
             **messages(),
         )
 
@@ -728,6 +772,17 @@ def add_page_routes(app: bottle.Bottle, console: Console) -> None:
             operator=key.name,
             csrf=console.csrf(cookie),
             events=recent_events(svc),
+            **messages(),
+        )
+
+    @app.get("/console/c2b")
+    def c2b_page():
+        key, cookie = console.signed_in()
+        return console.render(
+            "c2b",
+            operator=key.name,
+            csrf=console.csrf(cookie),
+            payments=recent_c2b_payments(svc),
             **messages(),
         )
 
@@ -828,6 +883,74 @@ def add_action_routes(app: bottle.Bottle, console: Console) -> None:
         _, cookie = console.signed_in()
         console.checked_form(cookie)
         redeliver_and_return(svc, event_id)
+
+
+def add_batch_routes(app: bottle.Bottle, console: Console) -> None:
+    """Bulk payouts: the upload form and the list, a batch's page with its progress, the
+    approve and reject buttons (as the session's key) and its result file."""
+    svc = console.svc
+
+    @app.get("/console/batches")
+    def batches_page():
+        key, cookie = console.signed_in()
+        return console.render_batches(key, cookie, report=None)
+
+    @app.post("/console/batches/upload")
+    def upload():
+        key, cookie = console.signed_in()
+        form = console.checked_form(cookie)
+        chosen = bottle.request.files.get("file")
+        if chosen is None:
+            return console.render_batches(key, cookie, None, "choose a CSV or XLSX file")
+        limit = svc.settings.integer("BULK_MAX_BYTES")
+        content = chosen.file.read(limit + 1)
+        skip = form.get("skip_bad_rows") == "1"
+        try:
+            batch = upload_batch(svc, Upload(content, chosen.raw_filename or "", key.name, skip))
+        except ApiError as error:
+            report = error.extra.get("report")
+            return console.render_batches(key, cookie, report, error.message)
+        said = f"batch uploaded: {batch['row_count']} rows, now {batch['status']}"
+        bottle.redirect(
+            f"/console/batches/{url_segment(batch['batch_id'])}?message={quote(said)}", 303
+        )
+
+    @app.get("/console/batches/<batch_id>")
+    def batch_page(batch_id):
+        key, cookie = console.signed_in()
+        try:
+            batch = batch_detail(svc, batch_id)
+        except ApiError as error:
+            bottle.abort(404, error.message)
+        return console.render(
+            "batch", operator=key.name, csrf=console.csrf(cookie), b=batch, **messages()
+        )
+
+    @app.post("/console/batches/<batch_id>/<verb:re:approve|reject>")
+    def decide_batch(batch_id, verb):
+        key, cookie = console.signed_in()
+        form = console.checked_form(cookie)
+        decision = BatchDecision(batch_id, key.name, (form.getunicode("reason") or "").strip())
+        action = approve_batch if verb == "approve" else reject_batch
+        target = f"/console/batches/{url_segment(batch_id)}"
+        try:
+            batch = action(svc, decision)
+        except ApiError as error:
+            bottle.redirect(f"{target}?error={quote(error.message)}", 303)
+        said = f"batch {verb}d: now {batch['status']}"
+        bottle.redirect(f"{target}?message={quote(said)}", 303)
+
+    @app.get("/console/batches/<batch_id>/result.<kind:re:csv|xlsx>")
+    def batch_result(batch_id, kind):
+        console.signed_in()
+        try:
+            content = result_file(svc, batch_id, kind)
+        except ApiError as error:
+            bottle.abort(404, error.message)
+        bottle.response.content_type = "text/csv; charset=utf-8" if kind == "csv" else XLSX_TYPE
+        disposition = f'attachment; filename="{batch_id}-result.{kind}"'
+        bottle.response.set_header("Content-Disposition", disposition)
+        return content
 
 
 def report_file_folder(reports_dir: Path, run: str, name: str) -> Path | None:

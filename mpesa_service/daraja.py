@@ -1,5 +1,5 @@
 """Daraja client: OAuth, STK Push and Query, B2C v3, Transaction Status, Account Balance,
-Reversal.
+Reversal, C2B Register URL and Pull Transactions.
 
 A money-moving POST is sent once: an answer that does not prove Daraja turned the request away
 raises OutcomeUnknown, to be resolved by asking, never by sending again."""
@@ -30,6 +30,8 @@ INVALID_TOKEN_CODES = frozenset({"404.001.03", "401.002.01", "400.003.01"})
 REJECTING_5XX_CODES = frozenset({"500.001.1001", "500.003.02", "500.003.03"})
 STILL_PROCESSING = "The transaction is being processed"
 TOKEN_REFRESH_MARGIN_SECONDS = 60
+# Pull Transactions answers success with 1000 (REFERENCE 12.3); its register may say 0.
+PULL_OK_CODES = ("0", "1000")
 
 
 class DarajaError(Exception):
@@ -327,21 +329,52 @@ class DarajaClient:
         }
         return self._post("/mpesa/accountbalance/v1/query", body)
 
+    def c2b_register_url(
+        self, *, shortcode: str, response_type: str, confirmation_url: str, validation_url: str
+    ) -> dict:
+        """Tell M-Pesa where to send the shortcode's C2B validations and confirmations."""
+        body = {
+            "ShortCode": shortcode,
+            "ResponseType": response_type,
+            "ConfirmationURL": confirmation_url,
+            "ValidationURL": validation_url,
+        }
+        return self._post("/mpesa/c2b/v1/registerurl", body)
+
+    def pull_register(self, *, shortcode: str, nominated_number: str, callback_url: str) -> dict:
+        """Register the shortcode for Pull Transactions (once)."""
+        body = {
+            "ShortCode": shortcode,
+            "RequestType": "Pull",
+            "NominatedNumber": nominated_number,
+            "CallBackURL": callback_url,
+        }
+        return self._post("/pulltransactions/v1/register", body, ok_codes=PULL_OK_CODES)
+
+    def pull_transactions(self, *, shortcode: str, start: str, end: str, offset: int) -> dict:
+        """One page of the shortcode's C2B transactions between `start` and `end`
+        (YYYY-MM-DD HH:MM:SS, Nairobi), from `offset`."""
+        body = {"ShortCode": shortcode, "StartDate": start, "EndDate": end, "OffSetValue": offset}
+        return self._post("/pulltransactions/v1/query", body, ok_codes=PULL_OK_CODES)
+
     # --- transport ----------------------------------------------------------------------------
 
-    def _post(self, path: str, body: dict, *, moves_money: bool = False) -> dict:
+    def _post(self, path: str, body: dict, *, moves_money: bool = False, ok_codes=("0",)) -> dict:
         """POST with the cached token; on an invalid-token answer refresh once and retry once
-        (an invalid token proves the request was not accepted, money-moving or not)."""
+        (an invalid token proves the request was not accepted, money-moving or not).
+        `ok_codes`: the ResponseCodes that mean success (Pull Transactions says 1000)."""
         token = self._tokens.get()
         try:
-            return self._post_once(path, body, token, moves_money)
+            return self._post_once(path, body, token, moves_money, ok_codes)
         except DarajaRejected as rejection:
             if not rejection.invalid_token:
                 raise
             self._tokens.invalidate(token)
-            return self._post_once(path, body, self._tokens.get(), moves_money)
+            return self._post_once(path, body, self._tokens.get(), moves_money, ok_codes)
 
-    def _post_once(self, path: str, body: dict, token: str, moves_money: bool) -> dict:
+    def _post_once(
+        self, path: str, body: dict, token: str, moves_money: bool, ok_codes=("0",)
+    ) -> dict:
         url = f"{self.base_url}{path}"
         headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
         # A money-moving request gets a fresh connection: a stale pooled one could fail after
@@ -354,7 +387,7 @@ class DarajaClient:
         finally:
             if moves_money:
                 session.close()
-        return _accepted_body(path, response, moves_money)
+        return _accepted_body(path, response, moves_money, ok_codes)
 
 
 def _transport_failure(path: str, error: requests.RequestException, moves_money: bool):
@@ -376,11 +409,13 @@ def _never_connected(error: requests.RequestException) -> bool:
     )
 
 
-def _accepted_body(path: str, response: requests.Response, moves_money: bool) -> dict:
+def _accepted_body(
+    path: str, response: requests.Response, moves_money: bool, ok_codes=("0",)
+) -> dict:
     body = _json_or_none(response)
     if response.status_code == 200 and isinstance(body, dict):
         code = str(body.get("ResponseCode", "0"))
-        if code == "0":
+        if code in ok_codes:
             return body
         message = str(body.get("ResponseDescription") or body.get("errorMessage") or "")
         raise DarajaRejected(code, message, 200)

@@ -8,15 +8,24 @@ import ipaddress
 import logging
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import sqlalchemy as sa
 
 from mpesa_service import golive, log
 from mpesa_service.api_keys import api_keys
+from mpesa_service.batches import Upload, batch_detail, upload_batch
+from mpesa_service.c2b import c2b_urls, pull_c2b, register_pull, register_urls
 from mpesa_service.callback_auth import callback_policy, callback_token
 from mpesa_service.callbacks import replay_journal
 from mpesa_service.context import ApiError, Service
-from mpesa_service.daraja import DarajaAccount, DarajaClient, security_credential
+from mpesa_service.daraja import (
+    DarajaAccount,
+    DarajaClient,
+    DarajaError,
+    DarajaRejected,
+    security_credential,
+)
 from mpesa_service.events import write_events_to
 from mpesa_service.jobs import make_scheduler
 from mpesa_service.journal import Journal
@@ -255,6 +264,124 @@ def reverse_from_cli(settings: Settings, args) -> int:
     return 0
 
 
+def bulk_from_cli(settings: Settings, args) -> int:
+    """`python service.py bulk FILE [--skip-bad-rows] [--actor NAME]`: check and upload a bulk
+    payout file as POST /payouts/batches does, uploaded by --actor (who may not approve it);
+    prints the report and the batch id. 1 when it is refused."""
+    if not args.reference_id:
+        print("bulk needs a FILE (CSV or XLSX)", file=sys.stderr)
+        return 2
+    path = Path(args.reference_id)
+    upload = Upload(path.read_bytes(), path.name, args.actor, skip_bad_rows=args.skip_bad_rows)
+    svc = build_service(settings)
+    try:
+        batch = upload_batch(svc, upload)
+    except ApiError as error:
+        print_report(error.extra.get("report"))
+        print(f"refused: {error.message}", file=sys.stderr)
+        return 1
+    print_report(batch["report"])
+    print(f"batch {batch['batch_id']}: {batch['status']}, {batch['row_count']} rows")
+    return 0
+
+
+def print_report(report: dict | None) -> None:
+    if not report:
+        return
+    for bad in report["bad_rows"]:
+        print(f"line {bad['line']}: {bad['reason']}")
+    totals = report["totals"]
+    print(
+        f"{totals['count']} good rows, KES {totals['amount']:,}, largest KES {totals['largest']:,}"
+    )
+    for name, use in report["limits"].items():
+        if "would_reach" in use and use["limit"]:
+            print(
+                f"{name} {use['limit']:,}: today {use['used_today']:,}, "
+                f"with the batch {use['would_reach']:,}"
+            )
+        for user in use.get("users_over", []):
+            print(f"{name}: user {user['user_id']} would reach {user['would_reach']:,}")
+
+
+def bulk_status_from_cli(settings: Settings, args) -> int:
+    """`python service.py bulk-status BATCH_ID`: the batch's status, progress and counts."""
+    if not args.reference_id:
+        print("bulk-status needs a BATCH_ID", file=sys.stderr)
+        return 2
+    try:
+        batch = batch_detail(build_service(settings), args.reference_id)
+    except ApiError as error:
+        print(error.message, file=sys.stderr)
+        return 1
+    progress = batch["progress"]
+    counts = ", ".join(f"{n} {status}" for status, n in sorted(batch["counts"].items()))
+    print(
+        f"batch {batch['batch_id']}: {batch['status']}; {progress['settled']}/{progress['rows']} "
+        f"settled ({progress['percent']}%), {progress['sent']} sent; {counts}"
+    )
+    return 0
+
+
+def register_urls_command(svc: Service) -> int:
+    """`python service.py register-urls`: C2B Register URL with this deployment's URLs (and
+    Pull Transactions registration when C2B_PULL_NOMINATED_NUMBER is set), once the URLs pass
+    the go-live check's URL rules (REFERENCE 9.5); says what was registered, or why not. The
+    callback token is never printed."""
+    token = svc.policy.token
+    refusals = [
+        f"{golive.redacted(url, token)}: {'; '.join(problems)}"
+        for url in c2b_urls(svc).values()
+        if (problems := golive.url_problems(url, token, svc.settings.environment))
+    ]
+    if refusals:
+        print("not registered, nothing sent to Daraja: " + " | ".join(refusals), file=sys.stderr)
+        return 1
+    try:
+        done = register_urls(svc)
+    except DarajaError as error:
+        print(f"not registered: {_daraja_refusal(error)}", file=sys.stderr)
+        return 1
+    print(
+        f"registered C2B URLs for shortcode {done.shortcode} (ResponseType {done.response_type})"
+        f":\n  confirmation {golive.redacted(done.confirmation_url, token)}\n  validation   "
+        f"{golive.redacted(done.validation_url, token)}\n  Daraja said: "
+        f"{done.answer.get('ResponseDescription') or done.answer}"
+    )
+    return _register_pull_command(svc)
+
+
+def _register_pull_command(svc: Service) -> int:
+    try:
+        answer = register_pull(svc)
+    except DarajaError as error:
+        print(f"Pull Transactions not registered: {_daraja_refusal(error)}", file=sys.stderr)
+        return 1
+    if answer is not None:
+        print(f"registered for Pull Transactions: {answer.get('ResponseDescription') or answer}")
+    return 0
+
+
+def _daraja_refusal(error: DarajaError) -> str:
+    if isinstance(error, DarajaRejected):
+        return f"Daraja refused it ({error.code}: {error.message})"
+    return f"Daraja could not be reached ({error})"
+
+
+def pull_c2b_command(svc: Service, hours: int | None) -> int:
+    """`python service.py pull-c2b --hours H`: the c2b_pull job, by hand."""
+    try:
+        stored = pull_c2b(svc, hours)
+    except ValueError as error:
+        print(str(error), file=sys.stderr)
+        return 2
+    except DarajaError as error:
+        print(f"Pull Transactions failed: {_daraja_refusal(error)}", file=sys.stderr)
+        return 1
+    print(f"{stored} C2B payments found by Pull Transactions that no confirmation had brought")
+    return 0
+
+
 def check_from_cli(smoke: bool) -> int:
     """`python service.py check [--smoke]`: the go-live check's table; 1 when anything failed."""
     configure_logging("WARNING")
@@ -291,12 +418,25 @@ def main(argv: list[str] | None = None) -> int:
         "command",
         nargs="?",
         default="serve",
-        choices=["serve", "migrate", "schema", "replay", "resolve", "reverse", "check"],
+        choices=[
+            "serve",
+            "migrate",
+            "schema",
+            "replay",
+            "resolve",
+            "reverse",
+            "check",
+            "bulk",
+            "bulk-status",
+            "register-urls",
+            "pull-c2b",
+        ],
     )
     parser.add_argument(
         "reference_id",
         nargs="?",
-        help="resolve: the payout's reference_id; reverse: the collection's payment_id",
+        help="resolve: the payout's reference_id; reverse: the collection's payment_id; "
+        "bulk: the FILE; bulk-status: the BATCH_ID",
     )
     parser.add_argument("--outcome", choices=["paid", "not_paid", "acknowledge"])
     parser.add_argument("--receipt", help="resolve paid: the M-Pesa receipt")
@@ -308,12 +448,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--actor",
         default=f"cli:{getpass.getuser()}",
-        help="resolve, reverse: who, for the audit trail",
+        help="resolve, reverse, bulk: who, for the audit trail (bulk: the maker, who may not "
+        "approve it)",
+    )
+    parser.add_argument(
+        "--skip-bad-rows",
+        action="store_true",
+        help="bulk: keep the good rows of a file with bad ones",
     )
     parser.add_argument(
         "--smoke",
         action="store_true",
         help="check: also send one STK push, one payout and two queries through the service",
+    )
+    parser.add_argument(
+        "--hours", type=int, help="pull-c2b: how many hours back (1-48; C2B_PULL_HOURS)"
     )
     args = parser.parse_args(argv)
     if args.command == "schema":
@@ -334,6 +483,16 @@ def main(argv: list[str] | None = None) -> int:
         return resolve_from_cli(settings, args)
     elif args.command == "reverse":
         return reverse_from_cli(settings, args)
+    elif args.command == "bulk":
+        return bulk_from_cli(settings, args)
+    elif args.command == "bulk-status":
+        return bulk_status_from_cli(settings, args)
+    elif args.command == "register-urls":
+        return register_urls_command(build_for_check(settings))
+    elif args.command == "pull-c2b":
+        svc = build_for_check(settings)
+        require_current_schema(svc.engine)
+        return pull_c2b_command(svc, args.hours)
     elif args.command == "replay":
         svc = build_service(settings)
         require_current_schema(svc.engine)

@@ -46,6 +46,7 @@ EVENT_TYPES = (
     "payment.failed",
     "payment.amount_mismatch",
     "payment.reversed",
+    "c2b.received",
     "recon.finished",
 )
 EVENT_COLUMNS = ("id", "type", "subject", "created_at", "body", "state", "next_attempt_at")

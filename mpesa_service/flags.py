@@ -7,7 +7,7 @@ import sqlalchemy as sa
 
 from mpesa_service import log
 from mpesa_service.ids import new_id
-from mpesa_service.storage import b2c_payments, payment_flags, payments, utcnow
+from mpesa_service.storage import b2c_payments, c2b_payments, payment_flags, payments, utcnow
 
 
 def add_flag(conn: sa.Connection, subject_type: str, subject_id: str, flag: str, detail: str):
@@ -33,13 +33,16 @@ SUBJECT_NAMES = {
     "payment": sa.select(payments.c.checkout_request_id).where(
         payments.c.id == sa.bindparam("subject_id")
     ),
+    "c2b_payment": sa.select(c2b_payments.c.trans_id).where(
+        c2b_payments.c.id == sa.bindparam("subject_id")
+    ),
 }
 
 
 def subject_name(conn: sa.Connection, subject_type: str, subject_id: str) -> str:
-    """A payout by its reference_id and a collection by its CheckoutRequestID, with the internal
-    id after it ("payout ref-123 (id 8f2...)"); anything else, or a row without that name, by
-    its id."""
+    """A payout by its reference_id, a collection by its CheckoutRequestID and a C2B payment by
+    its receipt, with the internal id after it ("payout ref-123 (id 8f2...)"); anything else,
+    or a row without that name, by its id."""
     query = SUBJECT_NAMES.get(subject_type)
     name = query is not None and conn.execute(query, {"subject_id": subject_id}).scalar()
     return f"{subject_type} {name} (id {subject_id})" if name else f"{subject_type} {subject_id}"

@@ -24,7 +24,8 @@ import requests
 import sqlalchemy as sa
 from cryptography import x509
 
-from mpesa_service.callback_auth import REJECTED_URL_WORDS, parse_networks
+from mpesa_service.c2b import c2b_urls
+from mpesa_service.callback_auth import parse_networks
 from mpesa_service.context import Service
 from mpesa_service.daraja import DarajaError, DarajaRejected
 from mpesa_service.jobs import journal_space_problem
@@ -39,6 +40,8 @@ from mpesa_service.storage import (
     status_queries,
     stk_callbacks,
 )
+from recon.rules import REJECTED_URL_WORDS
+from recon.tariff import TariffError, load_tariff
 
 OK, FAIL, WARN = "ok", "FAIL", "warn"
 SAFARICOM_DOMAIN = "safaricom.co.ke"
@@ -395,6 +398,8 @@ def callback_urls(svc: Service) -> dict[str, str]:
         "status QueueTimeOutURL": svc.hook_url("status", "timeout"),
         "balance ResultURL": svc.hook_url("balance", "result"),
         "balance QueueTimeOutURL": svc.hook_url("balance", "timeout"),
+        "C2B ConfirmationURL": c2b_urls(svc)["confirmation"],
+        "C2B ValidationURL": c2b_urls(svc)["validation"],
     }
 
 
@@ -543,6 +548,31 @@ def _proxies_finding(networks: list) -> Finding:
     return Finding(name, OK, f"{len(networks)} networks")
 
 
+# --- reconciliation ------------------------------------------------------------------------
+
+
+def check_recon_tariff(settings: Settings) -> Finding:
+    """The B2C tariff the scheduled reconciliation checks charges against (RECON_TARIFF) reads,
+    so a malformed file stops the go-live check, not the first report."""
+    path = settings.path("RECON_TARIFF")
+    try:
+        tariff = load_tariff(path)
+    except TariffError as error:
+        return Finding("RECON_TARIFF", FAIL, f"{error}: fix the file or name another")
+    unknown = sum(
+        charge is None
+        for version in tariff.versions
+        for band in version.bands
+        for charge in band.charges.values()
+    )
+    return Finding(
+        "RECON_TARIFF",
+        OK,
+        f"{path}: {len(tariff.versions)} tariff(s), the latest from "
+        f"{tariff.versions[-1].since_text}; {unknown} unknown charges are reported as not checked",
+    )
+
+
 # --- running the checks ---------------------------------------------------------------------
 
 
@@ -558,6 +588,7 @@ def run_checks(svc: Service) -> list[Finding]:
         *check_callback_urls(svc),
         check_journal(svc),
         *check_callback_filters(svc.settings),
+        check_recon_tariff(svc.settings),
     ]
 
 

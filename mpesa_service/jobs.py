@@ -20,16 +20,18 @@ from apscheduler.triggers.cron import CronTrigger
 
 from mpesa_service import log
 from mpesa_service.approval import expire_approvals
+from mpesa_service.batches import FINISHED, batch_detail, result_file, send_batches
+from mpesa_service.c2b import pull_c2b
 from mpesa_service.callbacks import replay_journal
 from mpesa_service.context import Service
 from mpesa_service.events import backlog, deliver_events, emit, writes_events
 from mpesa_service.flags import add_flag, subject_name
 from mpesa_service.resolution import resolve_payouts, retry_failed_payouts
 from mpesa_service.reversals import resolve_reversals
-from mpesa_service.settings import Settings
+from mpesa_service.settings import Settings, operator_emails
 from mpesa_service.stk import sweep_stk
-from mpesa_service.storage import b2c_payments, payment_flags, utcnow
-from recon.mail import SmtpSettings, send_email, send_report
+from mpesa_service.storage import b2c_payments, payment_flags, payout_batches, utcnow
+from recon.mail import MailError, SmtpSettings, send_email, send_report
 from recon.rules import NAIROBI, nairobi_day_start_utc
 
 # Where the scheduled reconciliation keeps its reports (the console links the newest).
@@ -50,9 +52,12 @@ def make_scheduler(svc: Service):
     add(STK_SWEEP, "interval", seconds=settings.integer("SWEEP_INTERVAL_SECONDS"))
     add(JOURNAL_REPLAY, "interval", seconds=60)
     add(APPROVAL_EXPIRY, "interval", seconds=60)
+    add(BATCHES, "interval", seconds=2)
     if settings["EVENTS_URL"]:
         add(EVENTS, "interval", seconds=settings.integer("EVENTS_INTERVAL_SECONDS"))
     add(alerts_job(settings), "interval", seconds=settings.integer("ALERT_INTERVAL_SECONDS"))
+    if settings.integer("C2B_PULL_INTERVAL_MINUTES"):
+        add(C2B_PULL, "interval", minutes=settings.integer("C2B_PULL_INTERVAL_MINUTES"))
     if settings.integer("BALANCE_CHECK_MINUTES"):
         add(BALANCE, "interval", minutes=settings.integer("BALANCE_CHECK_MINUTES"))
     if settings.listing("RECON_EMAIL_TO"):
@@ -217,6 +222,79 @@ def smtp_settings(svc: Service):
     return SmtpSettings.from_environ({name: svc.settings[name] for name in names})
 
 
+# --- bulk payout batches ------------------------------------------------------------------------
+
+
+def run_batches(svc: Service) -> int:
+    """Send the rows of approved batches at BULK_PAYOUTS_PER_SECOND, finish those whose rows
+    have all settled, and email each finished batch's result file to its maker and checker.
+    Returns how many rows were sent."""
+    sent = send_batches(svc)
+    email_finished_batches(svc)
+    return sent
+
+
+def email_finished_batches(svc: Service) -> int:
+    """The result file of each finished batch not yet emailed, to its maker and its checker
+    (their addresses from OPERATOR_EMAILS); a batch whose email could not be sent is tried
+    again on the next run. Returns how many emails went out."""
+    addresses = operator_emails(svc.settings["OPERATOR_EMAILS"])
+    with svc.engine.connect() as conn:
+        finished = conn.execute(
+            sa.select(payout_batches)
+            .where(payout_batches.c.status == FINISHED, payout_batches.c.emailed_at.is_(None))
+            .limit(20)
+        ).all()
+    emailed = 0
+    for batch in finished:
+        people = dict.fromkeys(name for name in (batch.created_by, batch.decided_by) if name)
+        recipients = [addresses[name] for name in people if name in addresses]
+        if recipients:
+            try:
+                send_email(
+                    batch_message(svc, batch.id, recipients), to=recipients, smtp=smtp_settings(svc)
+                )
+            except MailError as error:
+                log.warning("batch %s result not emailed: %s", batch.id, error)
+                continue
+            emailed += 1
+        with svc.engine.begin() as conn:
+            conn.execute(
+                payout_batches.update()
+                .where(payout_batches.c.id == batch.id)
+                .values(emailed_at=utcnow())
+            )
+    return emailed
+
+
+def batch_message(svc: Service, batch_id: str, recipients: list[str]) -> EmailMessage:
+    """The finished batch's counts, with its result file as CSV and XLSX."""
+    detail = batch_detail(svc, batch_id)
+    counts = ", ".join(f"{n} {status}" for status, n in sorted(detail["counts"].items()))
+    message = EmailMessage()
+    message["Subject"] = f"Bulk payout batch {batch_id} finished: {counts}"
+    message["From"] = svc.settings["SMTP_FROM"]
+    message["To"] = ", ".join(recipients)
+    checker = detail["decided_by"] or "nobody (no approval needed)"
+    message.set_content(
+        f"Batch {batch_id} ({detail['file_name'] or 'no file name'}), uploaded by "
+        f"{detail['created_by']} and approved by {checker}, has finished: "
+        f"{detail['row_count']} rows, KES {detail['total_amount']}; {counts}.\n\n"
+        "Each row's status, receipt and result meaning are in the attached result file."
+    )
+    for kind, (main, sub) in (("csv", ("text", "csv")), ("xlsx", XLSX_PARTS)):
+        message.add_attachment(
+            result_file(svc, batch_id, kind),
+            maintype=main,
+            subtype=sub,
+            filename=f"{batch_id}-result.{kind}",
+        )
+    return message
+
+
+XLSX_PARTS = ("application", "vnd.openxmlformats-officedocument.spreadsheetml.sheet")
+
+
 # --- balance and the scheduled reconciliation -----------------------------------------------
 
 
@@ -243,6 +321,8 @@ def email_reconciliation(svc: Service, today: datetime | None = None) -> int:
         until=until,
         as_of=utcnow(),
         stale_after_minutes=svc.settings.integer("RECON_STALE_AFTER_MINUTES"),
+        tariff_path=svc.settings.path("RECON_TARIFF"),
+        bill_ref_query=svc.settings["C2B_BILL_REF_QUERY"],
     )
     report.write(svc.settings.path("REPORTS_DIR") / nairobi_date(since))
     send_report(report, to=svc.settings.listing("RECON_EMAIL_TO"), smtp=smtp_settings(svc))
@@ -281,8 +361,12 @@ JOURNAL_REPLAY = Job("journal_replay", replay_journal, "journaled callback", "ap
 APPROVAL_EXPIRY = Job(
     "approval_expiry", expire_approvals, "payout", "expired unapproved (never sent)"
 )
+BATCHES = Job("batches", run_batches, "bulk row", "sent as a payout")
 BALANCE = Job("balance", check_balance, "Account Balance query", "sent")
 EVENTS = Job("events", deliver_events, "event", "delivered to EVENTS_URL")
+C2B_PULL = Job(
+    "c2b_pull", pull_c2b, "C2B payment", "found by Pull Transactions (its confirmation missed)"
+)
 RECONCILIATION = Job(
     "reconciliation", email_reconciliation, "reconciliation report", "emailed to RECON_EMAIL_TO"
 )

@@ -174,6 +174,85 @@ def parse_result_callback(payload: object) -> ResultCallback:
     return parsed
 
 
+C2B_FIELD_WIDTHS = {
+    "trans_id": 255,
+    "transaction_type": 50,
+    "msisdn": 255,
+    "bill_ref_number": 255,
+    "invoice_number": 255,
+    "business_short_code": 20,
+    "first_name": 100,
+    "middle_name": 100,
+    "last_name": 100,
+}
+# TransactionType as Daraja writes it (REFERENCE 14), and the pull API's transactiontype, as the
+# kind of shortcode paid: a paybill or a till.
+C2B_KINDS = {
+    "pay bill": "paybill",
+    "paybill": "paybill",
+    "customerpaybillonline": "paybill",
+    "c2b-pay-bill-debit": "paybill",
+    "buy goods": "till",
+    "buygoods": "till",
+    "customerbuygoodsonline": "till",
+    "c2b-buy-goods-debit": "till",
+}
+
+
+@dataclass
+class C2BPayment:
+    """One C2B validation or confirmation (REFERENCE 14), read tolerantly. `msisdn` is kept
+    exactly as sent: Daraja masks or hashes it, so it is never read as a phone."""
+
+    trans_id: str | None = None
+    transaction_type: str | None = None
+    amount: Decimal | None = None
+    msisdn: str | None = None
+    bill_ref_number: str | None = None
+    invoice_number: str | None = None
+    business_short_code: str | None = None
+    first_name: str | None = None
+    middle_name: str | None = None
+    last_name: str | None = None
+    trans_time: datetime | None = None
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def kind(self) -> str | None:
+        """ "paybill" or "till", from TransactionType; None when it is not one we know."""
+        return C2B_KINDS.get((self.transaction_type or "").strip().lower())
+
+
+def parse_c2b_payload(payload: object) -> C2BPayment:
+    parsed = C2BPayment()
+    if not isinstance(payload, dict):
+        parsed.problems.append("not a JSON object")
+        return parsed
+    for name, key in C2B_KEYS.items():
+        setattr(parsed, name, text_or_none(payload.get(key)))
+    parsed.amount = parse_amount(payload.get("TransAmount"))
+    parsed.trans_time = nairobi_to_utc(payload.get("TransTime"))
+    _fit(parsed, C2B_FIELD_WIDTHS)
+    if not parsed.trans_id:
+        parsed.problems.append("no TransID")
+    if parsed.amount is None:
+        parsed.problems.append(f"TransAmount {payload.get('TransAmount')!r} is not an amount")
+    return parsed
+
+
+C2B_KEYS = {
+    "trans_id": "TransID",
+    "transaction_type": "TransactionType",
+    "msisdn": "MSISDN",
+    "bill_ref_number": "BillRefNumber",
+    "invoice_number": "InvoiceNumber",
+    "business_short_code": "BusinessShortCode",
+    "first_name": "FirstName",
+    "middle_name": "MiddleName",
+    "last_name": "LastName",
+}
+
+
 def _fit(parsed, limits: dict[str, int]) -> None:
     for name, limit in limits.items():
         value = getattr(parsed, name)

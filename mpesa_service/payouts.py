@@ -282,15 +282,11 @@ def check_payout_limits(
             f"amount {request.amount:,} exceeds PAYOUT_MAX_AMOUNT {maximum:,}",
             limit="PAYOUT_MAX_AMOUNT",
         )
-    day_start = nairobi_day_start_utc()
-    counted = b2c_payments.c.status.notin_(["failed", *NEVER_SENT])
-    if excluding is not None:
-        counted = sa.and_(counted, b2c_payments.c.id != excluding)
-    today = sa.and_(b2c_payments.c.initiated_at >= day_start, counted)
+    today = counted_today(excluding)
     user_limit = settings.integer("PAYOUT_USER_DAILY_LIMIT")
     if user_limit and request.user_id:
         lock_named_row(conn, f"user:{request.user_id}")
-        total = _sum_amount(conn, sa.and_(today, b2c_payments.c.user_id == request.user_id))
+        total = sum_amount(conn, sa.and_(today, b2c_payments.c.user_id == request.user_id))
         if total + request.amount > user_limit:
             raise ApiError(
                 422,
@@ -301,7 +297,7 @@ def check_payout_limits(
     daily_limit = settings.integer("PAYOUT_DAILY_LIMIT")
     if daily_limit:
         lock_named_row(conn, "all payouts")
-        total = _sum_amount(conn, today)
+        total = sum_amount(conn, today)
         if total + request.amount > daily_limit:
             raise ApiError(
                 422,
@@ -311,7 +307,16 @@ def check_payout_limits(
             )
 
 
-def _sum_amount(conn: sa.Connection, condition) -> int:
+def counted_today(excluding: str | None = None):
+    """The payouts of this Nairobi day that count against the daily limits (not failed, not
+    never sent), but for the one `excluding` names."""
+    counted = b2c_payments.c.status.notin_(["failed", *NEVER_SENT])
+    if excluding is not None:
+        counted = sa.and_(counted, b2c_payments.c.id != excluding)
+    return sa.and_(b2c_payments.c.initiated_at >= nairobi_day_start_utc(), counted)
+
+
+def sum_amount(conn: sa.Connection, condition) -> int:
     total = conn.execute(
         sa.select(sa.func.coalesce(sa.func.sum(b2c_payments.c.amount), 0)).where(condition)
     ).scalar()
@@ -325,6 +330,8 @@ class Maker:
 
     key_name: str | None = None
     via: str | None = None
+    # The approval that already covers this payout (a bulk batch's): it does not wait again.
+    approved_in: str | None = None
 
     @property
     def actor(self) -> str | None:
@@ -411,7 +418,7 @@ def write_ahead(
     """Commit the key, the payout and its first attempt (None, and nothing to send, for a
     payout awaiting approval). Returns (payout id, attempt)."""
     payout_id, now = new_id(), utcnow()
-    waits = needs_approval(svc.settings, request.amount)
+    waits = maker.approved_in is None and needs_approval(svc.settings, request.amount)
     attempt = None if waits else new_attempt()
     status = "awaiting_approval" if waits else "submitting"
     with svc.engine.begin() as conn:
@@ -445,6 +452,7 @@ def write_ahead(
         if maker.actor and (maker.via or waits):  # from no status: the payout did not exist
             above = svc.settings.integer("APPROVAL_ABOVE")
             note = f"above APPROVAL_ABOVE {above:,}: awaits approval" if waits else ""
+            note = note or maker.approved_in or ""
             born = SimpleNamespace(id=payout_id, status=None)
             audit(conn, born, maker.actor, "created", status, note=note)
         if waits:

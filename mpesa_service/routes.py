@@ -12,6 +12,17 @@ import sqlalchemy as sa
 from mpesa_service import PROJECT_DIR, __version__, log
 from mpesa_service.api_keys import bearer_key
 from mpesa_service.approval import Decision, approve_payout, reject_payout
+from mpesa_service.batches import (
+    XLSX_TYPE,
+    BatchDecision,
+    Upload,
+    approve_batch,
+    batch_detail,
+    reject_batch,
+    result_file,
+    upload_batch,
+)
+from mpesa_service.c2b import C2B_HOOKS, list_c2b_payments, our_shortcodes, validation_answer
 from mpesa_service.callback_auth import client_address
 from mpesa_service.callbacks import json_or_problem, receive_callback, refuse_delivery
 from mpesa_service.console import add_console
@@ -93,7 +104,9 @@ def make_app(svc: Service) -> bottle.Bottle:
     add_health_routes(app, svc, require)
     add_collection_routes(app, svc, require, limit)
     add_payout_routes(app, svc, require, limit)
+    add_batch_routes(app, svc, require, limit)
     add_event_routes(app, svc, require)
+    add_c2b_routes(app, svc, require)
     add_callback_routes(app, svc, limit)
     add_console(app, svc)
     add_error_pages(app)
@@ -236,6 +249,88 @@ def decision(reference_id: str, key: ApiKey, body: dict) -> Decision:
     return Decision(reference_id, key.name, (reason or "").strip())
 
 
+def add_batch_routes(app: bottle.Bottle, svc: Service, require, limit: int) -> None:
+    @app.post("/payouts/batches")
+    @api
+    def create_batch():
+        key = require("operator")
+        content, name = uploaded_file(svc.settings.integer("BULK_MAX_BYTES"))
+        skip = bottle.request.query.get("skip_bad_rows") or bottle.request.forms.get(
+            "skip_bad_rows"
+        )
+        upload = Upload(content, name, key.name, skip_bad_rows=skip in ("1", "true", "on"))
+        return json_response(201, upload_batch(svc, upload))
+
+    @app.get("/payouts/batches/<batch_id>")
+    @api
+    def get_batch(batch_id):
+        require("read", "operator")
+        return batch_detail(svc, batch_id)
+
+    @app.post("/payouts/batches/<batch_id>/approve")
+    @api
+    def approve_whole_batch(batch_id):
+        key = require("operator")
+        return approve_batch(svc, batch_decision(batch_id, key, json_object(limit)))
+
+    @app.post("/payouts/batches/<batch_id>/reject")
+    @api
+    def reject_whole_batch(batch_id):
+        key = require("operator")
+        return reject_batch(svc, batch_decision(batch_id, key, json_object(limit)))
+
+    @app.get("/payouts/batches/<batch_id>/result.csv")
+    @api
+    def batch_result_csv(batch_id):
+        require("read", "operator")
+        return result_response(svc, batch_id, "csv")
+
+    @app.get("/payouts/batches/<batch_id>/result.xlsx")
+    @api
+    def batch_result_xlsx(batch_id):
+        require("read", "operator")
+        return result_response(svc, batch_id, "xlsx")
+
+
+FILE_TYPES = {"csv": "text/csv; charset=utf-8", "xlsx": XLSX_TYPE}
+
+
+def result_response(svc: Service, batch_id: str, kind: str) -> bottle.HTTPResponse:
+    """A batch's result file as a download (the API and the console)."""
+    content = result_file(svc, batch_id, kind)
+    disposition = f'attachment; filename="{batch_id}-result.{kind}"'
+    headers = {"Content-Type": FILE_TYPES[kind], "Content-Disposition": disposition}
+    return bottle.HTTPResponse(content, status=200, headers=headers)
+
+
+def uploaded_file(limit: int) -> tuple[bytes, str]:
+    """The bulk file: the body itself (text/csv or XLSX), or the multipart form field `file`;
+    with its name (the form's file name, or the X-File-Name header)."""
+    content_type = bottle.request.content_type.split(";")[0].strip().lower()
+    if content_type in ("text/csv", XLSX_TYPE):
+        return read_body(limit), bottle.request.get_header("X-File-Name", "")
+    if content_type != "multipart/form-data":
+        raise ApiError(
+            415,
+            f"Content-Type: text/csv, {XLSX_TYPE} or multipart/form-data with a `file` field, "
+            f"not {content_type or 'none'!r}",
+        )
+    if bottle.request.content_length > limit + 65536:
+        raise ApiError(413, f"body of {bottle.request.content_length} bytes is over the limit")
+    upload = bottle.request.files.get("file")
+    if upload is None:
+        raise ApiError(400, "file: a multipart form field `file` is required", field="file")
+    content = upload.file.read(limit + 1)
+    if len(content) > limit:
+        raise ApiError(413, f"file is over the {limit}-byte limit (BULK_MAX_BYTES)")
+    return content, upload.raw_filename or ""
+
+
+def batch_decision(batch_id: str, key: ApiKey, body: dict) -> BatchDecision:
+    """An approval or rejection of a batch by `key`, its `reason` from the body."""
+    return BatchDecision(batch_id, key.name, decision(batch_id, key, body).reason)
+
+
 def add_event_routes(app: bottle.Bottle, svc: Service, require) -> None:
     @app.get("/events")
     @api
@@ -259,11 +354,22 @@ def add_event_routes(app: bottle.Bottle, svc: Service, require) -> None:
             raise ApiError(404, f"no event with id {event_id!r}") from None
 
 
+def add_c2b_routes(app: bottle.Bottle, svc: Service, require) -> None:
+    @app.get("/c2b/payments")
+    @api
+    def get_c2b_payments():
+        require("read", "operator")
+        query = bottle.request.query
+        return list_c2b_payments(svc, query.get("since") or None, query.get("bill_ref") or None)
+
+
 def add_callback_routes(app: bottle.Bottle, svc: Service, limit: int) -> None:
     """Daraja's callbacks (authenticated by the token in their URL, not by an API key) and the
     old system's callback URL."""
     for kind, path in CALLBACK_PATHS.items():
         handler = _callback_route(svc, kind, limit)
+        if kind == "c2b_validation":
+            handler = _validation_route(svc, limit)
         app.post(f"{path}/<token>", callback=handler)
         app.post(path, callback=handler)  # no token at all: refused, but journaled
     # An STK push's CallBackURL names its payment, for when its CheckoutRequestID never got
@@ -312,6 +418,8 @@ CALLBACK_PATHS = {
     "reversal_timeout": "/hooks/reversal/timeout",
     "reversal_status_result": "/hooks/reversal/status",
     "reversal_status_timeout": "/hooks/reversal/status-timeout",
+    "c2b_validation": C2B_HOOKS["validation"],
+    "c2b_confirmation": C2B_HOOKS["confirmation"],
 }
 # The callbacks whose URL may name what they answer (an STK push's payment, a reversal), for
 # when Daraja's own ids never got recorded.
@@ -341,6 +449,27 @@ def _callback_route(svc: Service, kind: str, limit: int):
             payment_id=_plausible_id(payment_id),
         )
         return json_response(status, answer)
+
+    return handle
+
+
+def _validation_route(svc: Service, limit: int):
+    """C2B validation: journaled like every callback, then answered accept or reject from its
+    body by the settings' rules (c2b.validation_answer), never waiting on the database."""
+    shortcodes = our_shortcodes(svc.settings, svc.client.account)
+
+    @api
+    def handle(**segments):
+        body = _callback_body(svc, "c2b_validation", limit)
+        forwarded = bottle.request.get_header("X-Forwarded-For", "")
+        token = segments.get("token", "")
+        status, answer = receive_callback(
+            svc, "c2b_validation", token, body, peer_address(), forwarded
+        )
+        if status not in (200, 400):  # refused: a wrong token or sender
+            return json_response(status, answer)
+        raw = body.decode("utf-8", "replace")
+        return json_response(200, validation_answer(svc.settings, shortcodes, raw))
 
     return handle
 

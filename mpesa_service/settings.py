@@ -119,6 +119,18 @@ SETTINGS = (
             "created it approves it; 0 means no payout needs approval."),
     Setting("APPROVAL_EXPIRES_HOURS", "24", "A payout still awaiting approval this many hours "
             "after it was created ends `expired`, never sent; 0 means it never expires."),
+    Setting("BULK_REQUIRES_APPROVAL", "1", "1: an uploaded bulk payout file waits until an "
+            "operator key other than the uploader's approves the whole batch; 0: it is sent "
+            "as soon as it is uploaded."),
+    Setting("BULK_PAYOUTS_PER_SECOND", "2", "Most B2C requests a bulk batch sends per second "
+            "(Daraja publishes no TPS; too fast shows as 500.003.02 Spike Arrest Violation)."),
+    Setting("BULK_MAX_BYTES", "1000000", "Largest bulk payout file accepted (413 above); "
+            "at most 1 MiB, the service's cap on any request body (and nginx's for the upload "
+            "routes in deploy/)."),
+    Setting("BULK_MAX_ROWS", "5000", "Most rows in one bulk payout file."),
+    Setting("OPERATOR_EMAILS", "", "Comma-separated `key_name=address` pairs: where a bulk "
+            "batch's result file is emailed when it finishes (to its maker and its checker); "
+            "empty or a key not listed means no email."),
     Setting("RESOLVE_PENDING_AFTER_SECONDS", "120", "Age after which an accepted payout with "
             "no result is checked by a status query."),
     Setting("RESOLVE_UNKNOWN_AFTER_SECONDS", "60", "Delay before the first status query of a "
@@ -155,6 +167,9 @@ SETTINGS = (
             "project folder."),
     Setting("RECON_STALE_AFTER_MINUTES", "30", "Age after which an open payout is reported as "
             "stale by the scheduled reconciliation."),
+    Setting("RECON_TARIFF", "recon/tariffs/b2c.csv", "The B2C tariff (CSV, see recon/tariff.py) "
+            "the scheduled reconciliation checks payout charges against; relative to the "
+            "project folder."),
     Setting("SMTP_HOST", "", "SMTP server for alerts and reports."),
     Setting("SMTP_PORT", "25", "SMTP port (587 is usual with STARTTLS, 465 with SSL)."),
     Setting("SMTP_STARTTLS", "0", "1 to upgrade the SMTP connection with STARTTLS."),
@@ -175,6 +190,27 @@ SETTINGS = (
     Setting("EVENTS_ALERT_AFTER_MINUTES", "60", "With EVENTS_URL set, an alert "
             "(`events_backlog`) is raised when the oldest undelivered event is older than this; "
             "0 means never."),
+    Setting("C2B_SHORTCODE", "", "Paybill or till number customers pay by C2B (Register URL, "
+            "validation, Pull Transactions); empty means MPESA_SHORTCODE."),
+    Setting("C2B_RESPONSE_TYPE", "Completed", "What M-Pesa does with a C2B payment when the "
+            "validation URL does not answer in time: `Completed` or `Cancelled` (Register URL)."),
+    Setting("C2B_ACCOUNT_PATTERN", "", "Regular expression the whole BillRefNumber (account "
+            "number) of a C2B payment must match, or validation rejects it (C2B00012); empty "
+            "means any."),
+    Setting("C2B_MIN_AMOUNT", "1", "Smallest C2B payment validation accepts, in shillings "
+            "(below: C2B00013)."),
+    Setting("C2B_MAX_AMOUNT", "250000", "Largest C2B payment validation accepts, in shillings "
+            "(above: C2B00013)."),
+    Setting("C2B_PULL_INTERVAL_MINUTES", "0", "How often the c2b_pull job fetches the last "
+            "C2B_PULL_HOURS of C2B transactions by Pull Transactions, storing those whose "
+            "confirmation never came; 0 means never."),
+    Setting("C2B_PULL_HOURS", "6", "How many hours back the c2b_pull job looks (at most 48, "
+            "all Pull Transactions keeps)."),
+    Setting("C2B_PULL_NOMINATED_NUMBER", "", "The phone Pull Transactions registration names "
+            "(NominatedNumber); when set, `register-urls` registers the shortcode for it too."),
+    Setting("C2B_BILL_REF_QUERY", "", "SQL finding the booking or user a C2B bill reference "
+            "names, by `:bill_ref`; when set, reconciliation reports C2B payments it finds "
+            "nothing for (c2b_unknown_bill_ref)."),
     Setting("LOG_LEVEL", "INFO", "Python logging level."),
 )
 # fmt: on
@@ -193,6 +229,10 @@ NUMERIC_SETTINGS = (
     "PAYOUT_DAILY_LIMIT",
     "APPROVAL_ABOVE",
     "APPROVAL_EXPIRES_HOURS",
+    "BULK_REQUIRES_APPROVAL",
+    "BULK_PAYOUTS_PER_SECOND",
+    "BULK_MAX_BYTES",
+    "BULK_MAX_ROWS",
     "RESOLVE_PENDING_AFTER_SECONDS",
     "RESOLVE_UNKNOWN_AFTER_SECONDS",
     "RESOLVE_INTERVAL_SECONDS",
@@ -208,6 +248,10 @@ NUMERIC_SETTINGS = (
     "EVENTS_GIVE_UP_HOURS",
     "EVENTS_INTERVAL_SECONDS",
     "EVENTS_ALERT_AFTER_MINUTES",
+    "C2B_MIN_AMOUNT",
+    "C2B_MAX_AMOUNT",
+    "C2B_PULL_INTERVAL_MINUTES",
+    "C2B_PULL_HOURS",
 )
 
 
@@ -243,6 +287,17 @@ def parse_api_keys(entries: list[str]) -> list[ApiKey]:
             )
         keys.append(ApiKey(parts[0], roles, parts[2]))
     return keys
+
+
+def operator_emails(text: str) -> dict[str, str]:
+    """OPERATOR_EMAILS as {key name: address}; ValueError names an entry without both."""
+    pairs = {}
+    for position, entry in enumerate((e.strip() for e in text.split(",") if e.strip()), 1):
+        name, _, address = entry.partition("=")
+        if not name.strip() or "@" not in address:
+            raise ValueError(f"OPERATOR_EMAILS entry {position} must be `key_name=address`")
+        pairs[name.strip()] = address.strip()
+    return pairs
 
 
 class SettingsError(Exception):
@@ -341,12 +396,33 @@ def _setting_problems(values: dict[str, str], given: dict[str, str]) -> list[str
     if values["EVENTS_URL"] and not values["EVENTS_SECRET"]:
         problems.append("EVENTS_SECRET is required when EVENTS_URL is set")
     problems += _api_key_problems(values["API_KEYS"])
+    try:
+        operator_emails(values["OPERATOR_EMAILS"])
+    except ValueError as error:
+        problems.append(str(error))
     for name in NUMERIC_SETTINGS:
         if not WHOLE.fullmatch(values[name]):
             problems.append(f"{name} must be a whole number, not {values[name]!r}")
-    return problems + _timeout_problems(values)
+    return problems + _timeout_problems(values) + _c2b_problems(values)
 
 
+def _c2b_problems(values: dict[str, str]) -> list[str]:
+    problems = []
+    if values["C2B_RESPONSE_TYPE"] not in C2B_RESPONSE_TYPES:
+        problems.append(
+            f"C2B_RESPONSE_TYPE must be Completed or Cancelled, not {values['C2B_RESPONSE_TYPE']!r}"
+        )
+    try:
+        re.compile(values["C2B_ACCOUNT_PATTERN"])
+    except re.error as error:
+        problems.append(f"C2B_ACCOUNT_PATTERN is not a regular expression ({error})")
+    hours = values["C2B_PULL_HOURS"]
+    if WHOLE.fullmatch(hours) and not 1 <= int(hours) <= 48:
+        problems.append(f"C2B_PULL_HOURS must be between 1 and 48, not {hours}")
+    return problems
+
+
+C2B_RESPONSE_TYPES = ("Completed", "Cancelled")
 WHOLE = re.compile(r"[0-9]+")  # not str.isdigit, which takes "²"
 DECIMAL = re.compile(r"[0-9]+(\.[0-9]+)?")
 

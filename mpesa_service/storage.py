@@ -287,6 +287,38 @@ console_sessions = sa.Table(
     sa.Column("ended_at", sa.DateTime),
 )
 
+# C2B payments (paybill and till) customers started themselves: one row per M-Pesa receipt
+# (TransID), from its confirmation or, when that never came, from Pull Transactions (`source`
+# "pull"). MSISDN is kept as sent: Daraja masks or hashes it. A malformed confirmation is kept
+# raw with no TransID.
+c2b_payments = sa.Table(
+    "c2b_payments",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("trans_id", sa.String(255)),
+    sa.Column("transaction_type", sa.String(50)),
+    sa.Column("kind", sa.String(10)),
+    sa.Column("amount", MONEY),
+    sa.Column("msisdn", sa.String(255)),
+    sa.Column("bill_ref_number", sa.String(255)),
+    sa.Column("invoice_number", sa.String(255)),
+    sa.Column("business_short_code", sa.String(20)),
+    sa.Column("first_name", sa.String(100)),
+    sa.Column("middle_name", sa.String(100)),
+    sa.Column("last_name", sa.String(100)),
+    sa.Column("trans_time", sa.DateTime),
+    sa.Column("source", sa.String(20), nullable=False),
+    sa.Column("outcome", sa.String(20), nullable=False),
+    sa.Column("raw_response", LONGTEXT),
+    sa.Column("journal_id", ID),
+    sa.Column("received_at", sa.DateTime, nullable=False),
+    sa.Column("confirmed_at", sa.DateTime),
+    sa.UniqueConstraint("trans_id", name="uq_c2b_payments_trans_id"),
+    sa.Index("ix_c2b_payments_bill_ref_number", "bill_ref_number"),
+    sa.Index("ix_c2b_payments_trans_time", "trans_time"),
+    sa.Index("ix_c2b_payments_received_at", "received_at"),
+)
+
 account_balances = sa.Table(
     "account_balances",
     metadata,
@@ -408,6 +440,62 @@ event_deliveries = sa.Table(
     sa.Column("error", sa.Text),
     sa.Column("latency_ms", sa.Integer, nullable=False),
     sa.Index("ix_event_deliveries_event_id", "event_id"),
+)
+
+
+# Bulk payouts: a file's rows, uploaded once, approved once as a whole, each row then sent as
+# an ordinary payout whose idempotency key and reference_id are the row's reference (see
+# batches.py). `claim_owner` holds the sending job's lease on a batch until `claimed_until`
+# (compare-and-set, renewed row by row).
+payout_batches = sa.Table(
+    "payout_batches",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("status", sa.String(30), nullable=False),
+    sa.Column("file_name", sa.String(255)),
+    sa.Column("row_count", sa.Integer, nullable=False),
+    sa.Column("total_amount", MONEY, nullable=False),
+    sa.Column("created_by", sa.String(100), nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("decided_by", sa.String(100)),
+    sa.Column("decided_at", sa.DateTime),
+    sa.Column("decision_note", sa.Text),
+    sa.Column("claimed_until", sa.DateTime),
+    sa.Column("claim_owner", sa.String(64)),
+    sa.Column("finished_at", sa.DateTime),
+    sa.Column("emailed_at", sa.DateTime),
+    sa.Index("ix_payout_batches_status", "status"),
+)
+
+payout_batch_rows = sa.Table(
+    "payout_batch_rows",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("batch_id", ID, nullable=False),
+    sa.Column("line_no", sa.Integer, nullable=False),
+    sa.Column("reference_id", sa.String(255), nullable=False),
+    sa.Column("user_id", ID, nullable=False),
+    sa.Column("phone_number", sa.String(20), nullable=False),
+    sa.Column("amount", MONEY, nullable=False),
+    sa.Column("reason", sa.String(100), nullable=False),
+    sa.Column("description", sa.String(100), nullable=False),
+    sa.Column("payout_id", ID),
+    sa.Column("refused", sa.Text),
+    sa.UniqueConstraint("batch_id", "line_no", name="uq_payout_batch_rows_line"),
+    sa.Index("ix_payout_batch_rows_reference_id", "reference_id"),
+)
+
+# The batch's own audit trail: upload, approval, rejection, refused decisions, the end.
+payout_batch_audit = sa.Table(
+    "payout_batch_audit",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("batch_id", ID, nullable=False),
+    sa.Column("actor", sa.String(100), nullable=False),
+    sa.Column("action", sa.String(30), nullable=False),
+    sa.Column("note", sa.Text),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Index("ix_payout_batch_audit_batch_id", "batch_id"),
 )
 
 

@@ -15,6 +15,7 @@ from recon.load import LoadError, load_frames, make_engine
 from recon.progress import Progress, stage
 from recon.report import Report
 from recon.statement import parse_statements
+from recon.tariff import load_tariff, shipped_tariff
 
 # The tables the named queries in sql/queries/recon.sql read.
 REQUIRED_TABLES = (
@@ -23,6 +24,7 @@ REQUIRED_TABLES = (
     "b2c_payment_callbacks",
     "payments",
     "stk_callbacks",
+    "c2b_payments",
 )
 
 
@@ -36,7 +38,9 @@ def build_report(
     statement_path: str | Path | list[str | Path] | None = None,
     double_payout_window_hours: float = 24,
     amount_tolerance_cents: int = 0,
+    tariff_path: str | Path | None = None,
     progress: Progress | None = None,
+    bill_ref_query: str = "",
 ) -> Report:
     """Load [since, until) (naive UTC; None is unbounded), run every check, return the Report.
 
@@ -44,9 +48,14 @@ def build_report(
     `statement_path` is one statement file or a list of them (read together, see
     recon.statement.parse_statements). With a statement and neither `since` nor `until`, the
     period is the statements' own.
-    Raises StatementError / LoadError (messages name the bad input) when an input is unusable.
+    `tariff_path` is the B2C tariff file payout charges are checked against (None: the one
+    shipped, recon/tariffs/b2c.csv). `bill_ref_query` (C2B_BILL_REF_QUERY) turns on the
+    c2b_unknown_bill_ref check.
+    Raises StatementError / LoadError / TariffError (messages name the bad input) when an input
+    is unusable.
     `progress` is told each stage (recon.progress) as it starts and ends.
     """
+    tariff = shipped_tariff() if tariff_path is None else load_tariff(tariff_path)
     with stage(progress, "checking the database"):
         readable_url = usable_database(database_url)
     paths = [statement_path] if isinstance(statement_path, str | Path) else statement_path or []
@@ -60,7 +69,13 @@ def build_report(
             since, until = start.to_pydatetime(), (end + timedelta(seconds=1)).to_pydatetime()
     try:
         with stage(progress, "loading the database"):
-            frames = load_frames(readable_url, since=since, until=until, statement=statement)
+            frames = load_frames(
+                readable_url,
+                since=since,
+                until=until,
+                statement=statement,
+                bill_ref_query=bill_ref_query,
+            )
     except pd.errors.DatabaseError as error:  # a query pandas ran failed (a column missing)
         raise LoadError(f"cannot read the database {_shown(database_url)}: {error}") from None
     options = Options(
@@ -68,12 +83,14 @@ def build_report(
         stale_after_minutes=stale_after_minutes,
         double_payout_window_hours=double_payout_window_hours,
         amount_tolerance_cents=amount_tolerance_cents,
+        tariff=tariff,
         since=since,
         until=until,
     )
     sources = {"database": _shown(database_url)}
     if paths:
         sources["statement"] = ", ".join(str(path) for path in paths)
+    sources["tariff"] = tariff.source
     with stage(progress, "running the checks"):
         findings = run_checks(frames, options)
     return Report(findings=findings, options=options, sources=sources)

@@ -19,6 +19,7 @@ from decimal import Decimal
 import numpy as np
 import pandas as pd
 
+from recon.charges import UNKNOWN, expected_charges, totals_per_day
 from recon.codes import meaning
 from recon.frames import Frames
 from recon.matching import (
@@ -30,7 +31,8 @@ from recon.matching import (
 )
 from recon.money import decimal_from_cents, format_cents
 from recon.rules import amount_difference, amount_gap
-from recon.statement import ROLE_REVERSAL
+from recon.statement import ROLE_REVERSAL, customer_initiated
+from recon.tariff import Tariff, shipped_tariff
 
 FINDING_COLUMNS = [
     "check",
@@ -63,6 +65,11 @@ class Options:
     amount_tolerance_cents: int = 0
     since: datetime | None = None  # the period checked, naive UTC; None means unbounded
     until: datetime | None = None
+    tariff: Tariff | None = None  # B2C charges; None means the shipped tariff
+
+    @property
+    def b2c_tariff(self) -> Tariff:
+        return self.tariff or shipped_tariff()
 
     @property
     def now(self) -> pd.Timestamp:
@@ -79,6 +86,7 @@ class Findings:
     match: dict[str, tuple[int, int]] = field(default_factory=dict)
     scope: list[str] = field(default_factory=list)  # what was checked and what was not
     traffic: dict[str, int] = field(default_factory=dict)  # what was looked at (see traffic)
+    charges: pd.DataFrame | None = None  # per Nairobi day, see charge_totals; None: no statement
 
     def __len__(self) -> int:
         return len(self.frame)
@@ -603,18 +611,8 @@ def check_stk_amount_mismatch(frames: Frames, *, options: Options) -> pd.DataFra
 def check_missing_from_statement(frames: Frames, *, options: Options) -> pd.DataFrame:
     """Completed payouts and collections, inside the statement's period, whose receipt the
     statement does not show (or that have no receipt to look for)."""
-    if frames.statement is None:
-        return empty_findings()
-    statement = frames.statement
-    start, end = statement.period
-    if start is None:
-        return empty_findings()
-    ours = MatchedFrames.of(frames).statement_matches.ours
-    if statement.time_periods:
-        in_period = statement.covers(ours["occurred_at"])
-    else:
-        in_period = ours["occurred_at"].between(start, end).to_numpy()
-    rows = ours[in_period & ours["statement_cents"].isna().to_numpy()]
+    rows = _missing_from_statement(frames)
+    rows = rows[(rows["kind"] != "c2b").to_numpy()]
     reasons = [
         f"missing from statement: expected receipt {receipt if isinstance(receipt, str) else '-'} "
         f"({direction} {format_cents(amount)}) in the statement != not found "
@@ -628,11 +626,73 @@ def check_missing_from_statement(frames: Frames, *, options: Options) -> pd.Data
     )
 
 
+def check_c2b_missing_from_statement(frames: Frames, *, options: Options) -> pd.DataFrame:
+    """C2B payments we hold (confirmed, or found by Pull Transactions), inside the statement's
+    period, whose receipt the statement does not show as Paid In."""
+    rows = _missing_from_statement(frames)
+    rows = rows[(rows["kind"] == "c2b").to_numpy()]
+    reasons = [
+        f"C2B payment missing from statement: expected receipt {receipt} (paid in "
+        f"{format_cents(amount)}) in the statement != not found ({format_cents(amount)} "
+        "unconfirmed)"
+        for receipt, amount in zip(rows["receipt"], rows["amount_cents"], strict=True)
+    ]
+    return OUR_RECORDS.findings(
+        "c2b_missing_from_statement", rows, reasons, options, at_risk_cents=rows["amount_cents"]
+    )
+
+
+def _missing_from_statement(frames: Frames) -> pd.DataFrame:
+    """our_records (but repeats) inside the statement's period that it does not show."""
+    if frames.statement is None or frames.statement.period[0] is None:
+        return MatchedFrames.of(frames).our_records.iloc[:0]
+    statement = frames.statement
+    start, end = statement.period
+    ours = MatchedFrames.of(frames).statement_matches.ours
+    if statement.time_periods:
+        in_period = statement.covers(ours["occurred_at"])
+    else:
+        in_period = ours["occurred_at"].between(start, end).to_numpy()
+    return ours[in_period & ours["statement_cents"].isna().to_numpy()]
+
+
 def check_unrecorded_statement_entry(frames: Frames, *, options: Options) -> pd.DataFrame:
     """Statement payouts and collections (inside the period checked) with a receipt we have no
-    payout, result or payment for."""
+    payout, result or payment for; C2B rows are c2b_without_confirmation's."""
     if frames.statement is None:
         return empty_findings()
+    rows = _unrecorded_rows(frames, options)
+    rows = rows[~rows["customer_initiated"].to_numpy()]
+    reasons = [
+        f"unrecorded statement entry: expected a record of receipt {receipt} != none found "
+        f"({direction} {format_cents(amount)} unaccounted)"
+        for receipt, direction, amount in zip(
+            rows["receipt"], rows["direction"], rows["amount_cents"], strict=True
+        )
+    ]
+    return statement_row_findings("unrecorded_statement_entry", rows, reasons, options)
+
+
+def check_c2b_without_confirmation(frames: Frames, *, options: Options) -> pd.DataFrame:
+    """Statement rows of payments customers started (paybill, till: by Reason Type or Details)
+    whose receipt no C2B confirmation, Pull Transactions run or other record of ours holds."""
+    if frames.statement is None:
+        return empty_findings()
+    rows = _unrecorded_rows(frames, options)
+    rows = rows[rows["customer_initiated"].to_numpy()]
+    reasons = [
+        f"C2B statement entry without a confirmation: expected a C2B payment {receipt} != none "
+        f"found ({direction} {format_cents(amount)} unaccounted)"
+        for receipt, direction, amount in zip(
+            rows["receipt"], rows["direction"], rows["amount_cents"], strict=True
+        )
+    ]
+    return statement_row_findings("c2b_without_confirmation", rows, reasons, options)
+
+
+def _unrecorded_rows(frames: Frames, options: Options) -> pd.DataFrame:
+    """Statement payment rows in the period whose receipt nothing of ours holds, with
+    `customer_initiated` (statement.customer_initiated)."""
     matched = MatchedFrames.of(frames)
     rows = matched.statement_matches.rows
     rows = in_period(rows[~rows["recorded"]], options)
@@ -643,18 +703,37 @@ def check_unrecorded_statement_entry(frames: Frames, *, options: Options) -> pd.
         frames.attempts["receipt"],
         frames.stk["receipt"],
         frames.stk["reversal_receipt"],
+        frames.c2b["receipt"],
     ]
     # Scan the large receipt lists for the few unrecorded ones (hashing the few, not the many).
     known = pd.concat([held[held.isin(rows["receipt"])] for held in everything_we_hold])
     rows = rows[~rows["receipt"].isin(known)]
+    return rows.assign(customer_initiated=customer_initiated(rows))
+
+
+def check_c2b_unknown_bill_ref(frames: Frames, *, options: Options) -> pd.DataFrame:
+    """C2B payments whose bill reference C2B_BILL_REF_QUERY finds no booking or user for
+    (only when that query is configured: recon.load looks each one up)."""
+    c2b = frames.c2b
+    rows = c2b[(c2b["bill_ref_known"] == False).fillna(False).to_numpy()]  # noqa: E712
+    rows = rows.assign(reference=rows["receipt"].fillna("id " + rows["id"].astype("str")))
     reasons = [
-        f"unrecorded statement entry: expected a record of receipt {receipt} != none found "
-        f"({direction} {format_cents(amount)} unaccounted)"
-        for receipt, direction, amount in zip(
-            rows["receipt"], rows["direction"], rows["amount_cents"], strict=True
-        )
+        f"C2B bill reference unknown: expected a booking or user for {bill_ref!r} != none "
+        f"found ({format_cents(amount)} received, not attributed)"
+        for bill_ref, amount in zip(rows["bill_ref"].fillna(""), rows["amount_cents"], strict=True)
     ]
-    return statement_row_findings("unrecorded_statement_entry", rows, reasons, options)
+    return make_findings(
+        "c2b_unknown_bill_ref",
+        rows,
+        options=options,
+        subject="c2b " + rows["reference"],
+        reasons=reasons,
+        reference_id=rows["receipt"],
+        transaction_id=rows["receipt"],
+        phone=rows["msisdn"],
+        occurred_at=rows["paid_at"].fillna(rows["received_at"]),
+        actual_cents=rows["amount_cents"],
+    )
 
 
 def check_statement_amount_mismatch(frames: Frames, *, options: Options) -> pd.DataFrame:
@@ -767,7 +846,8 @@ def _reversal_rows(frames: MatchedFrames, ours: pd.DataFrame) -> pd.DataFrame:
     backwards = []
     for direction, kind in (("paid in", "payout"), ("withdrawn", "payment")):
         side = payments[(payments["direction"] == direction).to_numpy()]
-        found = receipts[direction].keys.get_indexer(ours.loc[ours["kind"] == kind, "receipt"])
+        kinds = ("payment", "c2b") if kind == "payment" else (kind,)
+        found = receipts[direction].keys.get_indexer(ours.loc[ours["kind"].isin(kinds), "receipt"])
         backwards.append(side.iloc[found[found >= 0]])
     undone = entries[(entries["role"] == ROLE_REVERSAL).to_numpy()]
     parts = [part for part in (undone, *backwards) if len(part)]
@@ -957,6 +1037,88 @@ def check_statement_integrity(frames: Frames, *, options: Options) -> pd.DataFra
     )
 
 
+def check_charge_mismatch(frames: Frames, *, options: Options) -> pd.DataFrame:
+    """B2C payouts on the statement whose charge rows differ from the tariff in force on their
+    Nairobi day (a payout without one included), charge rows of no payment, and payouts whose
+    charge the tariff does not know (not checked). A statement without any charge row says
+    nothing of charges (they may be on the charges account's statement)."""
+    if frames.statement is None:
+        return empty_findings()
+    matched = MatchedFrames.of(frames)
+    charges = matched.statement_charges
+    if not charges.shown:
+        return empty_findings()
+    payouts = in_period(expected_charges(charges.payouts, options.b2c_tariff), options)
+    unknown = (payouts["expected_cents"] == UNKNOWN).to_numpy()
+    gap = (payouts["charged_cents"] - payouts["expected_cents"]).abs()
+    off = ~unknown & (gap > options.amount_tolerance_cents).to_numpy()
+    rows = payouts[off | unknown]
+    checked = ~unknown[off | unknown]
+    payout_part = make_findings(
+        "charge_mismatch",
+        rows,
+        options=options,
+        reasons=[
+            _charge_reason(row, known)
+            for row, known in zip(rows.itertuples(), checked, strict=True)
+        ],
+        **_statement_payout_keys(matched, rows),
+        transaction_id=rows["receipt"],
+        occurred_at=rows["completed_at"],
+        expected_cents=rows["expected_cents"].where(checked),
+        actual_cents=rows["charged_cents"],
+        at_risk_cents=(rows["charged_cents"] - rows["expected_cents"]).abs().where(checked),
+    )
+    orphans = in_period(charges.orphans, options)
+    reasons = [
+        f"charge mismatch: expected a payment with receipt {receipt} != none on the statement "
+        f"({format_cents(amount)} charged for none)"
+        for receipt, amount in zip(orphans["receipt"], orphans["amount_cents"], strict=True)
+    ]
+    orphan_part = statement_row_findings("charge_mismatch", orphans, reasons, options)
+    parts = [part for part in (payout_part, orphan_part) if len(part)]
+    return pd.concat(parts, ignore_index=True) if parts else empty_findings()
+
+
+def _charge_reason(row, known: bool) -> str:
+    if not known:
+        return (
+            f"charge mismatch: expected a tariff charge for {format_cents(row.withdrawn_cents)} "
+            f"on {pd.Timestamp(row.day):%Y-%m-%d} != unknown ({row.band or 'no tariff band'}; "
+            f"not checked, {format_cents(row.charged_cents)} charged)"
+        )
+    charged = f"charged {format_cents(row.charged_cents)}" if row.charge_rows else "no charge row"
+    return (
+        f"charge mismatch: expected {format_cents(row.expected_cents)} ({row.band}) != "
+        f"{charged} ({_cents_gap(row.expected_cents, row.charged_cents)})"
+    )
+
+
+def _statement_payout_keys(matched: MatchedFrames, rows: pd.DataFrame) -> dict:
+    """record_keys for statement payout rows: our payout holding the receipt, else the row."""
+    ours = matched.statement_matches.ours
+    ours = ours[(ours["kind"] == "payout").to_numpy()].drop_duplicates("receipt")
+    ours = ours.set_index("receipt")
+    ids = lookup_values(rows["receipt"], ours["id"].astype("str"))
+    references = lookup_values(rows["receipt"], ours["reference"].astype("str"))
+    keys = record_keys("payout", references, ids)
+    mine = ids.notna()
+    keys["subject"] = keys["subject"].where(mine, statement_lines(rows))
+    keys["payout_id"] = keys["payout_id"].where(mine)
+    return keys
+
+
+def charge_totals(frames: Frames, options: Options) -> pd.DataFrame | None:
+    """Per Nairobi day of the period: B2C payout rows on the statement, KES charged, KES the
+    tariff expected and payouts it has no charge for (recon.charges.totals_per_day); None
+    without a statement."""
+    if frames.statement is None:
+        return None
+    charges = MatchedFrames.of(frames).statement_charges
+    payouts = in_period(expected_charges(charges.payouts, options.b2c_tariff), options)
+    return totals_per_day(payouts, in_period(charges.orphans, options))
+
+
 # -- registry and runner ------------------------------------------------------------------------
 
 Check = Callable[..., pd.DataFrame]
@@ -974,10 +1136,14 @@ CHECKS: list[Check] = [
     check_duplicate_receipt,
     check_missing_from_statement,
     check_unrecorded_statement_entry,
+    check_c2b_missing_from_statement,
+    check_c2b_without_confirmation,
+    check_c2b_unknown_bill_ref,
     check_statement_amount_mismatch,
     check_reversal,
     check_statement_integrity,
     check_statement_coverage,
+    check_charge_mismatch,
 ]
 CHECK_NAMES = tuple(check.__name__.removeprefix("check_") for check in CHECKS)
 KES_AT_RISK = (
@@ -1000,19 +1166,26 @@ AT_RISK: dict[str, str | None] = {
     "duplicate_receipt": "the extra record's or row's amount",
     "missing_from_statement": "the amount paid",
     "unrecorded_statement_entry": "the row's amount",
+    "c2b_missing_from_statement": "the amount recorded",
+    "c2b_without_confirmation": "the row's amount",
+    "c2b_unknown_bill_ref": None,
     "statement_amount_mismatch": "the part not already counted",
     "reversal": "the amount returned",
     "statement_integrity": None,
     "statement_coverage": None,
+    "charge_mismatch": "the difference from the tariff (a charge of no payment: its amount)",
 }
 COUNT_ONLY = tuple(name for name in CHECK_NAMES if AT_RISK[name] is None)
 STATEMENT_CHECKS = (
     "missing_from_statement",
     "unrecorded_statement_entry",
+    "c2b_missing_from_statement",
+    "c2b_without_confirmation",
     "statement_amount_mismatch",
     "reversal",
     "statement_integrity",
     "statement_coverage",
+    "charge_mismatch",
     "the statement side of duplicate_receipt",
 )
 
@@ -1030,6 +1203,7 @@ def run_checks(frames: Frames, options: Options | None = None) -> Findings:
         match=match_rates(frames),
         scope=scope(frames, options),
         traffic=traffic(frames, options),
+        charges=charge_totals(frames, options),
     )
 
 
@@ -1042,6 +1216,8 @@ def traffic(frames: Frames, options: Options) -> dict[str, int]:
         "callback": len(frames.results),
         "collection": len(frames.stk),
     }
+    if len(frames.c2b):
+        counts["C2B payment"] = len(frames.c2b)
     if frames.statement is not None:
         counts["statement row"] = len(in_period(frames.statement.entries, options))
     return counts
@@ -1069,6 +1245,12 @@ def scope(frames: Frames, options: Options) -> list[str]:
         if gaps
         else "The statement covers the whole period."
     )
+    charges = MatchedFrames.of(frames).statement_charges
+    if not charges.shown and len(in_period(charges.payouts, options)):
+        lines.append(
+            "The statement shows no B2C charge rows: charge_mismatch not checked (the charges may "
+            "be on the charges account's statement)."
+        )
     return lines
 
 

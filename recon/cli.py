@@ -78,6 +78,19 @@ def make_parser() -> argparse.ArgumentParser:
         metavar="HOURS",
         help="window for possible double payouts (24)",
     )
+    parser.add_argument(
+        "--tariff",
+        metavar="FILE",
+        help="B2C tariff CSV that payout charges are checked against "
+        "(default: the shipped recon/tariffs/b2c.csv)",
+    )
+    parser.add_argument(
+        "--bill-ref-query",
+        default=os.environ.get("C2B_BILL_REF_QUERY", ""),
+        metavar="SQL",
+        help="SQL finding the booking or user a C2B bill reference names, by :bill_ref; "
+        "turns on c2b_unknown_bill_ref (default: $C2B_BILL_REF_QUERY)",
+    )
     parser.add_argument("--out", required=True, help="directory for the report files")
     parser.add_argument(
         "--email",
@@ -143,6 +156,7 @@ def _reconcile(args, progress):
     from recon.api import build_report
     from recon.load import LoadError
     from recon.statement import StatementError
+    from recon.tariff import TariffError
 
     if not args.database_url:
         raise UsageError("no database: give --database-url or set DATABASE_URL")
@@ -157,9 +171,11 @@ def _reconcile(args, progress):
             stale_after_minutes=args.stale_after,
             statement_path=args.statement,
             double_payout_window_hours=args.double_payout_window,
+            tariff_path=args.tariff,
             progress=progress,
+            bill_ref_query=args.bill_ref_query,
         )
-    except (StatementError, LoadError) as error:
+    except (StatementError, LoadError, TariffError) as error:
         raise UsageError(str(error)) from None
 
 

@@ -7,10 +7,16 @@ set creates the tables; this module migrates nothing) so the notebooks show some
 machine. The same seed and end date always give the same rows and the same statement.
 
 What is planted on top of the everyday traffic (normal payouts, failures with real result
-codes, retries, STK collections paid, cancelled, timed out and expired): at least one finding of
+codes, retries, STK collections paid, cancelled, timed out and expired, C2B paybill payments
+customers made themselves, a few of them found by Pull Transactions): at least one finding of
 every check in `recon.checks.CHECK_NAMES` but the two in `NOT_PLANTED`, and a payout in every
 status of the service's state machine (submitting, pending, unknown, completed, failed,
-review). `PLANTED` names them.
+review). `PLANTED` names them. A C2B payment's bill reference names an STK collection's
+booking; `BILL_REF_QUERY` is the lookup to reconcile with (c2b_unknown_bill_ref needs it).
+
+Each B2C payout row of the statement has the charge row the shipped tariff
+(recon/tariffs/b2c.csv) asks on its Nairobi day, none where it asks nothing or does not know
+the charge (recon then reports the payout as not checked).
 
 Rows go into the migrated database's own tables, reflected with SQLAlchemy (recon never imports
 the service); times are naive UTC, the statement is in Nairobi time.
@@ -24,24 +30,28 @@ import os
 import random
 import sys
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
+import numpy as np
 import sqlalchemy as sa
 
 from recon.codes import integer_code, meaning
 from recon.load import make_engine
 from recon.rules import NAIROBI, amount_difference
 from recon.statement import PORTAL_HEADER
+from recon.tariff import shipped_tariff
 
 DEFAULT_SEED = 7
 DEFAULT_DAYS = 7
 OPENING_BALANCE = Decimal("1500000.00")
 TOTAL_WITHDRAWN_ERROR = Decimal("100.00")  # the statement header's deliberate mistake
+OVERCHARGE = Decimal("10.00")  # the planted charge's excess over the tariff
 PAYOUTS_PER_DAY = 42
 STK_PER_DAY = 58
+C2B_PER_DAY = 14
 CUSTOMERS = 400
 STK_AMOUNTS = [50, 100, 150, 200, 250, 300, 450, 500, 800, 1000, 1200, 2000, 3500]
 B2C_FAILURES = {"1": 4, "2040": 3, "SFC_IC0003": 3, "8": 2, "2001": 1, "11": 1}
@@ -59,7 +69,10 @@ NAMES = ["JANE", "JOHN", "MARY", "PETER", "GRACE", "JAMES", "FAITH", "DAVID", "A
 SURNAMES = ["WANJIKU", "OTIENO", "KAMAU", "ACHIENG", "MWANGI", "CHEBET", "NJOROGE", "WAMBUI"]
 PAYOUT_REASON = "Business Payment to Customer via API"
 CHARGE_REASON = "Business Payment Charge"
-COLLECTION_REASON = "Pay Bill Online"
+COLLECTION_REASON = "Pay Utility"  # an STK push to the paybill (REFERENCE 12.1)
+C2B_REASON = "Pay Bill Online"  # a customer paying the paybill from the phone
+# The booking a C2B payment's bill reference names, as C2B_BILL_REF_QUERY would find it.
+BILL_REF_QUERY = "SELECT 1 FROM payments WHERE booking_id = :bill_ref"
 FUNDING_REASON = "Organization Settlement Account to Utility Account transfer of funds"
 REVERSAL_REASON = "Reversal"
 PLANTED = {
@@ -78,6 +91,11 @@ PLANTED = {
     "paid_twice": "a payout whose two attempts were both paid, under two receipts",
     "duplicate_receipt": "a statement payout row listed twice",
     "reversal": "a payout the statement shows reversed (Paid In, Reason Type Reversal)",
+    "charge_mismatch": "a payout charged 10.00 more than the tariff asks",
+    "c2b_missing_from_statement": "a confirmed C2B payment the statement lacks",
+    "c2b_without_confirmation": "a statement Pay Bill Online row no confirmation brought",
+    "c2b_unknown_bill_ref": "a C2B payment whose bill reference names no booking (with "
+    "BILL_REF_QUERY)",
 }
 NOT_PLANTED = {
     "unreadable_value": "the demo writes through typed columns, which hold only readable values",
@@ -93,6 +111,7 @@ DEMO_TABLES = (
     "status_queries",
     "payments",
     "stk_callbacks",
+    "c2b_payments",
     "payment_flags",
 )
 
@@ -157,6 +176,8 @@ class StatementLine:
     withdrawn: Decimal = Decimal(0)
     reason: str = PAYOUT_REASON
     other_party: str = ""
+    overcharged: Decimal = Decimal(0)  # charged this much above the tariff
+    account: str = ""  # A/C No.: what the payer typed
 
 
 @dataclass
@@ -489,6 +510,7 @@ class _Generator:
             if line.reason == PAYOUT_REASON and line.completed_at < early
         ]
         listed_twice, reversed_ = self.rng.sample(payouts, 2)
+        self.overcharge([line for line in payouts if line not in (listed_twice, reversed_)])
         self.data.statement.append(listed_twice)
         self.data.statement.append(
             StatementLine(
@@ -499,6 +521,13 @@ class _Generator:
                 other_party=reversed_.other_party,
             )
         )
+
+    def overcharge(self, payouts: list[StatementLine]) -> None:
+        """One payout row, of an amount the tariff charges, charged OVERCHARGE too much."""
+        charged = [line for line in payouts if tariff_charge(line.withdrawn, line.completed_at)]
+        chosen = self.rng.choice(charged)
+        index = self.data.statement.index(chosen)
+        self.data.statement[index] = replace(chosen, overcharged=OVERCHARGE)
 
     def late_success(self, payout: dict) -> None:
         """A Transaction Status result saying the payout was paid, after it was marked failed."""
@@ -640,6 +669,84 @@ class _Generator:
         self.stk(end - timedelta(hours=6), 800, pick(self.customers), "unknown")
         self.stk(end - timedelta(minutes=4), 300, pick(self.customers), "pending")
 
+    # C2B: payments customers made to the paybill themselves
+
+    def c2b(self, when: datetime, amount: int, bill_ref: str, *, source="confirmation") -> dict:
+        """A C2B payment as the service stores it (source confirmation, or pull: its
+        confirmation never came and Pull Transactions found it, flagged)."""
+        customer = self.rng.choice(self.customers)
+        masked = f"{customer.phone[:4]} ***** {customer.phone[-3:]}"
+        first, _, last = customer.name.partition(" ")
+        received = when + timedelta(seconds=self.rng.randint(1, 5))
+        if source == "pull":
+            received = when + timedelta(minutes=self.rng.randrange(20, 360))
+        row = self.add(
+            "c2b_payments",
+            id=self.uid(),
+            trans_id=self.receipt(when),
+            transaction_type="Pay Bill" if source == "confirmation" else "c2b-pay-bill-debit",
+            kind="paybill",
+            amount=Decimal(amount),
+            msisdn=masked,
+            bill_ref_number=bill_ref,
+            business_short_code="600999",
+            first_name=first if source == "confirmation" else None,
+            last_name=last if source == "confirmation" else None,
+            trans_time=when,
+            source=source,
+            outcome="recorded",
+            received_at=received,
+            confirmed_at=received if source == "confirmation" else None,
+        )
+        if source == "pull":
+            detail = f"C2B payment {row['trans_id']} found by Pull Transactions"
+            self.flag("c2b_payment", row["id"], "confirmation_missed", detail, received)
+        return row
+
+    def c2b_line(self, row: dict) -> StatementLine:
+        return StatementLine(
+            row["trans_id"],
+            row["trans_time"],
+            paid_in=row["amount"],
+            reason=C2B_REASON,
+            other_party=row["msisdn"],
+            account=row["bill_ref_number"],
+        )
+
+    def c2b_traffic(self) -> None:
+        """Everyday C2B payments naming a booking, each on the statement; two found by Pull
+        Transactions; and the planted C2B findings. Drawn after everything else, so the rest of
+        the data set is what it was before C2B was added."""
+        bookings = [p["booking_id"] for p in self.data.rows["payments"]]
+        days = (self.data.end - self.data.start).days
+        for day in range(days):
+            for _ in range(self.rng.randint(C2B_PER_DAY * 4 // 5, C2B_PER_DAY * 6 // 5)):
+                when = self.business_time(day)
+                row = self.c2b(when, self.rng.choice(STK_AMOUNTS), self.rng.choice(bookings))
+                self.data.statement.append(self.c2b_line(row))
+        start = self.data.start
+        for day, amount in ((2, 1800), (5, 650)):
+            when = start + timedelta(days=day, hours=8, minutes=41)
+            pulled = self.c2b(when, amount, self.rng.choice(bookings), source="pull")
+            self.data.statement.append(self.c2b_line(pulled))
+        # c2b_missing_from_statement: confirmed, but the statement has no such receipt
+        self.c2b(start + timedelta(days=3, hours=12), 2200, self.rng.choice(bookings))
+        # c2b_unknown_bill_ref: the customer typed a bill reference that names no booking
+        typo = self.c2b(start + timedelta(days=4, hours=7), 900, "BOOKNG-00017")
+        self.data.statement.append(self.c2b_line(typo))
+        # c2b_without_confirmation: paid (the statement shows it), never confirmed nor pulled
+        when = start + timedelta(days=1, hours=14, minutes=5)
+        self.data.statement.append(
+            StatementLine(
+                self.receipt(when),
+                when,
+                paid_in=Decimal(3000),
+                reason=C2B_REASON,
+                other_party="2547 ***** 455",
+                account=self.rng.choice(bookings),
+            )
+        )
+
     # statement
 
     def statement_lines(self) -> None:
@@ -701,6 +808,7 @@ class _Generator:
         self.planted_stk()
         self.statement_lines()
         self.planted_statement_anomalies()
+        self.c2b_traffic()
         return self.data
 
 
@@ -724,13 +832,16 @@ def generate(seed: int = DEFAULT_SEED, days: int = DEFAULT_DAYS, end: date | Non
 # -- the statement file ---------------------------------------------------------------------------
 
 
-def charge(amount: Decimal) -> Decimal:
-    """The B2C transaction charge of a payout (a tariff in the spirit of Safaricom's)."""
-    if amount <= 100:
-        return Decimal(0)
-    if amount <= 1000:
-        return Decimal(5)
-    return Decimal(9) if amount <= 10_000 else Decimal(13)
+def tariff_charge(amount: Decimal, when: datetime) -> Decimal | None:
+    """The shipped tariff's charge of a B2C payout of `amount` completed at `when` (naive UTC);
+    None where the tariff does not know it."""
+    quote = shipped_tariff().quote(
+        np.array([int(amount * 100)], dtype=np.int64),
+        np.array([nairobi(when).date()], dtype="datetime64[D]"),
+        np.array(["registered"], dtype=object),
+    )
+    cents = int(quote.cents[0])
+    return None if cents < 0 else Decimal(cents).scaleb(-2)
 
 
 def statement_rows(data: DemoData) -> tuple[list[list[str]], list[dict[str, str]]]:
@@ -746,8 +857,10 @@ def statement_rows(data: DemoData) -> tuple[list[list[str]], list[dict[str, str]
     rows = []
     for line in lines:
         movements = [(line.reason, line.paid_in, line.withdrawn)]
-        if line.withdrawn and line.reason == PAYOUT_REASON and charge(line.withdrawn):
-            movements.append((CHARGE_REASON, Decimal(0), charge(line.withdrawn)))
+        if line.withdrawn and line.reason == PAYOUT_REASON:
+            charge = (tariff_charge(line.withdrawn, line.completed_at) or 0) + line.overcharged
+            if charge:
+                movements.append((CHARGE_REASON, Decimal(0), charge))
         for reason, paid_in, withdrawn in movements:
             balance += paid_in - withdrawn
             paid_total += paid_in
@@ -763,7 +876,8 @@ def _statement_row(line, reason, paid_in, withdrawn, balance) -> dict[str, str]:
     details = {
         PAYOUT_REASON: f"Business Payment to {line.other_party}",
         CHARGE_REASON: "Business Payment Charge",
-        COLLECTION_REASON: f"Pay Bill Online from {line.other_party}",
+        COLLECTION_REASON: f"Pay Utility from {line.other_party}",
+        C2B_REASON: f"Pay Bill Online from {line.other_party}",
         FUNDING_REASON: "Funds transfer from the organisation settlement account",
         REVERSAL_REASON: f"Reversal of {line.receipt}",
     }[reason]
@@ -780,7 +894,7 @@ def _statement_row(line, reason, paid_in, withdrawn, balance) -> dict[str, str]:
         "Reason Type": reason,
         "Other Party Info": line.other_party,
         "Linked Transaction ID": "",
-        "A/C No.": "SESSION" if reason == COLLECTION_REASON else "",
+        "A/C No.": "SESSION" if reason == COLLECTION_REASON else line.account,
     }
 
 
@@ -942,11 +1056,13 @@ def main(argv: list[str]) -> int:
         return 2
     shown = sa.make_url(args.database_url).render_as_string(hide_password=True)
     print(
-        f"wrote {data.count('b2c_payments')} payouts, {data.count('payments')} STK payments and "
+        f"wrote {data.count('b2c_payments')} payouts, {data.count('payments')} STK payments, "
+        f"{data.count('c2b_payments')} C2B payments and "
         f"{data.count('b2c_payment_callbacks') + data.count('stk_callbacks')} callbacks "
         f"from {data.start:%Y-%m-%d %H:%M} to {data.end:%Y-%m-%d %H:%M} UTC to {shown}\n"
         f"wrote the statement {args.statement}\n"
         f"reconcile it with:\n  python -m recon --database-url '{shown}' "
-        f"--statement {args.statement} --as-of {data.end:%Y-%m-%dT%H:%M}Z --out out/demo"
+        f"--statement {args.statement} --as-of {data.end:%Y-%m-%dT%H:%M}Z "
+        f'--bill-ref-query "{BILL_REF_QUERY}" --out out/demo'
     )
     return 0

@@ -74,7 +74,21 @@ STK_COLUMNS = {
     # The receipt of the reversal the service made of it (its refund), if any.
     "reversal_receipt": "reversal_receipt",
 }
-LOWERCASE_COLUMNS = ("status", "kind")
+C2B_COLUMNS = {
+    "id": "id",
+    "receipt": "trans_id",
+    "amount_cents": "amount",
+    "msisdn": "msisdn",
+    "bill_ref": "bill_ref_number",
+    "source": "source",
+    "outcome": "outcome",
+    "paid_at": "trans_time",
+    "received_at": "received_at",
+    "confirmed_at": "confirmed_at",
+    # Whether C2B_BILL_REF_QUERY found the bill reference (recon.load); missing when not asked.
+    "bill_ref_known": "bill_ref_known",
+}
+LOWERCASE_COLUMNS = ("status", "kind", "source", "outcome")
 RECEIPT_COLUMNS = ("transaction_id", "receipt", "reversal_receipt")
 UNREADABLE_COLUMNS = ["table", "id", "column", "value"]
 
@@ -88,6 +102,7 @@ class Frames:
     results: pd.DataFrame
     stk: pd.DataFrame
     statement: Statement | None = None
+    c2b: pd.DataFrame = field(default_factory=lambda: normalise(None, C2B_COLUMNS))
     unreadable: pd.DataFrame = field(
         default_factory=lambda: pd.DataFrame(columns=UNREADABLE_COLUMNS), compare=False
     )
@@ -101,6 +116,7 @@ class Frames:
         results: pd.DataFrame | None = None,
         stk: pd.DataFrame | None = None,
         statement: Statement | None = None,
+        c2b: pd.DataFrame | None = None,
     ) -> Frames:
         """Frames from DataFrames with the database's column names (missing columns allowed)."""
         frames = cls(
@@ -109,12 +125,14 @@ class Frames:
             results=normalise_results(results),
             stk=normalise(stk, STK_COLUMNS),
             statement=statement,
+            c2b=normalise(c2b, C2B_COLUMNS),
         )
         frames.unreadable = pd.concat(
             [
                 unreadable_values("b2c_payments", payouts, frames.payouts, PAYOUT_COLUMNS),
                 unreadable_values("b2c_payment_callbacks", results, frames.results, RESULT_COLUMNS),
                 unreadable_values("payments", stk, frames.stk, STK_COLUMNS),
+                unreadable_values("c2b_payments", c2b, frames.c2b, C2B_COLUMNS),
             ],
             ignore_index=True,
         )
@@ -129,6 +147,7 @@ class Frames:
         results: list[dict] = (),
         stk: list[dict] = (),
         statement: Statement | None = None,
+        c2b: list[dict] = (),
     ) -> Frames:
         """Frames from plain row dicts keyed by database column names (tests, notebooks)."""
         return cls.from_database_frames(
@@ -137,6 +156,7 @@ class Frames:
             results=pd.DataFrame(list(results)),
             stk=pd.DataFrame(list(stk)),
             statement=statement,
+            c2b=pd.DataFrame(list(c2b)),
         )
 
 
@@ -179,6 +199,8 @@ def unreadable_values(
 
 
 def _convert(name: str, values: pd.Series) -> pd.Series:
+    if name == "bill_ref_known":
+        return values.astype("boolean")
     if name in RECEIPT_COLUMNS:
         return receipt_series(values)
     if name.endswith("_cents"):

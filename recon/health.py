@@ -21,6 +21,8 @@ Definitions (the notebooks' text repeats them):
   without any answer (expired by the sweep) timeout; `pending`/`unknown` open; other codes failed.
 - underpayment: an STK collection paid less than it asked for.
 - time to callback: from an STK request to its first callback.
+- C2B: paybill and till payments customers made themselves, per Nairobi day they were paid;
+  `pulled` are those whose confirmation never came and Pull Transactions found.
 """
 
 from __future__ import annotations
@@ -453,3 +455,23 @@ def time_to_callback(stk: pd.DataFrame, callbacks: pd.DataFrame) -> pd.DataFrame
     )
     frame["seconds"] = (frame["first_callback_at"] - frame["created_at"]).dt.total_seconds()
     return frame.sort_values("created_at", ignore_index=True)
+
+
+# -- C2B ------------------------------------------------------------------------------------------
+
+
+def c2b_per_day(c2b: pd.DataFrame) -> pd.DataFrame:
+    """Per Nairobi day paid: C2B payments and KES received, and how many of them Pull
+    Transactions found (their confirmation missed). Malformed rows (no receipt) are left out."""
+    c2b = c2b[c2b["receipt"].notna().to_numpy()]
+    frame = c2b.assign(day=nairobi_day(c2b["paid_at"].fillna(c2b["received_at"])))
+    rows = [
+        {
+            "day": day,
+            "payments": len(group),
+            "kes_received": kes(group["amount_cents"]),
+            "pulled": int((group["source"] == "pull").sum()),
+        }
+        for day, group in frame.groupby("day", sort=True)
+    ]
+    return pd.DataFrame(rows, columns=["day", "payments", "kes_received", "pulled"])

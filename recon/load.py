@@ -28,6 +28,7 @@ FRAME_QUERIES = {
     "attempts": "payout_attempts",
     "results": "b2c_results",
     "stk": "stk_payments",
+    "c2b": "c2b_payments",
 }
 TIME_TYPES = {FIELD_TYPE.DATETIME, FIELD_TYPE.TIMESTAMP}
 DECIMAL_TYPES = {FIELD_TYPE.DECIMAL, FIELD_TYPE.NEWDECIMAL}
@@ -62,8 +63,11 @@ def load_frames(
     since: datetime | None = None,
     until: datetime | None = None,
     statement: Statement | None = None,
+    bill_ref_query: str = "",
 ) -> Frames:
-    """Payouts, their attempts, B2C results and STK payments of [since, until) as Frames."""
+    """Payouts, their attempts, B2C results, STK payments and C2B payments of [since, until)
+    as Frames. With `bill_ref_query` (C2B_BILL_REF_QUERY: SQL taking `:bill_ref`), each C2B
+    payment's bill reference is looked up (`bill_ref_known`)."""
     queries = load_queries()
     params = {"since": _bound_time(since), "until": _bound_time(until)}
     engine = make_engine(database_url, times_as_text=True)
@@ -74,6 +78,8 @@ def load_frames(
             for frame_name, query_name in _progress(FRAME_QUERIES.items()):
                 sql = sa.text(queries[query_name].sql)
                 raw[frame_name] = read_frame(connection, sql, params)
+            if bill_ref_query:
+                raw["c2b"] = with_bill_refs_looked_up(connection, raw["c2b"], bill_ref_query)
     except sa.exc.SQLAlchemyError as error:
         raise LoadError(
             f"cannot read the database {shown}: {type(error).__name__}: "
@@ -84,6 +90,19 @@ def load_frames(
     finally:
         engine.dispose()
     return Frames.from_database_frames(**raw, statement=statement)
+
+
+def with_bill_refs_looked_up(
+    connection: sa.Connection, c2b: pd.DataFrame, query: str
+) -> pd.DataFrame:
+    """`c2b` with `bill_ref_known`: whether `query`, run with each distinct bill reference
+    bound as `:bill_ref`, returns a row (a payment without a bill reference is unknown)."""
+    statement = sa.text(query)
+    known = {}
+    for bill_ref in c2b["bill_ref_number"].dropna().unique():
+        found = connection.execute(statement, {"bill_ref": str(bill_ref)}).first()
+        known[bill_ref] = found is not None
+    return c2b.assign(bill_ref_known=c2b["bill_ref_number"].map(known).fillna(False))
 
 
 def read_frame(connection: sa.Connection, sql: sa.TextClause, params: dict) -> pd.DataFrame:

@@ -18,6 +18,7 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
+from recon.charges import StatementCharges, statement_charges
 from recon.frames import Frames
 from recon.rules import PAYOUT_MATCH_ORDER
 from recon.statement import ROLE_PAYMENT
@@ -120,6 +121,23 @@ def collection_receipts(stk: pd.DataFrame) -> pd.DataFrame:
             "phone": stk["phone"],
             "occurred_at": stk["completed_at"].fillna(stk["created_at"]),
             "reversal_receipt": stk["reversal_receipt"],
+        }
+    )
+
+
+def c2b_receipts(c2b: pd.DataFrame) -> pd.DataFrame:
+    """C2B payments that carry a receipt (a malformed confirmation has none), named by it,
+    with their amount and when they were paid (else received)."""
+    c2b = c2b[c2b["receipt"].notna().to_numpy()]
+    return pd.DataFrame(
+        {
+            "id": c2b["id"],
+            "reference": c2b["receipt"],
+            "receipt": c2b["receipt"],
+            "requested_cents": c2b["amount_cents"],
+            "amount_cents": c2b["amount_cents"],
+            "phone": c2b["msisdn"],
+            "occurred_at": c2b["paid_at"].fillna(c2b["received_at"]),
         }
     )
 
@@ -378,15 +396,17 @@ class MatchedFrames(Frames):
 
     @cached_property
     def our_records(self) -> pd.DataFrame:
-        """Our completed payouts and collections (payout_receipts and collection_receipts, with
-        `kind` and `direction`), and `repeat`: the record holds a receipt another one keeps. Of
-        the records sharing a receipt, the one whose amount the statement shows for it keeps
-        it, else the first completed (then the smaller id). A repeat is a duplicate_receipt
-        finding and is not compared with the statement again."""
+        """Our completed payouts and collections (payout_receipts, collection_receipts and
+        c2b_receipts, with `kind` payout, payment or c2b, and `direction`), and `repeat`: the
+        record holds a receipt another one keeps. Of the records sharing a receipt, the one
+        whose amount the statement shows for it keeps it, else the first completed (then the
+        smaller id). A repeat is a duplicate_receipt finding and is not compared with the
+        statement again."""
         ours = pd.concat(
             [
                 self.payout_receipts.assign(kind="payout", direction="withdrawn"),
                 collection_receipts(self.stk).assign(kind="payment", direction="paid in"),
+                c2b_receipts(self.c2b).assign(kind="c2b", direction="paid in"),
             ],
             ignore_index=True,
         )
@@ -441,3 +461,8 @@ class MatchedFrames(Frames):
         ours["statement_cents"] = pd.arrays.IntegerArray(cents, absent)
         statement["recorded"] = recorded
         return StatementMatches(ours=ours, rows=statement)
+
+    @cached_property
+    def statement_charges(self) -> StatementCharges:
+        """The statement's B2C payout rows with their charge rows (recon.charges)."""
+        return statement_charges(self.statement.entries)

@@ -44,7 +44,7 @@ LABEL_COLOURS = {
 }
 
 # One colour per reconciliation check, the same in every chart that shows checks (Kelly's
-# colours of maximum contrast, in check order): 17 checks, 17 colours, none shared.
+# colours of maximum contrast, black included, in check order): none shared.
 CHECK_COLOURS = dict(
     zip(
         CHECK_NAMES,
@@ -62,10 +62,14 @@ CHECK_COLOURS = dict(
             "#882d17",  # reddish brown
             "#604e97",  # violet
             "#8db600",  # yellow green
+            "#f6a600",  # orange yellow
+            "#e25822",  # reddish orange
+            "#dcd300",  # greenish yellow
             "#f99379",  # yellowish pink
             "#2b3d26",  # olive green
             "#b3446c",  # purplish red
             "#654522",  # yellowish brown
+            "#222222",  # black
         ],
         strict=True,
     )

@@ -32,6 +32,8 @@ AGING_BUCKETS = [
     ("> 7 d", 168, float("inf")),
 ]
 TOP_FINDINGS = 10
+CHARGES_TITLE = "Charges against the tariff (B2C payouts on the statement, per Nairobi day)"
+CHARGES_HEADINGS = ("day", "payouts", "charged", "expected", "difference", "not checked")
 CHECK_MEANINGS = {
     name: " ".join(check.__doc__.split()) for name, check in zip(CHECK_NAMES, CHECKS, strict=True)
 }
@@ -106,6 +108,34 @@ class Report:
         return frame.iloc[order[:limit]]
 
     @property
+    def charges(self) -> pd.DataFrame | None:
+        """Per Nairobi day: the B2C payout rows on the statement, KES charged, KES the tariff
+        expected, the difference and the payouts whose charge the tariff does not know (not
+        checked), then a `total` row; None without a statement."""
+        per_day = self.findings.charges
+        if per_day is None:
+            return None
+        columns = ["payouts", "charged_cents", "expected_cents", "not_checked"]
+        total = pd.DataFrame([{"day": "total", **per_day[columns].sum().to_dict()}])
+        days = per_day.assign(day=[f"{pd.Timestamp(day):%Y-%m-%d}" for day in per_day["day"]])
+        table = pd.concat([days, total], ignore_index=True) if len(days) else total
+        return pd.DataFrame(
+            {
+                "day": table["day"],
+                "payouts": table["payouts"].astype(int),
+                "charged": [_from_cents(cents) for cents in table["charged_cents"]],
+                "expected": [_from_cents(cents) for cents in table["expected_cents"]],
+                "difference": [
+                    _from_cents(charged - expected)
+                    for charged, expected in zip(
+                        table["charged_cents"], table["expected_cents"], strict=True
+                    )
+                ],
+                "not_checked": table["not_checked"].astype(int),
+            }
+        )
+
+    @property
     def period_text(self) -> str:
         since, until = self.options.since, self.options.until
         return (
@@ -162,6 +192,19 @@ class Report:
                 {"bucket": row.bucket, "count": int(row.count), "kes_at_risk": str(row.kes_at_risk)}
                 for row in self.aging.itertuples()
             ],
+            "charges": None
+            if self.charges is None
+            else [
+                {
+                    "day": row.day,
+                    "payouts": int(row.payouts),
+                    "charged": str(row.charged),
+                    "expected": str(row.expected),
+                    "difference": str(row.difference),
+                    "not_checked": int(row.not_checked),
+                }
+                for row in self.charges.itertuples()
+            ],
             "exit_code": self.exit_code,
         }
 
@@ -181,12 +224,23 @@ class Report:
         lines += ["", "Aging of open items", f"{'age':<10}{'count':>7}{'KES at risk':>16}"]
         for row in self.aging.itertuples():
             lines.append(f"{row.bucket:<10}{row.count:>7}{_money(row.kes_at_risk):>16}")
+        lines += ["", *self._charges_text()]
         top = self.top_findings()
         if not top.empty:
             lines += ["", "Top findings"]
             for rank, row in enumerate(top.itertuples(), start=1):
                 lines.append(f"{rank:>2}. [{row.check}] {row.subject}: {row.reason}")
         return "\n".join(lines) + "\n"
+
+    def _charges_text(self) -> list[str]:
+        if self.charges is None:
+            return [CHARGES_TITLE, "No statement given: charges not checked."]
+        first, *rest = CHARGES_HEADINGS
+        lines = [CHARGES_TITLE, f"{first:<12}" + "".join(f"{name:>12}" for name in rest)]
+        for row in self.charges.itertuples(index=False):
+            cells = [row.day, f"{row.payouts:,}", *map(_money, row[2:5]), f"{row.not_checked:,}"]
+            lines.append(f"{cells[0]:<12}" + "".join(f"{cell:>12}" for cell in cells[1:]))
+        return lines
 
     # -- HTML -------------------------------------------------------------------------------
 
@@ -209,6 +263,7 @@ class Report:
                 _tr([row.bucket, row.count, _money(row.kes_at_risk)], numbers={1, 2})
                 for row in self.aging.itertuples()
             ),
+            charges=self._charges_html(),
             charts="\n".join(self._chart_tags(images)),
             top_rows="\n".join(
                 _tr(
@@ -232,6 +287,23 @@ class Report:
                 numbers={2, 3},
                 flagged=row.count > 0,
             )
+
+    def _charges_html(self) -> str:
+        if self.charges is None:
+            return "<p>No statement given: charges not checked.</p>"
+        head = "".join(
+            (f'<th class="number">{_e(name)}</th>' if index else f"<th>{_e(name)}</th>")
+            for index, name in enumerate(CHARGES_HEADINGS)
+        )
+        rows = [
+            _tr(
+                [row.day, f"{row.payouts:,}", *map(_money, row[2:5]), f"{row.not_checked:,}"],
+                numbers={1, 2, 3, 4, 5},
+                flagged=row.difference != 0 or row.not_checked > 0,
+            )
+            for row in self.charges.itertuples(index=False)
+        ]
+        return "\n".join(["<table>", f"  <tr>{head}</tr>", *rows, "</table>"])
 
     def _chart_tags(self, images: str):
         for name, png in self.charts.items():
@@ -315,6 +387,20 @@ def _tr(cells, *, numbers=frozenset(), flagged: bool = False) -> str:
     return f'  <tr class="flagged">{tds}</tr>' if flagged else f"  <tr>{tds}</tr>"
 
 
+def table_csv(frame: pd.DataFrame) -> bytes:
+    """Any table as CSV, its formula-like text made inert (the findings' rule, for other
+    files the project hands to spreadsheets)."""
+    return _inert_text(frame.copy()).to_csv(index=False).encode()
+
+
+def table_xlsx(frame: pd.DataFrame, sheet_name: str) -> bytes:
+    """Any table as a one-sheet XLSX, its formula-like text made inert."""
+    buffer = io.BytesIO()
+    with pd.ExcelWriter(buffer, engine="openpyxl") as writer:
+        _inert_text(frame.copy()).to_excel(writer, sheet_name=sheet_name, index=False)
+    return buffer.getvalue()
+
+
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -340,6 +426,10 @@ def _money(amount: object) -> str:
     if amount is None:
         return "-"
     return f"{Decimal(amount):,.2f}"
+
+
+def _from_cents(cents: object) -> Decimal:
+    return Decimal(int(cents)).scaleb(-2).quantize(Decimal("0.01"))
 
 
 def _listing(items: list[str], conjunction: str) -> str:

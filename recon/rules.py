@@ -17,6 +17,10 @@ NAIROBI = ZoneInfo("Africa/Nairobi")
 STK_LIMITS = (1, 250_000)
 B2C_LIMITS = (10, 250_000)
 DARAJA_TIME_FORMATS = ("%Y%m%d%H%M%S", "%d.%m.%Y %H:%M:%S")
+# REFERENCE 9.5: words Daraja rejects in a callback URL, in any case ("exec" contains "exe").
+REJECTED_URL_WORDS = ("m-pesa", "mpesa", "safaricom", "exe", "cmd", "sql", "query")
+# Pull Transactions keeps this many hours of C2B transactions (REFERENCE 12.3).
+PULL_TRANSACTIONS_HOURS = 48
 
 # How a B2C result (a callback, a status answer, a recon row) finds its payout: the first of
 # these keys that names one wins. The receipt is last because it is the only one two payouts

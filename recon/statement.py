@@ -118,6 +118,11 @@ REVERSAL = r"\breversals?\b"
 # the B2C payout type 'Business Payment to Customer Withdrawal Charge Paid' (REFERENCE 12.2).
 CHARGE = r"\bcharges?$"
 INTERNAL_TRANSFER = r"settlement|transfer of funds|funds transfer"
+# A payment the customer started (C2B: paybill from the menu or app, till, standing order), by
+# its Reason Type or Details (REFERENCE 12.1); "Pay Utility" is an STK push's.
+CUSTOMER_INITIATED = (
+    r"^(?:pay bill|buy goods|merchant payment|customer merchant payment|standing order pay bill)\b"
+)
 
 
 MAX_AMOUNT = 1e13  # what DECIMAL(15,2) holds; larger cells are unreadable
@@ -722,6 +727,11 @@ def row_roles(entries: pd.DataFrame) -> np.ndarray:
     first = np.select(decided, range(len(decided)), default=ROLES.index(ROLE_PAYMENT))
     # Taking from an object array shares five str objects instead of making a million.
     return np.array(ROLES, dtype=object).take(first)
+
+
+def customer_initiated(entries: pd.DataFrame) -> np.ndarray:
+    """Whether each entry reads as a C2B payment: one a customer started from the phone."""
+    return _mentions(_description(entries), CUSTOMER_INITIATED)
 
 
 def _status_word(texts: pd.Series) -> pd.Series:

@@ -389,7 +389,95 @@ ALTER TABLE b2c_payments ADD COLUMN created_by VARCHAR(100);
 
 UPDATE alembic_version SET version_num='0010' WHERE alembic_version.version_num = '0009';
 
--- Running upgrade 0010 -> 0011r
+-- Running upgrade 0010 -> 0011
+
+CREATE TABLE payout_batches (
+    id VARCHAR(36) NOT NULL, 
+    status VARCHAR(30) NOT NULL, 
+    file_name VARCHAR(255), 
+    row_count INTEGER NOT NULL, 
+    total_amount NUMERIC(15, 2) NOT NULL, 
+    created_by VARCHAR(100) NOT NULL, 
+    created_at DATETIME NOT NULL, 
+    decided_by VARCHAR(100), 
+    decided_at DATETIME, 
+    decision_note TEXT, 
+    claimed_until DATETIME, 
+    claim_owner VARCHAR(64), 
+    finished_at DATETIME, 
+    emailed_at DATETIME, 
+    PRIMARY KEY (id)
+);
+
+CREATE INDEX ix_payout_batches_status ON payout_batches (status);
+
+CREATE TABLE payout_batch_rows (
+    id VARCHAR(36) NOT NULL, 
+    batch_id VARCHAR(36) NOT NULL, 
+    line_no INTEGER NOT NULL, 
+    reference_id VARCHAR(255) NOT NULL, 
+    user_id VARCHAR(36) NOT NULL, 
+    phone_number VARCHAR(20) NOT NULL, 
+    amount NUMERIC(15, 2) NOT NULL, 
+    reason VARCHAR(100) NOT NULL, 
+    description VARCHAR(100) NOT NULL, 
+    payout_id VARCHAR(36), 
+    refused TEXT, 
+    PRIMARY KEY (id), 
+    CONSTRAINT uq_payout_batch_rows_line UNIQUE (batch_id, line_no)
+);
+
+CREATE INDEX ix_payout_batch_rows_reference_id ON payout_batch_rows (reference_id);
+
+CREATE TABLE payout_batch_audit (
+    id VARCHAR(36) NOT NULL, 
+    batch_id VARCHAR(36) NOT NULL, 
+    actor VARCHAR(100) NOT NULL, 
+    action VARCHAR(30) NOT NULL, 
+    note TEXT, 
+    created_at DATETIME NOT NULL, 
+    PRIMARY KEY (id)
+);
+
+CREATE INDEX ix_payout_batch_audit_batch_id ON payout_batch_audit (batch_id);
+
+UPDATE alembic_version SET version_num='0011' WHERE alembic_version.version_num = '0010';
+
+-- Running upgrade 0011 -> 0012
+
+CREATE TABLE c2b_payments (
+    id VARCHAR(36) NOT NULL, 
+    trans_id VARCHAR(255), 
+    transaction_type VARCHAR(50), 
+    kind VARCHAR(10), 
+    amount NUMERIC(15, 2), 
+    msisdn VARCHAR(255), 
+    bill_ref_number VARCHAR(255), 
+    invoice_number VARCHAR(255), 
+    business_short_code VARCHAR(20), 
+    first_name VARCHAR(100), 
+    middle_name VARCHAR(100), 
+    last_name VARCHAR(100), 
+    trans_time DATETIME, 
+    source VARCHAR(20) NOT NULL, 
+    outcome VARCHAR(20) NOT NULL, 
+    raw_response LONGTEXT, 
+    journal_id VARCHAR(36), 
+    received_at DATETIME NOT NULL, 
+    confirmed_at DATETIME, 
+    PRIMARY KEY (id), 
+    CONSTRAINT uq_c2b_payments_trans_id UNIQUE (trans_id)
+);
+
+CREATE INDEX ix_c2b_payments_bill_ref_number ON c2b_payments (bill_ref_number);
+
+CREATE INDEX ix_c2b_payments_trans_time ON c2b_payments (trans_time);
+
+CREATE INDEX ix_c2b_payments_received_at ON c2b_payments (received_at);
+
+UPDATE alembic_version SET version_num='0012' WHERE alembic_version.version_num = '0011';
+
+-- Running upgrade 0012 -> 0011r
 
 CREATE TABLE reversals (
     id VARCHAR(36) NOT NULL, 
@@ -456,5 +544,5 @@ CREATE TABLE collection_audit (
 
 CREATE INDEX ix_collection_audit_payment ON collection_audit (payment_kind, payment_id);
 
-UPDATE alembic_version SET version_num='0011r' WHERE alembic_version.version_num = '0010';
+UPDATE alembic_version SET version_num='0011r' WHERE alembic_version.version_num = '0012';
 

@@ -137,6 +137,7 @@ def seed(engine: sa.Engine, **tables: list[dict]) -> None:
         "attempts": service.b2c_payout_attempts,
         "payments": service.payments,
         "stk_callbacks": service.stk_callbacks,
+        "c2b": service.c2b_payments,
     }
     with engine.begin() as connection:
         for name, rows in tables.items():
@@ -237,10 +238,14 @@ KNOWN_ANSWER = {
     "duplicate_receipt": 1,
     "missing_from_statement": 1,
     "unrecorded_statement_entry": 1,
+    "c2b_missing_from_statement": 0,  # no C2B payment that day (tests/test_c2b.py has them)
+    "c2b_without_confirmation": 0,
+    "c2b_unknown_bill_ref": 0,
     "statement_amount_mismatch": 1,
     "reversal": 1,
     "statement_integrity": 1,
     "statement_coverage": 0,  # the statement covers the day reconciled
+    "charge_mismatch": 1,
 }
 
 
@@ -318,21 +323,29 @@ def seed_known_answer(engine: sa.Engine) -> None:
 
 def known_answer_statement(path: Path) -> Path:
     """The statement for the known-answer day: p02 shows 450 instead of 500, an unknown payout
-    TKX999, p11 missing, p08 reversed, p09 withdrawn twice, and a header whose Total Withdrawn
-    is 100.00 too high."""
+    TKX999, p11 missing, p08 reversed, p09 withdrawn twice, p01 charged 15.00 where the shipped
+    tariff says 5.00 (every other payout row charged its 5.00), and a header whose Total
+    Withdrawn is 100.00 too high."""
     movements = [
         ("TKA001", nairobi(at(6, 1)), None, "1000.00", PAYOUT_REASON),
         ("TKA001", nairobi(at(6, 1)), None, "15.00", CHARGE_REASON),
         ("TKL002", nairobi(at(7, 1)), None, "450.00", PAYOUT_REASON),
+        ("TKL002", nairobi(at(7, 1)), None, "5.00", CHARGE_REASON),
         ("TKA004", nairobi(at(9, 1)), None, "700.00", PAYOUT_REASON),
+        ("TKA004", nairobi(at(9, 1)), None, "5.00", CHARGE_REASON),
         ("TKA007", nairobi(at(11, 1)), None, "200.00", PAYOUT_REASON),
+        ("TKA007", nairobi(at(11, 1)), None, "5.00", CHARGE_REASON),
         ("TKA008", nairobi(at(12, 1)), None, "1500.00", PAYOUT_REASON),
+        ("TKA008", nairobi(at(12, 1)), None, "5.00", CHARGE_REASON),
         ("TKS001", nairobi(at(13, 1)), "900.00", None, "Pay Utility"),
         ("TKS002", nairobi(at(13, 2)), "100.00", None, "Pay Utility"),
         ("TKA008", nairobi(at(12, 30)), "1500.00", None, "Reversal"),
         ("TKA009", nairobi(at(14, 1)), None, "1500.00", PAYOUT_REASON),
+        ("TKA009", nairobi(at(14, 1)), None, "5.00", CHARGE_REASON),
         ("TKA009", nairobi(at(14, 2)), None, "1500.00", PAYOUT_REASON),
+        ("TKA009", nairobi(at(14, 2)), None, "5.00", CHARGE_REASON),
         ("TKX999", nairobi(at(17, 0)), None, "999.00", PAYOUT_REASON),
+        ("TKX999", nairobi(at(17, 0)), None, "5.00", CHARGE_REASON),
     ]
     rows, header = balanced_statement(movements, total_withdrawn_error=Decimal("100.00"))
     return write_statement(path, rows, header)

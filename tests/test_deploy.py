@@ -26,6 +26,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from mpesa_service.callback_auth import SAFARICOM_CALLBACK_IPS
+from mpesa_service.entrypoint import WAITRESS_OPTIONS
 from mpesa_service.routes import CALLBACK_PATHS
 from mpesa_service.settings import SETTINGS
 from tests.http_support import serving
@@ -271,9 +272,11 @@ def test_nginx_refuses_callbacks_from_elsewhere_and_forwards_the_rest(tmp_path):
     assert secret not in logs  # the callback token never reaches nginx's logs
 
 
-def test_nginx_body_cap_is_the_default_callback_max_bytes():
+def test_nginx_body_cap_is_the_default_callback_max_bytes_and_bulk_files_the_default_bulk_max():
     caps = re.findall(r"^\s*client_max_body_size\s+(\S+);", SITE.read_text(), re.MULTILINE)
-    assert caps == [setting_default("CALLBACK_MAX_BYTES")]
+    bulk = setting_default("BULK_MAX_BYTES")
+    assert caps == [setting_default("CALLBACK_MAX_BYTES"), bulk, bulk]
+    assert int(bulk) < WAITRESS_OPTIONS["max_request_body_size"]
 
 
 def callback_location() -> tuple[str, str]:
@@ -628,3 +631,17 @@ def test_restore_refuses_a_database_that_has_tables(deployment, tmp_path):
     assert result.returncode == 1
     assert "restore into an empty one" in result.stderr
     assert payout_rows(source.runtime_url)  # untouched
+
+
+@needs_nginx
+def test_nginx_lets_a_bulk_payout_file_up_to_bulk_max_bytes_through(tmp_path):
+    recorder = Recorder()
+    bulk = int(setting_default("BULK_MAX_BYTES"))
+    with serving(recorder) as upstream, nginx_serving(tmp_path, upstream.split("//")[1]) as url:
+        certificate = str(tmp_path / "fullchain.pem")
+        answers = [
+            requests.post(url + path, data=b"x" * size, verify=certificate, timeout=10).status_code
+            for path in ("/payouts/batches", "/console/batches/upload")
+            for size in (bulk, bulk + 1)
+        ]
+    assert answers == [200, 413, 200, 413]

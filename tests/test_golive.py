@@ -150,6 +150,29 @@ def test_a_missing_variable_is_named(sandbox, tmp_path):
     assert "missing for sandbox: MPESA_PASSKEY" in findings(result, golive.FAIL)["settings"]
 
 
+def test_a_malformed_reconciliation_tariff_fails_naming_its_line(sandbox, tmp_path):
+    tariff = tmp_path / "tariff.csv"
+    tariff.write_text(
+        "effective_from,amount_from,amount_to,registered,unregistered,withdrawal_charges_paid,"
+        "source\n,1,100,0,unknown,unknown,x\n,101,500,5.001,unknown,unknown,x\n"
+    )
+    sandbox["RECON_TARIFF"] = str(tariff)
+
+    result = report(sandbox, tmp_path)
+
+    assert result.failed
+    assert findings(result, golive.FAIL)["RECON_TARIFF"] == (
+        f"tariff {tariff} line 3: registered must be shillings with at most two decimals, not "
+        "'5.001': fix the file or name another"
+    )
+
+
+def test_the_shipped_reconciliation_tariff_passes(sandbox, tmp_path):
+    detail = findings(report(sandbox, tmp_path), golive.OK)["RECON_TARIFF"]
+
+    assert "recon/tariffs/b2c.csv: 1 tariff(s), the latest from date unknown;" in detail
+
+
 def test_a_database_behind_head_names_both_revisions(sandbox, tmp_path):
     from alembic import command
 

@@ -62,6 +62,7 @@ import service
 import simulator
 from mpesa_service import idempotency
 from mpesa_service.approval import expire_approvals
+from mpesa_service.batches import send_batches
 from mpesa_service.callbacks import replay_journal
 from mpesa_service.payouts import (
     PayoutRequest,
@@ -432,6 +433,37 @@ class MoneyModel(RuleBasedStateMachine):
         ended = expire_approvals(self.svc, now=utcnow() + timedelta(hours=25))
         assert ended == len(waiting)
         self.world.figures["expired unapproved"] += ended
+
+    @rule(answer=st.sampled_from(sorted(B2C_ANSWERS)))
+    def bulk_batch_approved_twice_and_sent_twice(self, answer):
+        """A batch: payouts made by one upload and approved once (a second approval is
+        refused); sending it twice sends each row at most once, never waiting again."""
+        tag, base = uuid.uuid4().hex[:8], f"{self.world.base_url}/payouts/batches"
+        rows = [
+            f"bulk-{tag}-{user},{user},0712345678,{APPROVAL_AMOUNT},w," for user in APPROVAL_USERS
+        ]
+        content = "\n".join(["reference,user_id,phone,amount,reason,description", *rows])
+        headers = {**as_key(MAKER), "Content-Type": "text/csv"}
+        created = requests.post(base, data=content, headers=headers, timeout=30)
+        assert created.status_code == 201, created.text
+        approve = f"{base}/{created.json()['batch_id']}/approve"
+        decided = [
+            requests.post(approve, json={}, headers=as_key(OPERATOR), timeout=30) for _ in "12"
+        ]
+        assert [answer.status_code for answer in decided] == [200, 409]
+        before = len(self.world.sim.requests(B2C_PATH))
+        self.world.arm(*self._b2c_scenario(answer))
+        send_batches(self.svc)
+        send_batches(self.svc)  # again: each row replays its payout
+        self.world.sim.clear_scenarios()
+        assert len(self.world.sim.requests(B2C_PATH)) - before <= len(rows)
+        for row in requests.get(
+            approve.removesuffix("/approve"), headers=as_key(OPERATOR), timeout=30
+        ).json()["rows"]:
+            assert row["status"] not in ("awaiting_approval", "queued"), row
+            if row["sent"]:
+                self.truth.references.append(row["reference_id"])
+        self.world.figures["bulk batch sent"] += 1
 
     # --- collections --------------------------------------------------------------------------
 

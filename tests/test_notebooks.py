@@ -30,7 +30,15 @@ from recon.api import build_report
 from recon.checks import CHECK_NAMES
 from recon.cli import main as recon_main
 from recon.codes import meaning
-from recon.demo import NOT_PLANTED, generate, statement_rows, window, write_demo
+from recon.demo import (
+    BILL_REF_QUERY,
+    NOT_PLANTED,
+    OVERCHARGE,
+    generate,
+    statement_rows,
+    window,
+    write_demo,
+)
 from recon.frames import Frames
 from recon.plots import CHECK_COLOURS, stacked_bars
 from recon.report import CHECK_MEANINGS
@@ -128,6 +136,8 @@ def notebook_params(name: str, demo: Demo) -> dict:
             "as_of": None,  # the default, as the CLI's (the statement's end: AS_OF)
             "stale_after_minutes": STALE_AFTER,
             "double_payout_window_hours": 24,
+            "tariff_path": None,
+            "bill_ref_query": BILL_REF_QUERY,
         }
     period = {"since": f"{START:%Y-%m-%dT%H:%M}Z", "until": f"{AS_OF:%Y-%m-%dT%H:%M}Z"}
     if name == "02-payouts-health":
@@ -182,7 +192,7 @@ def test_reconciliation_notebook_with_its_defaults_equals_the_cli_with_its_own(
 ):
     out = tmp_path / "cli"
     command = [sys.executable, "-m", "recon", "--database-url", demo.url]
-    command += ["--statement", str(demo.statement)]
+    command += ["--statement", str(demo.statement), "--bill-ref-query", BILL_REF_QUERY]
     finished = subprocess.run(
         [*command, "--out", str(out)], cwd=PROJECT, capture_output=True, text=True, timeout=120
     )
@@ -206,6 +216,8 @@ def test_reconciliation_notebook_with_its_defaults_equals_the_cli_with_its_own(
     assert set(notebook["written"]) == {path.name for path in out.iterdir()}
     for name in ("summary.csv", "findings.csv", "report.txt"):
         assert (saved / name).read_bytes() == (out / name).read_bytes(), name
+    assert notebook["charges"][-1]["difference"] == str(OVERCHARGE)  # the one planted
+    assert len(notebook["charges"]) == 8  # the 7 Nairobi days and the total
     timed = sum(notebook["findings_per_day"].values())
     assert timed == notebook["findings"] - notebook["counts"]["statement_integrity"]
 
@@ -356,6 +368,14 @@ def test_collections_notebook_records_what_the_database_says(recorded, demo_engi
     ).dt.total_seconds()
     assert notebook["time_to_callback"] == quantiles(seconds)
 
+    c2b = rows(demo_engine, sa.select(service.c2b_payments))
+    assert notebook["c2b_payments"] == len(c2b) and len(c2b) >= 50
+    assert sum(row["payments"] for row in notebook["c2b_per_day"]) == len(c2b)
+    assert sum(row["pulled"] for row in notebook["c2b_per_day"]) == (c2b["source"] == "pull").sum()
+    assert sum(Decimal(row["kes_received"]) for row in notebook["c2b_per_day"]) == sum(
+        Decimal(str(amount)) for amount in c2b["amount"]
+    )
+
 
 # -- the generator --------------------------------------------------------------------------------
 
@@ -365,11 +385,19 @@ def test_generator_plants_every_check_and_every_status(database_url, tmp_path):
     write_demo(database_url, statement, seed=SEED, end=END)
 
     report = build_report(
-        database_url, since=None, until=None, as_of=AS_OF, statement_path=str(statement)
+        database_url,
+        since=None,
+        until=None,
+        as_of=AS_OF,
+        statement_path=str(statement),
+        bill_ref_query=BILL_REF_QUERY,
     )
 
     counts = report.findings.counts()
     assert {check for check in CHECK_NAMES if counts[check] == 0} == set(NOT_PLANTED)
+    charges = report.findings.of("charge_mismatch")
+    assert list(charges["at_risk"]) == [OVERCHARGE]  # every other payout charged as the tariff
+    assert report.charges.iloc[-1]["difference"] == OVERCHARGE
     engine = service.make_engine(database_url)
     try:
         with engine.connect() as connection:

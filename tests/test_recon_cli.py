@@ -73,7 +73,7 @@ def test_findings_name_payouts_by_the_reference_the_service_answers_to(
     stack = make_stack()
 
     about_payouts = [row for row in findings if row["payout_id"]]
-    assert len(about_payouts) == 10
+    assert len(about_payouts) == 11
     with engine.connect() as connection:
         references = dict(
             connection.execute(sa.select(service.b2c_payments.c["id", "reference_id"])).all()

@@ -6,7 +6,9 @@ payouts paid on their first attempt, paid after a failed one (code 17), failed f
 or still open; payouts the old PHP system wrote (old columns only, amounts sometimes text such
 as 'KSh 1,000.00', '1 000.00', 'kes 1000'); STK collections; B2C charges; settlement top-ups.
 Times fall anywhere in D, on its first and last second and either side of noon; payouts and
-collections may start before D and finish inside it. From the truth come the rows the service
+collections may start before D and finish inside it. Each payout row on the statement has the
+charge row the oracle's own tariff (TARIFF, read by recon from a file written from it) asks of
+its amount, 0 meaning none. From the truth come the rows the service
 writes (b2c_payments, b2c_payout_attempts, b2c_payment_callbacks, payments) in a copy of one
 migrated SQLite file, and the org-portal statement: CSV or XLSX (text or native cells), oldest
 or newest row first, with or without its header block, receipts spelled 'tk00 12qz' on one side,
@@ -36,6 +38,9 @@ risk; "-" is none):
 | a statement cut at noon, or without its header | statement_coverage | statement | - |
 | the header's Total Withdrawn off | statement_integrity | statement | - |
 | two equal payouts to one phone or user | possible_double_payout | the later payout | amount |
+| a payout's charge row 7.00 over the tariff | charge_mismatch | payout | 7.00 |
+| a payout's charge row left out (the tariff asks one) | charge_mismatch | payout | the charge |
+| a payout row left off, its charge row kept | charge_mismatch | the charge's line | the charge |
 
 A statement cut at noon leaves out the rows after it, and recon says nothing of those (a missing
 row, a reversal, a duplicate) beyond the coverage finding; without a header the statement's
@@ -44,9 +49,11 @@ Total Withdrawn fault says otherwise.
 
 Half the examples are clean (clean records, full header) and must give no finding and exit code
 0; the other half add each fault with probability one half, so shrinking keeps only the faults
-a failure needs. Findings are compared as a multiset of (check, subject, at risk), no money at
-risk counting as 0.00. The three defects the oracle found are pinned at the end of the file as
-ordinary tests. RECON_ORACLE_EXAMPLES sets the number of examples (30).
+a failure needs. Charge faults are due only when the statement shows some charge row (without
+any, recon says charges were not checked). Findings are compared as a multiset of (check,
+subject, at risk), no money at risk counting as 0.00. The three defects the oracle found are
+pinned at the end of the file as ordinary tests. RECON_ORACLE_EXAMPLES sets the number of
+examples (30).
 """
 
 from __future__ import annotations
@@ -102,7 +109,14 @@ TOP_UP_REASON = "Organization Settlement Account to Utility Account transfer of 
 REVERSAL_REASON = "Reversal"
 AMOUNTS = tuple(Decimal(value) for value in ("10", "100", "1000", "1500", "25000", "250000"))
 OTHER_AMOUNTS = (*AMOUNTS, Decimal("999.99"), Decimal("1000.01"))
-CHARGES = (None, Decimal("15.00"), Decimal("22.40"))
+# The oracle's tariff: (the top of each band, whole shillings included; its charge), from 1.
+TARIFF = (
+    (100, Decimal("0")),
+    (1500, Decimal("5")),
+    (20_000, Decimal("9")),
+    (250_000, Decimal("12")),
+)
+CHARGE_OVER = Decimal("7.00")  # how far a planted charge is off
 LEADS = tuple(timedelta(seconds=seconds) for seconds in (3, 45, 600, 7_200, 30_000))
 FOLLOW_UPS = frozenset({"callback_twice", "listed_twice", "reversed", "reversed_linked"})
 
@@ -121,7 +135,6 @@ class Record:
     amount: Decimal = Decimal("1000")
     other: Decimal = Decimal("100")
     lead: timedelta = timedelta(seconds=45)  # from initiation to the first event
-    charge: Decimal | None = None
     spelling: str = "same"  # same | database | statement: the side that writes 'tk00 12qz'
     written: str = "number"  # how a legacy amount is written
     variant: str = ""
@@ -159,7 +172,6 @@ def record(kind, *, plans=((None, ""),), shapes=("paid",)):
         amount=st.sampled_from(AMOUNTS),
         other=st.sampled_from(OTHER_AMOUNTS),
         lead=st.sampled_from(LEADS),
-        charge=st.sampled_from(CHARGES),
         spelling=st.sampled_from(("same", "database", "statement")),
         written=st.sampled_from(("number", "KSh", "spaced", "kes")),
     )
@@ -189,6 +201,7 @@ PAYOUT_FAULTS = {
     "reversed": ("", "partial"),
     "reversed_linked": ("",),
     "marked_failed": ("", "attempt_receipt"),
+    "charge": ("over", "missing"),
 }
 COLLECTION_FAULTS = {
     "left_out": ("",),
@@ -502,14 +515,43 @@ def paid_payout(world, made, *, receipt, paid, times, status="completed", eviden
 # -- statement lines --------------------------------------------------------------------------
 
 
+def tariff_charge(amount: Decimal) -> Decimal:
+    """What TARIFF charges for a payout of `amount` (cents go to the band above)."""
+    return next(charge for top, charge in TARIFF if amount <= top)
+
+
+def tariff_file(path: Path) -> Path:
+    rows = [
+        "effective_from,amount_from,amount_to,registered,unregistered,"
+        "withdrawal_charges_paid,source"
+    ]
+    low = 1
+    for top, charge in TARIFF:
+        rows.append(f",{low},{top},{charge},unknown,unknown,oracle")
+        low = top + 1
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return path
+
+
+def charge_row(world, receipt: str, amount: Decimal, at: datetime) -> Line | None:
+    """The charge row TARIFF asks of a payout row of `amount`, after it; none when free."""
+    charge = tariff_charge(amount)
+    if not charge:
+        return None
+    return world.line(Line(receipt, at, withdrawn=charge, reason=CHARGE_REASON))
+
+
 def withdrawal(world, made, receipt, amount, at) -> Line:
-    """A payout's Withdrawn row, and its charge row after it."""
+    """A payout's Withdrawn row, and the charge row the tariff asks after it (the `charge`
+    fault: 7.00 over, or left out)."""
     line = world.line(
         Line(on_statement(made, receipt), at, withdrawn=amount, started=at - made.lead)
     )
-    if made.charge:
-        charge = Line(line.receipt, at, withdrawn=made.charge, reason=CHARGE_REASON)
-        world.line(charge)
+    if made.fault != "charge":
+        charge_row(world, line.receipt, amount, at)
+    elif made.variant == "over":
+        charged = tariff_charge(amount) + CHARGE_OVER
+        world.line(Line(line.receipt, at, withdrawn=charged, reason=CHARGE_REASON))
     return line
 
 
@@ -550,9 +592,10 @@ def derive_payout(world: World, made: Record) -> None:
     )
     subject = f"payout {payout.reference}"
     if made.fault == "left_out":
-        if made.variant == "charge_kept" and made.charge:
-            kept = on_statement(made, receipt)
-            world.line(Line(kept, completed, withdrawn=made.charge, reason=CHARGE_REASON))
+        if made.variant == "charge_kept":
+            kept = charge_row(world, on_statement(made, receipt), paid, completed)
+            if kept is not None:
+                world.expect("charge_mismatch", None, kept.withdrawn, row=kept)
         world.expect("missing_from_statement", subject, paid, inside=completed)
         return
     shown = made.other if made.fault == "statement_amount" else paid
@@ -570,6 +613,11 @@ def derive_payout(world: World, made: Record) -> None:
         world.expect("duplicate_callback", subject, None)
     elif made.fault == "listed_twice":
         listed_twice(world, line, follow, paid)
+        charge_row(world, line.receipt, paid, follow)  # each row listed is charged
+    elif made.fault == "charge":
+        off = CHARGE_OVER if made.variant == "over" else tariff_charge(shown)
+        if off:
+            world.expect("charge_mismatch", subject, off, row=line)
     elif made.fault in ("reversed", "reversed_linked"):
         back = payout_reversal(world, made, line, follow)
         world.expect("reversal", subject, back.paid_in, row=back)
@@ -644,6 +692,7 @@ def derive_unknown(world: World, made: Record) -> None:
         line = world.line(Line(receipt, at, paid_in=made.amount, reason=COLLECTION_REASON))
     else:
         line = world.line(Line(receipt, at, withdrawn=made.amount))
+        charge_row(world, receipt, made.amount, at)
     world.expect("unrecorded_statement_entry", None, made.amount, row=line)
 
 
@@ -983,8 +1032,11 @@ def planted(world: World, lines: list[Line], layout: Layout) -> Counter:
     first = len(header_rows(lines, layout)) + 2
     number = {line: first + index for index, line in enumerate(lines)}
     period = statement_period(lines, layout)
+    charged = any(line.reason == CHARGE_REASON for line in lines)
     due = Counter()
     for finding in world.due:
+        if finding.check == "charge_mismatch" and not charged:
+            continue
         if finding.row is not None and finding.row not in number:
             continue
         if finding.absent is not None and finding.absent in number:
@@ -1048,7 +1100,14 @@ def reconcile(directory: Path, template: Path, world: World, lines, layout: Layo
     url = f"sqlite:///{database}"
     write_database(url, world)
     statement = statement_file(directory, lines, layout)
-    return build_report(url, since=SINCE, until=UNTIL, as_of=AS_OF, statement_path=str(statement))
+    return build_report(
+        url,
+        since=SINCE,
+        until=UNTIL,
+        as_of=AS_OF,
+        statement_path=str(statement),
+        tariff_path=tariff_file(directory / "tariff.csv"),
+    )
 
 
 @settings(

@@ -41,7 +41,7 @@ def test_text_rendering(report):
 TEXT_SNAPSHOT = """\
 M-Pesa reconciliation report
 Period 2025-11-05 00:00:00 to 2025-11-06 00:00:00 UTC, as of 2025-11-06 00:00:00 UTC
-No statement given: missing_from_statement, unrecorded_statement_entry, statement_amount_mismatch, reversal, statement_integrity, statement_coverage, the statement side of duplicate_receipt not checked.
+No statement given: missing_from_statement, unrecorded_statement_entry, c2b_missing_from_statement, c2b_without_confirmation, statement_amount_mismatch, reversal, statement_integrity, statement_coverage, charge_mismatch, the statement side of duplicate_receipt not checked.
 3 findings, KES 1,150.00 at risk.
 
 Summary by check
@@ -59,10 +59,14 @@ unreadable_value                  0      count only
 duplicate_receipt                 0            0.00
 missing_from_statement            0            0.00
 unrecorded_statement_entry        0            0.00
+c2b_missing_from_statement        0            0.00
+c2b_without_confirmation          0            0.00
+c2b_unknown_bill_ref              0      count only
 statement_amount_mismatch         0            0.00
 reversal                          0            0.00
 statement_integrity               0      count only
 statement_coverage                0      count only
+charge_mismatch                   0            0.00
 KES at risk: money that may have left without being recorded, or been recorded without leaving, counted once per shilling across checks; a check marked 'count only' moves no money of its own (a failure, a redelivered callback, a statement that disagrees with itself).
 
 Match rate
@@ -77,6 +81,9 @@ age         count     KES at risk
 1-3 d           0            0.00
 3-7 d           0            0.00
 > 7 d           0            0.00
+
+Charges against the tariff (B2C payouts on the statement, per Nairobi day)
+No statement given: charges not checked.
 
 Top findings
  1. [amount_mismatch] payout REF-p01: amount mismatch: requested 1,000.00 != paid 100.00 (900.00 short)

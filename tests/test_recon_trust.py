@@ -482,7 +482,7 @@ def test_salary_payment_withdrawal_charge_paid_is_a_payout(engine, database_url,
 
 def test_a_charge_row_sharing_the_payouts_receipt_is_a_charge(engine, database_url, tmp_path):
     paid_payout(engine, "p01", "TK1", 8)
-    lines = [payout_line("TK1", 8), payout_line("TK1", 8, "15.00", reason=CHARGE_REASON)]
+    lines = [payout_line("TK1", 8), payout_line("TK1", 8, "5.00", reason=CHARGE_REASON)]
 
     report = reconcile(database_url, statement_file(tmp_path, lines))
 

@@ -376,8 +376,15 @@ ROUTE_ROLES = {
     ("POST", "/payouts/<reference_id>/requery"): {OPERATE},
     ("POST", "/payouts/<reference_id>/approve"): {OPERATE},
     ("POST", "/payouts/<reference_id>/reject"): {OPERATE},
+    ("POST", "/payouts/batches"): {OPERATE},
+    ("GET", "/payouts/batches/<batch_id>"): {READ, OPERATE},
+    ("POST", "/payouts/batches/<batch_id>/approve"): {OPERATE},
+    ("POST", "/payouts/batches/<batch_id>/reject"): {OPERATE},
+    ("GET", "/payouts/batches/<batch_id>/result.csv"): {READ, OPERATE},
+    ("GET", "/payouts/batches/<batch_id>/result.xlsx"): {READ, OPERATE},
     ("GET", "/events"): {READ, OPERATE},
     ("POST", "/events/<event_id>/redeliver"): {OPERATE},
+    ("GET", "/c2b/payments"): {READ, OPERATE},
     ("POST", "/api.php"): {INITIATE},
 }
 # Each key and the roles it has (the operator key can read too).
@@ -408,6 +415,7 @@ def test_every_route_is_in_the_table_of_who_may_call_it(keyed):
 def test_each_api_route_answers_only_the_roles_it_names(keyed, method, rule):
     path = rule.replace("<reference_id>", "payout_ref_nobody").replace("<event_id>", "no-event")
     path = path.replace("<payment_id>", "no-payment")
+    path = path.replace("<batch_id>", "no-batch")
     needed = ROUTE_ROLES[(method, rule)]
 
     def call(secret):
@@ -439,6 +447,13 @@ def test_each_api_route_answers_only_the_roles_it_names(keyed, method, rule):
         ("POST", "/console/events/x/redeliver"),
         ("GET", "/console/payments/x"),
         ("POST", "/console/payments/x/reverse"),
+        ("GET", "/console/batches"),
+        ("POST", "/console/batches/upload"),
+        ("GET", "/console/batches/x"),
+        ("POST", "/console/batches/x/approve"),
+        ("POST", "/console/batches/x/reject"),
+        ("GET", "/console/batches/x/result.csv"),
+        ("GET", "/console/c2b"),
     ],
 )
 def test_every_console_route_needs_a_session(keyed, method, path):

@@ -27,3 +27,17 @@
 <tr><td colspan="10">Nothing awaits approval.</td></tr>
 % end
 </table>
+<h2 id="batches">Bulk batches awaiting approval ({{len(batches)}})</h2>
+<p>A bulk batch is approved or rejected whole, on its own page, by an operator whose key did not upload it.</p>
+<table><tr><th>batch</th><th>file</th><th>rows</th><th>total</th><th>uploaded by</th><th>uploaded</th></tr>
+% for item in batches:
+<tr>
+  <td><a href="/console/batches/{{url(item['batch_id'])}}">{{item['batch_id']}}</a></td>
+  <td>{{item['file_name'] or ''}}</td><td class="num">{{item['row_count']}}</td>
+  <td class="num">{{money(item['total_amount'])}}</td><td>{{item['created_by']}}</td><td>{{!when(item['created_at'])}}</td>
+</tr>
+% end
+% if not batches:
+<tr><td colspan="6">No batch awaits approval.</td></tr>
+% end
+</table>

@@ -26,7 +26,9 @@
   % if defined('operator'):
   <a href="/console/new-payout">New payout</a>
   <a href="/console/approvals">Approvals</a>
+  <a href="/console/batches">Bulk payouts</a>
   <a href="/console/events">Outbound events</a>
+  <a href="/console/c2b">C2B payments</a>
   <form method="get" action="/console"><input name="q" placeholder="any id, receipt, phone or user" value="{{get('search_text', '')}}" size="32"> <button>Search</button></form>
   <span>signed in as <b>{{operator}}</b></span>
   <form method="post" action="/console/logout" class="inline"><input type="hidden" name="csrf" value="{{csrf}}"><button>Sign out</button></form>

@@ -90,3 +90,15 @@ WHERE p.method = 'mpesa'
   AND (((:since IS NULL OR p.created_at >= :since) AND (:until IS NULL OR p.created_at < :until))
        OR ((:since IS NULL OR p.completed_at >= :since)
            AND (:until IS NULL OR p.completed_at < :until)));
+
+-- name: c2b_payments
+-- C2B paybill and till payments (customers paid the shortcode themselves) paid or received in
+-- [:since, :until), one row per receipt (trans_id; NULL on a malformed confirmation, kept raw):
+-- the amount, the MSISDN as Daraja sent it (masked or hashed), the bill reference, where the
+-- row came from (confirmation or pull: Pull Transactions found what no confirmation brought),
+-- when it was paid (trans_time), received and confirmed (naive UTC).
+SELECT id, trans_id, amount, msisdn, bill_ref_number, source, outcome, trans_time, received_at,
+       confirmed_at
+FROM c2b_payments
+WHERE ((:since IS NULL OR trans_time >= :since) AND (:until IS NULL OR trans_time < :until))
+   OR ((:since IS NULL OR received_at >= :since) AND (:until IS NULL OR received_at < :until));

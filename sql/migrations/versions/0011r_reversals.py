@@ -2,7 +2,7 @@
 called; every reversal result and status answer stored whole; the collections' audit trail.
 
 Revision ID: 0011r
-Revises: 0010
+Revises: 0012
 Create Date: 2026-12-07
 """
 
@@ -11,7 +11,7 @@ from alembic import op
 from sqlalchemy.dialects import mysql
 
 revision = "0011r"
-down_revision = "0010"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 
