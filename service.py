@@ -38,8 +38,8 @@ Routes (JSON; initiation and reads need `Authorization: Bearer <API key>`)
     POST /payouts                         create a B2C payout (header Idempotency-Key required)
     GET  /payouts/<reference_id>          a payout with its attempts and flags
     GET  /payouts?status=&since=          list payouts
-    POST /payments/<payment_id>/reverse   reverse (refund) a paid collection once (operator;
-                                          a reason; "retry": true after a failed one)
+    POST /payments/<payment_id>/reverse   reverse (refund) a paid STK or C2B collection once
+                                          (operator; a reason; "retry": true after a failed one)
     POST /payouts/<reference_id>/approve  approve a payout awaiting approval (operator, not its
                                           creator's key): it is sent
     POST /payouts/<reference_id>/reject   reject it (operator, not its creator's key; a reason)

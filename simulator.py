@@ -2010,9 +2010,10 @@ class Simulator:
         return None
 
     def _collection(self, receipt: str, now: datetime) -> Transaction | None:
-        """The paid STK collection with this receipt, if any."""
+        """The paid STK or C2B collection with this receipt, if any."""
         for txn in self.transactions:
-            if txn.kind == "stk" and txn.receipt == receipt and txn.moved_money(now):
+            collected = txn.kind in ("stk", "c2b")
+            if collected and txn.receipt == receipt and txn.moved_money(now):
                 return txn
         return None
 

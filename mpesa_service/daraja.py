@@ -297,17 +297,19 @@ class DarajaClient:
         remarks: str,
         result_url: str,
         queue_timeout_url: str,
+        receiver_party: str | None = None,
     ) -> dict:
         """Ask M-Pesa to reverse a collection (REFERENCE 7.2): `transaction_id` is the receipt
-        to reverse, the receiver party the collecting shortcode. It moves money: sent once.
-        Daraja makes the OriginatorConversationID and answers with it."""
+        to reverse, `receiver_party` the shortcode that received it (the STK shortcode when not
+        given). It moves money: sent once. Daraja makes the OriginatorConversationID and
+        answers with it."""
         body = {
             "Initiator": self.account.initiator_name,
             "SecurityCredential": self.account.security_credential,
             "CommandID": "TransactionReversal",
             "TransactionID": transaction_id,
             "Amount": amount,
-            "ReceiverParty": self.account.shortcode,
+            "ReceiverParty": receiver_party or self.account.shortcode,
             "RecieverIdentifierType": "11",  # Safaricom's spelling
             "ResultURL": result_url,
             "QueueTimeOutURL": queue_timeout_url,

@@ -21,8 +21,10 @@ from decimal import Decimal
 import sqlalchemy as sa
 
 from mpesa_service import log
+from mpesa_service.c2b import c2b_payment_view
 from mpesa_service.context import ApiError, Service
 from mpesa_service.daraja import DarajaRejected, NotSent, OutcomeUnknown, daraja_error_fields
+from mpesa_service.events import emit, writes_events
 from mpesa_service.flags import add_flag
 from mpesa_service.ids import new_id
 from mpesa_service.parsing import ResultCallback, bounded, json_amount, text_or_none
@@ -31,6 +33,7 @@ from mpesa_service.resolution import FAILED_STATES, resolve_schedule, stated_sta
 from mpesa_service.stk import STK_PAID_STATES, emit_payment_event
 from mpesa_service.storage import (
     b2c_payments,
+    c2b_payments,
     collection_audit,
     payments,
     retry_deadlocked,
@@ -125,34 +128,90 @@ class ReversalRequest:
         return cls(payment_id, " ".join(reason.split()), actor, retry)
 
 
+@dataclass(frozen=True)
+class Collection:
+    """A collection that may be reversed: an STK payment (`payments`) or a C2B payment
+    (`c2b_payments`), read the same way. `status` is the STK payment's, or for a C2B payment
+    `reversed` once reversed, else how it was recorded (`outcome`)."""
+
+    kind: str  # "stk" or "c2b"
+    id: str
+    status: str | None
+    paid: bool  # paid, with a receipt, and not reversed
+    receipt: str | None
+    amount: Decimal | None  # what was paid
+    receiver_party: str | None  # the shortcode that received it; None: MPESA_SHORTCODE
+
+    @classmethod
+    def of_stk(cls, row) -> Collection:
+        paid = row.paid_amount if row.paid_amount is not None else row.amount
+        return cls(
+            "stk",
+            row.id,
+            row.status,
+            row.status in STK_PAID_STATES and bool(row.mpesa_receipt),
+            row.mpesa_receipt,
+            None if paid is None else Decimal(paid),
+            None,
+        )
+
+    @classmethod
+    def of_c2b(cls, row) -> Collection:
+        status = "reversed" if row.reversed_at is not None else row.outcome
+        return cls(
+            "c2b",
+            row.id,
+            status,
+            status != "reversed" and status != "malformed" and bool(row.trans_id),
+            row.trans_id,
+            None if row.amount is None else Decimal(row.amount),
+            row.business_short_code,
+        )
+
+    @property
+    def subject_type(self) -> str:
+        """Its `payment_flags.subject_type`."""
+        return "payment" if self.kind == "stk" else "c2b_payment"
+
+
+def find_collection(conn: sa.Connection, kind: str, payment_id: str) -> Collection | None:
+    if kind == "stk":
+        row = conn.execute(sa.select(payments).where(payments.c.id == payment_id)).first()
+        return None if row is None else Collection.of_stk(row)
+    row = conn.execute(sa.select(c2b_payments).where(c2b_payments.c.id == payment_id)).first()
+    return None if row is None else Collection.of_c2b(row)
+
+
 def reverse_collection(svc: Service, request: ReversalRequest) -> tuple[int, dict]:
-    """Reverse one collection once. (201, the reversal) when this request wrote and sent it;
-    (200, the reversal) when one is open or completed already; 409 naming why not otherwise."""
+    """Reverse one collection (STK or C2B) once. (201, the reversal) when this request wrote
+    and sent it; (200, the reversal) when one is open or completed already; 409 naming why
+    not otherwise."""
     with svc.engine.connect() as conn:
-        payment = _collection(conn, request.payment_id)
-        latest = latest_reversal(conn, payment.id)
+        collection = _collection(conn, request.payment_id)
+        latest = latest_reversal(conn, collection.id)
     if latest is not None and not (latest.status == "failed" and request.retry):
         return _existing(svc, latest, request)
-    amount = _reversible_amount(payment)
+    amount = _reversible_amount(collection)
     attempt_no = 1 if latest is None else latest.attempt_no + 1
     try:
         reversal_id = retry_deadlocked(
-            lambda: write_ahead(svc, payment, request, amount, attempt_no)
+            lambda: write_ahead(svc, collection, request, amount, attempt_no)
         )
     except sa.exc.IntegrityError:  # a concurrent request wrote this attempt first
         with svc.engine.connect() as conn:
-            return 200, reversal_view(conn, latest_reversal(conn, payment.id))
+            return 200, reversal_view(conn, latest_reversal(conn, collection.id))
     send_reversal(svc, reversal_id)
     with svc.engine.connect() as conn:
         return 201, reversal_view(conn, _reversal_by_id(conn, reversal_id))
 
 
-def _collection(conn: sa.Connection, payment_id: str):
-    """The STK collection `payment_id` names; 409 for a payout (which cannot be reversed by
-    API), 404 for nothing."""
-    payment = conn.execute(sa.select(payments).where(payments.c.id == payment_id)).first()
-    if payment is not None:
-        return payment
+def _collection(conn: sa.Connection, payment_id: str) -> Collection:
+    """The STK or C2B collection `payment_id` names; 409 for a payout (which cannot be
+    reversed by API), 404 for nothing."""
+    for kind in ("stk", "c2b"):
+        collection = find_collection(conn, kind, payment_id)
+        if collection is not None:
+            return collection
     payout = conn.execute(
         sa.select(b2c_payments.c.id).where(
             sa.or_(b2c_payments.c.id == payment_id, b2c_payments.c.reference_id == payment_id)
@@ -184,40 +243,43 @@ def _existing(svc: Service, latest, request: ReversalRequest) -> tuple[int, dict
     return 200, view
 
 
-def _reversible_amount(payment) -> int:
+def _reversible_amount(collection: Collection) -> int:
     """The paid amount, in whole shillings, of a paid collection with a receipt; 409 naming
     the collection's status otherwise."""
-    if payment.status not in STK_PAID_STATES or not payment.mpesa_receipt:
+    if not collection.paid:
         raise ApiError(
             409,
-            f"collection {payment.id} is {payment.status}"
-            + ("" if payment.mpesa_receipt else " with no receipt")
+            f"collection {collection.id} is {collection.status}"
+            + ("" if collection.receipt else " with no receipt")
             + ": only a paid collection with a receipt can be reversed",
-            payment_status=payment.status,
+            payment_status=collection.status,
         )
-    paid = Decimal(payment.paid_amount if payment.paid_amount is not None else payment.amount)
-    if paid != paid.to_integral_value() or paid <= 0:
+    paid = collection.amount
+    if paid is None or paid != paid.to_integral_value() or paid <= 0:
         raise ApiError(
-            409, f"collection {payment.id} was paid {paid}, not whole shillings: not reversible"
+            409, f"collection {collection.id} was paid {paid}, not whole shillings: not reversible"
         )
     return int(paid)
 
 
-def write_ahead(svc: Service, payment, request: ReversalRequest, amount: int, number: int) -> str:
+def write_ahead(
+    svc: Service, collection: Collection, request: ReversalRequest, amount: int, number: int
+) -> str:
     """Commit the reversal attempt (`submitting`) and its audit row before Daraja is called,
     if the collection is still paid and none of its reversals has completed meanwhile."""
     reversal_id, now = new_id(), utcnow()
     with svc.engine.begin() as conn:
-        _still_reversible(conn, payment.id)
+        _still_reversible(conn, collection)
         conn.execute(
             reversals.insert().values(
                 id=reversal_id,
-                payment_kind="stk",
-                payment_id=payment.id,
+                payment_kind=collection.kind,
+                payment_id=collection.id,
                 attempt_no=number,
                 status="submitting",
                 amount=amount,
-                original_receipt=payment.mpesa_receipt,
+                original_receipt=collection.receipt,
+                receiver_party=collection.receiver_party or svc.client.account.shortcode,
                 reason=request.reason,
                 requested_by=request.actor,
                 created_at=now,
@@ -225,19 +287,21 @@ def write_ahead(svc: Service, payment, request: ReversalRequest, amount: int, nu
             )
         )
         note = f"reversal attempt {number} of {amount:,}: {request.reason}"
-        audit(conn, payment, request.actor, "reversal_requested", payment.status, note=note)
+        audit(conn, collection, request.actor, "reversal_requested", collection.status, note=note)
     return reversal_id
 
 
-def _still_reversible(conn: sa.Connection, payment_id: str) -> None:
-    status = conn.execute(sa.select(payments.c.status).where(payments.c.id == payment_id)).scalar()
+def _still_reversible(conn: sa.Connection, collection: Collection) -> None:
+    now = find_collection(conn, collection.kind, collection.id)
     done = conn.execute(
         sa.select(reversals.c.id).where(
-            reversals.c.payment_id == payment_id, reversals.c.status == "completed"
+            reversals.c.payment_id == collection.id, reversals.c.status == "completed"
         )
     ).first()
-    if status not in STK_PAID_STATES or done is not None:
-        raise ApiError(409, f"collection {payment_id} is {status}: it cannot be reversed now")
+    if not now.paid or done is not None:
+        raise ApiError(
+            409, f"collection {collection.id} is {now.status}: it cannot be reversed now"
+        )
 
 
 def send_reversal(svc: Service, reversal_id: str) -> str:
@@ -249,6 +313,7 @@ def send_reversal(svc: Service, reversal_id: str) -> str:
         answer = svc.client.reversal(
             transaction_id=reversal.original_receipt,
             amount=int(reversal.amount),
+            receiver_party=reversal.receiver_party,
             remarks=remarks(reversal.reason),
             result_url=reversal_hook(svc, "result", reversal_id),
             queue_timeout_url=reversal_hook(svc, "timeout", reversal_id),
@@ -468,31 +533,58 @@ def complete_reversal(conn: sa.Connection, reversal, receipt: str, code, desc) -
     if reversal.status == "failed":
         add_flag(
             conn,
-            "payment",
+            subject_type_of(reversal),
             reversal.payment_id,
             "status_conflict",
             f"reversal attempt {reversal.attempt_no} believed failed ({reversal.result_code}) "
             f"was completed with receipt {receipt}",
         )
-    payment = conn.execute(sa.select(payments).where(payments.c.id == reversal.payment_id)).one()
-    reversed_now = conn.execute(
-        payments.update()
-        .where(payments.c.id == payment.id, payments.c.status.in_(STK_PAID_STATES))
-        .values(status="reversed", updated_at=utcnow())
-    ).rowcount
-    if not reversed_now:
+    collection = find_collection(conn, reversal.payment_kind, reversal.payment_id)
+    if not _mark_reversed(conn, collection, receipt):
         add_flag(
             conn,
-            "payment",
-            payment.id,
+            collection.subject_type,
+            collection.id,
             "possible_double_reversal",
-            f"reversal {receipt} completed for a collection already {payment.status}",
+            f"reversal {receipt} completed for a collection already {collection.status}",
         )
         return "applied"
     note = f"reversed by {receipt} (attempt {reversal.attempt_no})"
-    audit(conn, payment, SYSTEM_ACTOR, "reversed", "reversed", receipt=receipt, note=note)
-    emit_payment_event(conn, payment.id, "payment.reversed")
+    audit(conn, collection, SYSTEM_ACTOR, "reversed", "reversed", receipt=receipt, note=note)
+    _emit_reversed(conn, collection)
     return "applied"
+
+
+def _mark_reversed(conn: sa.Connection, collection: Collection, receipt: str) -> bool:
+    """The collection becomes reversed (compare-and-set); False if it was not paid any more."""
+    now = utcnow()
+    if collection.kind == "stk":
+        statement = (
+            payments.update()
+            .where(payments.c.id == collection.id, payments.c.status.in_(STK_PAID_STATES))
+            .values(status="reversed", updated_at=now)
+        )
+    else:
+        statement = (
+            c2b_payments.update()
+            .where(c2b_payments.c.id == collection.id, c2b_payments.c.reversed_at.is_(None))
+            .values(reversed_at=now, reversal_receipt=bounded(receipt, 255))
+        )
+    return conn.execute(statement).rowcount == 1
+
+
+def _emit_reversed(conn: sa.Connection, collection: Collection) -> None:
+    """payment.reversed, its data what the collection's own answers show now."""
+    if collection.kind == "stk":
+        emit_payment_event(conn, collection.id, "payment.reversed")
+    elif writes_events(conn):
+        row = conn.execute(sa.select(c2b_payments).where(c2b_payments.c.id == collection.id)).one()
+        view = {**c2b_payment_view(row), "reversal_receipt": row.reversal_receipt}
+        emit(conn, "payment.reversed", row.trans_id, view)
+
+
+def subject_type_of(reversal) -> str:
+    return "payment" if reversal.payment_kind == "stk" else "c2b_payment"
 
 
 def store_reversal_callback(conn, parsed: ResultCallback, raw, journal_id, kind, reversal, outcome):
@@ -577,7 +669,7 @@ def _send_to_review(svc: Service, reversal, queries: int) -> None:
         if transition(conn, reversal.id, "review"):
             add_flag(
                 conn,
-                "payment",
+                subject_type_of(reversal),
                 reversal.payment_id,
                 "review",
                 f"reversal of receipt {reversal.original_receipt} still {reversal.status} after "
@@ -600,7 +692,7 @@ def ask_reversal_status(svc: Service, reversal) -> bool:
             original_conversation_id=ocid,
             transaction_id=None if ocid else reversal.original_receipt,
             remarks="Reversal status check",
-            party_a=svc.client.account.shortcode,
+            party_a=reversal.receiver_party,
         )
     except Exception as error:  # noqa: BLE001 - a query that failed is asked again on schedule
         log.warning("status query for reversal %s failed: %s", reversal.id, error)
@@ -695,16 +787,18 @@ def reversals_of(svc: Service, payment_id: str) -> list[dict]:
         return [reversal_view(conn, row) for row in rows]
 
 
-def audit(conn, payment, actor: str, action: str, status_after: str, *, receipt=None, note=""):
+def audit(
+    conn, collection: Collection, actor: str, action: str, status_after, *, receipt=None, note=""
+):
     """One row of the collection's append-only audit trail."""
     conn.execute(
         collection_audit.insert().values(
             id=new_id(),
-            payment_kind="stk",
-            payment_id=payment.id,
+            payment_kind=collection.kind,
+            payment_id=collection.id,
             actor=actor,
             action=action,
-            status_before=payment.status,
+            status_before=collection.status,
             status_after=status_after,
             receipt=receipt,
             note=note,

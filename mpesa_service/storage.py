@@ -313,6 +313,9 @@ c2b_payments = sa.Table(
     sa.Column("journal_id", ID),
     sa.Column("received_at", sa.DateTime, nullable=False),
     sa.Column("confirmed_at", sa.DateTime),
+    # Set once the service has reversed (refunded) it: when, and the reversal's receipt.
+    sa.Column("reversed_at", sa.DateTime),
+    sa.Column("reversal_receipt", sa.String(255)),
     sa.UniqueConstraint("trans_id", name="uq_c2b_payments_trans_id"),
     sa.Index("ix_c2b_payments_bill_ref_number", "bill_ref_number"),
     sa.Index("ix_c2b_payments_trans_time", "trans_time"),
@@ -347,6 +350,8 @@ reversals = sa.Table(
     sa.Column("status", sa.String(20), nullable=False),
     sa.Column("amount", MONEY, nullable=False),
     sa.Column("original_receipt", sa.String(255), nullable=False),
+    # The shortcode (paybill or till) that received the collection: the Reversal's ReceiverParty.
+    sa.Column("receiver_party", sa.String(20), nullable=False),
     sa.Column("reason", sa.String(255), nullable=False),
     sa.Column("requested_by", sa.String(100), nullable=False),
     sa.Column("originator_conversation_id", sa.String(255)),

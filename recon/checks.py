@@ -704,6 +704,7 @@ def _unrecorded_rows(frames: Frames, options: Options) -> pd.DataFrame:
         frames.stk["receipt"],
         frames.stk["reversal_receipt"],
         frames.c2b["receipt"],
+        frames.c2b["reversal_receipt"],
     ]
     # Scan the large receipt lists for the few unrecorded ones (hashing the few, not the many).
     known = pd.concat([held[held.isin(rows["receipt"])] for held in everything_we_hold])

@@ -87,6 +87,8 @@ C2B_COLUMNS = {
     "confirmed_at": "confirmed_at",
     # Whether C2B_BILL_REF_QUERY found the bill reference (recon.load); missing when not asked.
     "bill_ref_known": "bill_ref_known",
+    # The receipt of the reversal the service made of it (its refund), if any.
+    "reversal_receipt": "reversal_receipt",
 }
 LOWERCASE_COLUMNS = ("status", "kind", "source", "outcome")
 RECEIPT_COLUMNS = ("transaction_id", "receipt", "reversal_receipt")

@@ -138,6 +138,7 @@ def c2b_receipts(c2b: pd.DataFrame) -> pd.DataFrame:
             "amount_cents": c2b["amount_cents"],
             "phone": c2b["msisdn"],
             "occurred_at": c2b["paid_at"].fillna(c2b["received_at"]),
+            "reversal_receipt": c2b["reversal_receipt"],
         }
     )
 

@@ -487,6 +487,7 @@ CREATE TABLE reversals (
     status VARCHAR(20) NOT NULL, 
     amount NUMERIC(15, 2) NOT NULL, 
     original_receipt VARCHAR(255) NOT NULL, 
+    receiver_party VARCHAR(20) NOT NULL, 
     reason VARCHAR(255) NOT NULL, 
     requested_by VARCHAR(100) NOT NULL, 
     originator_conversation_id VARCHAR(255), 
@@ -543,6 +544,10 @@ CREATE TABLE collection_audit (
 );
 
 CREATE INDEX ix_collection_audit_payment ON collection_audit (payment_kind, payment_id);
+
+ALTER TABLE c2b_payments ADD COLUMN reversed_at DATETIME;
+
+ALTER TABLE c2b_payments ADD COLUMN reversal_receipt VARCHAR(255);
 
 UPDATE alembic_version SET version_num='0011r' WHERE alembic_version.version_num = '0012';
 

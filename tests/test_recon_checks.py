@@ -691,6 +691,39 @@ def test_a_collection_the_service_reversed_matches_its_reversal_row(
     assert findings == found
 
 
+REFUNDED_C2B = {  # a C2B payment the service reversed, TKR1 the reversal's receipt
+    "id": "c1",
+    "trans_id": "TKS1",
+    "amount": "100.00",
+    "source": "confirmation",
+    "outcome": "recorded",
+    "trans_time": at(9),
+    "received_at": at(9),
+    "confirmed_at": at(9),
+    "reversal_receipt": "TKR1",
+}
+
+
+@pytest.mark.parametrize(
+    ("payment", "receipt", "found"),
+    [
+        (REFUNDED_C2B, "TKR1", []),
+        (REFUNDED_C2B, "TKR9", ["reversal"]),
+        ({**REFUNDED_C2B, "reversal_receipt": None}, "TKR1", ["reversal"]),
+    ],
+    ids=["ours", "another reversal", "not by us"],
+)
+def test_a_c2b_payment_the_service_reversed_matches_its_reversal_row(
+    tmp_path, payment, receipt, found
+):
+    data = frames(c2b=[payment], statement=reversal_statement(tmp_path, receipt, "TKS1"))
+
+    checks = (check_reversal, check_unrecorded_statement_entry, check_missing_from_statement)
+    findings = [f for check in checks for f in check(data, options=OPTIONS)["check"]]
+
+    assert findings == found
+
+
 def test_statement_checks_are_empty_without_a_statement():
     data = frames(payouts=[new_payout("p01", "100.00", "completed", txn="TK1")])
 

@@ -96,9 +96,10 @@ WHERE p.method = 'mpesa'
 -- [:since, :until), one row per receipt (trans_id; NULL on a malformed confirmation, kept raw):
 -- the amount, the MSISDN as Daraja sent it (masked or hashed), the bill reference, where the
 -- row came from (confirmation or pull: Pull Transactions found what no confirmation brought),
--- when it was paid (trans_time), received and confirmed (naive UTC).
+-- when it was paid (trans_time), received and confirmed (naive UTC), and the receipt of the
+-- reversal that refunded it, if the service reversed it.
 SELECT id, trans_id, amount, msisdn, bill_ref_number, source, outcome, trans_time, received_at,
-       confirmed_at
+       confirmed_at, reversal_receipt
 FROM c2b_payments
 WHERE ((:since IS NULL OR trans_time >= :since) AND (:until IS NULL OR trans_time < :until))
    OR ((:since IS NULL OR received_at >= :since) AND (:until IS NULL OR received_at < :until));

@@ -1,5 +1,6 @@
 """Reversals of collections (refunds): one row per attempt, written ahead before Daraja is
-called; every reversal result and status answer stored whole; the collections' audit trail.
+called; every reversal result and status answer stored whole; the collections' audit trail;
+and on a C2B payment, when the service reversed it and the reversal's receipt.
 
 Revision ID: 0011r
 Revises: 0012
@@ -30,6 +31,7 @@ def upgrade() -> None:
         sa.Column("status", sa.String(20), nullable=False),
         sa.Column("amount", MONEY, nullable=False),
         sa.Column("original_receipt", sa.String(255), nullable=False),
+        sa.Column("receiver_party", sa.String(20), nullable=False),
         sa.Column("reason", sa.String(255), nullable=False),
         sa.Column("requested_by", sa.String(100), nullable=False),
         sa.Column("originator_conversation_id", sa.String(255)),
@@ -84,9 +86,14 @@ def upgrade() -> None:
     op.create_index(
         "ix_collection_audit_payment", "collection_audit", ["payment_kind", "payment_id"]
     )
+    op.add_column("c2b_payments", sa.Column("reversed_at", sa.DateTime))
+    op.add_column("c2b_payments", sa.Column("reversal_receipt", sa.String(255)))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("c2b_payments") as batch:
+        batch.drop_column("reversal_receipt")
+        batch.drop_column("reversed_at")
     op.drop_table("collection_audit")
     op.drop_table("reversal_callbacks")
     op.drop_table("reversals")
