@@ -9,8 +9,9 @@ ones, with no cycles (a callback walks down them from the route that receives it
 - intake: callbacks (authenticate, journal, hand to the writer: groupcommit, batch_results)
 - apply: operator (audited resolutions), new_payout (the console's payout form), batches (bulk
   payouts from a file, approved once),
-  payment_claims, resolution (status queries, retries,
-  review, status answers), then payouts (the B2C state machine) and stk (collections)
+  payment_claims, reversals (refunds of STK and C2B collections, written ahead like payouts),
+  resolution (status queries, retries, review, status answers), then payouts (the B2C state
+  machine), stk (collections) and c2b (paybill and till payments)
 - shared: events (the outbox of outbound events and their delivery), idempotency (callers'
   keys), flags, parsing (what comes in), context (Service, ApiError), journal, callback_auth,
   api_keys, ids

@@ -40,17 +40,19 @@ from mpesa_service.batches import (
 )
 from mpesa_service.context import ApiError, Service
 from mpesa_service.events import EventNotFound, redeliver
+from mpesa_service.flags import flags_of
 from mpesa_service.new_payout import check_draft, form_body, new_form_key, send_draft
 from mpesa_service.operator import requery_payout, resolve_payout
 from mpesa_service.payouts import payout_detail
 from mpesa_service.reversals import (
     PAYOUT_NOT_REVERSIBLE,
     ReversalRequest,
+    find_collection,
     reversals_of,
     reverse_collection,
 )
 from mpesa_service.settings import ApiKey
-from mpesa_service.stk import STK_PAID_STATES, payment_row_view
+from mpesa_service.stk import payment_row_view
 from mpesa_service.storage import (
     account_balances,
     b2c_payment_callbacks,
@@ -489,29 +491,62 @@ def payout_page(svc: Service, reference_id: str) -> dict:
 
 
 def collection_page(svc: Service, payment_id: str) -> dict | None:
-    """A collection with its reversals and audit trail, for its console page; None if there
-    is no such collection."""
+    """A collection (STK or C2B) with its reversals and audit trail, for its console page;
+    None if there is no such collection."""
     with svc.engine.connect() as conn:
-        payment = conn.execute(sa.select(payments).where(payments.c.id == payment_id)).first()
-        if payment is None:
+        shown = _stk_shown(conn, payment_id) or _c2b_shown(conn, payment_id)
+        if shown is None:
             return None
+        collection = find_collection(conn, shown["kind"], payment_id)
         history = conn.execute(
             sa.select(collection_audit)
             .where(collection_audit.c.payment_id == payment_id)
             .order_by(collection_audit.c.created_at)
         ).all()
-        view = payment_row_view(conn, payment)
     attempts = reversals_of(svc, payment_id)
     latest = attempts[-1]["status"] if attempts else None
     return {
-        **view,
+        **shown,
+        "reversals": attempts,
+        "history": history,
+        "reversible": collection.paid and latest in (None, "failed"),
+        "retry": latest == "failed",
+    }
+
+
+def _stk_shown(conn: sa.Connection, payment_id: str) -> dict | None:
+    payment = conn.execute(sa.select(payments).where(payments.c.id == payment_id)).first()
+    if payment is None:
+        return None
+    return {
+        **payment_row_view(conn, payment),
+        "kind": "stk",
         "phone_masked": mask_phone(payment.phone_number),
         "created_at": payment.created_at,
         "completed_at": payment.completed_at,
-        "reversals": attempts,
-        "history": history,
-        "reversible": payment.status in STK_PAID_STATES and latest in (None, "failed"),
-        "retry": latest == "failed",
+    }
+
+
+def _c2b_shown(conn: sa.Connection, payment_id: str) -> dict | None:
+    """A C2B payment in the keys the collection page shows (its MSISDN as Daraja sent it)."""
+    row = conn.execute(sa.select(c2b_payments).where(c2b_payments.c.id == payment_id)).first()
+    if row is None:
+        return None
+    return {
+        "kind": "c2b",
+        "payment_id": row.id,
+        "status": "reversed" if row.reversed_at else row.outcome,
+        "amount": row.amount,
+        "paid_amount": row.amount,
+        "phone_masked": row.msisdn or "",
+        "checkout_request_id": None,
+        "mpesa_receipt": row.trans_id,
+        "result_code": None,
+        "result_desc": f"C2B {row.kind or ''} payment, bill reference {row.bill_ref_number}",
+        "created_at": row.received_at,
+        "completed_at": row.trans_time,
+        "reversal_receipt": row.reversal_receipt,
+        "flags": flags_of(conn, "c2b_payment", row.id),
     }
 
 

@@ -346,6 +346,27 @@ def test_a_c2b_payment_is_reversed_once_by_the_same_route(ops):
     assert len(ops.sim_requests(REVERSAL_PATH)) == 1
 
 
+def test_the_console_reverses_a_c2b_payment_from_its_page(ops):
+    payment_id = c2b_paid(ops)
+    session = console_session(ops)
+    listing = session.get(f"{ops.base_url}/console/c2b", timeout=10).text
+    assert f'href="/console/payments/{payment_id}"' in listing
+    page = session.get(f"{ops.base_url}/console/payments/{payment_id}", timeout=10).text
+    csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', page).group(1)
+
+    session.post(
+        f"{ops.base_url}/console/payments/{payment_id}/reverse",
+        data={"reason": "paid the wrong paybill", "csrf": csrf},
+        timeout=10,
+    )
+
+    wait_until(lambda: c2b_row(ops, payment_id).reversed_at is not None)
+    page = session.get(f"{ops.base_url}/console/payments/{payment_id}", timeout=10).text
+    assert "C2B payment" in page and 'id="reverse"' not in page
+    assert c2b_row(ops, payment_id).reversal_receipt in page
+    assert len(ops.sim_requests(REVERSAL_PATH)) == 1
+
+
 def test_a_malformed_c2b_confirmation_cannot_be_reversed(ops):
     ops.hook("/hooks/c2b/confirmation", {"TransID": "", "TransAmount": "x"})
     (row,) = ops.rows(c2b_payments)

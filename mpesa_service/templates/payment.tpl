@@ -1,5 +1,5 @@
 % rebase('layout', title='Collection ' + c['payment_id'])
-<h2>Collection {{c['payment_id']}}: {{c['status']}}</h2>
+<h2>{{'C2B payment' if c['kind'] == 'c2b' else 'Collection'}} {{c['payment_id']}}: {{c['status']}}</h2>
 <table>
 <tr><th>amount</th><td>{{money(c['amount'] or 0)}}</td><th>paid</th><td>{{money(c['paid_amount']) if c['paid_amount'] is not None else ''}}</td></tr>
 <tr><th>phone</th><td>{{c['phone_masked']}}</td><th>CheckoutRequestID</th><td>{{c['checkout_request_id'] or ''}}</td></tr>
