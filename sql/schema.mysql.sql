@@ -477,7 +477,7 @@ CREATE INDEX ix_c2b_payments_received_at ON c2b_payments (received_at);
 
 UPDATE alembic_version SET version_num='0012' WHERE alembic_version.version_num = '0011';
 
--- Running upgrade 0012 -> 0011r
+-- Running upgrade 0012 -> 0013
 
 CREATE TABLE reversals (
     id VARCHAR(36) NOT NULL, 
@@ -549,5 +549,5 @@ ALTER TABLE c2b_payments ADD COLUMN reversed_at DATETIME;
 
 ALTER TABLE c2b_payments ADD COLUMN reversal_receipt VARCHAR(255);
 
-UPDATE alembic_version SET version_num='0011r' WHERE alembic_version.version_num = '0012';
+UPDATE alembic_version SET version_num='0013' WHERE alembic_version.version_num = '0012';
 

@@ -2,7 +2,7 @@
 called; every reversal result and status answer stored whole; the collections' audit trail;
 and on a C2B payment, when the service reversed it and the reversal's receipt.
 
-Revision ID: 0011r
+Revision ID: 0013
 Revises: 0012
 Create Date: 2026-12-07
 """
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import mysql
 
-revision = "0011r"
+revision = "0013"
 down_revision = "0012"
 branch_labels = None
 depends_on = None
