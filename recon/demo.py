@@ -8,7 +8,9 @@ machine. The same seed and end date always give the same rows and the same state
 
 What is planted on top of the everyday traffic (normal payouts, failures with real result
 codes, retries, STK collections paid, cancelled, timed out and expired, C2B paybill payments
-customers made themselves, a few of them found by Pull Transactions): at least one finding of
+customers made themselves, a few of them found by Pull Transactions, STK collections and a C2B
+payment an operator reversed through the service, each with its statement reversal row, which
+reconcile clean): at least one finding of
 every check in `recon.checks.CHECK_NAMES` but the two in `NOT_PLANTED`, and a payout in every
 status of the service's state machine (submitting, pending, unknown, completed, failed,
 review). `PLANTED` names them. A C2B payment's bill reference names an STK collection's
@@ -75,6 +77,11 @@ C2B_REASON = "Pay Bill Online"  # a customer paying the paybill from the phone
 BILL_REF_QUERY = "SELECT 1 FROM payments WHERE booking_id = :bill_ref"
 FUNDING_REASON = "Organization Settlement Account to Utility Account transfer of funds"
 REVERSAL_REASON = "Reversal"
+SHORTCODE = "600999"  # the demo paybill: the statement's Short Code, the C2B payments' and
+# the reversals' receiver party
+STK_REVERSED = 3  # STK collections the service reversed (and one C2B payment)
+REFUND_OPERATOR = "ops-desk"  # the operator key that asked for the reversals
+REFUND_REASONS = ["session cancelled by the trainer", "client paid twice", "booking cancelled"]
 PLANTED = {
     "amount_mismatch": "a payout of 1,500.00 whose result says 1,000.00 was paid",
     "orphan_callback": "a paid result whose OriginatorConversationID matches no payout",
@@ -112,6 +119,9 @@ DEMO_TABLES = (
     "payments",
     "stk_callbacks",
     "c2b_payments",
+    "reversals",
+    "reversal_callbacks",
+    "collection_audit",
     "payment_flags",
 )
 
@@ -178,6 +188,7 @@ class StatementLine:
     other_party: str = ""
     overcharged: Decimal = Decimal(0)  # charged this much above the tariff
     account: str = ""  # A/C No.: what the payer typed
+    linked: str = ""  # Linked Transaction ID: the receipt a reversal undoes
 
 
 @dataclass
@@ -689,7 +700,7 @@ class _Generator:
             amount=Decimal(amount),
             msisdn=masked,
             bill_ref_number=bill_ref,
-            business_short_code="600999",
+            business_short_code=SHORTCODE,
             first_name=first if source == "confirmation" else None,
             last_name=last if source == "confirmation" else None,
             trans_time=when,
@@ -744,6 +755,122 @@ class _Generator:
                 reason=C2B_REASON,
                 other_party="2547 ***** 455",
                 account=self.rng.choice(bookings),
+            )
+        )
+
+    # reversals the service made (refunds of collections)
+
+    def service_reversals(self) -> None:
+        """STK collections and one C2B payment an operator reversed through the service, each
+        with the statement's reversal row (Withdrawn, Linked Transaction ID the receipt undone):
+        they reconcile clean. Drawn after everything else, so the rest of the data set is what
+        it was before reversals were added."""
+        on_statement = {line.receipt for line in self.data.statement}
+        latest = self.data.end - timedelta(days=2)  # so each reversal falls inside the window
+        stk = [
+            row
+            for row in self.data.rows["payments"]
+            if row["status"] == "completed"
+            and row["mpesa_receipt"] in on_statement
+            and row["completed_at"] < latest
+        ]
+        c2b = [
+            row
+            for row in self.data.rows["c2b_payments"]
+            if row["source"] == "confirmation"
+            and row["trans_id"] in on_statement
+            and row["trans_time"] < latest
+        ]
+        for row in self.rng.sample(stk, STK_REVERSED):
+            self.reversal("stk", row, row["mpesa_receipt"], row["paid_amount"], row["completed_at"])
+        row = self.rng.choice(c2b)
+        self.reversal("c2b", row, row["trans_id"], row["amount"], row["received_at"])
+
+    def reversal(self, kind: str, row: dict, original: str, amount: Decimal, paid_at) -> None:
+        """One completed reversal of a collection, as reversals.py writes it: the attempt, its
+        result callback, the audit rows, the collection marked reversed with the reversal's
+        receipt; and the statement's reversal row."""
+        reversal_id, ocid = self.uid(), self.uid()
+        asked = paid_at + timedelta(hours=self.rng.randrange(2, 30), seconds=self.rng.randrange(60))
+        sent = asked + timedelta(seconds=self.rng.randint(1, 3))
+        done = sent + timedelta(seconds=self.latency(8))
+        receipt = self.receipt(done)
+        conversation = f"AG_{done:%Y%m%d}_{self.uid().replace('-', '')[:20]}"
+        status_before = row["status"] if kind == "stk" else row["outcome"]
+        reason = self.rng.choice(REFUND_REASONS)
+        self.add(
+            "reversals",
+            id=reversal_id,
+            payment_kind=kind,
+            payment_id=row["id"],
+            attempt_no=1,
+            status="completed",
+            amount=amount,
+            original_receipt=original,
+            receiver_party=SHORTCODE,
+            reason=reason,
+            requested_by=REFUND_OPERATOR,
+            originator_conversation_id=ocid,
+            conversation_id=conversation,
+            receipt=receipt,
+            result_code="0",
+            result_desc="The service request is processed successfully.",
+            check_count=0,
+            created_at=asked,
+            sent_at=sent,
+            completed_at=done,
+            updated_at=done,
+        )
+        self.add(
+            "reversal_callbacks",
+            id=self.uid(),
+            reversal_id=reversal_id,
+            kind="result",
+            result_code="0",
+            result_desc="The service request is processed successfully.",
+            originator_conversation_id=ocid,
+            conversation_id=conversation,
+            transaction_id=receipt,
+            outcome="applied",
+            received_at=done,
+        )
+        audit = {"payment_kind": kind, "payment_id": row["id"], "status_before": status_before}
+        note = f"reversal attempt 1 of {int(amount):,}: {reason}"
+        self.add(
+            "collection_audit",
+            id=self.uid(),
+            actor=REFUND_OPERATOR,
+            action="reversal_requested",
+            status_after=status_before,
+            note=note,
+            created_at=asked,
+            **audit,
+        )
+        self.add(
+            "collection_audit",
+            id=self.uid(),
+            actor="system",
+            action="reversed",
+            status_after="reversed",
+            receipt=receipt,
+            note=f"reversed by {receipt} (attempt 1)",
+            created_at=done,
+            **audit,
+        )
+        if kind == "stk":
+            row.update(status="reversed", updated_at=done)
+            other_party = row["phone_number"]
+        else:
+            row.update(reversed_at=done, reversal_receipt=receipt)
+            other_party = row["msisdn"]
+        self.data.statement.append(
+            StatementLine(
+                receipt,
+                done,
+                withdrawn=amount,
+                reason=REVERSAL_REASON,
+                other_party=other_party,
+                linked=original,
             )
         )
 
@@ -809,6 +936,7 @@ class _Generator:
         self.statement_lines()
         self.planted_statement_anomalies()
         self.c2b_traffic()
+        self.service_reversals()
         return self.data
 
 
@@ -879,7 +1007,7 @@ def _statement_row(line, reason, paid_in, withdrawn, balance) -> dict[str, str]:
         COLLECTION_REASON: f"Pay Utility from {line.other_party}",
         C2B_REASON: f"Pay Bill Online from {line.other_party}",
         FUNDING_REASON: "Funds transfer from the organisation settlement account",
-        REVERSAL_REASON: f"Reversal of {line.receipt}",
+        REVERSAL_REASON: f"Reversal of {line.linked or line.receipt}",
     }[reason]
     return {
         "Receipt No.": line.receipt,
@@ -893,7 +1021,7 @@ def _statement_row(line, reason, paid_in, withdrawn, balance) -> dict[str, str]:
         "Balance Confirmed": "true",
         "Reason Type": reason,
         "Other Party Info": line.other_party,
-        "Linked Transaction ID": "",
+        "Linked Transaction ID": line.linked,
         "A/C No.": "SESSION" if reason == COLLECTION_REASON else line.account,
     }
 
@@ -904,7 +1032,7 @@ def _header_block(data: DemoData, closing, paid_in, withdrawn) -> list[list[str]
     reported = f"{nairobi(data.end) + timedelta(hours=8):%d-%m-%Y %H:%M:%S}"
     return [
         ["Account Holder:", "DEMO TRAINERS LTD"],
-        ["Short Code:", "600999"],
+        ["Short Code:", SHORTCODE],
         ["Account:", "Utility Account"],
         ["Time Period:", f"From {start}", "To", end],
         ["Operator:", "demo", f"Date of Report: {reported}"],

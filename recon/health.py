@@ -45,7 +45,7 @@ from recon.rules import NAIROBI, iso_time_to_utc
 
 PAYOUT_STATUSES = ("submitting", "pending", "unknown", "completed", "failed", "review")
 OPEN_PAYOUT_STATUSES = frozenset({"submitting", "pending", "unknown"})
-STK_STATUSES = ("pending", "unknown", "completed", "amount_mismatch", "failed")
+STK_STATUSES = ("pending", "unknown", "completed", "amount_mismatch", "failed", "reversed")
 STK_OUTCOMES = ("paid", "cancelled", "timeout", "failed", "open")
 STK_CANCELLED_CODES = frozenset({"1032"})
 STK_TIMEOUT_CODES = frozenset({"1037", "1019"})

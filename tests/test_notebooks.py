@@ -25,6 +25,7 @@ from matplotlib.image import imread
 from nbclient import NotebookClient
 
 import service
+from mpesa_service import storage
 from recon import health
 from recon.api import build_report
 from recon.checks import CHECK_NAMES
@@ -34,6 +35,7 @@ from recon.demo import (
     BILL_REF_QUERY,
     NOT_PLANTED,
     OVERCHARGE,
+    STK_REVERSED,
     generate,
     statement_rows,
     window,
@@ -411,6 +413,58 @@ def test_generator_plants_every_check_and_every_status(database_url, tmp_path):
     assert payout_statuses == set(health.PAYOUT_STATUSES)
     assert stk_statuses == set(health.STK_STATUSES)
     assert 200 <= payouts <= 500
+
+
+def test_generator_reversals_made_by_the_service_reconcile_clean(database_url, tmp_path):
+    statement = tmp_path / "statement.csv"
+    write_demo(database_url, statement, seed=SEED, end=END)
+    report = build_report(
+        database_url, since=None, until=None, as_of=AS_OF, statement_path=str(statement)
+    )
+    engine = service.make_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            made = connection.execute(sa.select(storage.reversals)).all()
+            stk = connection.execute(
+                sa.select(service.payments).where(service.payments.c.status == "reversed")
+            ).all()
+            c2b = connection.execute(
+                sa.select(service.c2b_payments).where(
+                    service.c2b_payments.c.reversal_receipt.is_not(None)
+                )
+            ).all()
+            audit = connection.execute(sa.select(storage.collection_audit)).all()
+    finally:
+        engine.dispose()
+
+    assert {(row.payment_kind, row.status) for row in made} == {
+        ("stk", "completed"),
+        ("c2b", "completed"),
+    }
+    assert len(made) == STK_REVERSED + 1 and len(stk) == STK_REVERSED and len(c2b) == 1
+    by_collection = {row.payment_id: row for row in made}
+    assert {row.id for row in stk} | {row.id for row in c2b} == set(by_collection)
+    assert all(by_collection[row.id].original_receipt == row.mpesa_receipt for row in stk)
+    assert by_collection[c2b[0].id].receipt == c2b[0].reversal_receipt
+    assert sorted((row.payment_id, row.action) for row in audit) == sorted(
+        (payment_id, action)
+        for payment_id in by_collection
+        for action in ("reversal_requested", "reversed")
+    )
+    # each has its statement row (Withdrawn, linked to the receipt undone) and is no finding
+    with statement.open() as handle:
+        text = handle.read()
+    entries = csv.DictReader(io.StringIO(text[text.index("Receipt No.,") :]))
+    linked = {
+        entry["Receipt No."]: (entry["Linked Transaction ID"], entry["Withdrawn"])
+        for entry in entries
+        if entry["Reason Type"] == "Reversal"
+    }
+    for row in made:
+        assert linked[row.receipt] == (row.original_receipt, f"{-row.amount:,.2f}")
+    found = report.findings.of("reversal")
+    assert len(found) == 1  # the payout reversed in the org portal, which the service never made
+    assert not set(found["transaction_id"]) & {row.original_receipt for row in made}
 
 
 def test_generator_is_deterministic_per_seed_and_end():
