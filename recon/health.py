@@ -23,6 +23,8 @@ Definitions (the notebooks' text repeats them):
 - time to callback: from an STK request to its first callback.
 - C2B: paybill and till payments customers made themselves, per Nairobi day they were paid;
   `pulled` are those whose confirmation never came and Pull Transactions found.
+- reversed: collections the service reversed (refunded): STK collections in status `reversed`
+  and C2B payments with a reversal receipt, with the KES paid (and paid back).
 """
 
 from __future__ import annotations
@@ -475,3 +477,36 @@ def c2b_per_day(c2b: pd.DataFrame) -> pd.DataFrame:
         for day, group in frame.groupby("day", sort=True)
     ]
     return pd.DataFrame(rows, columns=["day", "payments", "kes_received", "pulled"])
+
+
+# -- reversals ------------------------------------------------------------------------------------
+
+REVERSED_COLUMNS = ["kind", "payment_id", "receipt", "reversal_receipt", "kes", "paid_at"]
+
+
+def reversed_collections(stk: pd.DataFrame, c2b: pd.DataFrame) -> pd.DataFrame:
+    """Collections the service reversed, oldest payment first: kind (stk or c2b), the receipt
+    undone, the reversal's receipt and the KES paid back (what was paid)."""
+    stk = stk[(stk["status"] == "reversed").to_numpy()]
+    c2b = c2b[c2b["reversal_receipt"].notna().to_numpy()]
+    parts = [
+        pd.DataFrame(
+            {
+                "kind": kind,
+                "payment_id": rows["id"],
+                "receipt": rows["receipt"],
+                "reversal_receipt": rows["reversal_receipt"],
+                "kes": [decimal_from_cents(value) for value in cents],
+                "paid_at": paid_at,
+            }
+        )
+        for kind, rows, cents, paid_at in (
+            ("stk", stk, stk["paid_amount_cents"].fillna(stk["amount_cents"]), stk["completed_at"]),
+            ("c2b", c2b, c2b["amount_cents"], c2b["paid_at"].fillna(c2b["received_at"])),
+        )
+        if len(rows)
+    ]
+    if not parts:
+        return pd.DataFrame(columns=REVERSED_COLUMNS)
+    frame = pd.concat(parts, ignore_index=True)
+    return frame.sort_values("paid_at", ignore_index=True)[REVERSED_COLUMNS]

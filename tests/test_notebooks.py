@@ -378,6 +378,19 @@ def test_collections_notebook_records_what_the_database_says(recorded, demo_engi
         Decimal(str(amount)) for amount in c2b["amount"]
     )
 
+    made = rows(demo_engine, sa.select(storage.reversals))
+    assert {
+        (row["kind"], row["payment_id"], row["receipt"], row["reversal_receipt"], row["kes"])
+        for row in notebook["reversed"]
+    } == {
+        (r.payment_kind, r.payment_id, r.original_receipt, r.receipt, f"{r.amount:.2f}")
+        for r in made.itertuples()
+    }
+    assert {row["kind"] for row in notebook["reversed"]} == {"stk", "c2b"}
+    assert notebook["kes_reversed"] == f"{sum(made['amount']):.2f}"
+    statuses = {row["status"]: row for row in notebook["statuses"]}
+    assert statuses["reversed"]["count"] == (made["payment_kind"] == "stk").sum() == STK_REVERSED
+
 
 # -- the generator --------------------------------------------------------------------------------
 
