@@ -10,11 +10,12 @@ What is planted on top of the everyday traffic (normal payouts, failures with re
 codes, retries, STK collections paid, cancelled, timed out and expired, C2B paybill payments
 customers made themselves, a few of them found by Pull Transactions, STK collections and a C2B
 payment an operator reversed through the service, each with its statement reversal row, which
-reconcile clean): at least one finding of
-every check in `recon.checks.CHECK_NAMES` but the two in `NOT_PLANTED`, and a payout in every
-status of the service's state machine (submitting, pending, unknown, completed, failed,
-review). `PLANTED` names them. A C2B payment's bill reference names an STK collection's
-booking; `BILL_REF_QUERY` is the lookup to reconcile with (c2b_unknown_bill_ref needs it).
+reconcile clean): at least one finding of every check in `recon.checks.CHECK_NAMES` but the two
+in `NOT_PLANTED`, and a payout in every status of the service's state machine
+(awaiting_approval, submitting, pending, unknown, completed, failed, review, rejected, expired:
+the three above APPROVAL_ABOVE never sent). `PLANTED` names the findings. A C2B payment's bill
+reference names an STK collection's booking; `BILL_REF_QUERY` is the lookup to reconcile with
+(c2b_unknown_bill_ref needs it).
 
 Each B2C payout row of the statement has the charge row the shipped tariff
 (recon/tariffs/b2c.csv) asks on its Nairobi day, none where it asks nothing or does not know
@@ -81,6 +82,10 @@ SHORTCODE = "600999"  # the demo paybill: the statement's Short Code, the C2B pa
 # the reversals' receiver party
 STK_REVERSED = 3  # STK collections the service reversed (and one C2B payment)
 REFUND_OPERATOR = "ops-desk"  # the operator key that asked for the reversals
+# Maker-checker as a deployment with APPROVAL_ABOVE and APPROVAL_EXPIRES_HOURS set would run it.
+APPROVAL_ABOVE = 50_000
+APPROVAL_EXPIRES_HOURS = 24
+MAKER, CHECKER = "payroll-app", "finance-lead"  # the key that created them, the one deciding
 REFUND_REASONS = ["session cancelled by the trainer", "client paid twice", "booking cancelled"]
 PLANTED = {
     "amount_mismatch": "a payout of 1,500.00 whose result says 1,000.00 was paid",
@@ -113,6 +118,7 @@ NOT_PLANTED = {
 # schema.
 DEMO_TABLES = (
     "b2c_payments",
+    "payout_audit",
     "b2c_payout_attempts",
     "b2c_payment_callbacks",
     "status_queries",
@@ -758,6 +764,74 @@ class _Generator:
             )
         )
 
+    # payouts above the approval threshold (maker-checker)
+
+    def payouts_above_approval(self) -> None:
+        """Three payouts above APPROVAL_ABOVE, written ahead with no attempt as payouts.py
+        writes them: one still awaiting approval, one rejected by another operator key, one
+        expired by the expiry job; none was sent. Drawn after everything else, so the rest of
+        the data set is what it was before they were added."""
+        start, end = self.data.start, self.data.end
+        self.awaiting_approval(end - timedelta(hours=5), 60_000)
+        rejected = self.awaiting_approval(start + timedelta(days=2, hours=10), 75_000)
+        reason = "not in this month's payroll"
+        self.payout_decided(
+            rejected,
+            "rejected",
+            rejected["initiated_at"] + timedelta(minutes=self.rng.randrange(20, 200)),
+            CHECKER,
+            reason,
+            f"rejected by {CHECKER}: {reason}",
+        )
+        expired = self.awaiting_approval(start + timedelta(days=1, hours=15), 120_000)
+        note = (
+            f"not approved within APPROVAL_EXPIRES_HOURS ({APPROVAL_EXPIRES_HOURS} h): never sent"
+        )
+        when = expired["initiated_at"] + timedelta(hours=APPROVAL_EXPIRES_HOURS, minutes=1)
+        self.payout_decided(expired, "expired", when, "system", note, note)
+
+    def awaiting_approval(self, when: datetime, amount: int) -> dict:
+        customer = self.rng.choice(self.customers)
+        row = self.add(
+            "b2c_payments",
+            id=self.uid(),
+            user_id=customer.user_id,
+            user_type="trainer",
+            phone_number=customer.phone,
+            amount=Decimal(amount),
+            reference_id=f"payout_ref_{self.uid().replace('-', '')}",
+            status="awaiting_approval",
+            reason="session payout",
+            description="Payout",
+            command_id="BusinessPayment",
+            attempt_count=0,
+            check_count=0,
+            initiated_at=when,
+            updated_at=when,
+            created_by=MAKER,
+        )
+        note = f"above APPROVAL_ABOVE {APPROVAL_ABOVE:,}: awaits approval"
+        self.payout_audit(row, MAKER, "created", None, "awaiting_approval", note, when)
+        return row
+
+    def payout_decided(self, row, status, when, actor, note, description) -> None:
+        """A payout awaiting approval ended `rejected` or `expired`, audited."""
+        row.update(status=status, updated_at=when, error_description=description)
+        self.payout_audit(row, actor, status, "awaiting_approval", status, note, when)
+
+    def payout_audit(self, row, actor, action, before, after, note, when) -> None:
+        self.add(
+            "payout_audit",
+            id=self.uid(),
+            payout_id=row["id"],
+            actor=actor,
+            action=action,
+            status_before=before,
+            status_after=after,
+            note=note,
+            created_at=when,
+        )
+
     # reversals the service made (refunds of collections)
 
     def service_reversals(self) -> None:
@@ -937,6 +1011,7 @@ class _Generator:
         self.planted_statement_anomalies()
         self.c2b_traffic()
         self.service_reversals()
+        self.payouts_above_approval()
         return self.data
 
 

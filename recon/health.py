@@ -45,7 +45,17 @@ from recon.money import decimal_from_cents
 from recon.queries import load_queries
 from recon.rules import NAIROBI, iso_time_to_utc
 
-PAYOUT_STATUSES = ("submitting", "pending", "unknown", "completed", "failed", "review")
+PAYOUT_STATUSES = (
+    "awaiting_approval",
+    "submitting",
+    "pending",
+    "unknown",
+    "completed",
+    "failed",
+    "review",
+    "rejected",
+    "expired",
+)
 OPEN_PAYOUT_STATUSES = frozenset({"submitting", "pending", "unknown"})
 STK_STATUSES = ("pending", "unknown", "completed", "amount_mismatch", "failed", "reversed")
 STK_OUTCOMES = ("paid", "cancelled", "timeout", "failed", "open")

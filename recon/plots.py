@@ -41,6 +41,10 @@ LABEL_COLOURS = {
     "submitting": "#2c3e50",
     "review": "#d35400",
     "amount_mismatch": "#e84393",
+    "reversed": "#16a085",
+    "awaiting_approval": "#f1c40f",
+    "rejected": "#6d214f",
+    "expired": "#bdc3c7",
 }
 
 # One colour per reconciliation check, the same in every chart that shows checks (Kelly's

@@ -428,6 +428,43 @@ def test_generator_plants_every_check_and_every_status(database_url, tmp_path):
     assert 200 <= payouts <= 500
 
 
+def test_generator_payouts_above_approval_were_never_sent_and_are_audited(database_url, tmp_path):
+    write_demo(database_url, tmp_path / "statement.csv", seed=SEED, end=END)
+    payouts, audit = service.b2c_payments, storage.payout_audit
+    engine = service.make_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            unsent = connection.execute(
+                sa.select(payouts).where(
+                    payouts.c.status.in_(("awaiting_approval", "rejected", "expired"))
+                )
+            ).all()
+            attempts = connection.scalar(
+                sa.select(sa.func.count())
+                .select_from(service.b2c_payout_attempts)
+                .where(service.b2c_payout_attempts.c.payout_id.in_([p.id for p in unsent]))
+            )
+            trail = connection.execute(sa.select(audit).order_by(audit.c.created_at)).all()
+    finally:
+        engine.dispose()
+
+    assert sorted(p.status for p in unsent) == ["awaiting_approval", "expired", "rejected"]
+    assert attempts == 0
+    assert all(p.attempt_count == 0 and p.originator_conversation_id is None for p in unsent)
+    actions = {
+        p.id: [(a.action, a.status_before, a.status_after) for a in trail if a.payout_id == p.id]
+        for p in unsent
+    }
+    created = ("created", None, "awaiting_approval")
+    assert sorted(actions.values()) == sorted(
+        [
+            [created],
+            [created, ("rejected", "awaiting_approval", "rejected")],
+            [created, ("expired", "awaiting_approval", "expired")],
+        ]
+    )
+
+
 def test_generator_reversals_made_by_the_service_reconcile_clean(database_url, tmp_path):
     statement = tmp_path / "statement.csv"
     write_demo(database_url, statement, seed=SEED, end=END)
