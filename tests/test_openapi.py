@@ -5,6 +5,7 @@ import re
 from pathlib import Path
 
 import service
+from mpesa_service.events import EVENT_TYPES
 from mpesa_service.payouts import PAYOUT_STATES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,6 +66,18 @@ def test_the_documented_payout_statuses_are_the_state_table():
     assert status["schema"]["enum"] == list(PAYOUT_STATES)
     payout = spec["components"]["schemas"]["Payout"]
     assert payout["properties"]["status"]["enum"] == list(PAYOUT_STATES)
+
+
+def test_the_documented_event_types_are_the_ones_the_service_emits():
+    spec = json.loads((ROOT / "openapi.json").read_text())
+    (kind,) = [p for p in spec["paths"]["/events"]["get"]["parameters"] if p["name"] == "type"]
+    assert kind["schema"]["enum"] == list(EVENT_TYPES)
+    event = spec["components"]["schemas"]["Event"]
+    assert event["properties"]["type"]["enum"] == list(EVENT_TYPES)
+    readme = (ROOT / "README.md").read_text()
+    subjects = "|".join(sorted({name.split(".")[0] for name in EVENT_TYPES}))
+    rows = re.findall(rf"^\| `((?:{subjects})\.[a-z_]+)` \|", readme, re.MULTILINE)
+    assert sorted(rows) == sorted(EVENT_TYPES)  # the README's table of event types
 
 
 def test_payout_requests_are_documented_with_the_user_id_required():
