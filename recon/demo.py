@@ -1260,7 +1260,7 @@ def main(argv: list[str]) -> int:
     shown = sa.make_url(args.database_url).render_as_string(hide_password=True)
     print(
         f"wrote {data.count('b2c_payments')} payouts, {data.count('payments')} STK payments, "
-        f"{data.count('c2b_payments')} C2B payments and "
+        f"{data.count('c2b_payments')} C2B payments, {data.count('reversals')} reversals and "
         f"{data.count('b2c_payment_callbacks') + data.count('stk_callbacks')} callbacks "
         f"from {data.start:%Y-%m-%d %H:%M} to {data.end:%Y-%m-%d %H:%M} UTC to {shown}\n"
         f"wrote the statement {args.statement}\n"
