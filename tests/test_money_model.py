@@ -596,6 +596,13 @@ class MoneyModel(RuleBasedStateMachine):
         self.world.sim.clear_scenarios()
         self.world.figures["reversed in the portal"] += 1
 
+    @rule(pick=PICK)
+    def deliver_a_held_reversal_callback(self, pick):
+        """As deliver_a_held_callback, among the reversals' only (they are few among many)."""
+        held = [h["index"] for h in self.world.sim.held() if "/hooks/reversal/" in h["url"]]
+        if held:
+            self._deliver(held[pick % len(held)])
+
     @rule(answer=st.sampled_from(sorted(STATUS_ANSWERS)))
     def reversal_resolve_job(self, answer):
         self.world.arm(STATUS_ANSWERS[answer], STATUS_PATH, times=1000)
