@@ -11,7 +11,9 @@ query itself, with no details, never); operators resolving paid, not paid or ack
 every job (resolve, retry, sweep, replay, approval expiry); a crash between any two steps, while
 a payout is being sent, or after a callback was journaled and before it was applied; payouts
 above APPROVAL_ABOVE asked for, then approved (by another operator's key, or refused to the
-key that asked), rejected or left to expire.
+key that asked), rejected or left to expire; an operator reversing a paid collection (once,
+twice, three times at once, retrying, or crashing while Daraja has it), however Daraja answers,
+someone reversing it in the org portal first, and the reversal resolve job.
 
 The real service runs over real HTTP against the simulator, on SQLite and MariaDB. Beside it
 a simple model keeps what is true and what the service was told, and after every step:
@@ -28,7 +30,13 @@ a simple model keeps what is true and what the service was told, and after every
      with that receipt;
   7. a payout not approved is never sent (no attempt, nothing in Daraja's ledger), so a
      rejected or expired one is never paid; an approval is applied at most once per payout
-     and sends one request.
+     and sends one request;
+  8. a collection's money goes back at most once (the simulator's ledger), and each reversal
+     attempt is sent at most once, a new one only after the last one failed (never while one
+     is open, never after one completed); a collection shown `reversed` has exactly one
+     completed reversal, whose receipt it shows and whose money the simulator moved; one
+     whose reversal result (or status answer) was delivered and applied is shown `reversed`
+     with that receipt, never merely paid.
 
 CI runs a small budget on each database; `make verify` runs MONEY_MODEL_EXAMPLES (2,000) per
 database and prints the figures. docs/evidence.md says what it found."""
@@ -61,9 +69,11 @@ from hypothesis.stateful import (
 import service
 import simulator
 from mpesa_service import idempotency
+from mpesa_service import reversals as reversing
 from mpesa_service.approval import expire_approvals
 from mpesa_service.batches import send_batches
 from mpesa_service.callbacks import replay_journal
+from mpesa_service.context import ApiError
 from mpesa_service.payouts import (
     PayoutRequest,
     payout_phone,
@@ -71,9 +81,16 @@ from mpesa_service.payouts import (
     write_ahead,
 )
 from mpesa_service.resolution import resolve_payouts, retry_failed_payouts
-from mpesa_service.routes import CALLBACK_PATHS
-from mpesa_service.stk import StkRequest, sweep_stk, write_payment_ahead
-from mpesa_service.storage import utcnow
+from mpesa_service.routes import CALLBACK_PATHS, NAMING_KINDS
+from mpesa_service.stk import (
+    STK_PAID_STATES,
+    StkRequest,
+    payment_row_view,
+    sweep_stk,
+    write_payment_ahead,
+)
+from mpesa_service.storage import reversal_callbacks, utcnow
+from mpesa_service.storage import reversals as reversal_rows
 from mpesa_service.throughput.writer import wait_applied
 from recon.rules import nairobi_day_start_utc
 from tests import http_support
@@ -84,7 +101,7 @@ from tests.test_payouts import result_body
 EXAMPLES = int(os.environ.get("MONEY_MODEL_EXAMPLES", "15"))
 STEPS = int(os.environ.get("MONEY_MODEL_STEPS", "30"))
 B2C_PATH, STK_PATH = simulator.B2C_V3_PATH, simulator.STK_PUSH_PATH
-STATUS_PATH = simulator.STATUS_PATH
+STATUS_PATH, REVERSAL_PATH = simulator.STATUS_PATH, simulator.REVERSAL_PATH
 TIMEOUT = 0.2  # DARAJA_TIMEOUT_SECONDS
 STUCK = 0.25  # SUBMITTING_STUCK_AFTER_SECONDS
 SHARED_REFERENCE = "INV-SHARED"
@@ -127,6 +144,20 @@ STK_ANSWERS = {
     "reset_after_processing": ("accepted_no_response", 0),
     "timeout_after_processing": ("accepted_no_response", TIMEOUT + 0.1),
 }
+# How Daraja answers a Reversal request. Its refusals as results (R000001) come from the
+# portal rule; a spike arrest proves nothing was sent (failed, so it may be retried).
+REVERSAL_ANSWERS = {
+    "reversed": ("success", 0),
+    "result_twice": ("callback_twice", 0),
+    "result_dropped": ("callback_dropped", 0),
+    "queue_timeout": ("queue_timeout", 0),
+    "queue_timeout_never": ("queue_timeout_never", 0),
+    "refused": ("spike_arrest", 0),
+    "server_error": ("server_error_before_accept", 0),
+    "reset_after_processing": ("accepted_no_response", 0),
+    "timeout_after_processing": ("accepted_no_response", TIMEOUT + 0.1),
+}
+REVERSED_SHOWN = (*STK_PAID_STATES, "reversed")
 STATUS_ANSWERS = {
     "the truth": None,
     "about the query": "status_initiator_invalid",
@@ -170,6 +201,7 @@ class Truth:
     stk_keys: dict = field(default_factory=dict)  # key -> (variant, first status, answer)
     asked_by: dict = field(default_factory=dict)  # reference awaiting approval -> maker's secret
     approvals: Counter = field(default_factory=Counter)  # reference -> approvals answered 200
+    reversal_evidence: dict = field(default_factory=dict)  # payment id -> reversal receipt
 
 
 class World:
@@ -509,6 +541,76 @@ class MoneyModel(RuleBasedStateMachine):
         self.world.sim.clear_scenarios()
         self.world.restart()
 
+    # --- reversals of collections ------------------------------------------------------------
+
+    @rule(
+        pick=PICK,
+        answer=st.sampled_from(sorted(REVERSAL_ANSWERS)),
+        how=st.sampled_from(["once", "twice", "at once", "retry", "crash"]),
+    )
+    def operator_reverses(self, pick, answer, how):
+        """An operator refunds a paid collection (one is paid first if there is none): once,
+        twice, three times at once, as an explicit retry, or the process dies once Daraja has
+        the request. At most one request goes out, and only when a reversal was written."""
+        payment = self._collection_to_reverse(pick)
+        if payment is None:
+            return
+        world, before = self.world, len(self.world.sim.requests(REVERSAL_PATH))
+        scenario, hang = REVERSAL_ANSWERS[answer]
+        world.arm(scenario, REVERSAL_PATH, hang)
+        url = f"{world.base_url}/payments/{payment.id}/reverse"
+        body = {"reason": "booking cancelled", "retry": how == "retry"}
+
+        def ask():
+            return requests.post(url, json=body, headers=as_key(OPERATOR), timeout=30)
+
+        if how == "crash":
+            self._crash_while_reversing(payment)
+            codes = []
+        else:
+            answers = self._at_once(3, ask) if how == "at once" else [ask()]
+            answers += [ask()] if how == "twice" else []
+            codes = [a.status_code for a in answers]
+            assert set(codes) <= {200, 201, 409}, [a.text for a in answers]
+            assert codes.count(201) <= 1, codes
+        world.sim.clear_scenarios()
+        sent = len(world.sim.requests(REVERSAL_PATH)) - before
+        assert sent <= 1 and (how == "crash" or sent == codes.count(201)), (codes, sent)
+        self.world.figures[f"reversal {how}: {sorted(codes) or 'crashed'}"] += 1
+
+    @rule(pick=PICK)
+    def someone_reverses_in_the_portal(self, pick):
+        """An operator reverses a collection in the M-Pesa org portal, not through the service
+        (its result goes elsewhere): the service's own reversal then meets R000001."""
+        payment = self._collection_to_reverse(pick, pay_one=False)
+        if payment is None or payment.status == "reversed":
+            return
+        self.world.arm("callback_dropped", REVERSAL_PATH)
+        self.svc.client.reversal(
+            transaction_id=payment.mpesa_receipt,
+            amount=int(payment.paid_amount or payment.amount),
+            remarks="portal",
+            result_url="https://portal.invalid/result",
+            queue_timeout_url="https://portal.invalid/timeout",
+        )
+        self.world.sim.clear_scenarios()
+        self.world.figures["reversed in the portal"] += 1
+
+    @rule(pick=PICK)
+    def deliver_a_held_reversal_callback(self, pick):
+        """As deliver_a_held_callback, among the reversals' only (they are few among many)."""
+        held = [h["index"] for h in self.world.sim.held() if "/hooks/reversal/" in h["url"]]
+        if held:
+            self._deliver(held[pick % len(held)])
+
+    @rule(answer=st.sampled_from(sorted(STATUS_ANSWERS)))
+    def reversal_resolve_job(self, answer):
+        self.world.arm(STATUS_ANSWERS[answer], STATUS_PATH, times=1000)
+        before = len(self.world.sim.requests(REVERSAL_PATH))
+        reversing.resolve_reversals(self.svc)
+        self.world.sim.clear_scenarios()
+        assert len(self.world.sim.requests(REVERSAL_PATH)) == before, "the job sent a reversal"
+
     # --- Daraja's callbacks ---------------------------------------------------------------------
 
     @rule(pick=PICK)
@@ -640,8 +742,8 @@ class MoneyModel(RuleBasedStateMachine):
     def a_paid_collection_stays_paid(self):
         for payment in self.world.rows(service.payments):
             known = self.truth.stk_paid.get(payment.id)
-            if known is not None:
-                assert payment.status in ("completed", "amount_mismatch"), payment.status
+            if known is not None:  # or reversed: see the reversal invariants
+                assert payment.status in REVERSED_SHOWN, payment.status
                 receipt, amount = known
                 assert receipt is None or payment.mpesa_receipt == receipt
                 assert amount is None or payment.paid_amount == amount
@@ -649,7 +751,7 @@ class MoneyModel(RuleBasedStateMachine):
                 self.truth.stk_paid[payment.id] = (payment.mpesa_receipt, payment.paid_amount)
             evidence = self.truth.stk_evidence.get(payment.id)
             if evidence is not None:
-                assert payment.status in ("completed", "amount_mismatch"), payment.status
+                assert payment.status in REVERSED_SHOWN, payment.status
                 assert payment.mpesa_receipt == evidence
 
     @invariant()
@@ -658,6 +760,7 @@ class MoneyModel(RuleBasedStateMachine):
         applied = {row.id for row in self.world.rows(service.callback_journal)}
         stored = {row.journal_id for row in self.world.rows(service.b2c_payment_callbacks)}
         stored |= {row.journal_id for row in self.world.rows(service.stk_callbacks)}
+        stored |= {row.journal_id for row in self.world.rows(reversal_callbacks)}
         assert received <= applied, f"journaled, not applied: {received - applied}"
         assert received <= stored, f"journaled, not stored: {received - stored}"
 
@@ -695,10 +798,71 @@ class MoneyModel(RuleBasedStateMachine):
         )
         assert all(times == 1 for times in approved.values()), approved
 
+    @invariant()
+    def a_reversal_is_sent_once_and_only_after_a_failure(self):
+        """Money went back at most once per collection; each attempt was sent at most once,
+        and a next attempt exists only after the last one failed (none while one is open,
+        none after one completed)."""
+        back = Counter(entry["reverses"] for entry in self._reversals_moved())
+        assert all(times == 1 for times in back.values()), f"reversed twice: {back}"
+        sent = Counter(
+            urlsplit(r["body"]["ResultURL"]).path.rsplit("/", 1)[-1]
+            for r in self.world.sim.requests(REVERSAL_PATH)
+            if "/hooks/reversal/result/" in r["body"].get("ResultURL", "")
+        )
+        assert all(times == 1 for times in sent.values()), f"a reversal sent twice: {sent}"
+        by_collection: dict = {}
+        for row in self.world.rows(reversal_rows):
+            by_collection.setdefault(row.payment_id, []).append(row)
+        for payment_id, rows in by_collection.items():
+            rows.sort(key=lambda row: row.attempt_no)
+            assert [row.attempt_no for row in rows] == list(range(1, len(rows) + 1))
+            for earlier in rows[:-1]:
+                assert earlier.status == "failed", (
+                    f"collection {payment_id}: attempt {earlier.attempt_no + 1} written while "
+                    f"attempt {earlier.attempt_no} was {earlier.status}"
+                )
+
+    @invariant()
+    def a_reversed_collection_shows_its_one_reversal(self):
+        """`reversed` means one completed reversal, its receipt shown, its money moved back; a
+        reversal result or status answer delivered and applied leaves it shown that way."""
+        moved = {(e["receipt"], e["reverses"]) for e in self._reversals_moved()}
+        completed = {}
+        for row in self.world.rows(reversal_rows, reversal_rows.c.status == "completed"):
+            assert row.payment_id not in completed, f"two completed reversals of {row.payment_id}"
+            completed[row.payment_id] = row
+        with self.svc.engine.connect() as conn:
+            for payment in self.world.rows(service.payments):
+                done = completed.get(payment.id)
+                evidence = self.truth.reversal_evidence.get(payment.id)
+                if payment.status != "reversed" and done is None and evidence is None:
+                    continue
+                shown = payment_row_view(conn, payment)
+                assert shown["status"] == "reversed", (shown, done, evidence)
+                assert done is not None, f"{payment.id} reversed with no completed reversal"
+                assert shown["reversal_receipt"] == done.receipt, (shown, done)
+                assert shown["mpesa_receipt"] == done.original_receipt, (shown, done)
+                assert (done.receipt, done.original_receipt) in moved, (done, moved)
+                assert evidence is None or evidence == done.receipt, (evidence, done)
+
     # --- helpers ---------------------------------------------------------------------------------
 
     def teardown(self):
         wait_applied(self.svc)
+        self.world.figures["reversals"] += len(self.world.rows(reversal_rows))
+        self.world.figures["reversals sent"] += len(
+            [
+                r
+                for r in self.world.sim.requests(REVERSAL_PATH)
+                if "/hooks/" in r["body"]["ResultURL"]
+            ]
+        )
+        self.world.figures["reversals moved money"] += len(self._reversals_moved())
+        self.world.figures["reversal results applied"] += len(self.truth.reversal_evidence)
+        self.world.figures["reversed collections"] += len(
+            self.world.rows(service.payments, service.payments.c.status == "reversed")
+        )
         self.world.figures["examples"] += 1
         self.world.figures["payouts"] += len(self.world.rows(service.b2c_payments))
         self.world.figures["collections"] += len(self.world.rows(service.payments))
@@ -772,9 +936,12 @@ class MoneyModel(RuleBasedStateMachine):
         return sum(int(row.amount) for row in rows)
 
     def _submitting_since(self):
-        """When the newest payout still `submitting` was last touched; None if there is none."""
-        payouts = service.b2c_payments
-        rows = self.world.rows(payouts, payouts.c.status == "submitting")
+        """When the newest payout or reversal still `submitting` was last touched; None if
+        there is none."""
+        rows = [
+            *self.world.rows(service.b2c_payments, service.b2c_payments.c.status == "submitting"),
+            *self.world.rows(reversal_rows, reversal_rows.c.status == "submitting"),
+        ]
         return max((row.updated_at for row in rows), default=None)
 
     def _at_once(self, count: int, call) -> list:
@@ -823,6 +990,10 @@ class MoneyModel(RuleBasedStateMachine):
 
     def _note_evidence(self, held: dict, body: dict) -> None:
         """Record what a delivered callback told the service: evidence of payment or not."""
+        kind, named = self._kind_of(urlsplit(held["url"]).path)
+        if kind.startswith("reversal"):
+            self._note_reversal_evidence(kind, named, body["Result"])
+            return
         if held["purpose"] == "stk_callback":
             callback = body["Body"]["stkCallback"]
             if callback["ResultCode"] == 0:
@@ -887,12 +1058,78 @@ class MoneyModel(RuleBasedStateMachine):
         )
 
     def _kind_of(self, path: str) -> tuple[str, str]:
-        """The callback kind a hook path names, and the payment id an STK URL carries."""
+        """The callback kind a hook path names, and the id an STK or reversal URL carries
+        (the payment's, the reversal's)."""
         for prefix, kind in KINDS_BY_PATH.items():
             if path.startswith(prefix + "/"):
                 rest = path[len(prefix) + 1 :].split("/")
-                return kind, rest[1] if kind == "stk" and len(rest) > 1 else ""
+                return kind, rest[1] if kind in NAMING_KINDS and len(rest) > 1 else ""
         raise AssertionError(f"no callback kind for {path}")
+
+    def _note_reversal_evidence(self, kind: str, reversal_id: str, result: dict) -> None:
+        """A reversal's result, or a status answer, stating a receipt whose money the simulator
+        moved back for that collection: the collection must now show it reversed by it."""
+        if kind == "reversal_result" and str(result.get("ResultCode")) == "0":
+            receipt = result.get("TransactionID")
+        elif kind == "reversal_status_result":
+            receipt = _receipt_stated(result)
+        else:
+            return
+        rows = self.world.rows(reversal_rows, reversal_rows.c.id == reversal_id)
+        moved = {(e["receipt"], e["reverses"]) for e in self._reversals_moved()}
+        if rows and (receipt, rows[0].original_receipt) in moved:
+            self.truth.reversal_evidence[rows[0].payment_id] = receipt
+
+    def _reversals_moved(self) -> list[dict]:
+        return [e for e in self.world.sim.ledger() if e["kind"] == "reversal"]
+
+    def _collection_to_reverse(self, pick: int, pay_one: bool = True):
+        """One of the collections paid (or reversed) with a receipt; one paid now if there is
+        none and `pay_one`."""
+        payments = service.payments
+        shown = self.world.rows(
+            payments, payments.c.status.in_(REVERSED_SHOWN), payments.c.mpesa_receipt.isnot(None)
+        )
+        if shown:
+            return sorted(shown, key=lambda row: row.id)[pick % len(shown)]
+        if not pay_one:
+            return None
+        self.world.arm("success", STK_PATH)
+        answer = self.world.post("/payments/mpesa/stk-initiate", stk_body(1))
+        self.world.sim.clear_scenarios()
+        if answer.status_code != 200:
+            return None
+        payment_id = answer.json()["payment_id"]
+        held = [h["index"] for h in self.world.sim.held() if h["url"].endswith("/" + payment_id)]
+        if not held:
+            return None
+        self._deliver(held[-1])
+        (row,) = self.world.rows(payments, payments.c.id == payment_id)
+        return row if row.status in STK_PAID_STATES else None
+
+    def _crash_while_reversing(self, payment) -> None:
+        """What POST /payments/<id>/reverse does, up to Daraja getting the Reversal request;
+        then the process dies before its answer is stored."""
+        svc = self.svc
+        with svc.engine.connect() as conn:
+            collection = reversing.find_collection(conn, "stk", payment.id)
+            latest = reversing.latest_reversal(conn, payment.id)
+        if collection.paid and (latest is None or latest.status == "failed"):
+            number = 1 if latest is None else latest.attempt_no + 1
+            request = reversing.ReversalRequest(payment.id, "booking cancelled", "ops", True)
+            with contextlib.suppress(ApiError, sa.exc.IntegrityError):
+                amount = int(collection.amount)
+                reversal_id = reversing.write_ahead(svc, collection, request, amount, number)
+                with contextlib.suppress(Exception):  # whatever Daraja said, nobody recorded it
+                    svc.client.reversal(
+                        transaction_id=collection.receipt,
+                        amount=amount,
+                        remarks="booking cancelled",
+                        result_url=reversing.reversal_hook(svc, "result", reversal_id),
+                        queue_timeout_url=reversing.reversal_hook(svc, "timeout", reversal_id),
+                    )
+        self.world.sim.clear_scenarios()
+        self.world.restart()
 
     def _attempts(self, payout_id: str) -> list:
         attempts = service.b2c_payout_attempts
