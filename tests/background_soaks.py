@@ -92,16 +92,17 @@ class Soaks:
         self.waiters.append(waiter)
 
     def stop(self) -> None:
-        """End what still runs, drop the scratch database, and remove the soaks' directory
-        unless a soak failed (its log is kept there)."""
-        for process in self.processes:
-            if process.poll() is None:
-                process.kill()
+        """End what still runs (a run stopped early), drop the scratch database, and remove
+        the soaks' directory unless a soak failed on its own (its log is kept there)."""
+        unfinished = [process for process in self.processes if process.poll() is None]
+        for process in unfinished:
+            process.kill()
         for waiter in self.waiters:
             waiter.join(timeout=30)
         if self.mariadb_url:
             drop_mariadb_database(self.mariadb_url)
-        if all(process.returncode == 0 for process in self.processes):
+        failed = [p for p in self.processes if p not in unfinished and p.returncode != 0]
+        if not failed:
             shutil.rmtree(soak_directory(), ignore_errors=True)
 
 
