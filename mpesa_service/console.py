@@ -665,6 +665,13 @@ class Console:
             **values,
         )
 
+    def page(self, name: str, key: ApiKey, cookie: str, **values) -> str:
+        """A signed-in page: the operator's name, the form token, and the message or error the
+        redirect that led here carries (unless `values` name their own)."""
+        return self.render(
+            name, operator=key.name, csrf=self.csrf(cookie), **{**messages(), **values}
+        )
+
     def signed_in(self) -> tuple[ApiKey, str]:
         """The operator's key and session cookie, or a redirect to the sign-in page."""
         cookie = bottle.request.get_cookie(COOKIE) or ""
@@ -676,21 +683,15 @@ class Console:
     def render_payout_form(
         self, key: ApiKey, cookie: str, typed: dict, form_key: str, error: str = ""
     ) -> str:
-        return self.render(
-            "new_payout",
-            operator=key.name,
-            csrf=self.csrf(cookie),
-            typed=typed,
-            form_key=form_key,
-            message="",
-            error=error,
+        return self.page(
+            "new_payout", key, cookie, typed=typed, form_key=form_key, message="", error=error
         )
 
     def render_batches(self, key: ApiKey, cookie: str, report: dict | None, error: str = ""):
-        return self.render(
+        return self.page(
             "batches",
-            operator=key.name,
-            csrf=self.csrf(cookie),
+            key,
+            cookie,
             batches=list_batches(self.svc),
             report=report,
             message="",
@@ -746,14 +747,13 @@ def add_page_routes(app: bottle.Bottle, console: Console) -> None:
     def home():
         key, cookie = console.signed_in()
         query = bottle.request.query.get("q", "")
-        return console.render(
+        return console.page(
             "dashboard",
-            operator=key.name,
-            csrf=console.csrf(cookie),
+            key,
+            cookie,
             search_text=query,
             found=search(svc, query) if query.strip() else None,
             **dashboard(svc),
-            **messages(),
         )
 
     @app.get("/console/payouts/<reference_id>")
@@ -763,14 +763,7 @@ def add_page_routes(app: bottle.Bottle, console: Console) -> None:
             page = payout_page(svc, reference_id)
         except ApiError as error:
             bottle.abort(404, error.message)
-        return console.render(
-            "payout",
-            operator=key.name,
-            csrf=console.csrf(cookie),
-            p=page,
-            not_reversible=PAYOUT_NOT_REVERSIBLE,
-            **messages(),
-        )
+        return console.page("payout", key, cookie, p=page, not_reversible=PAYOUT_NOT_REVERSIBLE)
 
     @app.get("/console/payments/<payment_id>")
     def collection(payment_id):
@@ -778,20 +771,17 @@ def add_page_routes(app: bottle.Bottle, console: Console) -> None:
         page = collection_page(svc, payment_id)
         if page is None:
             bottle.abort(404, f"no collection with id {payment_id}")
-        return console.render(
-            "payment", operator=key.name, csrf=console.csrf(cookie), c=page, **messages()
-        )
+        return console.page("payment", key, cookie, c=page)
 
     @app.get("/console/approvals")
     def approvals_page():
         key, cookie = console.signed_in()
-        return console.render(
+        return console.page(
             "approvals",
-            operator=key.name,
-            csrf=console.csrf(cookie),
+            key,
+            cookie,
             waiting=approvals_queue(svc),
             batches=[b for b in list_batches(svc) if b["status"] == AWAITING],
-            **messages(),
         )
 
     @app.get("/console/new-payout")
@@ -802,24 +792,12 @@ def add_page_routes(app: bottle.Bottle, console: Console) -> None:
     @app.get("/console/events")
     def events_page():
         key, cookie = console.signed_in()
-        return console.render(
-            "events",
-            operator=key.name,
-            csrf=console.csrf(cookie),
-            events=recent_events(svc),
-            **messages(),
-        )
+        return console.page("events", key, cookie, events=recent_events(svc))
 
     @app.get("/console/c2b")
     def c2b_page():
         key, cookie = console.signed_in()
-        return console.render(
-            "c2b",
-            operator=key.name,
-            csrf=console.csrf(cookie),
-            payments=recent_c2b_payments(svc),
-            **messages(),
-        )
+        return console.page("c2b", key, cookie, payments=recent_c2b_payments(svc))
 
     @app.get("/console/reports/<run>/<name>")
     def report_file(run, name):
@@ -893,9 +871,7 @@ def add_action_routes(app: bottle.Bottle, console: Console) -> None:
             draft = check_draft(svc, body, form_key)
         except ApiError as error:
             return console.render_payout_form(key, cookie, body, form_key, error.message)
-        return console.render(
-            "new_payout_confirm", operator=key.name, csrf=console.csrf(cookie), draft=draft
-        )
+        return console.page("new_payout_confirm", key, cookie, draft=draft)
 
     @app.post("/console/new-payout/send")
     def send_new_payout():
@@ -957,9 +933,7 @@ def add_batch_routes(app: bottle.Bottle, console: Console) -> None:
             batch = batch_detail(svc, batch_id)
         except ApiError as error:
             bottle.abort(404, error.message)
-        return console.render(
-            "batch", operator=key.name, csrf=console.csrf(cookie), b=batch, **messages()
-        )
+        return console.page("batch", key, cookie, b=batch)
 
     @app.post("/console/batches/<batch_id>/<verb:re:approve|reject>")
     def decide_batch(batch_id, verb):
