@@ -197,7 +197,7 @@ def reverse_collection(svc: Service, request: ReversalRequest) -> tuple[int, dic
         reversal_id = retry_deadlocked(
             lambda: write_ahead(svc, collection, request, amount, attempt_no)
         )
-    except sa.exc.IntegrityError:  # a concurrent request wrote this attempt first
+    except (sa.exc.IntegrityError, ReversedMeanwhile):  # a concurrent request got there first
         with svc.engine.connect() as conn:
             return 200, reversal_view(conn, latest_reversal(conn, collection.id))
     send_reversal(svc, reversal_id)
@@ -291,6 +291,11 @@ def write_ahead(
     return reversal_id
 
 
+class ReversedMeanwhile(Exception):
+    """A concurrent request's reversal of this collection completed after this request looked
+    for one: this request answers that reversal."""
+
+
 def _still_reversible(conn: sa.Connection, collection: Collection) -> None:
     now = find_collection(conn, collection.kind, collection.id)
     done = conn.execute(
@@ -298,7 +303,9 @@ def _still_reversible(conn: sa.Connection, collection: Collection) -> None:
             reversals.c.payment_id == collection.id, reversals.c.status == "completed"
         )
     ).first()
-    if not now.paid or done is not None:
+    if done is not None:
+        raise ReversedMeanwhile(collection.id)
+    if not now.paid:
         raise ApiError(
             409, f"collection {collection.id} is {now.status}: it cannot be reversed now"
         )

@@ -4,24 +4,21 @@ instead of skipping)."""
 
 from __future__ import annotations
 
-import contextlib
 import shutil
 import socket
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 
 import service
 from tests import background_soaks
 from tests.background_soaks import module_name
 from tests.mariadb_support import (
-    create_mariadb_database,
-    drop_mariadb_database,
+    PreparedDatabases,
+    Schema,
     fresh_mariadb_database,
     mariadb_server_url,
+    read_schema,
 )
 
 
@@ -67,75 +64,14 @@ def migrated_sqlite_file(tmp_path_factory) -> Path:
     return path
 
 
-@dataclass(frozen=True)
-class Schema:
-    tables: list[str]  # CREATE TABLE statements
-    rows: dict[str, list[dict]]  # the rows the migrations wrote, by table
-
-
 @pytest.fixture(scope="session")
 def migrated_mariadb_schema() -> Schema:
     for url in fresh_mariadb_database():
         engine = service.make_engine(url)
         service.migrate(engine)
-        with engine.connect() as conn:
-            names = list(conn.exec_driver_sql("SHOW TABLES").scalars())
-            tables = [
-                conn.exec_driver_sql(f"SHOW CREATE TABLE `{name}`").one()[1] for name in names
-            ]
-            metadata = sa.MetaData()
-            rows = {
-                name: [
-                    dict(row._mapping)
-                    for row in conn.execute(sa.Table(name, metadata, autoload_with=conn).select())
-                ]
-                for name in names
-            }
+        schema = read_schema(engine)
         engine.dispose()
-    return Schema(tables, rows)
-
-
-def copy_schema(schema: Schema, url: str) -> None:
-    engine = sa.create_engine(url)
-    with engine.begin() as conn:
-        conn.exec_driver_sql("SET FOREIGN_KEY_CHECKS = 0")
-        for create in schema.tables:
-            conn.exec_driver_sql(create)
-        for name, rows in schema.rows.items():
-            if rows:  # named columns, not reflected: reflecting costs more than the copy
-                table = sa.table(name, *(sa.column(column) for column in rows[0]))
-                conn.execute(table.insert(), rows)
-    engine.dispose()
-
-
-class PreparedDatabases:
-    """Migrated MariaDB databases made one test ahead, and dropped after, on a background
-    thread: creating one, copying the template's tables into it and dropping it take about a
-    quarter of a second, which the test before it hides. Every test still gets a database no
-    other test touched."""
-
-    def __init__(self, server: sa.URL, schema: Schema):
-        self.server, self.schema = server, schema
-        self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepared-db")
-        self.next = self.thread.submit(self._make)
-
-    def take(self) -> str:
-        url = self.next.result()
-        self.next = self.thread.submit(self._make)
-        return url
-
-    def release(self, url: str) -> None:
-        self.thread.submit(drop_mariadb_database, url)
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):  # an unreachable server was already reported
-            drop_mariadb_database(self.next.result())
-        self.thread.shutdown(wait=True)
-
-    def _make(self) -> str:
-        url = create_mariadb_database(self.server)
-        copy_schema(self.schema, url)
-        return url
+    return schema
 
 
 @pytest.fixture(scope="session")
