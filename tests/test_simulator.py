@@ -48,7 +48,7 @@ from tests.sim_support import (
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 FAST = {
     "callback_delay_seconds": 0.05,
-    "stk_answer_delay_seconds": 0.3,
+    "stk_answer_delay_seconds": 0.05,
     "delayed_callback_seconds": 1.0,
     "duplicate_callback_gap_seconds": 0.05,
     "hang_seconds": 1.0,
@@ -297,7 +297,10 @@ def test_stk_success_callback_has_the_real_shape(daraja, token, hooks):
     assert items["PhoneNumber"] == int(SANDBOX_PHONE)
 
 
-def test_stk_query_is_pending_until_the_customer_answers_then_final(daraja, token, hooks):
+def test_stk_query_is_pending_until_the_customer_answers_then_final(start_simulator, hooks):
+    # The customer takes a second, so the first query surely comes before the answer.
+    daraja = start_simulator(stk_answer_delay_seconds=1.0)
+    token = fetch_token(daraja.base_url)
     checkout_id = push(daraja, token, hooks).json()["CheckoutRequestID"]
     pending = stk_query(daraja, token, checkout_id)
     assert error_of(pending) == (500, "500.001.1001", "The transaction is being processed")
