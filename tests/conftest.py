@@ -112,9 +112,10 @@ def stack(make_stack):
     return make_stack()
 
 
-@pytest.fixture
-def browser():
-    """Headless Chromium driven by selenium (Debian's chromium and chromium-driver)."""
+@pytest.fixture(scope="session")
+def chromium():
+    """Headless Chromium driven by selenium (Debian's chromium and chromium-driver), started
+    once per test process: starting and quitting it costs about a second."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service as DriverService
 
@@ -136,6 +137,20 @@ def browser():
     driver.implicitly_wait(10)
     yield driver
     driver.quit()
+
+
+@pytest.fixture
+def browser(chromium):
+    """The process's Chromium on a blank page with no cookies: no session carries over from
+    an earlier test (cookies are kept per host, not per port, and every stack is 127.0.0.1)."""
+    forget_everything(chromium)
+    yield chromium
+    forget_everything(chromium)
+
+
+def forget_everything(driver) -> None:
+    driver.get("about:blank")
+    driver.execute_cdp_cmd("Network.clearBrowserCookies", {})  # every host's, not one page's
 
 
 class SmtpRecorder:
