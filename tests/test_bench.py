@@ -63,7 +63,7 @@ def test_the_callback_benchmark_checks_every_answered_result_completed_its_payou
 ):
     kind, environment = bench_database
     output = run_bench(
-        *("bench_callbacks.py", "--databases", kind, "--callbacks", "300", "--runs", "2"),
+        *("bench_callbacks.py", "--databases", kind, "--callbacks", "100", "--runs", "2"),
         environment=environment,
     )
     assert "errors 0" in figures_line(output, "empty Bottle handler")
@@ -73,7 +73,7 @@ def test_the_callback_benchmark_checks_every_answered_result_completed_its_payou
 
 def test_the_ab_benchmark_alternates_two_trees_on_one_database(bench_database):
     kind, environment = bench_database
-    arguments = ("--database", kind, "--rounds", "2", "--seconds", "1", "--callbacks", "150")
+    arguments = ("--database", kind, "--rounds", "2", "--seconds", "1", "--callbacks", "50")
     output = run_bench(
         *("ab_callbacks.py", str(PROJECT_DIR), str(PROJECT_DIR), *arguments, "--load", "python"),
         environment=environment,
@@ -95,7 +95,7 @@ def test_the_initiation_benchmark_runs_against_the_simulator(bench_database):
 
 
 def test_the_reconciliation_benchmark_finds_every_planted_kind_of_finding():
-    output = run_bench("bench_recon.py", "--rows", "20000", "--repeat", "1")
+    output = run_bench("bench_recon.py", "--rows", "5000", "--repeat", "1")
     findings = figures_line(output, "findings:")
     for check in (
         "amount_mismatch",
@@ -152,7 +152,7 @@ def prepared(count: int) -> list:
 @needs_wrk
 def test_wrk_sends_each_prepared_body_once(recording_server):
     port, received = recording_server
-    result = run_wrk(port, prepared(200_000), connections=4, seconds=1)
+    result = run_wrk(port, prepared(50_000), connections=4, seconds=1)
     assert result.requests > 0 and result.errors == 0
     assert result.p50 <= result.p99
     assert len(received) >= result.requests
@@ -173,7 +173,7 @@ def test_wrk_says_when_it_ran_out_of_bodies_unless_repeating_is_allowed(recordin
 def test_the_callback_benchmark_runs_under_wrk():
     output = run_bench(
         "bench_callbacks.py",
-        *("--databases", "sqlite", "--load", "wrk", "--callbacks", "20000"),
+        *("--databases", "sqlite", "--load", "wrk", "--callbacks", "8000"),
         *("--seconds", "1", "--runs", "1"),
     )
     assert "errors 0" in figures_line(output, "B2C result on sqlite")

