@@ -37,22 +37,28 @@ def mariadb_url():
     yield from fresh_mariadb_database()
 
 
+@pytest.fixture
+def migrated_mariadb_url(prepared_mariadb_databases):
+    """A database migrated to head on MariaDB only (tests of MariaDB-specific behaviour)."""
+    url = prepared_mariadb_databases.take()
+    yield url
+    prepared_mariadb_databases.release(url)
+
+
 @pytest.fixture(params=["sqlite", "mariadb"])
 def database_url(request, tmp_path):
     """A database migrated to head, on SQLite and on MariaDB. The migrations run once per
     test process, into a template that each test's database is copied from (a copied SQLite
-    file; on MariaDB a database made ahead from the template, see PreparedDatabases); the
-    migrations themselves are tested from empty in tests/test_schema.py."""
+    file; on MariaDB one made ahead from the template or emptied after an earlier test, see
+    tests/mariadb_support.PreparedDatabases); the migrations themselves are tested from empty
+    in tests/test_schema.py."""
     if request.param == "sqlite":
         path = tmp_path / "test.db"
         shutil.copyfile(request.getfixturevalue("migrated_sqlite_file"), path)
         yield f"sqlite:///{path}"
         return
     mariadb_server_url()  # skips, or fails in CI, before anything waits on a server
-    prepared = request.getfixturevalue("prepared_mariadb_databases")
-    url = prepared.take()
-    yield url
-    prepared.release(url)
+    yield request.getfixturevalue("migrated_mariadb_url")
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,6 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
-import pytest
 import sqlalchemy as sa
 
 import service
@@ -86,14 +85,6 @@ def start_process(database_url: str, sim_url: str, tmp_path: Path, port: int, pu
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-
-
-@pytest.fixture
-def migrated_mariadb_url(prepared_mariadb_databases):
-    """A migrated MariaDB database, copied from the session's template (see conftest)."""
-    url = prepared_mariadb_databases.take()
-    yield url
-    prepared_mariadb_databases.release(url)
 
 
 def test_two_processes_query_each_step_once_and_pay_nothing_twice(migrated_mariadb_url, tmp_path):

@@ -85,14 +85,6 @@ class CuttableRelay:
 
 
 @pytest.fixture
-def migrated_mariadb_url(prepared_mariadb_databases):
-    """A migrated MariaDB database, copied from the session's template (see conftest)."""
-    url = prepared_mariadb_databases.take()
-    yield url
-    prepared_mariadb_databases.release(url)
-
-
-@pytest.fixture
 def relayed_mariadb(migrated_mariadb_url):
     """(relay, URL of a migrated MariaDB database reached through the relay)."""
     url = sa.make_url(migrated_mariadb_url)
