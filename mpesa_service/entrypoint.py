@@ -412,25 +412,13 @@ def configure_logging(level: str) -> None:
             logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def main(argv: list[str] | None = None) -> int:
+def command_line_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="M-Pesa payments service")
     parser.add_argument(
         "command",
         nargs="?",
         default="serve",
-        choices=[
-            "serve",
-            "migrate",
-            "schema",
-            "replay",
-            "resolve",
-            "reverse",
-            "check",
-            "bulk",
-            "bulk-status",
-            "register-urls",
-            "pull-c2b",
-        ],
+        choices=[*COMMANDS, "schema", "check"],
     )
     parser.add_argument(
         "reference_id",
@@ -464,7 +452,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--hours", type=int, help="pull-c2b: how many hours back (1-48; C2B_PULL_HOURS)"
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = command_line_parser().parse_args(argv)
     if args.command == "schema":
         sys.stdout.write(render_mysql_schema())
         return 0
@@ -476,30 +468,45 @@ def main(argv: list[str] | None = None) -> int:
         print(error, file=sys.stderr)
         return 2
     configure_logging(settings["LOG_LEVEL"])
-    if args.command == "migrate":
-        migrate(make_engine(settings["DATABASE_URL"]))
-        log.info("database at %s", head_revision())
-    elif args.command == "resolve":
-        return resolve_from_cli(settings, args)
-    elif args.command == "reverse":
-        return reverse_from_cli(settings, args)
-    elif args.command == "bulk":
-        return bulk_from_cli(settings, args)
-    elif args.command == "bulk-status":
-        return bulk_status_from_cli(settings, args)
-    elif args.command == "register-urls":
-        return register_urls_command(build_for_check(settings))
-    elif args.command == "pull-c2b":
-        svc = build_for_check(settings)
-        require_current_schema(svc.engine)
-        return pull_c2b_command(svc, args.hours)
-    elif args.command == "replay":
-        svc = build_service(settings)
-        require_current_schema(svc.engine)
-        print(f"replayed {replay_journal(svc)} callbacks from {settings['CALLBACK_JOURNAL_PATH']}")
-    else:
-        serve(settings)
+    return COMMANDS[args.command](settings, args)
+
+
+def migrate_command(settings, _args) -> int:
+    migrate(make_engine(settings["DATABASE_URL"]))
+    log.info("database at %s", head_revision())
     return 0
+
+
+def replay_command(settings, _args) -> int:
+    svc = build_service(settings)
+    require_current_schema(svc.engine)
+    print(f"replayed {replay_journal(svc)} callbacks from {settings['CALLBACK_JOURNAL_PATH']}")
+    return 0
+
+
+def pull_c2b_from_cli(settings, args) -> int:
+    svc = build_for_check(settings)
+    require_current_schema(svc.engine)
+    return pull_c2b_command(svc, args.hours)
+
+
+def serve_command(settings, _args) -> int:
+    serve(settings)
+    return 0
+
+
+# The commands that need the settings, by name (`schema` and `check` read their own).
+COMMANDS = {
+    "serve": serve_command,
+    "migrate": migrate_command,
+    "replay": replay_command,
+    "resolve": resolve_from_cli,
+    "reverse": reverse_from_cli,
+    "bulk": bulk_from_cli,
+    "bulk-status": bulk_status_from_cli,
+    "register-urls": lambda settings, _args: register_urls_command(build_for_check(settings)),
+    "pull-c2b": pull_c2b_from_cli,
+}
 
 
 if __name__ == "__main__":
