@@ -17,6 +17,7 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
+from schemathesis.transport.requests import ManagedCookiesSession
 
 from tests.service_support import API_KEY
 
@@ -50,11 +51,16 @@ def conformance_failure(operation, base_url: str) -> str | None:
     """None when every generated request for `operation` is answered as documented; else
     the first failure schemathesis reports."""
 
+    # Keep-alive across the operation's requests; schemathesis drops this session's cookies
+    # after each, as it does when it makes a session per request.
+    session = ManagedCookiesSession()
+
     @SCHEMA_SETTINGS
     @given(case=operation.as_strategy())
     def call(case):
         case.call_and_validate(
             base_url=base_url,
+            session=session,
             headers={"Authorization": f"Bearer {API_KEY}"},
             checks=ANSWER_CHECKS,
         )
@@ -63,6 +69,8 @@ def conformance_failure(operation, base_url: str) -> str | None:
         call()
     except (Exception, BaseExceptionGroup) as failure:  # schemathesis raises FailureGroup
         return f"{operation.label}: {failure}"
+    finally:
+        session.close()
     return None
 
 

@@ -44,6 +44,7 @@ database and prints the figures. docs/evidence.md says what it found."""
 from __future__ import annotations
 
 import contextlib
+import http.cookiejar
 import os
 import threading
 import time
@@ -120,6 +121,9 @@ SETTINGS = {
     **JOBS_WITHOUT_WAITS,
     "STK_EXPIRY_SECONDS": "0",
     "PAYOUT_USER_DAILY_LIMIT": str(LIMIT),
+    # The pace between a batch's rows is no part of what the model checks (each row sent at
+    # most once); at the default 2 a second every batch sent would only wait.
+    "BULK_PAYOUTS_PER_SECOND": "1000",
 }
 # How Daraja answers a B2C request: (scenario armed for it, seconds the answer is held back).
 B2C_ANSWERS = {
@@ -211,8 +215,13 @@ class World:
     def __init__(self, database_url: str, workdir: Path):
         self.database_url = database_url
         self.journal_path = workdir / "b2c_callbacks.log"
-        self.daraja = self.sim = self.svc = self.serving = None
+        self.daraja = self.sim = self.svc = self.serving = self.http = None
         self.figures: Counter = Counter()
+        # The model's own reads outlive every service it restarts: one pool, not a new
+        # connection (on MariaDB, a TLS context and a ping) after each restart.
+        self.engine = service.make_engine(database_url)
+        self.reads: dict | None = None
+        self.reading: sa.Connection | None = None
 
     def fresh(self) -> None:
         """An empty database and journal, a new simulator, and a service started on them. The
@@ -221,11 +230,9 @@ class World:
         self.stop_service()
         if self.daraja is not None:
             self.daraja.stop()
-        engine = service.make_engine(self.database_url)
-        with engine.begin() as conn:
+        with self.engine.begin() as conn:
             for table in reversed(service.metadata.sorted_tables):
                 conn.execute(table.delete())
-        engine.dispose()
         self.journal_path.write_bytes(b"")
         config = simulator.SimulatorConfig(
             hold_callbacks=True, callback_delay_seconds=0, stk_answer_delay_seconds=0
@@ -245,11 +252,13 @@ class World:
         self.svc = service.build_service(loaded, simulator_url=self.daraja.base_url)
         self.serving = http_support.serving(service.make_app(self.svc), threads=8, drain_seconds=60)
         self.svc.public_base_url = self.base_url = self.serving.__enter__()
+        self.http = keep_alive_session()
 
     def stop_service(self) -> None:
         if self.svc is None:
             return
         wait_applied(self.svc)
+        self.http.close()
         self.serving.__exit__(None, None, None)
         self.svc.engine.dispose()
         self.svc = self.serving = None
@@ -265,6 +274,7 @@ class World:
         self.stop_service()
         if self.daraja is not None:
             self.daraja.stop()
+        self.engine.dispose()
 
     # --- talking to the service -----------------------------------------------------------
 
@@ -272,18 +282,37 @@ class World:
         headers = as_key(secret)
         if key:
             headers["Idempotency-Key"] = key
-        return requests.post(self.base_url + path, json=body, headers=headers, timeout=30)
+        return self.http.post(self.base_url + path, json=body, headers=headers, timeout=30)
 
     def payout(self, reference_id: str) -> dict:
-        answer = requests.get(
+        answer = self.http.get(
             f"{self.base_url}/payouts/{reference_id}", headers=as_key(OPERATOR), timeout=30
         )
         assert answer.status_code == 200, answer.text
         return answer.json()
 
     def rows(self, table: sa.Table, *conditions) -> list:
-        with self.svc.engine.connect() as conn:
-            return conn.execute(sa.select(table).where(*conditions)).all()
+        statement = sa.select(table).where(*conditions)
+        if self.reads is None:
+            with self.engine.connect() as conn:
+                return conn.execute(statement).all()
+        compiled = statement.compile(self.engine)
+        key = (str(compiled), repr(compiled.params))
+        if key not in self.reads:
+            self.reads[key] = self.reading.execute(statement).all()
+            self.reading.rollback()  # on SQLite a read holds the write lock until it ends
+        return list(self.reads[key])
+
+    @contextlib.contextmanager
+    def reading_once(self):
+        """Inside, each distinct read is made once, on one connection: the checks after a step
+        all read the state that step left, without a round trip per check."""
+        with self.engine.connect() as self.reading:
+            self.reads = {}
+            try:
+                yield self.reading
+            finally:
+                self.reads = self.reading = None
 
     def arm(self, scenario: str | None, path: str, hang: float = 0, times: int = 1) -> None:
         self.sim.clear_scenarios()
@@ -476,11 +505,12 @@ class MoneyModel(RuleBasedStateMachine):
         ]
         content = "\n".join(["reference,user_id,phone,amount,reason,description", *rows])
         headers = {**as_key(MAKER), "Content-Type": "text/csv"}
-        created = requests.post(base, data=content, headers=headers, timeout=30)
+        created = self.world.http.post(base, data=content, headers=headers, timeout=30)
         assert created.status_code == 201, created.text
         approve = f"{base}/{created.json()['batch_id']}/approve"
         decided = [
-            requests.post(approve, json={}, headers=as_key(OPERATOR), timeout=30) for _ in "12"
+            self.world.http.post(approve, json={}, headers=as_key(OPERATOR), timeout=30)
+            for _ in "12"
         ]
         assert [answer.status_code for answer in decided] == [200, 409]
         before = len(self.world.sim.requests(B2C_PATH))
@@ -489,7 +519,7 @@ class MoneyModel(RuleBasedStateMachine):
         send_batches(self.svc)  # again: each row replays its payout
         self.world.sim.clear_scenarios()
         assert len(self.world.sim.requests(B2C_PATH)) - before <= len(rows)
-        for row in requests.get(
+        for row in self.world.http.get(
             approve.removesuffix("/approve"), headers=as_key(OPERATOR), timeout=30
         ).json()["rows"]:
             assert row["status"] not in ("awaiting_approval", "queued"), row
@@ -562,7 +592,7 @@ class MoneyModel(RuleBasedStateMachine):
         body = {"reason": "booking cancelled", "retry": how == "retry"}
 
         def ask():
-            return requests.post(url, json=body, headers=as_key(OPERATOR), timeout=30)
+            return world.http.post(url, json=body, headers=as_key(OPERATOR), timeout=30)
 
         if how == "crash":
             self._crash_while_reversing(payment)
@@ -629,7 +659,7 @@ class MoneyModel(RuleBasedStateMachine):
         payout_id = self._payout_of_ocid(entry["originator_conversation_id"])
         self.truth.excused.add(payout_id)
         body = result_body(entry["originator_conversation_id"], code=26)
-        answer = requests.post(
+        answer = self.world.http.post(
             f"{self.world.base_url}/hooks/b2c/result/{TOKEN}", json=body, timeout=30
         )
         assert answer.status_code == 200
@@ -662,7 +692,7 @@ class MoneyModel(RuleBasedStateMachine):
         payouts = service.b2c_payments
         (payout,) = self.world.rows(payouts, payouts.c.reference_id == reference)
         receipt = self._receipt_an_operator_would_type(payout)
-        answer = requests.post(
+        answer = self.world.http.post(
             f"{self.world.base_url}/payouts/{payout.reference_id}/resolve",
             json={"outcome": outcome, "receipt": receipt, "note": "model"},
             headers=as_key(OPERATOR),
@@ -708,6 +738,10 @@ class MoneyModel(RuleBasedStateMachine):
         self.world.restart()
 
     # --- what must hold after every step ---------------------------------------------------------
+
+    def check_invariants(self, *args, **kwargs):
+        with self.world.reading_once():
+            super().check_invariants(*args, **kwargs)
 
     @invariant()
     def no_new_attempt_after_evidence(self):
@@ -915,7 +949,7 @@ class MoneyModel(RuleBasedStateMachine):
         return self.world.rows(payouts, payouts.c.status == "awaiting_approval")
 
     def _decide(self, reference: str, verb: str, secret: str) -> int:
-        answer = requests.post(
+        answer = self.world.http.post(
             f"{self.world.base_url}/payouts/{reference}/{verb}",
             json={"reason": "model"},
             headers=as_key(secret),
@@ -1131,13 +1165,13 @@ class MoneyModel(RuleBasedStateMachine):
         self.world.sim.clear_scenarios()
         self.world.restart()
 
+    # Both read every attempt, so that the checks after a step read them once, not per payout.
     def _attempts(self, payout_id: str) -> list:
-        attempts = service.b2c_payout_attempts
-        return self.world.rows(attempts, attempts.c.payout_id == payout_id)
+        return [a for a in self.world.rows(service.b2c_payout_attempts) if a.payout_id == payout_id]
 
     def _payout_of_ocid(self, ocid: str) -> str | None:
-        attempts = service.b2c_payout_attempts
-        rows = self.world.rows(attempts, attempts.c.originator_conversation_id == ocid)
+        attempts = self.world.rows(service.b2c_payout_attempts)
+        rows = [a for a in attempts if a.originator_conversation_id == ocid]
         return rows[0].payout_id if rows else None
 
     def _money_moved_for(self, payout_id: str) -> bool:
@@ -1151,6 +1185,14 @@ class MoneyModel(RuleBasedStateMachine):
             if entry["originator_conversation_id"] in ocids:
                 return entry["receipt"]
         return "OP" + uuid.uuid4().hex[:8].upper()
+
+
+def keep_alive_session() -> requests.Session:
+    """One connection reused for the model's requests (concurrent ones open more), with no
+    cookies kept: each request is sent as a lone requests.post would send it."""
+    session = requests.Session()
+    session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+    return session
 
 
 def _receipt_stated(result: dict) -> str | None:
