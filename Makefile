@@ -57,9 +57,6 @@ demo: $(VENV)/.runtime
 	$(BIN)/python -m recon demo-data --database-url sqlite:///data/demo.db --statement data/demo-statement.csv
 
 # Installing takes a minute or more on a fresh machine: each step says what it is doing first.
-# --no-compile: Python compiles each module when it is first imported; compiling every installed
-# file up front (Jupyter's included) added about 13 s to each install.
-PIP_INSTALL := $(BIN)/python -m pip install --no-compile
 $(VENV)/bin/python:
 	@echo "== creating the virtualenv $(VENV) with $(PYTHON)"
 	$(PYTHON) -m venv $(VENV)
@@ -68,18 +65,18 @@ $(VENV)/bin/python:
 
 $(VENV)/.runtime: requirements.txt | $(VENV)/bin/python
 	@echo "== installing the service's packages (requirements.txt) into $(VENV)"
-	$(PIP_INSTALL) -r requirements.txt
+	$(BIN)/python -m pip install -r requirements.txt
 	touch $@
 
 $(VENV)/.dev: requirements.txt requirements-dev.txt | $(VENV)/bin/python
 	@echo "== installing the service's and the tests' packages (requirements-dev.txt) into" \
 		"$(VENV): a few minutes on a fresh machine, quietly"
-	$(PIP_INSTALL) --quiet -r requirements-dev.txt
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
 	touch $@ $(VENV)/.runtime
 
 $(VENV)/.lab: requirements.txt requirements-dev.txt requirements-lab.txt | $(VENV)/bin/python
 	@echo "== installing JupyterLab and the notebooks' packages (requirements-lab.txt) into $(VENV)"
-	$(PIP_INSTALL) -r requirements-lab.txt
+	$(BIN)/python -m pip install -r requirements-lab.txt
 	touch $@ $(VENV)/.dev $(VENV)/.runtime
 
 clean:
