@@ -10,9 +10,10 @@ run: $(VENV)/.runtime
 	$(BIN)/python service.py migrate
 	$(BIN)/python service.py
 
-# Two workers (pytest-xdist): most tests wait on HTTP, the database or a subprocess, so two
-# share the machine well; tests sharing a module-scoped fixture stay on one (tests/conftest.py).
-TEST_WORKERS ?= 2
+# Three workers (pytest-xdist) on a 2-core machine: most tests wait on HTTP, the database or a
+# subprocess, and two workers kept the cores busy about 70% of the time (docs/evidence.md);
+# tests sharing a module-scoped fixture stay on one (tests/conftest.py).
+TEST_WORKERS ?= 3
 test: $(VENV)/.dev
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
