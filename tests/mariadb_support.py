@@ -50,13 +50,10 @@ def fresh_mariadb_database():
 
 
 def create_mariadb_database(server: sa.URL) -> str:
-    name = f"t_{uuid.uuid4().hex[:12]}"
     admin = sa.create_engine(server)
     try:
         with admin.connect() as connection:
-            connection.exec_driver_sql(f"CREATE DATABASE {name} CHARACTER SET utf8mb4")
-    except sa.exc.OperationalError as error:
-        pytest.fail(f"MariaDB at {server.host}:{server.port} is not reachable: {error}")
+            name = create_database(connection, server)
     finally:
         admin.dispose()
     return server.set(database=name).render_as_string(hide_password=False)
@@ -67,9 +64,24 @@ def drop_mariadb_database(url: str) -> None:
     admin = sa.create_engine(parsed.set(database=None))
     try:
         with admin.connect() as connection:
-            connection.exec_driver_sql(f"DROP DATABASE IF EXISTS {parsed.database}")
+            drop_database(connection, parsed.database)
     finally:
         admin.dispose()
+
+
+def create_database(conn: sa.Connection, server: sa.URL) -> str:
+    """Create a scratch database through `conn`; its name. Fails the test if the server is
+    not reachable."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    try:
+        conn.exec_driver_sql(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+    except sa.exc.OperationalError as error:
+        pytest.fail(f"MariaDB at {server.host}:{server.port} is not reachable: {error}")
+    return name
+
+
+def drop_database(conn: sa.Connection, name: str) -> None:
+    conn.exec_driver_sql(f"DROP DATABASE IF EXISTS `{name}`")
 
 
 @dataclass(frozen=True)
@@ -200,7 +212,7 @@ class PreparedDatabases:
         self.thread.shutdown(wait=True)
         with contextlib.suppress(Exception), self.admin.begin() as conn:
             for name in names + [name for _, name in self.resting]:
-                conn.exec_driver_sql(f"DROP DATABASE IF EXISTS `{name}`")
+                drop_database(conn, name)
         self.admin.dispose()
 
     def _make(self) -> str:
@@ -209,14 +221,10 @@ class PreparedDatabases:
             if self._in(name, still_pristine):
                 return name
             self._drop(name)
-        name = f"t_{uuid.uuid4().hex[:12]}"
-        try:
-            with self.admin.begin() as conn:
-                conn.exec_driver_sql(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
-                conn.exec_driver_sql(f"USE `{name}`")
-                copy_schema(conn, self.schema)
-        except sa.exc.OperationalError as error:
-            pytest.fail(f"MariaDB at {self.server.host}:{self.server.port}: {error}")
+        with self.admin.begin() as conn:
+            name = create_database(conn, self.server)
+            conn.exec_driver_sql(f"USE `{name}`")
+            copy_schema(conn, self.schema)
         return name
 
     def _recycle(self, name: str) -> None:
@@ -236,4 +244,4 @@ class PreparedDatabases:
 
     def _drop(self, name: str) -> None:
         with self.admin.begin() as conn:
-            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS `{name}`")
+            drop_database(conn, name)
